@@ -1,0 +1,16 @@
+"""`modbus_poll`: reserved; implemented by issue #6."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cpppo.pending import not_built
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `modbus_poll`."""
+    return not_built("modbus_poll", 6)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""Logging set-up shared by every cpppo command.
+
+Two levels beyond the standard ones, as upstream cpppo has them: ``NORMAL`` (between INFO and
+WARNING) for the one line a command prints about what it is doing, and ``DETAIL`` (between
+DEBUG and INFO) for per-request tracing.  They are also set on the ``logging`` module
+(``logging.NORMAL``, ``logging.DETAIL``) so the spec's ``cpppo.log_cfg['level'] =
+logging.DETAIL`` works.
+
+``log_cfg`` is a dict for ``logging.basicConfig(**cpppo.log_cfg)``.  ``verbosity(n)`` maps the
+count of ``-v`` flags to a level; ``configure(verbose, log_file)`` is what the CLIs call.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from typing import Any
+
+__all__ = ["DETAIL", "NORMAL", "configure", "log_cfg", "verbosity"]
+
+NORMAL = logging.INFO + 5
+DETAIL = logging.DEBUG + 5
+logging.addLevelName(NORMAL, "NORMAL")
+logging.addLevelName(DETAIL, "DETAIL")
+logging.NORMAL = NORMAL  # type: ignore[attr-defined]
+logging.DETAIL = DETAIL  # type: ignore[attr-defined]
+
+log_cfg: dict[str, Any] = {
+    "level": logging.WARNING,
+    "datefmt": "%m-%d %H:%M:%S",
+    "format": "%(asctime)s.%(msecs).03d %(name)-12.12s %(levelname)-8.8s %(message)s",
+}
+
+_LEVELS = (logging.WARNING, NORMAL, logging.INFO, DETAIL, logging.DEBUG)
+
+
+def verbosity(count: int) -> int:
+    """The log level for ``count`` repetitions of ``-v`` (0: WARNING ... 4+: DEBUG)."""
+    return _LEVELS[max(0, min(count, len(_LEVELS) - 1))]
+
+
+def configure(verbose: int = 0, log_file: str | None = None, *, max_bytes: int = 10 * 2**20,
+              backups: int = 5) -> None:
+    """Configure the root logger for a command: level from ``-v`` count; to a rotating
+    ``log_file`` (10 MB x 5 by default) when given, else to stderr."""
+    cfg = dict(log_cfg, level=verbosity(verbose), force=True)
+    if log_file:
+        handler = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=max_bytes, backupCount=backups)
+        cfg["handlers"] = [handler]
+    logging.basicConfig(**cfg)

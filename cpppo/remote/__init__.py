@@ -1,0 +1,1 @@
+"""Remote PLC I/O: the poller metaphor and its Modbus/TCP implementation."""

@@ -1,0 +1,1 @@
+"""Protocol servers (and, following upstream's layout, the EtherNet/IP client)."""

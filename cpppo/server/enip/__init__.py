@@ -1,0 +1,1 @@
+"""EtherNet/IP CIP: codec, device model, asyncio server, and clients."""

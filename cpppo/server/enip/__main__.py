@@ -1,0 +1,5 @@
+"""``python -m cpppo.server.enip``: the EtherNet/IP controller simulator."""
+
+from cpppo.server.enip.main import main
+
+raise SystemExit(main())

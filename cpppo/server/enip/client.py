@@ -1,0 +1,16 @@
+"""`enip_client`: reserved; implemented by issue #5."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cpppo.pending import not_built
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `enip_client`."""
+    return not_built("enip_client", 5)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
