@@ -1,0 +1,12 @@
+"""Modbus/TCP: a sans-IO codec, a device model, an asyncio server and an asyncio client.
+
+Layers, in stack order (each imports only the ones before it):
+
+- :mod:`cpppo.modbus.errors`: the exception types every layer raises.
+- :mod:`cpppo.modbus.framer`: the MBAP header (bytes in, records out).
+- :mod:`cpppo.modbus.pdu`: request and response PDUs for the supported function codes.
+- :mod:`cpppo.modbus.address`: register numbers (``40001``) and range specs (``40001-40100=99``).
+- :mod:`cpppo.modbus.datastore` and :mod:`cpppo.modbus.device`: the simulated device.
+- :mod:`cpppo.modbus.server`: many devices in one asyncio process, each on its own (ip, port).
+- :mod:`cpppo.modbus.aclient`: a pipelining asyncio client on the same codec.
+"""

@@ -1,0 +1,216 @@
+'''A simulated Modbus device: its tables, unit ids and identity, and how it answers a PDU.
+
+>>> dev = ModbusDevice.from_specs(["40001-40003=99", "1-8=1"])
+>>> dev.handle(1, bytes.fromhex("03 0000 0002")).hex()     # read 2 holding registers
+'030400630063'
+>>> dev.handle(1, bytes.fromhex("03 0002 0002")).hex()     # 40003..40004: 40004 not configured
+'8302'
+>>> dev.handle(1, bytes.fromhex("41")).hex()               # unknown function
+'c101'
+>>> dev.write(40002, [7]); dev.read(40001, 3)
+[99, 7, 99]
+
+The device knows nothing of sockets; :mod:`cpppo.modbus.server` puts it on the network.
+'''
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from cpppo.modbus import pdu
+from cpppo.modbus.address import Table, locate, parse_spec
+from cpppo.modbus.datastore import DataTable, IllegalAddress
+from cpppo.modbus.errors import ExceptionCode, RequestError
+
+__all__ = ["IDENTITY_OBJECTS", "ModbusDevice"]
+
+log = logging.getLogger(__name__)
+
+#: Device identification object ids (function 43/14) by the key used in ``identity``.
+IDENTITY_OBJECTS = {
+    "vendor_name": 0x00, "product_code": 0x01, "major_minor_revision": 0x02,   # basic
+    "vendor_url": 0x03, "product_name": 0x04, "model_name": 0x05,              # regular
+    "user_application_name": 0x06,
+}
+_DEFAULT_IDENTITY = {"vendor_name": "cpppo", "product_code": "modbus_sim",
+                     "major_minor_revision": "0.1"}
+_CATEGORY_LAST = {1: 0x02, 2: 0x7F, 3: 0xFF}       # highest object id of each stream category
+
+
+def _identity_objects(identity: Mapping[str | int, Any] | None) -> dict[int, bytes]:
+    merged: dict[str | int, Any] = {**_DEFAULT_IDENTITY, **(identity or {})}
+    objects: dict[int, bytes] = {}
+    for key, value in merged.items():
+        if isinstance(key, int) and 0x80 <= key <= 0xFF:
+            oid = key
+        elif key in IDENTITY_OBJECTS:
+            oid = IDENTITY_OBJECTS[key]
+        else:
+            raise ValueError(f"unknown identity key {key!r}; use one of {', '.join(IDENTITY_OBJECTS)} "
+                             "or an extended object id 0x80..0xFF")
+        data = value if isinstance(value, bytes) else str(value).encode("utf-8")
+        if len(data) > 240:
+            raise ValueError(f"identity {key!r} is longer than 240 bytes")
+        objects[oid] = data
+    return dict(sorted(objects.items()))
+
+
+class ModbusDevice:
+    """A Modbus device: four sparse tables, the unit ids it answers, and its identity.
+
+    ``unit_ids`` None answers every unit id; otherwise a request to another unit id is
+    answered with exception 0x0B (gateway target device failed to respond), so a client does
+    not wait for a timeout.  Access is thread-safe (one lock around each request).
+    """
+
+    def __init__(self, tables: Mapping[Table, DataTable], unit_ids: Iterable[int] | None = (1,),
+                 identity: Mapping[str | int, Any] | None = None) -> None:
+        self.tables = {table: tables.get(table) for table in Table}
+        self._by_function = {function: self.tables[table] for function, table in _TABLE_OF.items()}
+        self.unit_ids = None if unit_ids is None else frozenset(unit_ids)
+        if self.unit_ids is not None and not all(0 <= u <= 255 for u in self.unit_ids):
+            raise ValueError(f"unit ids must be 0..255: {sorted(self.unit_ids)}")
+        self.identity = _identity_objects(identity)
+        self.conformity = 0x83 if any(oid >= 0x80 for oid in self.identity) else 0x82
+        self.lock = threading.Lock()
+        self.requests = 0
+
+    @classmethod
+    def from_specs(cls, specs: Sequence[str], unit_ids: Iterable[int] | None = (1,),
+                   identity: Mapping[str | int, Any] | None = None) -> ModbusDevice:
+        """A device serving the registers named by ``specs``
+        (``<begin>[-<end>][=<value>[,...]]``, values default to 0).  A bad spec raises
+        ValueError naming it."""
+        cells: dict[Table, dict[int, int]] = {table: {} for table in Table}
+        for text in specs:
+            spec = parse_spec(text, default=0)
+            table, offset = locate(spec.begin)
+            for i, value in enumerate(spec.values):
+                cells[table][offset + i] = value
+        tables = {t: DataTable(t.is_bits, c) for t, c in cells.items() if c}
+        return cls(tables, unit_ids=unit_ids, identity=identity)
+
+    def __repr__(self) -> str:
+        units = "any" if self.unit_ids is None else ",".join(map(str, sorted(self.unit_ids)))
+        tables = ", ".join(f"{t.name.lower()}={len(d)}" for t, d in self.tables.items() if d)
+        return f"<ModbusDevice units={units} {tables}>"
+
+    def serves(self, unit_id: int) -> bool:
+        return self.unit_ids is None or unit_id in self.unit_ids
+
+    # Register-number access, for hooks, tests and the CLI.
+
+    def _table(self, number: int) -> tuple[DataTable, int]:
+        table, offset = locate(number)
+        data = self.tables[table]
+        if data is None:
+            raise ValueError(f"register {number}: no {table.name.lower()} are configured")
+        return data, offset
+
+    def read(self, number: int, count: int = 1) -> list[int]:
+        """Values of registers ``number..number+count-1`` (e.g. ``read(40001, 10)``)."""
+        data, offset = self._table(number)
+        with self.lock:
+            try:
+                return data.read(offset, count)
+            except IllegalAddress as exc:
+                raise ValueError(f"registers {number}..{number + count - 1}: {exc}") from None
+
+    def write(self, number: int, values: Sequence[int]) -> None:
+        """Store ``values`` from register ``number`` (any table, unlike a Modbus client)."""
+        data, offset = self._table(number)
+        with self.lock:
+            try:
+                data.write(offset, values)
+            except (IllegalAddress, OverflowError) as exc:
+                raise ValueError(f"registers {number}..{number + len(values) - 1}: {exc}") from None
+
+    # The protocol face.
+
+    def handle(self, unit_id: int, raw: bytes) -> bytes:
+        """The reply PDU to the request PDU ``raw`` addressed to ``unit_id``: a normal reply or
+        an exception reply; it never raises for any input bytes."""
+        if self.unit_ids is not None and unit_id not in self.unit_ids:
+            return pdu.exception_pdu(raw[0] if raw else 0, ExceptionCode.GATEWAY_TARGET_FAILED)
+        try:
+            request = pdu.decode_request(raw)
+            with self.lock:
+                self.requests += 1
+                return _EXECUTE[type(request)](self, request, raw)
+        except RequestError as exc:
+            log.debug("unit %d: %s", unit_id, exc)
+            return pdu.exception_pdu(exc.function, exc.code)
+        except IllegalAddress as exc:
+            log.debug("unit %d, function %d: %s", unit_id, raw[0], exc)
+            return pdu.exception_pdu(raw[0], ExceptionCode.ILLEGAL_DATA_ADDRESS)
+
+    def _data(self, function: int) -> DataTable:
+        data = self._by_function[function]
+        if data is None:
+            raise IllegalAddress(f"no {_TABLE_OF[function].name.lower()} are configured")
+        return data
+
+    def _read(self, request: pdu.ReadRequest, raw: bytes) -> bytes:
+        data = self._data(request.function)
+        if data.bits:
+            body = pdu.pack_bits(data.read(request.address, request.quantity))
+        else:
+            body = data.read_registers_bytes(request.address, request.quantity)
+        return bytes((request.function, len(body))) + body
+
+    def _write_single(self, request: pdu.WriteSingleRequest, raw: bytes) -> bytes:
+        self._data(request.function).write(request.address, (request.value,))
+        return raw
+
+    def _write_multiple(self, request: pdu.WriteMultipleRequest, raw: bytes) -> bytes:
+        self._data(request.function).write(request.address, request.values)
+        return raw[:5]
+
+    def _mask_write(self, request: pdu.MaskWriteRequest, raw: bytes) -> bytes:
+        table = self._data(pdu.Function.WRITE_SINGLE_REGISTER)
+        (current,) = table.read(request.address, 1)
+        table.write(request.address,
+                    ((current & request.and_mask) | (request.or_mask & ~request.and_mask & 0xFFFF),))
+        return raw
+
+    def _read_write(self, request: pdu.ReadWriteRequest, raw: bytes) -> bytes:
+        table = self._data(pdu.Function.WRITE_SINGLE_REGISTER)
+        table.read(request.read_address, request.read_quantity)    # check before writing
+        table.write(request.write_address, request.values)
+        body = table.read_registers_bytes(request.read_address, request.read_quantity)
+        return bytes((request.function, len(body))) + body
+
+    def _identification(self, request: pdu.DeviceIdRequest, raw: bytes = b"") -> bytes:
+        if request.read_code == 4:
+            if request.object_id not in self.identity:
+                raise IllegalAddress(f"identity object {request.object_id} does not exist")
+            objects = {request.object_id: self.identity[request.object_id]}
+            return pdu.DeviceIdentification(4, self.conformity, False, 0, objects).encode()
+        last = _CATEGORY_LAST[request.read_code]
+        ids = [oid for oid in self.identity if oid <= last]
+        start = request.object_id if request.object_id in ids else 0
+        objects: dict[int, bytes] = {}
+        room = pdu.MAX_PDU_BYTES - 7
+        for oid in ids[ids.index(start):]:
+            size = 2 + len(self.identity[oid])
+            if size > room:
+                return pdu.DeviceIdentification(request.read_code, self.conformity, True, oid,
+                                              objects).encode()
+            objects[oid] = self.identity[oid]
+            room -= size
+        return pdu.DeviceIdentification(request.read_code, self.conformity, False, 0, objects).encode()
+
+
+# The table each function code addresses, and the method that executes each request type.
+_TABLE_OF = {1: Table.COILS, 2: Table.DISCRETE_INPUTS, 3: Table.HOLDING_REGISTERS,
+             4: Table.INPUT_REGISTERS, 5: Table.COILS, 6: Table.HOLDING_REGISTERS,
+             15: Table.COILS, 16: Table.HOLDING_REGISTERS}
+_EXECUTE = {
+    pdu.ReadRequest: ModbusDevice._read, pdu.WriteSingleRequest: ModbusDevice._write_single,
+    pdu.WriteMultipleRequest: ModbusDevice._write_multiple,
+    pdu.MaskWriteRequest: ModbusDevice._mask_write, pdu.ReadWriteRequest: ModbusDevice._read_write,
+    pdu.DeviceIdRequest: ModbusDevice._identification,
+}
