@@ -7,8 +7,9 @@ write an optional cast and the values::
     Tag=1  Tag[1-2]=(REAL)111,222  Tag=9.9  TEXT[1]=(SSTRING)"Hello, world!"
     @1/1/7  @0x1FF/01/0x1A[99]=1  @4/5/{"connection":100}  @{"class":4}/5/{"connection":100}
 
->>> parse_operation("A_Tag[1-2]=(REAL)111,222")
-{'path': [{'symbolic': 'A_Tag'}, {'element': 1}], 'elements': 2, 'method': 'write', 'data': [111.0, 222.0], 'tag_type': 202}
+>>> op = parse_operation("A_Tag[1-2]=(REAL)111,222")
+>>> op["path"], op["elements"], op["method"], op["data"], op["tag_type"]
+([{'symbolic': 'A_Tag'}, {'element': 1}], 2, 'write', [111.0, 222.0], 202)
 >>> parse_operation("@0x1FF/01/0x1A")
 {'path': [{'class': 511}, {'instance': 1}, {'attribute': 26}], 'elements': 1, 'method': 'read'}
 
@@ -92,10 +93,7 @@ def parse_int(text: str) -> int:
     if not _NUMBER.match(text):
         raise ValueError(f"not an integer: {text!r}")
     body = text.lstrip("+-")
-    if body[:2].lower() in ("0x", "0o", "0b"):
-        value = int(body, 0)
-    else:
-        value = int(body, 10)
+    value = int(body, 0) if body[:2].lower() in ("0x", "0o", "0b") else int(body, 10)
     return -value if text.startswith("-") else value
 
 
@@ -209,7 +207,8 @@ def _parse_target(text: str, whole: str, base: int) -> tuple[list[dict[str, Any]
     return path, elements, pos
 
 
-def parse_values(text: str, cast: TypeInfo | None, whole: str = "", base: int = 0) -> tuple[list[Any], TypeInfo]:
+def parse_values(text: str, cast: TypeInfo | None, whole: str = "",
+                 base: int = 0) -> tuple[list[Any], TypeInfo]:
     """The comma-separated values of a write; REAL if any has a '.', else INT, unless cast.
 
     >>> parse_values("1,2,3", None)
@@ -318,10 +317,7 @@ def parse_operations(tags: Iterable[str | dict[str, Any]], fragment: bool = Fals
     ``fragment`` asks for Read/Write Tag Fragmented; ``int_type`` is the default integer
     type of writes (INT); other keywords are added to every operation."""
     for tag in tags:
-        if isinstance(tag, dict):
-            op = dict(tag, **kwds)
-        else:
-            op = parse_operation(tag, int_type=int_type, **kwds)
+        op = dict(tag, **kwds) if isinstance(tag, dict) else parse_operation(tag, int_type=int_type, **kwds)
         if fragment:
             op.setdefault("fragment", True)
         yield op
@@ -370,7 +366,7 @@ def format_path(path: Any, count: int | None = None) -> str:
     return out
 
 
-def parse_route_path(text: Any) -> list[dict[str, Any]] | None | bool:
+def parse_route_path(text: Any) -> list[dict[str, Any]] | bool | None:
     """``--route-path``: '1/0', JSON dict or list ('["1/3", {"port":2,"link":"1.2.3.4"}]'),
     or 0/false for none (returns False).
 

@@ -1,15 +1,49 @@
-"""`enip_list_services`: reserved; implemented by issue #5."""
+"""``enip_list_services`` / ``python -m cpppo.server.enip.list_services``: List Services (by
+default), List Identity and List Interfaces on an EtherNet/IP CIP server, over TCP/IP or
+UDP/IP (optionally broadcast, gathering every reply until the timeout).
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Sequence
 
-from cpppo.pending import not_built
+from cpppo.log import configure
+from cpppo.server.enip.client_cli import gather
+from cpppo.server.enip.client_wire import ENIPError
+
+__all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `enip_list_services`."""
-    return not_built("enip_list_services", 5)
+    """Entry point of ``enip_list_services``."""
+    ap = argparse.ArgumentParser(prog="enip_list_services",
+                                 description="List Services (by default) on an EtherNet/IP CIP Server.")
+    ap.add_argument("-v", "--verbose", action="count", default=0, help="Display logging information")
+    ap.add_argument("-a", "--address", default="localhost",
+                    help="EtherNet/IP interface[:port] to connect to (default: localhost:44818); "
+                         "with --broadcast, a comma-separated list is probed in turn")
+    ap.add_argument("-u", "--udp", action="store_true", help="Use UDP/IP queries (default: TCP/IP)")
+    ap.add_argument("-b", "--broadcast", action="store_true",
+                    help="Allow UDP/IP broadcast; gather all replies")
+    ap.add_argument("-i", "--list-identity", "--identity", dest="identity", action="store_true",
+                    help="List Identity (default: False)")
+    ap.add_argument("-I", "--list-interfaces", "--interfaces", dest="interfaces", action="store_true",
+                    help="List Interfaces (default: False)")
+    ap.add_argument("-t", "--timeout", type=float, default=5.0, help="Timeout seconds (default: 5.0)")
+    args = ap.parse_args(argv)
+    configure(args.verbose)
+    requests = [("List Services", "list_services")]
+    if args.identity:
+        requests.append(("List Identity", "list_identity"))
+    if args.interfaces:
+        requests.append(("List Interfaces", "list_interfaces"))
+    try:
+        return gather(args, requests)
+    except (ENIPError, ValueError, OSError) as exc:
+        print(f"enip_list_services: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

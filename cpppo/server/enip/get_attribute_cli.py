@@ -1,0 +1,67 @@
+"""``enip_get_attribute`` / ``python -m cpppo.server.enip.get_attribute``: Get Attributes All,
+Get/Set Attribute Single with the options of ``enip_client``::
+
+    $ python -m cpppo.server.enip.get_attribute '@22/1/3=(REAL)1.0' '@22/1/3'
+    Mon Feb 22 15:29:51 2016:   0: Single S_A_S      @0x0016/1/3 == True
+    Mon Feb 22 15:29:51 2016:   1: Single G_A_S      @0x0016/1/3 == [0, 0, 128, 63]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from cpppo.log import configure
+from cpppo.server.enip import client
+from cpppo.server.enip.client_cli import add_common, connection_kwds, gather
+from cpppo.server.enip.client_ops import OperationError, format_path
+from cpppo.server.enip.client_wire import ENIPError
+from cpppo.server.enip.get_attribute import attribute_operations
+
+__all__ = ["run"]
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="enip_get_attribute", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Get/Set Attribute Single and Get Attributes All on an EtherNet/IP CIP device.",
+        epilog="Attributes: @1/1 (Get Attributes All) @1/1/7 (Get Attribute Single) "
+               "'@22/1/3=(REAL)1.0' (Set Attribute Single, converted to USINTs)")
+    add_common(ap)
+    ap.add_argument("attributes", nargs="*", help="Attributes to get/set, eg. @1/1/7")
+    args = ap.parse_args(argv)
+    configure(args.verbose, args.log)
+    requests = [(label, method) for flag, label, method in (
+        (args.list_identity, "List Identity", "list_identity"),
+        (args.list_services, "List Services", "list_services"),
+        (args.list_interfaces, "List Interfaces", "list_interfaces"),
+        (args.legacy, f"Legacy {args.legacy}", f"legacy:{args.legacy}")) if flag]
+    if not requests and not args.attributes:
+        ap.error("at least one attribute (or -i/-s/-I/-L) is required")
+    try:
+        status = gather(args, requests) if requests else 0
+        if args.attributes:
+            status |= attribute_io(args)
+        return status
+    except (OperationError, ENIPError, ValueError, OSError) as exc:
+        print(f"enip_get_attribute: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 1
+
+
+def attribute_io(args: argparse.Namespace) -> int:
+    kwds = connection_kwds(args)
+    operations = list(attribute_operations(args.attributes * max(1, args.repeat)))
+    failures = 0
+    with client.connector(host=kwds["host"], port=kwds["port"], timeout=args.timeout) as conn:
+        for idx, dsc, op, _rpy, sts, val in conn.pipeline(
+                operations=operations, depth=max(1, args.depth), multiple=args.multiple,
+                timeout=args.timeout, route_path=kwds["route_path"], send_path=kwds["send_path"]):
+            if val is None:
+                failures += 1
+            shown = val if val is not None else f"None ({client.status_text(sts)})"
+            print(f"{time.ctime()}: {idx:3d}: {dsc:<17} {format_path(op['path'])} == {shown}", flush=True)
+    return 1 if failures else 0
