@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from fleet import __version__
+from fleet.cli import build, down, logs, plan, restart, status, up
 
 app = typer.Typer(
     name="cpppo-fleet",
@@ -24,18 +25,15 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def _reserve(name: str) -> None:
-    def command() -> None:
-        from cpppo.pending import not_built
-
-        raise typer.Exit(not_built(f"cpppo-fleet {name}", 7))
-
-    command.__doc__ = f"{name.capitalize()} the fleet (not built yet)."
-    app.command(name)(command)
-
-
-for _name in ("up", "down", "status", "plan"):
-    _reserve(_name)
+app.command("plan")(plan.plan)
+app.command("validate")(plan.validate)
+app.command("up")(up.up)
+app.command("down")(down.down)
+app.command("status")(status.status)
+app.command("poll")(status.poll)
+app.command("logs")(logs.logs)
+app.command("restart")(restart.restart)
+app.command("build")(build.build)
 
 
 def main() -> None:

@@ -1,0 +1,260 @@
+"""Fleet speed and memory: `cpppo-fleet up` of N devices (half ENIP, half Modbus) on the process
+backend, against the naive layout of one upstream cpppo server process per device under
+supervisord (``--naive``, at its own N, default 200).
+
+    python benchmarks/fleet_scale.py                  # N = 200, ours only (about a minute)
+    python benchmarks/fleet_scale.py --n 1000 --naive # and the naive layout at N = 200
+
+Measured: time from `up` to all healthy, total RSS of the fleet (supervisord + workers +
+poller), idle CPU of the fleet (fraction of one core, over --idle seconds with the health
+poller sweeping every 5 s), wall time of one full health sweep (fresh connections, as
+`cpppo-fleet poll`; and persistent ones, as the supervised poller), time from SIGKILL of a
+worker to its devices healthy again, and time for `down`.  Upstream's modbus_sim needs
+pymodbus 1.x, so the naive layout runs upstream's ENIP server for every device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xmlrpc.client
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fleet.backends.process import ProcessBackend  # noqa: E402
+from fleet.config import load  # noqa: E402
+from fleet.health import Poller, run_sweep  # noqa: E402
+from fleet.plan import expand  # noqa: E402
+from fleet.worker import new_event_loop  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def fleet_toml(n: int, per_worker: int, octet: int, kinds: str = "enip,modbus") -> str:
+    enip, modbus = (n - n // 2, n // 2) if kinds == "enip,modbus" else (n, 0) if kinds == "enip" else (0, n)
+    text = f"""
+[fleet]
+name = "bench{n}"
+address_pool = "127.{octet}.0.0/16"
+health_interval = 5.0
+health_timeout = 2.0
+devices_per_worker = {per_worker}
+"""
+    if enip:
+        text += f"""
+[[device]]
+kind = "enip"
+count = {enip}
+name = "plc{{n:05}}"
+tags = ["SCADA=INT[100]", "Speed=REAL"]
+identity = {{ product_name = "1756-L61/B LOGIX5561", serial_number = "0x6000{{n:04}}" }}
+"""
+    if modbus:
+        text += f"""
+[[device]]
+kind = "modbus"
+count = {modbus}
+name = "mb{{n:05}}"
+port = 1502
+registers = ["40001-40100=0", "1-16=0"]
+"""
+    return text
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError):
+            pass
+    return total / CLK_TCK
+
+
+def idle_cpu(pids: list[int], seconds: float) -> float:
+    before, begun = cpu_seconds(pids), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds(pids) - before) / (time.monotonic() - begun)
+
+
+def fleet_pids(backend: ProcessBackend) -> list[int]:
+    pids = [p.pid for p in backend.status().values() if p.pid]
+    supervisord = backend._supervisord_pid()
+    return pids + ([supervisord] if supervisord else [])
+
+
+def persistent_sweep(devices) -> float:
+    async def run() -> float:
+        poller = Poller(2.0, 200)
+        await poller.sweep(devices)  # connect
+        begun = time.monotonic()
+        results = await poller.sweep(devices)
+        elapsed = time.monotonic() - begun
+        await poller.close()
+        assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
+        return elapsed
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(run())
+
+
+def ours(n: int, per_worker: int, idle: float, tmp: Path, kinds: str) -> dict[str, float | str]:
+    path = tmp / "fleet.toml"
+    path.write_text(fleet_toml(n, per_worker, 78, kinds))
+    state = tmp / "state"
+    plan = expand(load(path))
+    backend = ProcessBackend(plan, state)
+    cli = [sys.executable, "-c", "from fleet.cli import main; main()"]
+    out: dict[str, float | str] = {}
+    try:
+        begun = time.monotonic()
+        proc = subprocess.run([*cli, "up", str(path), "--state-dir", str(state), "--timeout", "300"],
+                              capture_output=True, text=True, timeout=600)
+        out["up to all healthy (s)"] = time.monotonic() - begun
+        if proc.returncode != 0:
+            out["note"] = (proc.stdout + proc.stderr).strip().splitlines()[-1]
+            return out
+        time.sleep(2)
+        pids = fleet_pids(backend)
+        out["processes"] = len(pids)
+        out["total RSS (MB)"] = rss_mb(pids)
+        out["idle CPU (cores)"] = idle_cpu(pids, idle)
+        begun = time.monotonic()
+        results = run_sweep(plan.devices, 2.0, 200)
+        out["sweep, fresh conns (s)"] = time.monotonic() - begun
+        out["sweep ok"] = sum(r.ok for r in results)
+        out["sweep, persistent (s)"] = persistent_sweep(plan.devices)
+        victim = backend.status()["w000"].pid
+        devices = plan.worker_devices("w000")
+        os.kill(victim, signal.SIGKILL)
+        begun = time.monotonic()
+        while time.monotonic() - begun < 60:
+            if all(r.ok for r in run_sweep(devices, 0.5, 200)):
+                break
+            time.sleep(0.05)
+        out["SIGKILL to healthy (s)"] = time.monotonic() - begun
+    finally:
+        begun = time.monotonic()
+        subprocess.run([*cli, "down", str(path), "--state-dir", str(state)], capture_output=True, timeout=300)
+        out["down (s)"] = time.monotonic() - begun
+    return out
+
+
+def naive(n: int, idle: float, tmp: Path) -> dict[str, float | str]:
+    """One upstream `python -m cpppo.server.enip` per device under a supervisord of its own."""
+    from supervisor.xmlrpc import SupervisorTransport
+
+    from tests.upstream import upstream_python
+
+    python = upstream_python()
+    sock = tmp / "naive.sock"
+    conf = [f"[unix_http_server]\nfile={sock}\n", f"[supervisord]\nlogfile={tmp}/naive.log\n"
+            f"pidfile={tmp}/naive.pid\nchildlogdir={tmp}\nminfds=20000\n",
+            "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = "
+            "supervisor.rpcinterface:make_main_rpcinterface\n"]
+    hosts = [f"127.79.{i // 250}.{i % 250 + 1}" for i in range(n)]
+    for i, host in enumerate(hosts):
+        conf.append(f"[program:d{i}]\ncommand={python} -I -m cpppo.server.enip -a {host}:44818 "
+                    f"SCADA=INT[100] Speed=REAL\ndirectory={tmp}\nstdout_logfile=NONE\nredirect_stderr=true\n"
+                    "autostart=true\nstartsecs=0\nstopasgroup=true\n")
+    (tmp / "naive.conf").write_text("\n".join(conf))
+    rpc = xmlrpc.client.ServerProxy("http://127.0.0.1",
+                                    transport=SupervisorTransport("", "", f"unix://{sock}")).supervisor
+    out: dict[str, float | str] = {}
+    begun = time.monotonic()
+    subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(tmp / "naive.conf")],
+                   check=True, timeout=60)
+    supervisord = 0
+    while not supervisord and time.monotonic() - begun < 30:
+        try:
+            supervisord = int((tmp / "naive.pid").read_text())
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    try:
+        import socket
+
+        pending = list(hosts)
+        while pending and time.monotonic() - begun < 300:
+            still = []
+            for host in pending:
+                try:
+                    socket.create_connection((host, 44818), timeout=0.2).close()
+                except OSError:
+                    still.append(host)
+            pending = still
+            time.sleep(0.2 if pending else 0)
+        out["up to all healthy (s)"] = time.monotonic() - begun
+        out["note"] = f"{n - len(pending)}/{n} listening"
+        time.sleep(2)
+        pids = [p["pid"] for p in rpc.getAllProcessInfo() if p["pid"]]
+        pids.append(supervisord)
+        out["processes"] = len(pids)
+        out["total RSS (MB)"] = rss_mb(pids)
+        out["idle CPU (cores)"] = idle_cpu(pids, idle)
+    finally:
+        begun = time.monotonic()
+        rpc.stopAllProcesses(True)
+        rpc.shutdown()
+        while Path(f"/proc/{supervisord}").exists() and time.monotonic() - begun < 120:
+            time.sleep(0.1)
+        out["down (s)"] = time.monotonic() - begun
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200, help="devices in our fleet (default 200)")
+    parser.add_argument("--per-worker", type=int, default=100, help="devices per worker process")
+    parser.add_argument("--naive", action="store_true", help="also run the naive layout")
+    parser.add_argument("--naive-n", type=int, default=200, help="devices in the naive layout")
+    parser.add_argument("--kinds", default="enip,modbus", choices=["enip,modbus", "enip", "modbus"],
+                        help="device kinds in our fleet (default: half each)")
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds to sample idle CPU over")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
+        (Path(tmp) / "ours").mkdir()
+        mine = ours(args.n, args.per_worker, args.idle, Path(tmp) / "ours", args.kinds)
+        rows = {f"cpppo-fleet N={args.n}": mine}
+        if args.naive:
+            (Path(tmp) / "naive").mkdir()
+            rows[f"naive N={args.naive_n}"] = naive(args.naive_n, args.idle, Path(tmp) / "naive")
+    keys = list(dict.fromkeys(k for row in rows.values() for k in row))
+    names = list(rows)
+    print(f"{'metric':<26}" + "".join(f"{name:>22}" for name in names)
+          + ("   naive/ours" if len(names) == 2 else ""))
+    for key in keys:
+        cells = [rows[name].get(key, "") for name in names]
+        line = f"{key:<26}" + "".join(f"{c:>22.3f}" if isinstance(c, float) else f"{c!s:>22}" for c in cells)
+        if len(cells) == 2 and all(isinstance(c, (int, float)) and c for c in cells) and key != "processes":
+            line += f"   {cells[1] / cells[0]:>8.2f}x"
+        print(line)
+    if args.naive and args.naive_n != args.n:
+        print(f"(naive/ours compares fleet totals at different N: {args.naive_n} vs {args.n})")
+    print(json.dumps(rows), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Helpers shared by the commands: loading the plan with one-line errors, the state folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+from fleet.config import ConfigError
+
+EXIT_CONFIG = 2  # a problem in fleet.toml or on the command line
+EXIT_FAILED = 1  # the operation failed, or the fleet is not (all) healthy
+
+FLEET_FILE = typer.Argument(Path("fleet.toml"), help="The fleet description (fleet.toml).")
+STATE_DIR = typer.Option(None, "--state-dir",
+                         help="State folder (default: .fleet/<name>/ beside fleet.toml).")
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """One line on stderr, then exit with ``code``."""
+    typer.echo(f"cpppo-fleet: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def load_plan(path: Path):  # -> fleet.plan.Plan
+    """The expanded plan of ``path``, or exit 2 with the config error on one line."""
+    from fleet.config import load
+    from fleet.plan import expand
+
+    try:
+        return expand(load(path))
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+
+
+def state_dir_for(path: Path, plan, override: Path | None) -> Path:
+    """Where the fleet's state lives: ``--state-dir`` or ``.fleet/<name>/`` beside fleet.toml."""
+    if override is not None:
+        return override.resolve()
+    return (path.resolve().parent / ".fleet" / plan.fleet.name).resolve()
+
+
+def backend_for(path: Path, state_dir: Path | None):
+    """(plan, backend) for a fleet file, exiting with a one-line error on problems."""
+    from fleet.backends import BackendError, make_backend
+
+    plan = load_plan(path)
+    try:
+        return plan, make_backend(plan, state_dir_for(path, plan, state_dir))
+    except BackendError as exc:
+        fail(str(exc))
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+class ProgressBar:
+    """A rich progress bar on stderr (only on a terminal), usable as a backend ``Progress``."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = stderr_is_terminal() if enabled is None else enabled
+        self.bar = None
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> ProgressBar:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        if self.bar is None:
+            return
+        if what not in self.tasks:
+            self.tasks[what] = self.bar.add_task(what, total=total)
+        self.bar.update(self.tasks[what], completed=done, total=total)
+
+
+def command_hint(path: Path, state_dir: Path | None) -> str:
+    """How the user named this fleet, to repeat in hints (``fleet.toml --state-dir X``)."""
+    return str(path) + (f" --state-dir {state_dir}" if state_dir else "")

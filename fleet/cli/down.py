@@ -1,0 +1,22 @@
+"""``cpppo-fleet down``: stop everything and leave nothing behind (idempotent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fleet.cli.common import FLEET_FILE, STATE_DIR, ProgressBar, backend_for, fail
+
+
+def down(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR) -> None:
+    """Stop every worker, the health poller and the supervisor; remove sockets and added addresses."""
+    from fleet.backends import BackendError
+
+    plan, backend = backend_for(path, state_dir)
+    with ProgressBar() as progress:
+        try:
+            backend.down(progress)
+        except BackendError as exc:
+            fail(str(exc))
+    typer.echo(f"fleet {plan.fleet.name!r} is down")

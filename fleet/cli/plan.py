@@ -1,0 +1,36 @@
+"""``cpppo-fleet plan`` / ``validate``: check fleet.toml and print the expanded plan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from fleet.cli.common import FLEET_FILE, load_plan
+
+
+def plan(path: Path = FLEET_FILE,
+         as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON.")) -> None:
+    """Validate fleet.toml and print the expanded plan (device, kind, IP:port, worker); starts nothing."""
+    fleet_plan = load_plan(path)
+    if as_json:
+        typer.echo(json.dumps(fleet_plan.to_json(), indent=1))
+        return
+    width = max(len(d.name) for d in fleet_plan.devices)
+    typer.echo(f"{'device':<{width}}  kind    {'address':<21}  worker")
+    for d in fleet_plan.devices:
+        typer.echo(f"{d.name:<{width}}  {d.kind:<6}  {d.endpoint:<21}  {d.worker}")
+    typer.echo(_summary(fleet_plan))
+
+
+def validate(path: Path = FLEET_FILE) -> None:
+    """Validate fleet.toml; print a one-line summary (exit 2 with the error otherwise)."""
+    typer.echo(_summary(load_plan(path)))
+
+
+def _summary(fleet_plan) -> str:
+    kinds = {k: sum(1 for d in fleet_plan.devices if d.kind == k) for k in ("enip", "modbus")}
+    return (f"fleet {fleet_plan.fleet.name!r}: {len(fleet_plan.devices)} devices "
+            f"({kinds['enip']} enip, {kinds['modbus']} modbus) in {len(fleet_plan.workers)} workers, "
+            f"backend {fleet_plan.fleet.backend}, addressing {fleet_plan.fleet.addressing}")

@@ -1,0 +1,66 @@
+"""``cpppo-fleet up``: bring the fleet up (idempotent; converges after an interrupted run)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from fleet.cli.common import EXIT_FAILED, FLEET_FILE, STATE_DIR, ProgressBar, backend_for, command_hint, fail
+
+ONLY = typer.Option(None, "--only", help="Bring up only the devices matching this glob "
+                                         "(repeatable; adds to those already up).")
+WAIT = typer.Option(True, "--wait/--no-wait", help="Wait until every device answers a health poll.")
+TIMEOUT = typer.Option(60.0, help="Seconds to wait for every device to be healthy.")
+
+
+def up(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, only: list[str] | None = ONLY,
+       wait: bool = WAIT, timeout: float = TIMEOUT) -> None:
+    """Bring the fleet up under its backend and return once it is up (the supervisor keeps running)."""
+    from fleet.backends import BackendError
+
+    plan, backend = backend_for(path, state_dir)
+    with ProgressBar() as progress:
+        try:
+            applied = backend.up(only, progress)
+        except BackendError as exc:
+            fail(str(exc))
+        healthy, total, failing = (wait_healthy(backend, applied, timeout, progress) if wait
+                                   else (None, len(applied.devices), []))
+    hint = command_hint(path, state_dir)
+    state = f"{healthy}/{total} devices healthy" if healthy is not None else f"{total} devices started"
+    typer.echo(f"fleet {plan.fleet.name!r} is up: {state} in {len(applied.workers)} workers "
+               f"(state in {backend.state.root})")
+    typer.echo(f"  status: cpppo-fleet status {hint}")
+    typer.echo(f"  down:   cpppo-fleet down {hint}")
+    if failing:
+        first = failing[0]
+        fail(f"{len(failing)} devices not healthy after {timeout:g} s; first: {first.device}: {first.error}",
+             EXIT_FAILED)
+
+
+def wait_healthy(backend, applied, timeout: float, progress) -> tuple[int, int, list]:
+    """Poll the not-yet-healthy devices until all answer or ``timeout``; results go to the store.
+    Returns (healthy, total, last failing results)."""
+    from fleet.health import run_sweep
+    from fleet.store import Store
+
+    fleet = applied.fleet
+    pending = list(applied.devices)
+    total = len(pending)
+    deadline = time.monotonic() + timeout
+    failing: list = []
+    with Store(backend.state.database) as store:
+        while pending:
+            progress(total - len(pending), total, "devices healthy")
+            results = run_sweep(pending, min(fleet.health_timeout, 2.0), fleet.health_concurrency)
+            store.record(results, fleet.health_retention)
+            ok = {r.device for r in results if r.ok}
+            failing = [r for r in results if not r.ok]
+            pending = [d for d in pending if d.name not in ok]
+            if not pending or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    progress(total - len(pending), total, "devices healthy")
+    return total - len(pending), total, failing if pending else []

@@ -1,0 +1,91 @@
+"""Per-device status: the plan, the backend's programs and the health store, combined."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from fleet.backends.base import ProgramStatus
+from fleet.plan import Plan
+from fleet.states import DeviceState, ProcessState, device_state
+from fleet.store import DeviceHistory
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    """One row of ``cpppo-fleet status``."""
+
+    name: str  # device name
+    kind: str  # "enip" or "modbus"
+    endpoint: str  # IP:port
+    worker: str  # worker hosting it
+    state: DeviceState  # see fleet.states
+    uptime: float | None  # seconds its worker has run, if running
+    restarts: int  # times its worker was restarted since the fleet came up
+    last_ok: bool | None  # last health result since its worker started (None: none yet)
+    error: str | None  # the last result's error
+    checked: float | None  # epoch seconds of the last result
+    latency: float | None  # last successful poll's latency, seconds
+    p50: float | None  # median latency over the retained polls
+    p99: float | None  # 99th percentile latency over the retained polls
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile.
+
+    >>> percentile([3.0, 1.0, 2.0], 0.5)
+    2.0
+    """
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, ProgramStatus],
+                   history: Mapping[str, DeviceHistory], starts: Mapping[str, list],
+                   now: float | None = None) -> list[DeviceReport]:
+    """A report for every device of the plan (those not brought up are STOPPED)."""
+    now = time.time() if now is None else now
+    selected = {d.name for d in applied.devices} if applied else set()
+    fleet = plan.fleet
+    stale_after = 2 * fleet.health_interval + fleet.health_timeout + 1.0
+    out = []
+    for device in plan.devices:
+        program = programs.get(device.worker) if device.name in selected else None
+        process = program.state if program else ProcessState.STOPPED
+        started = program.started if program else None
+        hist = history.get(device.name)
+        last = hist.last if hist else None
+        current = last is not None and started is not None and last.time >= started
+        last_ok = last.ok if current else None
+        fresh = last is not None and now - last.time <= stale_after
+        lats = hist.latencies if hist else ()
+        out.append(DeviceReport(
+            name=device.name, kind=device.kind, endpoint=device.endpoint, worker=device.worker,
+            state=device_state(process, last_ok, fresh),
+            uptime=now - started if started else None,
+            restarts=max(0, len(starts.get(device.worker, [])) - 1),
+            last_ok=last.ok if last else None, error=last.error if last else None,
+            checked=last.time if last else None,
+            latency=last.latency if last and last.ok else None,
+            p50=percentile(lats, 0.50), p99=percentile(lats, 0.99),
+        ))
+    return out
+
+
+def summary(reports: Sequence[DeviceReport]) -> str:
+    healthy = sum(1 for r in reports if r.state is DeviceState.HEALTHY)
+    counts: dict[str, int] = {}
+    for r in reports:
+        if r.state is not DeviceState.HEALTHY:
+            counts[r.state.value] = counts.get(r.state.value, 0) + 1
+    rest = "".join(f", {n} {state}" for state, n in sorted(counts.items()))
+    return f"{healthy} healthy / {len(reports)} total{rest}"

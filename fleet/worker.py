@@ -1,0 +1,162 @@
+"""A fleet worker: one asyncio process (uvloop when available) hosting many devices.
+
+Run as ``python -m fleet.worker <worker-spec.json>`` (the process backend's supervisord does).
+The spec, written by the backend, names the worker, the state folder and the devices (each a
+``fleet.plan.PlannedDevice``).  Every device is served through the protocol libraries'
+many-devices-in-one-process APIs: ``cpppo.server.enip.device.Device.from_specs`` +
+``cpppo.server.enip.server.serve`` and ``cpppo.modbus.device.ModbusDevice.from_specs`` +
+``cpppo.modbus.server.serve``.  A device that cannot be served (its address is taken, say)
+is logged and retried every few seconds while the others keep running.  SIGTERM closes all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import resource
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from fleet.plan import PlannedDevice
+
+log = logging.getLogger("fleet.worker")
+
+RETRY_SECONDS = 3.0  # between attempts to serve devices that failed to start
+START_BATCH = 200  # devices started concurrently
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-files limit to the hard one (each device holds 1-2 listening sockets
+    plus its clients' connections); return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
+def build(device: PlannedDevice) -> Any:
+    """The device model for a planned device (ValueError for a bad spec)."""
+    if device.kind == "enip":
+        from cpppo.server.enip.device import Device
+
+        return Device.from_specs(list(device.specs), identity=device.identity_dict,
+                                 route_path=device.route_path, simple=device.simple)
+    from cpppo.modbus.device import ModbusDevice
+
+    return ModbusDevice.from_specs(list(device.specs), unit_ids=device.unit_ids,
+                                   identity=device.identity_dict)
+
+
+async def start(device: PlannedDevice) -> Any:
+    """Serve one device; returns the server handle (``close()``, ``wait_closed()``)."""
+    model = build(device)
+    if device.kind == "enip":
+        from cpppo.server.enip.server import serve
+
+        return await serve(model, host=device.host, port=device.port, udp=True, delay=device.delay)
+    from cpppo.modbus.server import serve as serve_modbus
+
+    return await serve_modbus(model, host=device.host, port=device.port, delay=device.delay)
+
+
+class Worker:
+    """The devices of one worker spec, served on the running loop."""
+
+    def __init__(self, name: str, devices: list[PlannedDevice]) -> None:
+        self.name = name
+        self.devices = devices
+        self.servers: dict[str, Any] = {}
+        self.stopping = asyncio.Event()
+
+    async def start_pending(self) -> list[PlannedDevice]:
+        """Try to serve every device not yet served; return those that failed."""
+        pending = [d for d in self.devices if d.name not in self.servers]
+        failed = []
+        for i in range(0, len(pending), START_BATCH):
+            batch = pending[i:i + START_BATCH]
+            results = await asyncio.gather(*(start(d) for d in batch), return_exceptions=True)
+            for device, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, Exception):
+                        raise result
+                    log.error("%s: cannot serve at %s: %s", device.name, device.endpoint,
+                              str(result).splitlines()[0] if str(result) else type(result).__name__)
+                    failed.append(device)
+                else:
+                    self.servers[device.name] = result
+        return failed
+
+    async def run(self) -> None:
+        failed = await self.start_pending()
+        log.info("%s: serving %d of %d devices (pid %d)", self.name, len(self.servers), len(self.devices),
+                 os.getpid())
+        while failed and not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), RETRY_SECONDS)
+            if not self.stopping.is_set():
+                failed = await self.start_pending()
+                if not failed:
+                    log.info("%s: now serving all %d devices", self.name, len(self.devices))
+        await self.stopping.wait()
+        await self.close()
+
+    async def close(self) -> None:
+        for server in self.servers.values():
+            server.close()
+        await asyncio.gather(*(s.wait_closed() for s in self.servers.values()), return_exceptions=True)
+        log.info("%s: closed %d devices", self.name, len(self.servers))
+        self.servers.clear()
+
+
+async def serve_spec(spec: dict[str, Any]) -> None:
+    """Serve a worker spec until SIGTERM/SIGINT."""
+    worker = Worker(spec["worker"], [PlannedDevice.from_json(d) for d in spec["devices"]])
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stopping.set)
+    state_dir = spec.get("state_dir")
+    if state_dir:
+        from fleet.store import Store
+
+        with Store(Path(state_dir) / "health.sqlite") as store:
+            store.record_start(worker.name, os.getpid())
+    await worker.run()
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed, asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.WARNING, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log.setLevel(logging.INFO)
+    if len(args) != 1:
+        print("usage: python -m fleet.worker <worker-spec.json>", file=sys.stderr)
+        return 2
+    try:
+        spec = json.loads(Path(args[0]).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"fleet.worker: cannot read {args[0]}: {exc}", file=sys.stderr)
+        return 2
+    raise_fd_limit()
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(serve_spec(spec))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

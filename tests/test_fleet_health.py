@@ -1,0 +1,125 @@
+"""The health poller against devices served in this process, the SQLite store and the
+per-device report (no supervisord here)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from fleet.backends.base import ProgramStatus
+from fleet.config import parse
+from fleet.health import Poller
+from fleet.plan import Plan, expand
+from fleet.report import device_reports, summary
+from fleet.states import DeviceState, ProcessState
+from fleet.store import HealthResult, Store
+from fleet.worker import Worker
+from tests.support import free_port
+
+pytest.importorskip("cpppo.server.enip.server")
+
+OCTET = 150 + os.getpid() % 50
+
+
+def small_plan(port: int) -> Plan:
+    return expand(parse(f"""
+[fleet]
+name = "h"
+address_pool = "127.77.{OCTET}.0/24"
+health_timeout = 0.5
+[[device]]
+kind = "enip"
+count = 2
+name = "line{{n}}"
+port = {port}
+tags = ["SCADA=INT[10]"]
+identity = {{ product_name = "L61 {{n}}", serial_number = "0x10{{n:02}}" }}
+[[device]]
+kind = "enip"
+count = 1
+name = "drive{{n}}"
+port = {port}
+simple = true
+tags = ["V@0x93/3/10=REAL"]
+[[device]]
+kind = "modbus"
+count = 2
+name = "pump{{n}}"
+port = {port}
+registers = ["30001-30004=5"]
+"""))
+
+
+def test_poller_checks_identity_reads_and_reports_errors() -> None:
+    port = free_port(f"127.77.{OCTET}.1")
+    plan = small_plan(port)
+
+    async def scenario() -> tuple[list, list, list]:
+        worker = Worker("w000", list(plan.devices[:-1]))  # pump2 is never served
+        assert await worker.start_pending() == []
+        poller = Poller(timeout=0.5, concurrency=2)
+        try:
+            first = await poller.sweep(plan.devices)
+            second = await poller.sweep(plan.devices)  # over the kept connections
+            # line2 now claims another identity than the plan's
+            from dataclasses import replace
+
+            wrong = replace(plan.devices[1], identity=(("product_name", "something else"),))
+            third = [await poller.poll(wrong)]
+        finally:
+            await poller.close()
+            await worker.close()
+        return first, second, third
+
+    first, second, third = asyncio.run(scenario())
+    for results in (first, second):
+        assert [r.device for r in results] == [d.name for d in plan.devices]
+        assert [r.ok for r in results] == [True, True, True, True, False], results
+        assert results[-1].error and "pump2" not in results[-1].error
+        assert all(r.latency is not None and r.latency >= 0 for r in results[:-1])
+    assert not third[0].ok and "identity product_name" in third[0].error
+
+
+def test_store_retention_history_and_starts(tmp_path: Path) -> None:
+    with Store(tmp_path / "h.sqlite") as store:
+        for i in range(5):
+            b_ok = i < 4
+            b = HealthResult("b", b_ok, 0.002 if b_ok else None, None if b_ok else "boom", 100.0 + i)
+            store.record([HealthResult("a", True, 0.001 * (i + 1), None, 100.0 + i), b], retention=3)
+        history = store.history(["a", "b", "c"])
+        assert history["a"].latencies == pytest.approx((0.003, 0.004, 0.005))
+        assert history["b"].last.error == "boom" and not history["b"].last.ok
+        assert history["c"].last is None
+        store.record_start("w000", 11)
+        store.record_start("w000", 12)
+        assert [pid for pid, _ in store.starts()["w000"]] == [11, 12]
+        store.forget_starts()
+        assert store.starts() == {}
+
+
+def test_report_combines_process_state_and_health() -> None:
+    plan = small_plan(44818)
+    names = [d.name for d in plan.devices]
+    from fleet.store import DeviceHistory
+
+    now = 1000.0
+    history = {
+        "line1": DeviceHistory(HealthResult("line1", True, 0.002, None, now - 1), (0.001, 0.002, 0.009)),
+        "line2": DeviceHistory(HealthResult("line2", False, None, "no answer", now - 1), ()),
+        "drive1": DeviceHistory(HealthResult("drive1", True, 0.002, None, now - 100), (0.002,)),
+    }
+    programs = {"w000": ProgramStatus("w000", ProcessState.RUNNING, 42, now - 50)}
+    starts = {"w000": [(1, 0.0), (42, 1.0)]}
+    reports = {r.name: r for r in device_reports(plan, plan, programs, history, starts, now)}
+    assert reports["line1"].state is DeviceState.HEALTHY and reports["line1"].restarts == 1
+    assert reports["line1"].p50 == 0.002 and reports["line1"].p99 == 0.009
+    assert reports["line2"].state is DeviceState.DOWN and reports["line2"].error == "no answer"
+    assert reports["drive1"].state is DeviceState.STARTING  # its last poll predates the worker's start
+    assert reports["pump1"].state is DeviceState.STARTING
+    assert set(reports) == set(names)
+    assert summary(list(reports.values())) == "1 healthy / 5 total, 1 down, 3 starting"
+    stopped = device_reports(plan, None, {}, history, {}, now)
+    assert {r.state for r in stopped} == {DeviceState.STOPPED}

@@ -1,0 +1,178 @@
+"""Real small fleets brought up and down on the process (supervisord) backend."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fleet.backends.process import ProcessBackend, _alive
+from fleet.cli import app
+from fleet.config import load
+from fleet.plan import expand
+from tests.support import free_port
+
+pytestmark = pytest.mark.slow
+
+HAVE_ENIP = all(importlib.util.find_spec(m) is not None for m in
+                ("cpppo.server.enip.server", "cpppo.server.enip.aclient"))
+
+
+def fleet_text(octet: int, port: int, enip: bool = HAVE_ENIP) -> str:
+    text = f"""
+[fleet]
+name = "test{octet}"
+address_pool = "127.77.{octet}.0/24"
+health_interval = 0.5
+health_timeout = 1.0
+devices_per_worker = 2
+
+[[device]]
+kind = "modbus"
+count = 3
+name = "pump{{n}}"
+port = {port}
+registers = ["40001-40010=7", "1-8=0"]
+identity = {{ product_name = "pump {{n}}" }}
+"""
+    if enip:
+        text += f"""
+[[device]]
+kind = "enip"
+count = 2
+name = "line{{n}}"
+port = {port}
+tags = ["SCADA=INT[10]", "Speed=REAL"]
+identity = {{ product_name = "1756-L61/B LOGIX5561", serial_number = "0x77{{n:04}}", vendor_id = 1 }}
+"""
+    return text
+
+
+def until(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(0.1)
+
+
+class Fleet:
+    """A fleet file in a temp folder, driven through the CLI; always brought down afterwards."""
+
+    def __init__(self, tmp: Path, octet: int) -> None:
+        self.path = tmp / "fleet.toml"
+        self.state = tmp / "state"
+        self.path.write_text(fleet_text(octet, free_port(f"127.77.{octet}.1")))
+        self.plan = expand(load(self.path))
+        self.backend = ProcessBackend(self.plan, self.state)
+        self.runner = CliRunner()
+
+    def cli(self, *args: str, code: int | None = 0) -> str:
+        result = self.runner.invoke(app, [*args, str(self.path), "--state-dir", str(self.state)])
+        if code is not None:
+            assert result.exit_code == code, result.output
+        return result.output
+
+    def status(self) -> dict:
+        return json.loads(self.cli("status", "--json", code=None))
+
+    def devices(self) -> dict[str, dict]:
+        return {d["name"]: d for d in self.status()["devices"]}
+
+    def all_healthy(self) -> bool:
+        status = self.status()
+        return status["healthy"] == status["total"]
+
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.backend.status().items()}
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    octet = 100 + os.getpid() % 100
+    f = Fleet(tmp_path, octet)
+    try:
+        yield f
+    finally:
+        f.backend.down()
+
+
+def test_up_is_idempotent_recovers_from_sigkill_and_down_leaves_nothing(fleet: Fleet) -> None:
+    out = fleet.cli("up")
+    assert "is up" in out and "cpppo-fleet status" in out and "cpppo-fleet down" in out
+    status = fleet.status()
+    assert status["healthy"] == status["total"] == len(fleet.plan.devices), status["summary"]
+    conf = fleet.state / "supervisord.conf"
+    before, mtime = fleet.pids(), conf.stat().st_mtime_ns
+    assert set(before) == {"w000", "w001", "health"} | ({"w002"} if HAVE_ENIP else set())
+
+    fleet.cli("up")  # twice: nothing changes
+    assert fleet.pids() == before and conf.stat().st_mtime_ns == mtime
+
+    os.kill(before["w000"], signal.SIGKILL)  # supervisord restarts it; its devices come back
+    until(lambda: fleet.pids().get("w000") not in (None, before["w000"]), what="w000 restarted")
+    until(fleet.all_healthy, what="all healthy after the restart")
+    devices = fleet.devices()
+    assert devices["pump1"]["restarts"] == 1 and devices["pump3"]["restarts"] == 0
+    assert devices["pump1"]["p50"] is not None and devices["pump1"]["endpoint"].startswith("127.77.")
+
+    assert "serving 2 of 2 devices" in fleet.cli("logs", "pump1")
+    assert "pump1  ok" in fleet.cli("poll")
+    assert "restarted w001" in fleet.cli("restart", "pump3")
+    table = fleet.cli("status", code=None)
+    assert "pump3" in table and "healthy / " in table
+
+    pids = fleet.pids()
+    fleet.cli("down")
+    assert not any(_alive(pid) for pid in pids.values())
+    assert not (fleet.state / "supervisor.sock").exists()
+    assert not (fleet.state / "supervisord.pid").exists()
+    fleet.cli("down")  # idempotent
+    status = fleet.status()
+    assert status["healthy"] == 0 and {d["state"] for d in status["devices"]} == {"stopped"}
+    fleet.cli("status", code=1)
+
+
+def test_only_subset_then_converges_after_an_interrupted_up(fleet: Fleet) -> None:
+    fleet.cli("up", "--only", "pump1")
+    assert set(fleet.pids()) == {"w000", "health"}
+    states = {n: d["state"] for n, d in fleet.devices().items()}
+    assert states["pump1"] == "healthy" and states["pump3"] == "stopped"
+    assert fleet.status()["healthy"] == 1  # only pump1, though pump2 is planned on the same worker
+
+    # an `up` of the whole fleet that died half-way: configuration written, nothing applied
+    full = ProcessBackend(fleet.plan, fleet.state)
+    full._write_files(full._applied(None))
+    fleet.cli("up")
+    until(fleet.all_healthy, what="all healthy after converging")
+    assert set(fleet.pids()) >= {"w000", "w001"}
+
+    # supervisord itself killed: its workers are orphans; `up` stops them and starts afresh
+    orphans = fleet.pids()
+    os.kill(fleet.backend._supervisord_pid(), signal.SIGKILL)
+    fleet.cli("up")
+    assert not any(_alive(pid) for pid in orphans.values())
+    until(fleet.all_healthy, what="all healthy after supervisord was killed")
+
+
+def test_a_device_that_stops_answering_is_marked_down_with_the_error(fleet: Fleet) -> None:
+    fleet.cli("up")
+    pid = fleet.pids()["w001"]  # pump3 (and line1 with ENIP)
+    os.kill(pid, signal.SIGSTOP)  # alive and RUNNING for supervisord, but silent
+    try:
+        until(lambda: fleet.devices()["pump3"]["state"] == "down", what="pump3 down")
+        device = fleet.devices()["pump3"]
+        assert device["error"] and ("no answer" in device["error"] or "no reply" in device["error"])
+        assert fleet.devices()["pump1"]["state"] == "healthy"
+        fleet.cli("status", code=1)
+        fleet.cli("poll", code=1)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    until(fleet.all_healthy, what="healthy again after SIGCONT")
