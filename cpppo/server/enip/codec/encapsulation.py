@@ -32,8 +32,15 @@ from enum import IntEnum
 from cpppo.server.enip.codec.errors import CodecError
 
 __all__ = [
-    "HEADER_SIZE", "MAX_PAYLOAD", "Command", "Header", "Status", "decode", "encode",
-    "register_session_data", "decode_register_session",
+    "HEADER_SIZE",
+    "MAX_PAYLOAD",
+    "Command",
+    "Header",
+    "Status",
+    "decode",
+    "decode_register_session",
+    "encode",
+    "register_session_data",
 ]
 
 HEADER_SIZE = 24
@@ -94,7 +101,8 @@ def decode(buffer: bytes | bytearray | memoryview) -> tuple[int, Header | None, 
     end = HEADER_SIZE + length
     if len(buffer) < end:
         return 0, None, b""
-    return end, Header(command, length, session, status, bytes(context), options), bytes(buffer[HEADER_SIZE:end])
+    header = Header(command, length, session, status, bytes(context), options)
+    return end, header, bytes(buffer[HEADER_SIZE:end])
 
 
 def peek_length(buffer: bytes | bytearray | memoryview) -> int | None:
