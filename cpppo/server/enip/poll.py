@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["execute", "loop", "poll", "run"]
+__all__ = ["execute", "loop", "main", "poll", "run"]
 
 log = logging.getLogger("enip.poll")
 
@@ -116,3 +116,14 @@ def poll(proxy_class: Callable[..., Any] | None = None, address: tuple[str, int]
     run(via=via, process=process, failure=failure, backoff_min=backoff_min,
         backoff_multiplier=backoff_multiplier, backoff_max=backoff_max, latency=latency, cycle=cycle,
         params=params, pass_thru=pass_thru)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cpppo.server.enip.poll``: see ``cpppo.server.enip.poll_cli``."""
+    from cpppo.server.enip.poll_cli import run as run_cli
+
+    return run_cli(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

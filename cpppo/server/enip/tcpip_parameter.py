@@ -1,0 +1,97 @@
+"""The CIP TCP/IP Interface Object (class 0xF5, instance 1) as a named proxy parameter ``TCPIP``.
+
+Its Get Attributes All reply mixes several types (a sized EPATH, IP addresses, padded STRINGs),
+so it is read as raw bytes and decoded here, as the spec's poll example shows it::
+
+    TCPIP: [2, 48, 0, [{'class': 246}, {'instance': 1}], '192.168.0.201', '255.255.255.0',
+            '0.0.0.0', '8.8.8.8', '8.8.4.4', 'example.com', 'controller']
+
+(Status, Configuration Capability, Configuration Control, Physical Link Object path, IP address,
+network mask, gateway, primary and secondary DNS, domain name, host name.)
+
+``with_tcpip(proxy_class)`` returns a subclass of a ``get_attribute`` proxy class that knows the
+name ``TCPIP`` (and ``tcpip``) and returns it decoded.
+
+>>> raw = bytes([2, 0, 0, 0, 48, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0x20, 0xF6, 0x24, 1,
+...              201, 0, 168, 192, 0, 255, 255, 255] + [0] * 4 + [8] * 4 + [4, 4, 8, 8]
+...             + [3, 0] + list(b"abc") + [0] + [2, 0] + list(b"pc"))
+>>> decode_tcpip(raw)[:4]
+[2, 48, 0, [{'class': 246}, {'instance': 1}]]
+>>> decode_tcpip(raw)[4:]
+['192.168.0.201', '255.255.255.0', '0.0.0.0', '8.8.8.8', '8.8.4.4', 'abc', 'pc']
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from cpppo.server.enip.codec import epath
+from cpppo.server.enip.codec.errors import CodecError
+from cpppo.server.enip.get_attribute import parameter
+
+__all__ = ["TCPIP", "decode_tcpip", "with_tcpip"]
+
+#: read raw (types None); the units name marks it for decode_tcpip
+TCPIP = parameter("@0xF5/1", None, "TCPIP")
+
+
+def _segment_dict(seg: epath.Segment) -> dict[str, Any]:
+    if isinstance(seg, epath.Logical):
+        return {seg.kind: seg.value}
+    if isinstance(seg, epath.Symbolic):
+        return {"symbolic": seg.name}
+    if isinstance(seg, epath.Port):
+        return {"port": seg.port, "link": seg.link}
+    return {"data": bytes(seg.data)}
+
+
+def _need(data: bytes, end: int, what: str) -> None:
+    if end > len(data):
+        raise CodecError(f"TCP/IP object reply truncated in the {what}: {len(data)} bytes")
+
+
+def _string(data: bytes, at: int, what: str) -> tuple[str, int]:
+    """A CIP STRING (UINT length, characters, padded to an even length) at ``at``."""
+    _need(data, at + 2, what)
+    (size,) = struct.unpack_from("<H", data, at)
+    _need(data, at + 2 + size, what)
+    text = data[at + 2:at + 2 + size].decode("iso-8859-1")
+    return text, min(len(data), at + 2 + size + size % 2)
+
+
+def decode_tcpip(raw: Sequence[int] | bytes) -> list[Any]:
+    """The TCP/IP Interface Object's Get Attributes All reply as a list (see the module
+    docstring); raises CodecError (a ValueError) naming the truncated field."""
+    data = bytes(raw)
+    _need(data, 14, "status, capability, control and path size")
+    status, capability, control, words = struct.unpack_from("<3IH", data)
+    end = 14 + 2 * words
+    _need(data, end, "physical link object path")
+    link = [_segment_dict(seg) for seg in epath.decode(data[14:end])]
+    _need(data, end + 20, "interface addresses")
+    addresses = [str(ipaddress.IPv4Address(n)) for n in struct.unpack_from("<5I", data, end)]
+    domain, at = _string(data, end + 20, "domain name")
+    host, at = _string(data, at, "host name")
+    return [status, capability, control, link, *addresses, domain, host]
+
+
+class _TCPIPReading:
+    """Mixed in before a ``get_attribute.proxy`` class: decodes the TCPIP parameter's value."""
+
+    def read(self, attributes: Any, printing: bool = False, checking: bool = False) -> Iterator[Any]:
+        subs = self.parameter_substitution(attributes)  # type: ignore[attr-defined]
+        values = super().read(subs, printing=printing, checking=checking)  # type: ignore[misc]
+        return (decode_tcpip(val) if units == "TCPIP" and val else val
+                for (_att, _types, units), val in zip(subs, values, strict=True))
+
+    write = read
+
+
+def with_tcpip(proxy_class: type) -> type:
+    """A subclass of ``proxy_class`` whose PARAMETERS add ``tcpip``, returned decoded."""
+    namespace = {"PARAMETERS": dict(proxy_class.PARAMETERS, tcpip=TCPIP),
+                 "__module__": proxy_class.__module__}
+    return type(proxy_class.__name__, (_TCPIPReading, proxy_class), namespace)
