@@ -234,3 +234,11 @@ def test_poll_exponential_backoff_is_deterministic(monkeypatch) -> None:
     assert gaps == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 1.0]   # back-off, capped; then the cycle
     assert errors == ["Failed to receive any response"] * 6 and via.closed == 6
     assert [(p, v) for _, p, v in seen] == [("A", [1.0]), ("B", [1.0])] * 2
+
+
+def test_a_short_typed_reply_names_the_missing_field():
+    from cpppo.server.enip.get_attribute import _decode_typed
+
+    assert _decode_typed([1, 0, 2, 0], ["INT", "INT"]) == [1, 2]
+    with pytest.raises(ValueError, match=r"reply of 3 bytes ends before its INT at offset 2"):
+        _decode_typed([1, 0, 2], ["INT", "INT"])

@@ -67,7 +67,7 @@ def default_paths() -> list[Path]:
     paths = [Path("/etc/cpppo.cfg")]
     if os.environ.get("APPDATA"):
         paths.append(Path(os.environ["APPDATA"]) / "cpppo.cfg")
-    paths += [Path.home() / ".cpppo.cfg", Path.cwd() / "cpppo.cfg"]
+    paths += [Path.home() / ".cpppo.cfg", Path("cpppo.cfg")]  # relative: the current directory
     return paths
 
 

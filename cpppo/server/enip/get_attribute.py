@@ -29,6 +29,7 @@ from cpppo.dotdict import dotdict
 from cpppo.server.enip import client
 from cpppo.server.enip import client_wire as wire
 from cpppo.server.enip.client_ops import CIP_TYPES, parse_operations
+from cpppo.server.enip.codec.tcpip import decode_tcpip
 
 __all__ = ["attribute_operations", "main", "parameter", "proxy", "proxy_simple"]
 
@@ -60,6 +61,8 @@ def _decode_typed(raw: Sequence[int], types: Any) -> list[Any]:
     data = bytes(raw)
     if types is None:
         return list(data)
+    if callable(types):  # a decoder of the whole reply, eg. codec.tcpip.decode_tcpip
+        return types(data)
     if isinstance(types, str):
         info = CIP_TYPES.get(types.upper())
         if info is None:
@@ -82,6 +85,9 @@ def _decode_typed(raw: Sequence[int], types: Any) -> list[Any]:
             values.append(data[at + width:at + width + size].decode("iso-8859-1"))
             at += width + size
             continue
+        if at + info.size > len(data):
+            raise ValueError(f"reply of {len(data)} bytes ends before its {name} at offset {at} "
+                             f"(decoding {list(types)})")
         values.append(struct.unpack_from("<" + info.fmt, data, at)[0])  # type: ignore[operator]
         at += info.size
     return values
@@ -95,6 +101,7 @@ class proxy:  # noqa: N801 - the spec's public name
         product_name=parameter("@1/1/7", "SSTRING", None),
         identity=parameter("@1/1", ["INT", "INT", "INT", "INT", "INT", "DINT", "SSTRING", "USINT"],
                            "Identity"),
+        tcpip=parameter("@0xF5/1", decode_tcpip, "TCPIP"),
     )
 
     def __init__(self, host: str, port: int = 44818, timeout: float | None = None, depth: int | None = None,

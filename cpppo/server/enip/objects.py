@@ -38,7 +38,7 @@ IDENTITY, MESSAGE_ROUTER, CONNECTION_MANAGER = 0x01, 0x02, 0x06
 PROGRAM_NAME, WALL_CLOCK, TCPIP, ETHERNET_LINK = 0x64, 0x8B, 0xF5, 0xF6
 
 #: which attributes Get Attributes All concatenates, per class (others: all, in id order)
-GET_ALL_ATTRIBUTES = {IDENTITY: (1, 2, 3, 4, 5, 6, 7), TCPIP: (1, 2, 3, 4, 5, 6), ETHERNET_LINK: (1, 2, 3)}
+GET_ALL_ATTRIBUTES = {IDENTITY: tuple(range(1, 11)), TCPIP: (1, 2, 3, 4, 5, 6), ETHERNET_LINK: (1, 2, 3)}
 
 
 def _string_template() -> bytes:

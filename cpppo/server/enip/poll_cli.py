@@ -25,7 +25,6 @@ from cpppo.log import configure
 from cpppo.server.enip import poll
 from cpppo.server.enip.client_ops import parse_route_path
 from cpppo.server.enip.client_socket import parse_address
-from cpppo.server.enip.tcpip_parameter import with_tcpip
 
 __all__ = ["run"]
 
@@ -65,14 +64,14 @@ class Printer:
 
 
 def gateway_class(name: str) -> type:
-    """``module.class`` under cpppo.server.enip (eg. ab.powerflex_750_series), with TCPIP."""
+    """``module.class`` under cpppo.server.enip (eg. ab.powerflex_750_series)."""
     mod, _, cls = name.rpartition(".")
     try:
         found = getattr(importlib.import_module(f"cpppo.server.enip.{mod}"), cls)
     except (ImportError, AttributeError, ValueError):
         raise ValueError(f"unknown gateway {name!r} (eg. ab.powerflex_750_series, get_attribute.proxy)") \
             from None
-    return with_tcpip(found)
+    return found
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,16 +1,13 @@
-"""The CIP TCP/IP Interface Object (class 0xF5, instance 1) as a named proxy parameter ``TCPIP``.
+"""The CIP TCP/IP Interface Object's (class 0xF5, instance 1) Get Attributes All reply.
 
-Its Get Attributes All reply mixes several types (a sized EPATH, IP addresses, padded STRINGs),
-so it is read as raw bytes and decoded here, as the spec's poll example shows it::
+It mixes several types (a sized EPATH, IP addresses, padded STRINGs); ``decode_tcpip`` turns
+it into the list the spec's poll example shows (the ``TCPIP`` proxy parameter uses it)::
 
     TCPIP: [2, 48, 0, [{'class': 246}, {'instance': 1}], '192.168.0.201', '255.255.255.0',
             '0.0.0.0', '8.8.8.8', '8.8.4.4', 'example.com', 'controller']
 
 (Status, Configuration Capability, Configuration Control, Physical Link Object path, IP address,
 network mask, gateway, primary and secondary DNS, domain name, host name.)
-
-``with_tcpip(proxy_class)`` returns a subclass of a ``get_attribute`` proxy class that knows the
-name ``TCPIP`` (and ``tcpip``) and returns it decoded.
 
 >>> raw = bytes([2, 0, 0, 0, 48, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0x20, 0xF6, 0x24, 1,
 ...              201, 0, 168, 192, 0, 255, 255, 255] + [0] * 4 + [8] * 4 + [4, 4, 8, 8]
@@ -25,17 +22,13 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from cpppo.server.enip.codec import epath
 from cpppo.server.enip.codec.errors import CodecError
-from cpppo.server.enip.get_attribute import parameter
 
-__all__ = ["TCPIP", "decode_tcpip", "with_tcpip"]
-
-#: read raw (types None); the units name marks it for decode_tcpip
-TCPIP = parameter("@0xF5/1", None, "TCPIP")
+__all__ = ["decode_tcpip"]
 
 
 def _segment_dict(seg: epath.Segment) -> dict[str, Any]:
@@ -76,22 +69,3 @@ def decode_tcpip(raw: Sequence[int] | bytes) -> list[Any]:
     domain, at = _string(data, end + 20, "domain name")
     host, at = _string(data, at, "host name")
     return [status, capability, control, link, *addresses, domain, host]
-
-
-class _TCPIPReading:
-    """Mixed in before a ``get_attribute.proxy`` class: decodes the TCPIP parameter's value."""
-
-    def read(self, attributes: Any, printing: bool = False, checking: bool = False) -> Iterator[Any]:
-        subs = self.parameter_substitution(attributes)  # type: ignore[attr-defined]
-        values = super().read(subs, printing=printing, checking=checking)  # type: ignore[misc]
-        return (decode_tcpip(val) if units == "TCPIP" and val else val
-                for (_att, _types, units), val in zip(subs, values, strict=True))
-
-    write = read
-
-
-def with_tcpip(proxy_class: type) -> type:
-    """A subclass of ``proxy_class`` whose PARAMETERS add ``tcpip``, returned decoded."""
-    namespace = {"PARAMETERS": dict(proxy_class.PARAMETERS, tcpip=TCPIP),
-                 "__module__": proxy_class.__module__}
-    return type(proxy_class.__name__, (_TCPIPReading, proxy_class), namespace)
