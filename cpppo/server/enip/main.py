@@ -1,6 +1,7 @@
 """`enip_server` / ``python -m cpppo.server.enip``: the EtherNet/IP controller simulator.
 
-    enip_server [-a [<interface>][:<port>]] [-v...] [-d #.#[-#.#]] [-l <file>] [-p|--no-print]
+    enip_server [-a [<interface>][:<port>]] [-v...] [-d #.#[-#.#]] [-w [<interface>]:<port>]
+                [-l <file>] [-p|--no-print]
                 [--route-path <path>|false] [-S] [-c <file>] <name>[@<cls>/<inst>/<attr>]=<TYPE>[<n>] ...
 
 ``main(argv, attribute_class=...)`` runs the server with a custom ``device.Attribute``
@@ -24,6 +25,7 @@ from cpppo.server.enip.codec.epath import parse_route_path
 from cpppo.server.enip.device import Attribute, Device
 from cpppo.server.enip.server import Settings, serve
 from cpppo.server.enip.system import ensure_fd_limit, install_uvloop
+from cpppo.server.enip.web import WebBindError, parse_web_address, serve_web
 
 __all__ = ["main", "parse_address", "parse_delay"]
 
@@ -73,7 +75,8 @@ def build_parser(prog: str = "enip_server") -> argparse.ArgumentParser:
                     help="[<interface>][:<port>] to bind (default: all interfaces, port 44818)")
     ap.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
     ap.add_argument("-d", "--delay", help="delay every reply: #.# seconds, or a random #.#-#.# range")
-    ap.add_argument("-w", "--web", default=None, help="reserved: the web API is not built yet")
+    ap.add_argument("-w", "--web", default=None, metavar="[<interface>]:<port>",
+                    help="serve the web API (http://<interface>:<port>/api) there")
     ap.add_argument("-l", "--log", help="log to this file (rotating, 10 MB x 5)")
     ap.add_argument("-p", "--print", dest="print", action="store_true", default=False,
                     help="print a line for every tag read/write")
@@ -134,8 +137,9 @@ def make_device(args: argparse.Namespace, attribute_class: type[Attribute],
 
 
 async def run(device: Device, host: str, port: int, delay: Any, settings: Settings,
-              stop: asyncio.Event | None = None) -> None:
-    """Serve ``device`` until ``stop`` is set (or SIGINT/SIGTERM)."""
+              stop: asyncio.Event | None = None, web: tuple[str, int] | None = None) -> None:
+    """Serve ``device`` until ``stop`` is set (or SIGINT/SIGTERM, or the web API's
+    server/control/done); ``web``: (host, port) of the web API, if wanted."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -144,9 +148,16 @@ async def run(device: Device, host: str, port: int, delay: Any, settings: Settin
     server = await serve(device, host, port, udp=True, delay=delay, settings=settings)
     log.log(cpppo.log.NORMAL, "EtherNet/IP simulator serving %d tags on %s:%d", len(device.tags),
             host or "0.0.0.0", server.port)
+    web_api = None
     try:
+        if web is not None:
+            web_api = await serve_web(device, server, *web, on_done=stop.set)
+            log.log(cpppo.log.NORMAL, "web API on http://%s:%d/api", web_api.host, web_api.port)
         await stop.wait()
     finally:
+        if web_api is not None:
+            web_api.close()
+            await web_api.wait_closed()
         server.close()
         await server.wait_closed()
 
@@ -164,6 +175,7 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
     try:
         host, port = parse_address(args.address)
         delay = parse_delay(args.delay)
+        web = parse_web_address(args.web) if args.web is not None else None
         device = make_device(args, attribute_class, identity)
         if customize is not None:
             customize(device)
@@ -175,13 +187,14 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
     except (ValueError, OSError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    if args.web is not None:
-        log.warning("--web is reserved; the web API is not built yet")
     for line in device.describe():
         log.info("tag %s", line)
     install_uvloop()
     try:
-        asyncio.run(run(device, host, port, delay, settings))
+        asyncio.run(run(device, host, port, delay, settings, web=web))
+    except WebBindError as exc:
+        print(f"{prog}: error: {exc.strerror}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"{prog}: error: cannot serve on {host or '0.0.0.0'}:{port}: {exc.strerror or exc}",
               file=sys.stderr)

@@ -111,6 +111,9 @@ class _TCPSession(asyncio.Protocol):
         self.idle_timer: asyncio.TimerHandle | None = None
         self.next_send = 0.0
         self.local: Any = None
+        self.peer: Any = None  # (host, port) of the client, for the web API's connections group
+        self.received = 0  # bytes received
+        self.requests = 0  # encapsulation messages framed
 
     # --- connection life -------------------------------------------------------------------------
 
@@ -122,6 +125,7 @@ class _TCPSession(asyncio.Protocol):
             return
         self.server.sessions.add(self)
         self.local = transport.get_extra_info("sockname")
+        self.peer = transport.get_extra_info("peername")
         if self.settings.idle_timeout:
             self.idle_timer = asyncio.get_running_loop().call_later(self.settings.idle_timeout, self._idle)
 
@@ -145,6 +149,7 @@ class _TCPSession(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last = time.monotonic()
+        self.received += len(data)
         buffer = self.buffer
         buffer += data
         offset, size = 0, len(buffer)
@@ -163,6 +168,7 @@ class _TCPSession(asyncio.Protocol):
                 break
             payload = bytes(buffer[offset + 24:end])
             offset = end
+            self.requests += 1
             reply = self.frame(command, handle, status, context, payload)
             if reply is not None:
                 self._send(reply)
@@ -280,13 +286,19 @@ class _UDPEndpoint(asyncio.DatagramProtocol):
 
 
 class ServerHandle:
-    """A serving device: ``.port``, ``.close()``, ``await .wait_closed()``."""
+    """A serving device: ``.port``, ``.close()``, ``await .wait_closed()``.  ``.delay`` may be
+    changed while serving; ``disable()`` closes the port and every connection until ``await
+    enable()`` binds the same port again."""
 
-    def __init__(self, device: Device, host: str, delay: Delay, settings: Settings) -> None:
+    def __init__(self, device: Device, host: str, delay: Delay, settings: Settings, udp: bool = True,
+                 backlog: int = 128) -> None:
         self.device = device
         self.host = host
         self.delay = delay
         self.settings = settings
+        self.with_udp = udp
+        self.backlog = backlog
+        self.enabled = False
         self.port = 0
         self.sessions: set[_TCPSession] = set()
         self.tcp: asyncio.base_events.Server | None = None
@@ -294,6 +306,7 @@ class ServerHandle:
         self.responder: _Responder = None  # type: ignore[assignment]
 
     def close(self) -> None:
+        self.enabled = False
         if self.tcp is not None:
             self.tcp.close()
         if self.udp is not None:
@@ -306,6 +319,35 @@ class ServerHandle:
         if self.tcp is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.tcp.wait_closed(), 5.0)
+
+    def disable(self) -> None:
+        """Stop serving: close the listening port(s) and every connection."""
+        self.close()
+
+    async def enable(self) -> None:
+        """Serve again on the same port after ``disable()`` (raises OSError if it is taken)."""
+        if not self.enabled:
+            await self._listen(self.port)
+
+    async def _listen(self, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        bind_host = self.host or "0.0.0.0"
+        for attempt in range(20):
+            self.tcp = await loop.create_server(lambda: _TCPSession(self), bind_host, port,
+                                                backlog=self.backlog, reuse_address=True)
+            self.port = self.tcp.sockets[0].getsockname()[1]
+            self.responder = _Responder(self.device, self.host, self.port)
+            if not self.with_udp:
+                break
+            try:
+                self.udp, _ = await loop.create_datagram_endpoint(lambda: _UDPEndpoint(self),
+                                                                  local_addr=(bind_host, self.port))
+                break
+            except OSError as exc:
+                self.tcp.close()
+                if port or exc.errno != errno.EADDRINUSE or attempt == 19:
+                    raise
+        self.enabled = True
 
     async def __aenter__(self) -> ServerHandle:
         return self
@@ -321,23 +363,7 @@ async def serve(device: Device, host: str = "0.0.0.0", port: int = 44818, *, udp
 
     ``port=0`` picks a free port (the same number for TCP and UDP).  Raises OSError if the
     address cannot be bound."""
-    loop = asyncio.get_running_loop()
-    handle = ServerHandle(device, host, delay, settings or Settings())
-    bind_host = host or "0.0.0.0"
-    for attempt in range(20):
-        handle.tcp = await loop.create_server(lambda: _TCPSession(handle), bind_host, port, backlog=backlog,
-                                              reuse_address=True)
-        handle.port = handle.tcp.sockets[0].getsockname()[1]
-        handle.responder = _Responder(device, host, handle.port)
-        if not udp:
-            break
-        try:
-            handle.udp, _ = await loop.create_datagram_endpoint(lambda: _UDPEndpoint(handle),
-                                                                local_addr=(bind_host, handle.port))
-            break
-        except OSError as exc:
-            handle.tcp.close()
-            if port or exc.errno != errno.EADDRINUSE or attempt == 19:
-                raise
-    log.info("serving %s on %s:%d", device.identity.get("product_name"), bind_host, handle.port)
+    handle = ServerHandle(device, host, delay, settings or Settings(), udp=udp, backlog=backlog)
+    await handle._listen(port)
+    log.info("serving %s on %s:%d", device.identity.get("product_name"), host or "0.0.0.0", handle.port)
     return handle
