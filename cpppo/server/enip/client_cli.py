@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cpppo
@@ -113,6 +113,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("-n", "--no-fragment", dest="fragment", action="store_false", default=True,
                     help="Use plain Read/Write Tag (not Fragmented) requests")
     ap.add_argument("tags", nargs="*", help="Tags to read/write (eg. SCADA[1]=99 SCADA[0-10])")
+    return dispatch(ap, argv, items="tags", io=tag_io)
+
+
+def dispatch(ap: argparse.ArgumentParser, argv: Sequence[str] | None, *, items: str,
+             io: Callable[[argparse.Namespace], int]) -> int:
+    """Parse ``argv``; run the -i/-s/-I/-L requests asked for, then ``io(args)`` when the
+    positional ``items`` (tags or attributes) were given.  Errors end in one line, exit 1."""
     args = ap.parse_args(argv)
     configure(args.verbose, args.log)
     requests = [(label, method) for flag, label, method in (
@@ -120,15 +127,15 @@ def run(argv: Sequence[str] | None = None) -> int:
         (args.list_services, "List Services", "list_services"),
         (args.list_interfaces, "List Interfaces", "list_interfaces"),
         (args.legacy, f"Legacy {args.legacy}", f"legacy:{args.legacy}")) if flag]
-    if not requests and not args.tags:
-        ap.error("at least one tag (or -i/-s/-I/-L) is required")
+    if not requests and not getattr(args, items):
+        ap.error(f"at least one {items[:-1]} (or -i/-s/-I/-L) is required")
     try:
         status = gather(args, requests) if requests else 0
-        if args.tags:
-            status |= tag_io(args)
+        if getattr(args, items):
+            status |= io(args)
         return status
     except (OperationError, ENIPError, ValueError, OSError) as exc:
-        print(f"enip_client: {exc}", file=sys.stderr)
+        print(f"{ap.prog}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 1

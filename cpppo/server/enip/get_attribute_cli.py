@@ -9,15 +9,12 @@ Get/Set Attribute Single with the options of ``enip_client``::
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 
-from cpppo.log import configure
 from cpppo.server.enip import client
-from cpppo.server.enip.client_cli import add_common, connection_kwds, gather
-from cpppo.server.enip.client_ops import OperationError, format_path
-from cpppo.server.enip.client_wire import ENIPError
+from cpppo.server.enip.client_cli import add_common, connection_kwds, dispatch
+from cpppo.server.enip.client_ops import format_path
 from cpppo.server.enip.get_attribute import attribute_operations
 
 __all__ = ["run"]
@@ -31,25 +28,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                "'@22/1/3=(REAL)1.0' (Set Attribute Single, converted to USINTs)")
     add_common(ap)
     ap.add_argument("attributes", nargs="*", help="Attributes to get/set, eg. @1/1/7")
-    args = ap.parse_args(argv)
-    configure(args.verbose, args.log)
-    requests = [(label, method) for flag, label, method in (
-        (args.list_identity, "List Identity", "list_identity"),
-        (args.list_services, "List Services", "list_services"),
-        (args.list_interfaces, "List Interfaces", "list_interfaces"),
-        (args.legacy, f"Legacy {args.legacy}", f"legacy:{args.legacy}")) if flag]
-    if not requests and not args.attributes:
-        ap.error("at least one attribute (or -i/-s/-I/-L) is required")
-    try:
-        status = gather(args, requests) if requests else 0
-        if args.attributes:
-            status |= attribute_io(args)
-        return status
-    except (OperationError, ENIPError, ValueError, OSError) as exc:
-        print(f"enip_get_attribute: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 1
+    return dispatch(ap, argv, items="attributes", io=attribute_io)
 
 
 def attribute_io(args: argparse.Namespace) -> int:
