@@ -273,6 +273,7 @@ def _fleet(src: str, data: dict[str, Any]) -> FleetSettings:
 
 # -- docker backend (issue 8) -----------------------------------------------------------------
 DOCKER_NETWORKS = ("bridge", "macvlan")
+DOCKER_BRIDGE_BLOCK = 22  # a Linux bridge holds ~1,000 ports: one bridge per /22 (1,022 addresses)
 _MEMORY = re.compile(r"^[0-9]+[kmg]?$")
 
 
@@ -306,7 +307,39 @@ def _docker(t: _Table, settings: FleetSettings) -> FleetSettings:
     settings = replace(settings, devices_per_container=per, docker_network=network, docker_subnet=subnet,
                        docker_gateway=gateway, docker_parent=parent, docker_memory=memory,
                        docker_image=image)
-    return replace(settings, devices_per_worker=per) if settings.backend == "docker" else settings
+    if settings.backend != "docker":
+        return settings
+    pool = bridge_pool(settings.address_pool) if network == "bridge" else settings.address_pool
+    return replace(settings, devices_per_worker=per, address_pool=pool)
+
+
+def load_for_backend(path: str | Path, backend: str) -> FleetConfig:
+    """:func:`load` with ``[fleet] backend`` replaced (the CLI's ``--backend``), re-validated."""
+    config = load(path)
+    if config.fleet.backend == backend:
+        return config
+    table = {**tomllib.loads(Path(path).read_text())["fleet"], "backend": backend}
+    return FleetConfig(source=config.source, fleet=_fleet(str(path), table), groups=config.groups)
+
+
+def bridge_pool(items: tuple[str, ...]) -> tuple[str, ...]:
+    """The address pool for docker bridges: a CIDR wider than one bridge's /22 becomes a range
+    per /22 block, leaving out each block's network and broadcast addresses and its two top
+    addresses (the bridge's gateway and the health poller's), so a big fleet spreads over
+    several bridges.
+
+    >>> bridge_pool(("172.30.0.0/21", "10.1.0.0/24"))
+    ('172.30.0.1-172.30.3.252', '172.30.4.1-172.30.7.252', '10.1.0.0/24')
+    """
+    out: list[str] = []
+    for item in items:
+        net = None if "-" in item else ipaddress.IPv4Network(item, strict=False)
+        if net is None or net.prefixlen >= DOCKER_BRIDGE_BLOCK:
+            out.append(item)
+            continue
+        for block in net.subnets(new_prefix=DOCKER_BRIDGE_BLOCK):
+            out.append(f"{block.network_address + 1}-{block.broadcast_address - 3}")
+    return tuple(out)
 
 
 def _check_pools_disjoint(t: _Table, key: str, pools: tuple[str, ...]) -> None:

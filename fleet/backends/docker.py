@@ -17,11 +17,11 @@ fleet leaves no process behind on the host.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -37,18 +37,21 @@ from fleet.backends.base import (
     read_json,
     write_atomic,
 )
-from fleet.backends.docker_entry import SPEC_VARIABLE
+from fleet.backends.docker_containers import (
+    LABEL,
+    device_config,
+    healthcheck_interval,
+    poller_config,
+)
+from fleet.backends.docker_containers import digest as _digest
 from fleet.backends.docker_layout import ContainerSpec, NetworkSpec, containers, networks
 from fleet.plan import Plan
 from fleet.states import ProcessState
 from fleet.store import Store
 
-LABEL = "cpppo-fleet"  # label prefix: cpppo-fleet.fleet, .worker, .device, .role, .digest
+LABELS_VARIABLE = "CPPPO_FLEET_DOCKER_LABELS"  # extra labels, "k=v,k2=v2"
 PARALLEL = 16  # docker API calls in flight during up / down / status
 START_TIMEOUT = 120.0  # seconds for every container to be running
-POLLER_MEMORY = "256m"
-STATE_MOUNT = "/state"  # where the poller sees the state folder
-_NS = 1_000_000_000
 
 # docker's container states -> ProcessState
 _STATES = {
@@ -56,16 +59,6 @@ _STATES = {
     "restarting": ProcessState.BACKOFF, "exited": ProcessState.EXITED, "paused": ProcessState.STOPPED,
     "removing": ProcessState.STOPPING, "dead": ProcessState.FATAL,
 }
-
-
-def healthcheck_interval(containers: int) -> float:
-    """Seconds between Docker health probes: every probe is a process in a container, so a big
-    fleet spaces them out (about 10 probes a second in all).
-
-    >>> healthcheck_interval(5), healthcheck_interval(300)
-    (10.0, 30.0)
-    """
-    return max(10.0, containers / 10)
 
 
 def parallel(items: Iterable[Any], work: Callable[[Any], Any], progress: Progress, what: str) -> list[Any]:
@@ -88,11 +81,6 @@ def _epoch(stamp: str) -> float | None:
     return datetime.fromisoformat(head + "+00:00").timestamp() + float(f"0.{frac or 0}")
 
 
-def _digest(config: dict[str, Any], endpoints: Any) -> str:
-    """What a container was created from: a changed one is replaced by ``up``."""
-    return hashlib.sha256(json.dumps([config, endpoints], sort_keys=True).encode()).hexdigest()[:16]
-
-
 class DockerBackend(Backend):
     """Workers as containers; the health poller as one more."""
 
@@ -101,11 +89,32 @@ class DockerBackend(Backend):
     def __init__(self, plan: Plan, state_dir: Path, *, labels: dict[str, str] | None = None,
                  client: Any = None, healthcheck: float | None = None) -> None:
         super().__init__(plan, state_dir)
-        self.labels = {f"{LABEL}.fleet": plan.fleet.name, **(labels or {})}
+        if labels is None:  # "k=v,k2=v2": extra labels for everything created (CI bookkeeping)
+            extra = os.environ.get(LABELS_VARIABLE, "")
+            labels = dict(item.split("=", 1) for item in extra.split(",") if "=" in item)
+        self.labels = {f"{LABEL}.fleet": plan.fleet.name, **labels}
         self._client = client
         self.networks: list[NetworkSpec] = networks(plan)
         self.containers: list[ContainerSpec] = containers(plan, self.networks)
         self.healthcheck = healthcheck or healthcheck_interval(len(self.containers))
+        self._network_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def attaching(self, networks: Iterable[str]) -> Iterator[None]:
+        """Hold the locks of these networks (in name order) while containers join or leave them.
+
+        Docker 20.10 keeps a per-network endpoint count that concurrent joins and leaves on one
+        network can leave wrong (moby#17217: "network has active endpoints" once every
+        container is gone, until dockerd restarts), so the backend starts and removes
+        containers one network at a time, in parallel across networks; creating them (the
+        slower part) stays parallel."""
+        with self._locks_lock:
+            locks = [self._network_locks.setdefault(n, threading.Lock()) for n in sorted(set(networks))]
+        with contextlib.ExitStack() as stack:
+            for lock in locks:
+                stack.enter_context(lock)
+            yield
 
     # -- docker plumbing --------------------------------------------------------------------
     @property
@@ -123,6 +132,12 @@ class DockerBackend(Backend):
     @property
     def api(self) -> Any:
         return self.client.api
+
+    def close(self) -> None:
+        """Close the docker client (if one was opened)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def _filters(self) -> dict[str, list[str]]:
         return {"label": [f"{LABEL}.fleet={self.plan.fleet.name}"]}
@@ -184,39 +199,10 @@ class DockerBackend(Backend):
                                    f"{exc.explanation or exc}") from None
 
     def _device_config(self, spec: ContainerSpec, image: str) -> dict[str, Any]:
-        """create_container keywords for a device container."""
-        fleet = self.plan.fleet
-        devices = [d.to_json() for d in spec.devices]
-        env = {SPEC_VARIABLE: json.dumps({"worker": spec.worker, "devices": devices}, separators=(",", ":"))}
-        grouped = spec.extra_addresses
-        host = dict(
-            restart_policy={"Name": "unless-stopped"}, mem_limit=fleet.docker_memory,
-            memswap_limit=fleet.docker_memory, read_only=True, tmpfs={"/tmp": "size=8m"},
-            cap_drop=["ALL"], cap_add=["NET_ADMIN", "SETUID", "SETGID"] if grouped else None,
-            security_opt=["no-new-privileges"], pids_limit=64,
-            sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},  # Modbus 502 without root
-            log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "2"}})
-        labels = {**self.labels, f"{LABEL}.worker": spec.worker,
-                  f"{LABEL}.device": ",".join(d.name for d in spec.devices)}
-        healthcheck = {"test": ["CMD", "python", "-m", "fleet.backends.docker_probe"],
-                       "interval": int(self.healthcheck * _NS), "timeout": 10 * _NS, "retries": 3,
-                       "start_period": int(self.healthcheck * _NS)}
-        return dict(image=image, name=spec.name, hostname=spec.hostname, environment=env, labels=labels,
-                    user="0" if grouped else None, healthcheck=healthcheck, host_config=host,
-                    endpoints=spec.endpoints)
+        return device_config(self.plan, spec, image, self.labels, self.healthcheck)
 
     def _poller_config(self, image: str) -> dict[str, Any]:
-        host = dict(
-            restart_policy={"Name": "unless-stopped"}, mem_limit=POLLER_MEMORY, memswap_limit=POLLER_MEMORY,
-            read_only=True, tmpfs={"/tmp": "size=8m"}, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            binds={str(self.state.root): {"bind": STATE_MOUNT, "mode": "rw"}},
-            log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "2"}})
-        return dict(image=image, name=f"{self.plan.fleet.name}-{HEALTH_PROGRAM}", hostname=HEALTH_PROGRAM,
-                    entrypoint=["python", "-m", "fleet.health", STATE_MOUNT], environment={},
-                    labels={**self.labels, f"{LABEL}.role": HEALTH_PROGRAM},
-                    user=f"{os.getuid()}:{os.getgid()}",  # its files in the state folder stay the user's
-                    healthcheck={"test": ["NONE"]}, host_config=host,
-                    endpoints=tuple((n.name, n.poller) for n in self.networks))
+        return poller_config(self.plan, self.networks, self.state.root, image, self.labels)
 
     def _create(self, config: dict[str, Any]) -> str:
         """Create and start one container (attached to its networks first); return its id."""
@@ -230,8 +216,17 @@ class DockerBackend(Backend):
         created = self.api.create_container(host_config=host, networking_config=networking, **config)
         for network, address in rest:
             self.api.connect_container_to_network(created["Id"], network, ipv4_address=address)
-        self.api.start(created["Id"])
+        with self.attaching(network for network, _ in endpoints):
+            self.api.start(created["Id"])
         return created["Id"]
+
+    def _remove(self, container: dict) -> None:
+        """Remove a listed container (killing it), whatever its state."""
+        import docker.errors
+
+        with self.attaching(((container.get("NetworkSettings") or {}).get("Networks") or {}).keys()), \
+                contextlib.suppress(docker.errors.NotFound):
+            self.api.remove_container(container["Id"], force=True, v=True)
 
     def _converge(self, configs: dict[str, dict[str, Any]], progress: Progress) -> None:
         """Make the fleet's containers match ``configs`` (program -> create keywords)."""
@@ -250,13 +245,14 @@ class DockerBackend(Backend):
                 keep.add(program)
             else:
                 stale.append(found)
-        parallel(stale, lambda c: self.api.remove_container(c["Id"], force=True), progress,
+        parallel(stale, self._remove, progress,
                  "removing stale containers")
 
         def bring_up(program: str) -> None:
             if program in keep:
                 if listed[program]["State"] not in ("running", "restarting"):
-                    self.api.start(listed[program]["Id"])
+                    with self.attaching(network for network, _ in configs[program]["endpoints"]):
+                        self.api.start(listed[program]["Id"])
                 return
             try:
                 self._create(configs[program])
@@ -305,32 +301,37 @@ class DockerBackend(Backend):
 
     # -- down -------------------------------------------------------------------------------
     def down(self, progress: Progress = no_progress) -> None:
-        import docker.errors
-
-        def remove(container: dict) -> None:
-            with contextlib.suppress(docker.errors.NotFound):
-                self.api.remove_container(container["Id"], force=True, v=True)
-
         # everything with the fleet's label, whatever the plan says now (leftovers included)
         listed = self.api.containers(all=True, filters=self._filters())
-        parallel(listed, remove, progress, "removing containers")
+        parallel(listed, self._remove, progress, "removing containers")
+        names = {n.lstrip("/") for c in listed for n in c["Names"]} | {c.name for c in self.containers}
         nets = self.api.networks(filters=self._filters())
         progress(0, len(nets), "removing networks")
         for done, net in enumerate(nets, 1):
-            for attempt in range(20):  # a container being removed may still hold an endpoint
-                try:
-                    self.api.remove_network(net["Id"])
-                    break
-                except docker.errors.NotFound:
-                    break
-                except docker.errors.APIError as exc:
-                    if attempt == 19:
-                        raise BackendError(f"cannot remove network {net['Name']}: "
-                                           f"{exc.explanation}") from None
-                    time.sleep(0.25)
+            self._remove_network(net, sorted(names | {f"{self.plan.fleet.name}-{HEALTH_PROGRAM}"}))
             progress(done, len(nets), "removing networks")
         with contextlib.suppress(FileNotFoundError):
             self.state.selection.unlink()
+
+    def _remove_network(self, net: dict, names: list[str]) -> None:
+        import docker.errors
+
+        error = ""
+        for attempt in range(20):  # a container being removed may still hold an endpoint
+            try:
+                self.api.remove_network(net["Id"])
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                error = exc.explanation or str(exc)
+            if attempt == 10:  # docker 20.10 can keep a stale endpoint (moby#17217): force it out
+                for name in names:
+                    with contextlib.suppress(docker.errors.APIError):
+                        self.api.disconnect_container_from_network(name, net["Id"], force=True)
+            time.sleep(0.25)
+        raise BackendError(f"cannot remove network {net['Name']}: {error} (if no container is left, "
+                           "dockerd keeps a stale endpoint, moby#17217; restarting dockerd clears it)")
 
     # -- status, logs, restart --------------------------------------------------------------
     def status(self) -> dict[str, ProgramStatus]:
@@ -377,5 +378,10 @@ class DockerBackend(Backend):
         missing = [p for p in programs if p not in listed]
         if missing:
             raise BackendError(f"{missing[0]}: no such container in fleet {self.plan.fleet.name!r}")
-        parallel(programs, lambda p: self.api.restart(listed[p]["Id"], timeout=5), progress, "restarting")
+        def restart(program: str) -> None:
+            networks = ((listed[program].get("NetworkSettings") or {}).get("Networks") or {}).keys()
+            with self.attaching(networks):
+                self.api.restart(listed[program]["Id"], timeout=5)
+
+        parallel(programs, restart, progress, "restarting")
         self._wait_running(programs, progress)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,6 +35,7 @@ UPSTREAM_REPO = "cpppo-fleet/upstream"
 UPSTREAM_VERSION = "5.2.5"
 SOURCE_DIRS = ("cpppo", "fleet")
 PIP_TIMEOUT = 900.0
+KEEP_PROJECT_WHEELS = 3  # project wheels kept in the cache (the sources change often)
 
 Log = Callable[[str], None]  # receives build output, one line at a time
 
@@ -113,6 +115,7 @@ def _fill(directory: Path, make: Callable[[Path], None]) -> list[Path]:
             shutil.rmtree(directory, ignore_errors=True)
             os.replace(Path(tmp) / "wheels", directory)
             (directory / ".complete").write_text("")
+    os.utime(directory)  # recently used: kept by the pruning of old project wheels
     return sorted(directory.glob("*.whl"))
 
 
@@ -134,6 +137,8 @@ def project_wheelhouse(log: Log = _quiet) -> tuple[list[Path], str]:
     with _locked(cache):
         deps = _fill(cache / f"deps-{deps_key}", make_deps)
         project = _fill(cache / f"project-{source_key}", make_project)
+        for old in sorted(cache.glob("project-*"), key=lambda p: p.stat().st_mtime)[:-KEEP_PROJECT_WHEELS]:
+            shutil.rmtree(old, ignore_errors=True)
     return deps + project, f"{deps_key}{source_key}"
 
 
@@ -184,6 +189,7 @@ def _build(client, repo: str, dockerfile: Path, wheels: list[Path], key: str, ba
     """Build ``repo:<hash>`` unless it exists; tag it ``repo:latest`` too; return the hash tag."""
     digest = hashlib.sha256(f"{key}\0{dockerfile.read_text()}\0{_base_id(client, base)}".encode())
     tag = f"{repo}:{digest.hexdigest()[:12]}"
+    begun = time.time()
     if _image_exists(client, tag):
         log(f"{tag} is up to date")
     else:
@@ -201,18 +207,30 @@ def _build(client, repo: str, dockerfile: Path, wheels: list[Path], key: str, ba
                 for line in text.splitlines():
                     log(line)
     client.images.get(tag).tag(repo, "latest")
-    _prune(client, repo, tag)
+    _prune(client, repo, tag, begun)
     return tag
 
 
-def _prune(client, repo: str, keep: str) -> None:
-    """Remove this builder's older images of ``repo`` (those no container uses)."""
+def _prune(client, repo: str, keep: str, begun: float) -> None:
+    """Remove this builder's older images of ``repo`` and older install stages (build cache),
+    except those a container still uses."""
     import docker.errors
 
-    for image in client.images.list(name=repo, filters={"label": "cpppo-fleet.image"}):
-        if keep not in image.tags:
-            with contextlib.suppress(docker.errors.APIError):
-                client.images.remove(image.id)
+    old = [image for image in client.images.list(name=repo, filters={"label": "cpppo-fleet.image"})
+           if keep not in image.tags]
+    old += [image for image in client.images.list(filters={"label": "cpppo-fleet.stage"})
+            if _created(image) < begun]
+    for image in old:
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(image.id, noprune=False)
+
+
+def _created(image) -> float:
+    from datetime import datetime
+
+    stamp = image.attrs.get("Created", "")
+    head = stamp.split(".")[0].rstrip("Z")
+    return datetime.fromisoformat(head + "+00:00").timestamp() if head else 0.0
 
 
 def build_device_image(client, base: str = BASE_IMAGE, log: Log = _quiet) -> str:

@@ -44,9 +44,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fleet.backends.base import BackendError
+from fleet.config import DOCKER_BRIDGE_BLOCK as BRIDGE_BLOCK
 from fleet.plan import Plan, PlannedDevice
 
-BRIDGE_BLOCK = 22  # prefix of one bridge's subnet: 1,022 addresses, within a bridge's 1,024 ports
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
 
@@ -89,12 +89,18 @@ def subnets(plan: Plan) -> list[ipaddress.IPv4Network]:
     """The fleet's docker subnets: ``docker_subnet``, else the address pool's CIDRs."""
     fleet = plan.fleet
     items = [fleet.docker_subnet] if fleet.docker_subnet else list(fleet.address_pool)
-    out = []
+    out: list[ipaddress.IPv4Network] = []
     for item in items:
-        if "-" in item:
-            raise BackendError(f"backend docker: address_pool {item!r} is a range; give docker_subnet "
-                               "(the CIDR the devices' addresses lie in)")
+        if "-" in item:  # a range: within one bridge block, that block is its subnet
+            lo, hi = (int(ipaddress.IPv4Address(part.strip())) for part in item.split("-", 1))
+            block = ipaddress.IPv4Network((lo >> (32 - BRIDGE_BLOCK) << (32 - BRIDGE_BLOCK), BRIDGE_BLOCK))
+            if fleet.docker_network != "bridge" or hi not in range(int(block[0]), int(block[-1]) + 1):
+                raise BackendError(f"backend docker: address_pool {item!r} is a range; give docker_subnet "
+                                   "(the CIDR the devices' addresses lie in)")
+            item = str(block)
         net = ipaddress.IPv4Network(item, strict=False)
+        if net in out:
+            continue
         if net.overlaps(LOOPBACK):
             raise BackendError(f"backend docker: {item} is loopback; give the fleet a private "
                                "address_pool such as \"172.30.0.0/16\" (or docker_subnet)")

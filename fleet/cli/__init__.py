@@ -19,6 +19,16 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _options(backend: str = typer.Option(None, "--backend", metavar="process|docker",
+                                         help="Run the fleet on this backend, not fleet.toml's.")) -> None:
+    from fleet.cli import common
+
+    if backend not in (None, "process", "docker"):
+        common.fail(f"--backend must be process or docker, got {backend!r}", common.EXIT_CONFIG)
+    common.BACKEND_OVERRIDE = backend
+
+
 @app.command()
 def version() -> None:
     """Print the cpppo-fleet version."""

@@ -24,13 +24,16 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     raise typer.Exit(code)
 
 
+BACKEND_OVERRIDE: str | None = None  # `cpppo-fleet --backend docker ...` (set by the app callback)
+
+
 def load_plan(path: Path):  # -> fleet.plan.Plan
     """The expanded plan of ``path``, or exit 2 with the config error on one line."""
-    from fleet.config import load
+    from fleet.config import load, load_for_backend
     from fleet.plan import expand
 
     try:
-        return expand(load(path))
+        return expand(load_for_backend(path, BACKEND_OVERRIDE) if BACKEND_OVERRIDE else load(path))
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
 

@@ -1,0 +1,101 @@
+"""The docker backend's layout (networks, addresses, containers) and config keys: pure, no engine."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from fleet.backends.base import BackendError
+from fleet.backends.docker_layout import containers, networks
+from fleet.config import ConfigError, parse
+from fleet.plan import expand
+
+
+def plan_of(fleet: str, count: int = 4, extra_group: str = ""):
+    return expand(parse(f"""
+[fleet]
+name = "lab"
+backend = "docker"
+{fleet}
+[[device]]
+kind = "modbus"
+count = {count}
+name = "pump{{n}}"
+registers = ["40001-40010=7"]
+{extra_group}
+"""))
+
+
+def test_one_container_per_device_by_default() -> None:
+    plan = plan_of('address_pool = "172.30.5.0/24"')
+    assert plan.fleet.devices_per_worker == 1
+    specs = containers(plan)
+    assert [(c.name, c.endpoints) for c in specs] == [
+        (f"lab-pump{i}", (("lab-net0", f"172.30.5.{i}"),)) for i in range(1, 5)]
+    assert not any(c.extra_addresses for c in specs)
+
+
+def test_a_large_fleet_spreads_over_bridges_of_at_most_1022_addresses() -> None:
+    plan = plan_of('address_pool = "172.30.0.0/16"', count=2500)
+    nets = networks(plan)
+    assert [n.subnet for n in nets] == ["172.30.0.0/22", "172.30.4.0/22", "172.30.8.0/22"]
+    device_hosts = {d.host for d in plan.devices}
+    for net in nets:
+        subnet = ipaddress.IPv4Network(net.subnet)
+        assert ipaddress.IPv4Address(net.gateway) in subnet and ipaddress.IPv4Address(net.poller) in subnet
+        assert {net.gateway, net.poller}.isdisjoint(device_hosts)
+    per_net: dict[str, int] = {}
+    for c in containers(plan, nets):
+        (network, _), = c.endpoints
+        per_net[network] = per_net.get(network, 0) + 1
+    assert max(per_net.values()) <= 1022 and sum(per_net.values()) == 2500
+
+
+def test_grouped_containers_add_their_other_addresses_and_span_blocks() -> None:
+    plan = plan_of('address_pool = ["172.30.3.250-172.30.3.252", "172.30.4.1-172.30.4.9"]\n'
+                   'docker_subnet = "172.30.0.0/16"\ndevices_per_container = 8', count=8)
+    (spec,) = containers(plan)
+    assert spec.name == "lab-w000" and spec.hostname == "w000"
+    assert spec.endpoints == (("lab-net0", "172.30.3.250"), ("lab-net1", "172.30.4.1"))
+    assert spec.extra_addresses
+
+
+@pytest.mark.parametrize(("fleet", "message"), [
+    ('address_pool = "127.61.0.0/24"', "is loopback"),
+    ('address_pool = "172.30.1.0/24"\ndocker_subnet = "172.31.0.0/24"', "outside the docker subnet"),
+    ('address_pool = "172.30.3.1-172.30.4.9"', "is a range; give docker_subnet"),
+    ('address_pool = "172.30.1.0/30"', "no free address left"),
+])
+def test_addressing_problems_are_one_line_errors(fleet: str, message: str) -> None:
+    with pytest.raises(BackendError, match=message) as info:
+        networks(plan_of(fleet, count=2))
+    assert "\n" not in str(info.value)
+
+
+def test_devices_sharing_an_address_need_one_container() -> None:
+    group = '[[device]]\nkind = "enip"\ncount = 2\nname = "plc{n}"\naddress = "172.30.9.9"\n' \
+            'port_step = 1\ntags = ["A=INT"]'
+    with pytest.raises(BackendError, match=r"shares address 172\.30\.9\.9"):
+        containers(plan_of('address_pool = "172.30.9.0/24"', count=1, extra_group=group))
+    grouped = plan_of('address_pool = "172.30.9.0/24"\ndevices_per_container = 3', count=1, extra_group=group)
+    assert [len(c.devices) for c in containers(grouped)] == [3]
+
+
+@pytest.mark.parametrize(("fleet", "key"), [
+    ('docker_network = "macvlan"', "docker_parent"),
+    ('docker_network = "ipvlan"', "docker_network"),
+    ('docker_subnet = "172.30.0.0/33"', "docker_subnet"),
+    ('docker_memory = "lots"', "docker_memory"),
+    ('devices_per_container = 0', "devices_per_container"),
+])
+def test_docker_keys_are_checked(fleet: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        plan_of(f'address_pool = "172.30.1.0/24"\n{fleet}')
+    assert info.value.key == key
+
+
+def test_the_process_backend_keeps_its_workers() -> None:
+    plan = expand(parse('[fleet]\nname = "p"\ndevices_per_container = 5\n[[device]]\nkind = "modbus"\n'
+                        'count = 3\nname = "m{n}"\nregisters = ["40001=1"]'))
+    assert plan.fleet.devices_per_worker == 100 and len(plan.workers) == 1
