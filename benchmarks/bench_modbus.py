@@ -26,6 +26,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,10 +104,16 @@ async def _loadgen(port: int, seconds: float, clients: int, depth: int, warmup: 
             "cpu": time.process_time()}
 
 
-def run_loadgen(port: int, seconds: float, clients: int, depth: int) -> dict:
+def _pin(cpu: int | None) -> Callable[[], None] | None:
+    """A preexec function pinning a child to ``cpu`` (None: no pinning)."""
+    return None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
+
+
+def run_loadgen(port: int, seconds: float, clients: int, depth: int, cpu: int | None = None) -> dict:
     argv = [sys.executable, __file__, "--loadgen", str(port), "--seconds", str(seconds),
             "--clients", str(clients), "--depth", str(depth)]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True,
+                         preexec_fn=_pin(cpu))
     return json.loads(out.stdout)
 
 
@@ -119,8 +126,10 @@ def _cpu_seconds(pid: int) -> float:
 def throughput(name: str, argv: list[str], port: int, args: argparse.Namespace) -> tuple[float, float]:
     """(requests/s, server CPU microseconds per request) of the server run by ``argv``."""
     with running(argv, listen=(HOST, port)) as proc:
+        if args.pin:  # the server on CPU 0, the load generator on CPU 1: one core each
+            os.sched_setaffinity(proc.pid, {0})
         cpu = _cpu_seconds(proc.pid)
-        result = run_loadgen(port, args.seconds, args.clients, args.depth)
+        result = run_loadgen(port, args.seconds, args.clients, args.depth, 1 if args.pin else None)
         cpu = _cpu_seconds(proc.pid) - cpu
     rate = result["requests"] / result["seconds"]
     cost = cpu / max(result["requests"] + result["warmup_requests"], 1) * 1e6
@@ -184,6 +193,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--depth", type=int, default=1, help="requests in flight per connection")
     parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        default=len(os.sched_getaffinity(0)) >= 2,
+                        help="don't pin the server to CPU 0 and the load generator to CPU 1")
     parser.add_argument("--loadgen", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--fleet", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -197,7 +209,8 @@ def main() -> int:
         return 0
 
     print(f"Modbus/TCP read 10 holding registers, {args.clients} clients x {args.depth} in flight, "
-          f"{args.seconds:g}s each (cpus: {os.cpu_count()})")
+          f"{args.seconds:g}s each (cpus: {os.cpu_count()}; "
+          f"{'server on CPU 0, load on CPU 1' if args.pin else 'not pinned'})")
     print(f"  {'server':<28} {'rate':>16} {'server CPU/req':>14} {'loadgen CPU/req':>15}")
     ours: list[tuple[float, float]] = []
     theirs: list[tuple[float, float]] = []
