@@ -8,20 +8,23 @@ subclasses and other threads may touch them concurrently.
 
 ``Device.from_specs(["SCADA=INT[1000]", "Tag@22/1/1=DINT[4]"], identity={...})`` builds a
 device from ``enip_server`` tag specs (``<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>]``).
+A tag named ``Program:<program>.<name>`` is scoped to that program (as a Logix controller's
+program tags are), and ``DWORD[<n>]`` holds a BOOL[32 x n] array the way Logix stores one.
+``StringMember`` views the ``LEN`` / ``DATA`` members of a Logix STRING element.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cpppo.server.enip.codec.epath import Port
-from cpppo.server.enip.codec.types import TYPES, CIPType
+from cpppo.server.enip.codec.types import DINT, LOGIX_STRING_CHARS, SINT, TYPES, CIPType
 
-__all__ = ["Attribute", "Device", "Tag", "TagSpec", "parse_tag_spec"]
+__all__ = ["Attribute", "Device", "StringMember", "Tag", "TagSpec", "parse_tag_spec"]
 
 
 class Attribute:
@@ -82,6 +85,70 @@ class Attribute:
                 self.value[key] = values
             else:
                 self.value[key] = value
+
+    def modify(self, key: int, change: Callable[[Any], Any]) -> Any:
+        """Replace element ``key`` by ``change(current)`` under the lock, so that no other
+        access comes between the read and the write (Read Modify Write Tag); returns the
+        new value.  Goes through ``__getitem__`` / ``__setitem__``, so subclass hooks see it."""
+        with self._lock:
+            value = change(self[key])
+            self[key] = value
+            return value
+
+
+class StringMember(Attribute):
+    """A view of one member of one element of a Logix STRING tag: ``LEN`` (a DINT) or
+    ``DATA`` (SINT[82]), as clients address ``Text.LEN`` or ``Text[1].DATA[0]``.
+
+    The tag stores each STRING as text, so DATA holds the characters and then NULs: a DATA
+    write beyond LEN is not kept (a controller would keep it for a later LEN write), and a
+    LEN write cuts the text or pads it with NULs."""
+
+    def __init__(self, parent: Attribute, index: int, member: str) -> None:
+        member = member.upper()
+        if member not in ("LEN", "DATA"):
+            raise ValueError(f"STRING has no member {member!r} (LEN or DATA)")
+        length = None if member == "LEN" else LOGIX_STRING_CHARS
+        super().__init__(f"{parent.name}[{index}].{member}", DINT if member == "LEN" else SINT,
+                         length=length)
+        self.parent, self.index, self.member = parent, index, member
+        self._lock = parent._lock  # one lock: a member's read-modify-write excludes the tag's
+
+    @property  # type: ignore[override]
+    def error(self) -> int:
+        return self.parent.error
+
+    @error.setter
+    def error(self, value: int) -> None:
+        pass  # faults are the parent tag's
+
+    def _raw(self) -> bytes:
+        return str(self.parent[self.index]).encode("iso-8859-1", "replace")
+
+    def __getitem__(self, key: int | slice) -> Any:
+        self._validate_key(key)
+        raw = self._raw()
+        if self.member == "LEN":
+            values = [len(raw)]
+        else:
+            values = [b - 256 if b > 127 else b for b in raw.ljust(LOGIX_STRING_CHARS, b"\0")]
+        return values[key]
+
+    def __setitem__(self, key: int | slice, value: Any) -> None:
+        kind = self._validate_key(key)
+        values = list(value) if kind is slice else [value]
+        with self._lock:
+            raw = self._raw()
+            if self.member == "LEN":
+                if len(values) != 1 or not 0 <= int(values[0]) <= LOGIX_STRING_CHARS:
+                    raise ValueError(f"{self.name} must be 0-{LOGIX_STRING_CHARS}, not {values}")
+                raw = raw.ljust(LOGIX_STRING_CHARS, b"\0")[:int(values[0])]
+            else:
+                data = bytearray(raw.ljust(LOGIX_STRING_CHARS, b"\0"))
+                start = (key.start or 0) if isinstance(key, slice) else key
+                data[start:start + len(values)] = bytes(int(v) & 0xFF for v in values)
+                raw = bytes(data[:len(raw)])
+            self.parent[self.index] = raw.decode("iso-8859-1")
 
 
 @dataclass(frozen=True, repr=False)
@@ -148,6 +215,18 @@ class Tag:
     attribute: Attribute
     instance: int
     address: tuple[int, int, int] | None = None
+
+    @property
+    def program(self) -> str | None:
+        """``Program:<name>`` for a program-scoped tag (named ``Program:<name>.<tag>``)."""
+        head, dot, _ = self.name.partition(".")
+        return head if dot and head[:8].casefold() == "program:" and len(head) > 8 else None
+
+    @property
+    def local_name(self) -> str:
+        """The name within its scope: ``Speed`` for ``Program:Main.Speed``."""
+        program = self.program
+        return self.name[len(program) + 1:] if program else self.name
 
     @property
     def symbol_type(self) -> int:

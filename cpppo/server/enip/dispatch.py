@@ -1,6 +1,7 @@
 """The Message Router of a simulated controller: turns one CIP request (bytes) into its reply
 (bytes).  Handles Unconnected Send (with route-path checking), Multiple Service Packet,
-Forward Open / Large Forward Open / Forward Close, and hands everything else to ``services``.
+Forward Open / Large Forward Open / Forward Close, and hands everything else (tag services,
+Read Modify Write Tag, tag browsing, attributes) to ``services``.
 
 Transport-independent: the server calls ``Dispatcher.unconnected(message, session)`` for
 SendRRData and ``Dispatcher.connected(connection_id, message, session)`` for SendUnitData.
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from cpppo.server.enip import services
 from cpppo.server.enip.codec import CodecError, cip, epath, logix
 from cpppo.server.enip.codec.cip import Reply, Service, ServiceError, Status
-from cpppo.server.enip.codec.epath import Logical, Port, Segment
+from cpppo.server.enip.codec.epath import Logical, Port, Segment, Symbolic
 from cpppo.server.enip.device import Device
 
 __all__ = ["UNCONNECTED_LIMIT", "Connection", "Dispatcher", "Session"]
@@ -144,10 +145,12 @@ class Dispatcher:
         if where == _MR and service == Service.MULTIPLE_SERVICE_PACKET:
             return self._multiple(data, limit, session, connected)
         room = limit - 4
-        symbols = where is not None and where[0] == logix.SYMBOL_CLASS
-        if symbols and service == Service.GET_INSTANCE_ATTRIBUTE_LIST:
-            status, reply = services.get_instance_attribute_list(self.device, where[1], data, room)
-            return Reply(service, status, (), reply).encode()
+        if service == Service.GET_INSTANCE_ATTRIBUTE_LIST:
+            scope = _symbol_scope(path)
+            if scope is not None:
+                status, reply = services.get_instance_attribute_list(self.device, scope[1], data, room,
+                                                                     program=scope[0])
+                return Reply(service, status, (), reply).encode()
         if where is not None and where[0] == logix.TEMPLATE_CLASS and service == Service.READ_TAG:
             if (where[0], where[1]) not in self.device.objects:
                 raise ServiceError(Status.PATH_DESTINATION_UNKNOWN)
@@ -166,6 +169,9 @@ class Dispatcher:
             kind = logix.WriteTag if service == Service.WRITE_TAG else logix.WriteTagFragmented
             decoded = kind.decode(data)
             services.write_tag(target, decoded)
+            return Reply(service).encode()
+        if service == Service.READ_MODIFY_WRITE_TAG:
+            services.read_modify_write_tag(services.resolve(self.device, path), data)
             return Reply(service).encode()
         if service == Service.GET_ATTRIBUTE_SINGLE:
             return Reply(service, 0, (), services.get_attribute_single(self.device, path)).encode()
@@ -266,3 +272,15 @@ def _class_instance(path: tuple[Segment, ...]) -> tuple[int, int] | None:
             and path[0].kind == "class" and path[1].kind == "instance":
         return path[0].value, path[1].value
     return None
+
+
+def _symbol_scope(path: tuple[Segment, ...]) -> tuple[str | None, int] | None:
+    """(program or None, first instance) for a tag browse path: ``@0x6B/<instance>`` or
+    ``Program:<name>`` then ``@0x6B/<instance>``; None for any other path."""
+    program = None
+    if path and isinstance(path[0], Symbolic):
+        program, path = path[0].name, path[1:]
+    where = _class_instance(path)
+    if where is None or where[0] != logix.SYMBOL_CLASS or len(path) != 2:
+        return None
+    return program, where[1]

@@ -1,7 +1,8 @@
-"""CIP services on a Device's tags and attributes: Logix Read/Write Tag [Fragmented], Get
-Instance Attribute List (tag browsing), Read Template, and Get/Set Attribute Single, Get
-Attributes All, Get Attribute List.  Each takes decoded request parts and returns reply data
-or raises ``ServiceError`` with the general and extended status a Logix controller gives.
+"""CIP services on a Device's tags and attributes: Logix Read/Write Tag [Fragmented], Read
+Modify Write Tag, Get Instance Attribute List (tag browsing, controller or program scope), Read
+Template, and Get/Set Attribute Single, Get Attributes All, Get Attribute List.  Each takes
+decoded request parts and returns reply data or raises ``ServiceError`` with the general and
+extended status a Logix controller gives.
 """
 
 from __future__ import annotations
@@ -15,21 +16,30 @@ from cpppo.server.enip.codec.cip import ServiceError, Status
 from cpppo.server.enip.codec.epath import Logical, Segment, Symbolic
 from cpppo.server.enip.codec.types import (
     BY_CODE,
+    DINT,
+    DWORD,
+    INT,
+    LINT,
     LOGIX_STRING,
+    SINT,
     SSTRING,
     STRING,
     STRING_HANDLE,
     STRUCT,
+    UDINT,
+    UINT,
+    ULINT,
+    USINT,
     CIPType,
     LogixStringType,
     StringType,
 )
-from cpppo.server.enip.device import Attribute, Device, Tag
+from cpppo.server.enip.device import Attribute, Device, StringMember, Tag
 from cpppo.server.enip.objects import GET_ALL_ATTRIBUTES, STRING_TEMPLATE
 
-__all__ = ["Target", "get_attribute_list", "get_attribute_single", "get_attributes_all",
-           "get_instance_attribute_list", "read_tag", "read_template", "resolve", "set_attribute_single",
-           "write_tag"]
+__all__ = ["PROGRAM_SYMBOL_TYPE", "Target", "get_attribute_list", "get_attribute_single",
+           "get_attributes_all", "get_instance_attribute_list", "read_modify_write_tag", "read_tag",
+           "read_template", "resolve", "set_attribute_single", "symbol_entries", "write_tag"]
 
 OUT_OF_RANGE = ServiceError(Status.GENERAL_ERROR, (Status.EXT_OUT_OF_RANGE,), "beyond the end of the tag")
 BAD_TYPE = ServiceError(Status.GENERAL_ERROR, (Status.EXT_BAD_TYPE,), "data type does not match the tag")
@@ -44,35 +54,79 @@ class Target:
     tag: Tag | None = None
 
 
+def _is_program(name: str) -> bool:
+    return name[:8].casefold() == "program:" and len(name) > 8
+
+
+def _named_tag(device: Device, path: tuple[Segment, ...]) -> tuple[Tag, tuple[Segment, ...]]:
+    """The tag named by the leading symbolic segments: ``Name``, or a dotted name split into
+    segments as clients send it (``Program:Main`` ``Speed`` is the tag ``Program:Main.Speed``),
+    or ``Program:<name>`` then ``@0x6B/<instance>``; and the segments after it."""
+    names: list[str] = []
+    for i, segment in enumerate(path):
+        if not isinstance(segment, Symbolic):
+            break
+        names.append(segment.name)
+        tag = device.tag(".".join(names))
+        if tag is not None:
+            return tag, path[i + 1:]
+        if i == 0 and _is_program(segment.name) and len(path) >= 3 and _symbol_class(path[1:]):
+            tag = device.symbols.get(path[2].value)  # type: ignore[union-attr]
+            if tag is None or (tag.program or "").casefold() != segment.name.casefold():
+                raise ServiceError(Status.PATH_DESTINATION_UNKNOWN, (),
+                                   f"no symbol instance {path[2].value} in {segment.name}")  # type: ignore[union-attr]
+            return tag, path[3:]
+    raise ServiceError(Status.PATH_SEGMENT_ERROR, (), f"no tag named {'.'.join(names)!r}")
+
+
+def _symbol_class(path: tuple[Segment, ...]) -> bool:
+    """Does the path start with @0x6B/<instance> (a Symbol Object instance)?"""
+    return (len(path) >= 2 and isinstance(path[0], Logical) and path[0].kind == "class"
+            and path[0].value == logix.SYMBOL_CLASS and isinstance(path[1], Logical)
+            and path[1].kind == "instance")
+
+
+def _index(segments: tuple[Segment, ...], attribute: Attribute) -> tuple[int, tuple[Segment, ...]]:
+    """A leading array index (checked against ``attribute``), or 0; and what follows it."""
+    if segments and isinstance(segments[0], Logical) and segments[0].kind == "element":
+        if segments[0].value >= len(attribute):
+            raise OUT_OF_RANGE
+        return segments[0].value, segments[1:]
+    return 0, segments
+
+
 def resolve(device: Device, path: tuple[Segment, ...]) -> Target:
-    """The tag or attribute a Read/Write Tag path names (raises ServiceError)."""
+    """The tag or attribute a Read/Write Tag path names (raises ServiceError).
+
+    After the tag: an array index, then for a Logix STRING tag a member ``LEN`` or ``DATA``
+    (with its own index), e.g. ``Text[1].DATA[0]``."""
     if not path:
         raise ServiceError(Status.PATH_SEGMENT_ERROR, (), "empty path")
-    first, rest = path[0], path[1:]
+    first = path[0]
     tag = None
     if isinstance(first, Symbolic):
-        tag = device.tag(first.name)
-        if tag is None:
-            raise ServiceError(Status.PATH_SEGMENT_ERROR, (), f"no tag named {first.name!r}")
+        tag, rest = _named_tag(device, path)
         attribute = tag.attribute
     elif isinstance(first, Logical) and first.kind == "class":
-        if len(path) >= 2 and path[0].value == logix.SYMBOL_CLASS and isinstance(path[1], Logical) \
-                and path[1].kind == "instance":
-            tag = device.symbols.get(path[1].value)
-            if tag is None:
-                raise ServiceError(Status.PATH_DESTINATION_UNKNOWN, (), f"no symbol instance {path[1].value}")
+        if _symbol_class(path):
+            tag = device.symbols.get(path[1].value)  # type: ignore[union-attr]
+            if tag is None or tag.program is not None:  # program tags: only within their program
+                raise ServiceError(Status.PATH_DESTINATION_UNKNOWN, (), f"no symbol instance {path[1].value}")  # type: ignore[union-attr]
             attribute, rest = tag.attribute, path[2:]
         else:
             attribute, rest = _numeric(device, path)
     else:
         raise ServiceError(Status.PATH_SEGMENT_ERROR, (), "tag path must start with a name or a class")
-    element = 0
+    element, rest = _index(rest, attribute)
+    if rest and isinstance(rest[0], Symbolic) and attribute.parser is LOGIX_STRING:
+        try:
+            attribute = StringMember(attribute, element, rest[0].name)
+        except ValueError as exc:
+            raise ServiceError(Status.PATH_SEGMENT_ERROR, (), str(exc)) from None
+        element, rest = _index(rest[1:], attribute)
     if rest:
-        if len(rest) != 1 or not isinstance(rest[0], Logical) or rest[0].kind != "element":
-            raise ServiceError(Status.PATH_SEGMENT_ERROR, (), "only one array index is supported")
-        element = rest[0].value
-        if element >= len(attribute):
-            raise OUT_OF_RANGE
+        raise ServiceError(Status.PATH_SEGMENT_ERROR, (), "only one array index (and a STRING member) "
+                           "may follow a tag")
     return Target(attribute, element, tag)
 
 
@@ -190,27 +244,92 @@ def _write_fixed(attribute: Attribute, start: int, count: int, offset: int, data
     attribute[first:last] = ctype.decode(bytes(image))
 
 
+#: the types whose bits Read Modify Write Tag may set and clear
+_MASKABLE = frozenset(t.code for t in (SINT, INT, DINT, LINT, USINT, UINT, UDINT, ULINT, DWORD))
+
+
+def read_modify_write_tag(target: Target, data: bytes) -> None:
+    """Read Modify Write Tag: ``(value | OR) & AND`` on one integer element, atomically.
+
+    A mask size that is not 1, 2, 4 or 8 bytes, or is larger than the element, is 0x03 (bad
+    parameter); a tag that is not an integer (REAL, BOOL, strings) is 0xFF/0x2107 (type
+    mismatch); too few bytes for the masks is 0x13.  Masks narrower than the element apply
+    to its low bytes; bytes after the AND mask are ignored (pycomm3 sends 8 AND-mask bytes)."""
+    attribute = target.attribute
+    if attribute.error:
+        raise ServiceError(attribute.error, (), f"{attribute.name} is faulted")
+    if data[:2] == b"\0\0":
+        raise ServiceError(Status.INVALID_PARAMETER_VALUE, (), "0-byte masks")
+    try:
+        request = logix.ReadModifyWriteTag.decode(data)
+    except CodecError as exc:
+        raise ServiceError(Status.NOT_ENOUGH_DATA, (), str(exc)) from None
+    ctype = attribute.parser
+    if ctype.handle is not None or ctype.code not in _MASKABLE or not ctype.size:
+        raise BAD_TYPE
+    if request.size not in (1, 2, 4, 8) or request.size > ctype.size:
+        raise ServiceError(Status.INVALID_PARAMETER_VALUE, (),
+                           f"{request.size}-byte masks for a {ctype.size}-byte {ctype.name}")
+    bits = 8 * ctype.size
+    signed = ctype.low < 0  # type: ignore[attr-defined]
+
+    def change(value: Any) -> int:
+        result = request.apply(int(value) & ((1 << bits) - 1))
+        return result - (1 << bits) if signed and result >> (bits - 1) else result
+
+    attribute.modify(target.element, change)
+
+
 # --- Symbol browsing and the STRING template ------------------------------------------------------
 
-def get_instance_attribute_list(device: Device, first: int, data: bytes, room: int) -> tuple[int, bytes]:
+#: the symbol type a Logix controller gives its ``Program:<name>`` entries
+PROGRAM_SYMBOL_TYPE = 0x1068
+
+
+def symbol_entries(device: Device, program: str | None = None) -> list[logix.SymbolEntry]:
+    """The Symbol Object instances a tag browse of one scope lists, in instance order.
+
+    Controller scope (``program`` None): the controller tags, and one ``Program:<name>``
+    entry per program, at the instance of its first tag.  ``Program:<name>``: that
+    program's tags, by their names within it.  An unknown program raises ServiceError."""
+    entries, programs = [], set()
+    wanted = program.casefold() if program else None
+    for instance in sorted(device.symbols):
+        tag = device.symbols[instance]
+        scope = tag.program
+        if wanted is None and scope is not None:
+            if scope.casefold() not in programs:
+                programs.add(scope.casefold())
+                entries.append(logix.SymbolEntry(instance, scope, PROGRAM_SYMBOL_TYPE))
+            continue
+        if (scope or "").casefold() != (wanted or ""):
+            continue
+        dims = (len(tag.attribute), 0, 0) if tag.attribute.array else (0, 0, 0)
+        entries.append(logix.SymbolEntry(instance, tag.local_name, tag.symbol_type, dims))
+    if wanted is not None and not entries:
+        raise ServiceError(Status.PATH_DESTINATION_UNKNOWN, (), f"no program {program!r}")
+    return entries
+
+
+def get_instance_attribute_list(device: Device, first: int, data: bytes, room: int,
+                                program: str | None = None) -> tuple[int, bytes]:
     try:
         attributes = logix.GetInstanceAttributeList.decode(data).attributes
     except CodecError as exc:
         raise ServiceError(Status.NOT_ENOUGH_DATA, (), str(exc)) from None
     out = bytearray()
-    for instance in sorted(i for i in device.symbols if i >= first):
-        tag = device.symbols[instance]
-        dims = (len(tag.attribute), 0, 0) if tag.attribute.array else (0, 0, 0)
+    for entry in symbol_entries(device, program):
+        if entry.instance < first:
+            continue
         try:
-            entry = logix.encode_symbol_entry(logix.SymbolEntry(instance, tag.name, tag.symbol_type, dims),
-                                              attributes)
+            encoded = logix.encode_symbol_entry(entry, attributes)
         except CodecError as exc:
             raise ServiceError(Status.ATTRIBUTE_LIST_ERROR, (), str(exc)) from None
-        if len(out) + len(entry) > room:
+        if len(out) + len(encoded) > room:
             if not out:
                 raise ServiceError(Status.RESOURCE_UNAVAILABLE, (), "reply too large")
             return Status.PARTIAL_TRANSFER, bytes(out)
-        out += entry
+        out += encoded
     return Status.SUCCESS, bytes(out)
 
 

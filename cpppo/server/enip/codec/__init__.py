@@ -28,15 +28,16 @@ Modules and their main names:
     ``encode_multiple(list_of_bytes)`` / ``decode_multiple(data) -> list_of_bytes`` (Multiple
     Service Packet, for requests and replies alike); ``Service`` and ``Status`` code tables;
     ``ServiceError(status, ext_status, reason)``.
-``types``          CIP types ``BOOL SINT INT DINT LINT USINT UINT UDINT ULINT REAL LREAL SSTRING
-    STRING`` (CIP 0xD0) and ``LOGIX_STRING`` (the Logix STRING structure, 0xA0 + handle
+``types``          CIP types ``BOOL SINT INT DINT LINT USINT UINT UDINT ULINT REAL LREAL DWORD
+    SSTRING STRING`` (CIP 0xD0) and ``LOGIX_STRING`` (the Logix STRING structure, 0xA0 + handle
     0x0FCE); each has ``.code``, ``.size`` (None = variable), ``.encode(values) -> bytes``,
     ``.decode(bytes) -> list``; ``TYPES`` (by tag-spec name; "STRING" is the Logix
     structure) and ``BY_CODE``.
 ``logix``          data of the Logix services: ``ReadTag(elements)``,
     ``ReadTagFragmented(elements, offset)``, ``TypedData(type_code, data, handle)`` (their
     replies), ``WriteTag(type_code, elements, data, handle)``, ``WriteTagFragmented(...,
-    offset, ...)``, ``GetInstanceAttributeList(attributes)`` with ``SymbolEntry`` /
+    offset, ...)``, ``ReadModifyWriteTag(size, or_mask, and_mask)`` (and its empty
+    ``ReadModifyWriteReply``), ``GetInstanceAttributeList(attributes)`` with ``SymbolEntry`` /
     ``encode_symbol_entry`` / ``decode_symbol_entries`` for its reply.
 
 A Read Tag of ``SCADA[1]`` wrapped for a routing controller::

@@ -8,6 +8,9 @@ Each record is the *data* part of a Message Router request or reply (the path na
                                  reply:   type | data   (status 0x06 while more remains)
     Write Tag (0x4D)             request: type | elements (UINT) | data;        reply: empty
     Write Tag Fragmented (0x53)  request: type | elements | byte offset (UDINT) | data
+    Read Modify Write Tag (0x4E) request: mask size (UINT) | OR mask | AND mask (size bytes
+                                          each, little-endian); reply: empty.  The tag becomes
+                                          (value | OR) & AND: 1s in OR set bits, 0s in AND clear them
     Get Instance Attribute List (0x55, @0x6B/<first instance>)
                                  request: count (UINT), attribute ids (UINT each)
                                  reply:   per instance: instance id (UDINT), attribute values
@@ -19,6 +22,8 @@ Each record is the *data* part of a Message Router request or reply (the path na
 ReadTag(elements=10)
 >>> WriteTag.decode(b'\\xc3\\x00\\x01\\x00\\x07\\x00')
 WriteTag(type_code=195, elements=1, data=b'\\x07\\x00', handle=None)
+>>> ReadModifyWriteTag.decode(b'\\x01\\x00\\x20\\xff')
+ReadModifyWriteTag(size=1, or_mask=32, and_mask=255, excess=b'')
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from cpppo.server.enip.codec.errors import CodecError
 from cpppo.server.enip.codec.types import STRUCT
 
 __all__ = [
-    "SYMBOL_CLASS", "TEMPLATE_CLASS", "GetInstanceAttributeList", "ReadTag", "ReadTagFragmented",
+    "SYMBOL_CLASS", "TEMPLATE_CLASS", "GetInstanceAttributeList", "ReadModifyWriteReply",
+    "ReadModifyWriteTag", "ReadTag", "ReadTagFragmented",
     "SymbolEntry", "TypedData", "WriteTag", "WriteTagFragmented", "decode_symbol_entries",
     "decode_type", "encode_symbol_entry", "encode_type",
 ]
@@ -143,6 +149,67 @@ class WriteTagFragmented:
             raise CodecError("Write Tag Fragmented data is missing its element count or offset")
         elements, offset = struct.unpack_from("<HI", data, end)
         return cls(code, elements, offset, bytes(data[end + 6:]), handle)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadModifyWriteTag:
+    """Read Modify Write Tag request data: ``size`` bytes of OR mask then of AND mask.
+
+    ``excess``: bytes after the AND mask.  pycomm3 1.2 always sends an 8-byte AND mask
+    whatever the size (it slices by the mask's value, not its size); a Logix controller
+    accepts that, so decoding keeps the surplus here instead of refusing it, and encoding
+    puts it back, so ``decode(encode(x)) == x``.
+
+    >>> ReadModifyWriteTag(4, 1 << 5, 0xFFFFFFFF).encode().hex()
+    '040020000000ffffffff'
+    """
+
+    size: int
+    or_mask: int
+    and_mask: int
+    excess: bytes = b""
+
+    def apply(self, value: int) -> int:
+        """The masks applied to the low ``size`` bytes of an unsigned ``value``."""
+        keep = (1 << (8 * self.size)) - 1
+        return (value & ~keep) | (((value | self.or_mask) & self.and_mask) & keep)
+
+    def encode(self) -> bytes:
+        if not 0 < self.size <= 0xFFFF:
+            raise CodecError(f"Read Modify Write mask size must be 1-65535 bytes, not {self.size}")
+        limit = 1 << (8 * self.size)
+        if not (0 <= self.or_mask < limit and 0 <= self.and_mask < limit):
+            raise CodecError(f"Read Modify Write masks do not fit in {self.size} bytes")
+        return (struct.pack("<H", self.size) + self.or_mask.to_bytes(self.size, "little")
+                + self.and_mask.to_bytes(self.size, "little") + self.excess)
+
+    @classmethod
+    def decode(cls, data: bytes) -> ReadModifyWriteTag:
+        if len(data) < 2:
+            raise CodecError("Read Modify Write Tag data is missing its mask size")
+        size = struct.unpack_from("<H", data)[0]
+        if size == 0:
+            raise CodecError("Read Modify Write Tag mask size is 0")
+        if len(data) < 2 + 2 * size:
+            raise CodecError(f"Read Modify Write Tag data has {len(data) - 2} bytes for two "
+                             f"{size}-byte masks")
+        or_mask = int.from_bytes(data[2:2 + size], "little")
+        and_mask = int.from_bytes(data[2 + size:2 + 2 * size], "little")
+        return cls(size, or_mask, and_mask, bytes(data[2 + 2 * size:]))
+
+
+@dataclass(frozen=True, slots=True)
+class ReadModifyWriteReply:
+    """Read Modify Write Tag reply data: always empty (the status says how it went)."""
+
+    def encode(self) -> bytes:
+        return b""
+
+    @classmethod
+    def decode(cls, data: bytes) -> ReadModifyWriteReply:
+        if data:
+            raise CodecError(f"Read Modify Write Tag reply carries {len(data)} unexpected bytes")
+        return cls()
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ __all__ = [
     "BOOL",
     "BY_CODE",
     "DINT",
+    "DWORD",
     "INT",
     "LINT",
     "LOGIX_STRING",
@@ -239,6 +240,8 @@ UINT = _int("UINT", 0xC7, "H", 2, False)
 UDINT = _int("UDINT", 0xC8, "I", 4, False)
 ULINT = _int("ULINT", 0xC9, "Q", 8, False)
 REAL = NumericType("REAL", 0xCA, 4, fmt="f")
+#: a 32-bit bit string: how a Logix controller stores BOOL arrays (32 BOOLs per element)
+DWORD = _int("DWORD", 0xD3, "I", 4, False)
 LREAL = NumericType("LREAL", 0xCB, 8, fmt="d")
 STRING = StringType("STRING", 0xD0, None, length_size=2, capacity=65535)  # CIP STRING
 SSTRING = StringType("SSTRING", 0xDA, None, length_size=1, capacity=255)
@@ -246,7 +249,7 @@ LOGIX_STRING = LogixStringType("STRING", STRUCT, LOGIX_STRING_SIZE, handle=STRIN
 
 #: name -> type, as tag specs name them; "STRING" is the Logix STRING structure
 TYPES: dict[str, CIPType] = {
-    t.name: t for t in (BOOL, SINT, INT, DINT, LINT, USINT, UINT, UDINT, ULINT, REAL, LREAL, SSTRING)
+    t.name: t for t in (BOOL, SINT, INT, DINT, LINT, USINT, UINT, UDINT, ULINT, REAL, LREAL, DWORD, SSTRING)
 }
 TYPES["STRING"] = LOGIX_STRING
 #: type code -> type, for decoding typed data (0xD0 is the CIP STRING)
