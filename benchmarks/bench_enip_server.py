@@ -133,7 +133,7 @@ def many_devices(count: int) -> dict:
     """Run in a fresh process: serve ``count`` devices, report start time and RSS growth."""
     from cpppo.server.enip.device import Device
     from cpppo.server.enip.server import serve
-    from cpppo.server.enip.system import ensure_fd_limit, install_uvloop
+    from cpppo.server.hosting import ensure_fd_limit, install_uvloop
 
     ensure_fd_limit(2 * count + 256)
     install_uvloop()

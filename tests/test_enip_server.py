@@ -360,7 +360,7 @@ def test_many_devices_in_one_process():
 def test_fd_limit_error_is_clear():
     import resource
 
-    from cpppo.server.enip.system import ensure_fd_limit
+    from cpppo.server.hosting import ensure_fd_limit
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     assert ensure_fd_limit(min(soft, 64)) == soft

@@ -19,7 +19,7 @@ H = bytes.fromhex
     (["-a", ":1502", "4x"], "bad register spec '4x'"),
     (["-a", ":99999", "40001"], "port 99999 is outside"),
     (["-a", ":1502", "-u", "300", "40001"], "bad unit ids"),
-    (["-a", ":1502", "-d", "x", "40001"], "bad delay 'x'"),
+    (["-a", ":1502", "-d", "x", "40001"], "bad --delay 'x'"),
 ])
 def test_modbus_sim_bad_arguments_end_in_one_line(capsys, argv, message):
     assert modbus_sim.main(argv) == 2

@@ -161,7 +161,7 @@ def test_unit_ids_are_configurable():
 def test_parse_delay():
     assert parse_delay("0.5") == 0.5 and parse_delay(".1-.3") == (0.1, 0.3)
     for bad in ("x", "-1", ".3-.1", "1-"):
-        with pytest.raises(ValueError, match="bad delay"):
+        with pytest.raises(ValueError, match="bad --delay"):
             parse_delay(bad)
 
 

@@ -110,12 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cpppo_log.configure(args.verbose + 1, args.log)
     from cpppo.modbus.device import ModbusDevice
-    from cpppo.modbus.server import ServerSettings, parse_delay
+    from cpppo.modbus.server import ServerSettings
+    from cpppo.server.hosting import parse_delay
 
     try:
         host, port = parse_endpoint(args.address)
         device = ModbusDevice.from_specs(args.registers, unit_ids=parse_units(args.unit))
-        delay = parse_delay(args.delay) if args.delay else None
+        delay = parse_delay(args.delay)
         settings = ServerSettings(max_connections=args.max_connections,
                                   idle_timeout=args.idle_timeout or None)
     except ValueError as exc:

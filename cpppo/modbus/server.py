@@ -19,19 +19,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import random
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from cpppo.modbus import framer
 from cpppo.modbus.device import ModbusDevice
 from cpppo.modbus.errors import FrameError
+from cpppo.server.hosting import Delay, delay_source, parse_delay
 
 __all__ = ["Delay", "ModbusServer", "ServerSettings", "delay_source", "parse_delay", "serve"]
 
 log = logging.getLogger(__name__)
-
-Delay = float | tuple[float, float] | None
 
 
 @dataclass(frozen=True)
@@ -42,35 +39,6 @@ class ServerSettings:
     max_frame: int = framer.MAX_LENGTH    # largest MBAP length field accepted (unit id + PDU)
     idle_timeout: float | None = 600.0    # close a connection silent this long (None: never)
     max_pending: int = 1000               # delayed replies queued before reading pauses
-
-
-def parse_delay(text: str) -> Delay:
-    """``"0.5"`` -> 0.5, ``"0.1-0.3"`` -> (0.1, 0.3); ValueError naming the text otherwise."""
-    try:
-        low, sep, high = text.partition("-")
-        if sep:
-            pair = (float(low), float(high))
-            if not 0 <= pair[0] <= pair[1]:
-                raise ValueError
-            return pair
-        value = float(text)
-        if value < 0:
-            raise ValueError
-        return value
-    except ValueError:
-        raise ValueError(f"bad delay {text!r}: expected #.# or #.#-#.# seconds, low <= high") from None
-
-
-def delay_source(delay: Delay) -> Callable[[], float] | None:
-    """A function giving each reply's delay, or None for no delay."""
-    if delay is None:
-        return None
-    if isinstance(delay, tuple):
-        low, high = delay
-        return lambda: random.uniform(low, high)
-    if delay < 0:
-        raise ValueError(f"delay {delay} is negative")
-    return lambda: delay
 
 
 class _Connection(asyncio.Protocol):

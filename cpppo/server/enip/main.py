@@ -24,8 +24,8 @@ from cpppo.server.enip import config as enip_config
 from cpppo.server.enip.codec.epath import parse_route_path
 from cpppo.server.enip.device import Attribute, Device
 from cpppo.server.enip.server import Settings, serve
-from cpppo.server.enip.system import ensure_fd_limit, install_uvloop
 from cpppo.server.enip.web import WebBindError, parse_web_address, serve_web
+from cpppo.server.hosting import ensure_fd_limit, install_uvloop, parse_delay
 
 __all__ = ["main", "parse_address", "parse_delay"]
 
@@ -48,25 +48,6 @@ def parse_address(text: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError(f"bad --address {text!r}: port must be 0-65535")
     return host.strip("[]"), port
-
-
-def parse_delay(text: str | None) -> float | tuple[float, float] | None:
-    """``#.#`` (constant) or ``#.#-#.#`` (uniformly random) seconds."""
-    if not text:
-        return None
-    try:
-        if "-" in text.strip()[1:]:
-            low, high = text.split("-", 1) if not text.startswith("-") else ("", "")
-            lo, hi = float(low), float(high)
-            if not 0 <= lo <= hi:
-                raise ValueError
-            return (lo, hi)
-        value = float(text)
-        if value < 0:
-            raise ValueError
-        return value
-    except ValueError:
-        raise ValueError(f"bad --delay {text!r}: expected #.# or #.#-#.# seconds") from None
 
 
 def build_parser(prog: str = "enip_server") -> argparse.ArgumentParser:

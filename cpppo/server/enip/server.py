@@ -3,7 +3,7 @@
 ``srv = await serve(device, host, port, udp=True, delay=None)`` returns a ``ServerHandle``
 (``.port``, ``.close()``, ``await .wait_closed()``).  Many devices in one process are many
 ``serve()`` calls on one event loop (each device uses 2 file descriptors plus one per
-connection: call ``cpppo.server.enip.system.ensure_fd_limit(n)`` first, which raises a clear
+connection: call ``cpppo.server.hosting.ensure_fd_limit(n)`` first, which raises a clear
 OSError when the system limit is too low).  ``Settings`` bounds connections, frame size and
 idle time.
 
@@ -31,6 +31,7 @@ from cpppo.server.enip.codec import CodecError, cpf, encapsulation
 from cpppo.server.enip.codec.encapsulation import Command, Status
 from cpppo.server.enip.device import Device
 from cpppo.server.enip.dispatch import Dispatcher, Session
+from cpppo.server.hosting import Delay, delay_seconds
 
 __all__ = ["ServerHandle", "Settings", "serve"]
 
@@ -50,17 +51,6 @@ class Settings:
     max_payload: int = 8192
     idle_timeout: float = 120.0
     max_forward_opens: int = 32
-
-
-Delay = float | tuple[float, float] | None
-
-
-def _delay_seconds(delay: Delay) -> float:
-    if delay is None:
-        return 0.0
-    if isinstance(delay, tuple):
-        return random.uniform(*delay)
-    return float(delay)
 
 
 class _Responder:
@@ -186,7 +176,7 @@ class _TCPSession(asyncio.Protocol):
             self.transport.write(reply)
             return
         loop = asyncio.get_running_loop()
-        when = max(loop.time() + _delay_seconds(delay), self.next_send)
+        when = max(loop.time() + delay_seconds(delay), self.next_send)
         self.next_send = when
         loop.call_at(when, self._write_later, reply)
 
@@ -262,7 +252,7 @@ class _UDPEndpoint(asyncio.DatagramProtocol):
             body, status = b"", Status.INVALID_COMMAND
         reply = encapsulation.encode(header.command, body, session=header.session, status=status,
                                      context=header.context)
-        delay = _delay_seconds(self.server.delay)
+        delay = delay_seconds(self.server.delay)
         if self.transport is None:
             return
         if delay:
