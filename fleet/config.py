@@ -309,8 +309,20 @@ def _docker(t: _Table, settings: FleetSettings) -> FleetSettings:
                        docker_image=image)
     if settings.backend != "docker":
         return settings
+    if any(_is_loopback(item) for item in settings.address_pool):
+        t.fail("address_pool", "the docker backend needs a private subnet (eg. '172.30.0.0/16'), "
+               "not loopback addresses: containers cannot own 127.x addresses")
     pool = bridge_pool(settings.address_pool) if network == "bridge" else settings.address_pool
     return replace(settings, devices_per_worker=per, address_pool=pool)
+
+
+def _is_loopback(item: str) -> bool:
+    """Whether an address-pool item (a CIDR, ``a-b`` range or single address) starts in 127/8."""
+    first = item.split("-", 1)[0].split("/", 1)[0].strip()
+    try:
+        return ipaddress.IPv4Address(first).is_loopback
+    except ValueError:
+        return False
 
 
 def load_for_backend(path: str | Path, backend: str) -> FleetConfig:
