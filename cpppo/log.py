@@ -7,13 +7,16 @@ DEBUG and INFO) for per-request tracing.  They are also set on the ``logging`` m
 logging.DETAIL`` works.
 
 ``log_cfg`` is a dict for ``logging.basicConfig(**cpppo.log_cfg)``.  ``verbosity(n)`` maps the
-count of ``-v`` flags to a level; ``configure(verbose, log_file)`` is what the CLIs call.
+count of ``-v`` flags to a level; ``configure(verbose, log_file)`` is what the CLIs call (a log
+file that cannot be opened ends the command with one line on stderr and exit status 2).
 """
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
+import sys
 from typing import Any
 
 __all__ = ["DETAIL", "NORMAL", "configure", "log_cfg", "verbosity"]
@@ -45,7 +48,20 @@ def configure(verbose: int = 0, log_file: str | None = None, *, max_bytes: int =
     ``log_file`` (10 MB x 5 by default) when given, else to stderr."""
     cfg = dict(log_cfg, level=verbosity(verbose), force=True)
     if log_file:
-        handler = logging.handlers.RotatingFileHandler(
-            log_file, maxBytes=max_bytes, backupCount=backups)
+        try:
+            handler = logging.handlers.RotatingFileHandler(
+                log_file, maxBytes=max_bytes, backupCount=backups)
+        except OSError as exc:  # a user error (bad -l/--log): one line and exit 2, as for a bad flag
+            print(f"{_program()}: cannot write log file {log_file!r}: {exc.strerror or exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         cfg["handlers"] = [handler]
     logging.basicConfig(**cfg)
+
+
+def _program() -> str:
+    """The running command's name: the console script, or the module run with ``python -m``."""
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "cpppo"
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if prog.endswith(".py") and spec is not None:
+        prog = spec.name.removesuffix(".__main__")
+    return prog

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet.patterns import format_pattern
 from fleet.registers import RegisterRange, parse_register_spec
 from fleet.tags import TagSpec, parse_tag_spec
 
@@ -38,6 +40,7 @@ KINDS = ("enip", "modbus")
 BACKENDS = ("process", "docker")
 ADDRESSINGS = ("loopback", "alias")
 DEFAULT_PORT = {"enip": 44818, "modbus": 502}
+MAX_DEVICES = 100_000  # devices in one fleet (a /16 pool holds 65,534)
 
 # Identity keys each kind accepts, and whether the value is an integer (patterns are
 # formatted with ``n`` and then parsed with ``int(text, 0)``) or text.
@@ -57,7 +60,7 @@ class ConfigError(ValueError):
 
     def __init__(self, source: str, table: str, key: str | None, message: str) -> None:
         self.source, self.table, self.key, self.message = source, table, key, message
-        where = f"{source}: {table}" + (f": key {key!r}" if key else "")
+        where = f"{source}: {table}" + (f": key {key!r}" if key is not None else "")
         super().__init__(f"{where}: {message}")
 
 
@@ -129,7 +132,7 @@ _KIND_KEYS = {
     "modbus": _COMMON_KEYS | {"registers", "unit_ids", "health_register"},
 }
 _ROUTE = re.compile(r"^[0-9]+/([0-9]+|[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+)$")
-_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def load(path: str | Path) -> FleetConfig:
@@ -165,6 +168,11 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
     if not devices:
         raise ConfigError(src, "device", None, "no [[device]] tables: the fleet is empty")
     groups = tuple(_group(src, i, table) for i, table in enumerate(devices))
+    total = list(itertools.accumulate(g.count for g in groups))
+    over = next((i for i, t in enumerate(total) if t > MAX_DEVICES), None)
+    if over is not None:
+        raise ConfigError(src, f"device[{over}]", "count",
+                          f"the fleet would have {total[-1]} devices; at most {MAX_DEVICES} are supported")
     return FleetConfig(source=Path(source), fleet=fleet, groups=groups)
 
 
@@ -191,6 +199,8 @@ class _Table:
 
     def positive(self, key: str, default: Any, kinds: tuple[type, ...] = (int,), zero: bool = False) -> Any:
         value = self.get(key, kinds, default, what="a number" if float in kinds else "an integer")
+        if isinstance(value, float) and not math.isfinite(value):
+            self.fail(key, f"must be a finite number, got {value!r}")
         if value < 0 or (value == 0 and not zero):
             self.fail(key, f"must be {'>= 0' if zero else '> 0'}, got {value!r}")
         return value
@@ -249,7 +259,7 @@ def _fleet(src: str, data: dict[str, Any]) -> FleetSettings:
     name = t.get("name", str, None, what="a string")
     if name is None:
         t.fail("name", "missing (the fleet's name)")
-    if not _NAME_OK.match(name):
+    if not NAME_OK.fullmatch(name):
         t.fail("name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
     d = FleetSettings(name=name)
     settings = FleetSettings(
@@ -368,17 +378,19 @@ def _group(src: str, index: int, data: dict[str, Any]) -> DeviceGroup:
         raise ConfigError(src, table, "kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
     t = _Table(src, table, data, _KIND_KEYS[kind])
     count = t.positive("count", 1)
+    if count > MAX_DEVICES:
+        t.fail("count", f"must be at most {MAX_DEVICES}, got {count}")
     first = t.positive("first", 1, zero=True)
     name = t.get("name", str, None, what="a string")
     if name is None:
         t.fail("name", "missing (a pattern such as 'line{n:03}')")
     try:
-        sample = name.format(n=first)
-    except (KeyError, IndexError, ValueError) as exc:
-        t.fail("name", f"bad pattern {name!r}: {exc} (only {{n}} is available)")
-    if not _NAME_OK.match(sample):
+        sample = format_pattern(name, first)
+    except ValueError as exc:
+        t.fail("name", f"bad pattern {name!r}: {exc}")
+    if not NAME_OK.fullmatch(sample):
         t.fail("name", f"device names must be letters, digits, '.', '_' or '-', got {sample!r}")
-    if count > 1 and name.format(n=first) == name.format(n=first + 1):
+    if count > 1 and sample == format_pattern(name, first + 1):
         t.fail("name", f"pattern {name!r} gives every device the same name; use {{n}}")
     port = t.positive("port", 0, zero=True)
     if port > 65535:
@@ -428,8 +440,8 @@ def identity_value(kind: str, key: str, value: int | str, n: int) -> int | str:
     """
     if isinstance(value, str):
         try:
-            value = value.format(n=n)
-        except (KeyError, IndexError, ValueError) as exc:
+            value = format_pattern(value, n)
+        except ValueError as exc:
             raise ValueError(f"{key}: bad pattern {value!r}: {exc}") from None
     if IDENTITY_KEYS[kind][key] is int and isinstance(value, str):
         try:
@@ -452,11 +464,11 @@ def _delay(t: _Table) -> float | tuple[float, float] | None:
         if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             t.fail("delay", f"must be seconds or [lo, hi], got {value!r}")
         lo, hi = float(value[0]), float(value[1])
-        if not 0 <= lo <= hi:
+        if not 0 <= lo <= hi < math.inf:
             t.fail("delay", f"needs 0 <= lo <= hi, got {value!r}")
         return (lo, hi)
-    if value < 0:
-        t.fail("delay", f"must be >= 0, got {value!r}")
+    if not 0 <= value < math.inf:
+        t.fail("delay", f"must be finite and >= 0, got {value!r}")
     return float(value)
 
 
@@ -475,7 +487,7 @@ def _enip(t: _Table, group: DeviceGroup) -> DeviceGroup:
         if names.count(name) > 1:
             t.fail("tags", f"tag {name!r} declared twice")
     route_path = t.get("route_path", (str, bool), None, what="a string such as '1/0' or false")
-    if route_path is True or (isinstance(route_path, str) and not _ROUTE.match(route_path)):
+    if route_path is True or (isinstance(route_path, str) and not _ROUTE.fullmatch(route_path)):
         t.fail("route_path", f"must be a '<port>/<link>' string (such as '1/0') or false, got {route_path!r}")
     health_tag = t.get("health_tag", str, None, what="a string")
     if health_tag is not None and health_tag.split("[")[0].lower() not in names:

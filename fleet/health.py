@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Iterable
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.plan import Plan, PlannedDevice
-from fleet.store import HealthResult, Store
+from fleet.store import HealthResult, Store, StoreError, open_store
 
 log = logging.getLogger("fleet.health")
 
@@ -34,8 +35,14 @@ _MODBUS_READS = {
 }
 
 
+class IdentityMismatch(Exception):
+    """The device at the planned address answers List Identity as another device."""
+
+
 def describe(exc: BaseException, timeout: float) -> str:
     """One line for a failed poll."""
+    if isinstance(exc, IdentityMismatch):
+        return str(exc)
     if isinstance(exc, TimeoutError):
         return str(exc).splitlines()[0] if str(exc) else f"no answer within {timeout:g} s"
     text = str(exc).splitlines()[0] if str(exc) else ""
@@ -96,7 +103,8 @@ class Poller:
             for key in CHECKED_IDENTITY:
                 want = device.identity_dict.get(key)
                 if want is not None and ident.get(key) != want:
-                    raise ValueError(f"identity {key} is {ident.get(key)!r}, the plan says {want!r}")
+                    raise IdentityMismatch(f"identity {key} is {ident.get(key)!r}, the plan says {want!r} "
+                                           "(another device at this address?)")
             await client.read(device.health_read)
         else:
             table, _, offset = device.health_read.partition(":")
@@ -175,12 +183,13 @@ class Schedule:
         poller = Poller(fleet.health_timeout, fleet.health_concurrency)
         failing: set[str] = set()
         sweeps = 0
-        with Store(self.state_dir / "health.sqlite") as store:
+        store = open_store(self.database)
+        try:
             while not self.stopping.is_set() and (max_sweeps is None or sweeps < max_sweeps):
                 begun = time.monotonic()
                 self._reload()
                 results = await poller.sweep(self.plan.devices)
-                store.record(results, fleet.health_retention)
+                store = self._record(store, results, fleet.health_retention)
                 sweeps += 1
                 now_failing = {r.device for r in results if not r.ok}
                 for r in results:
@@ -195,7 +204,29 @@ class Schedule:
                 pause = max(0.0, fleet.health_interval - (time.monotonic() - begun))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), pause)
+        finally:
+            store.close()
         await poller.close()
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "health.sqlite"
+
+    def _record(self, store: Store, results: list[HealthResult], retention: int) -> Store:
+        """Record a sweep; a database deleted, replaced or damaged under us is started afresh
+        (``status`` reads the file at the path, not the one we have open)."""
+        if store.replaced():
+            log.warning("%s was deleted or replaced: starting a new one", self.database)
+            store.close()
+            store = open_store(self.database)
+        try:
+            store.record(results, retention)
+        except (sqlite3.Error, StoreError) as exc:
+            log.warning("%s: starting a new one", str(exc).splitlines()[0])
+            store.close()
+            store = open_store(self.database)
+            store.record(results, retention)
+        return store
 
 
 def sweep_and_print(state_dir: Path) -> int:
@@ -217,7 +248,7 @@ async def _main(state_dir: Path) -> None:
         loop.add_signal_handler(sig, schedule.stopping.set)
     import os
 
-    with Store(state_dir / "health.sqlite") as store:
+    with open_store(state_dir / "health.sqlite") as store:
         store.record_start("health", os.getpid())
     await schedule.run()
 

@@ -28,7 +28,16 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fleet.config import ConfigError, DeviceGroup, FleetConfig, FleetSettings, identity_value, pool_addresses
+from fleet.config import (
+    NAME_OK,
+    ConfigError,
+    DeviceGroup,
+    FleetConfig,
+    FleetSettings,
+    identity_value,
+    pool_addresses,
+)
+from fleet.patterns import format_pattern
 from fleet.registers import register_block
 
 
@@ -183,7 +192,10 @@ def expand(config: FleetConfig) -> Plan:
             hosts = pool.take(group.count, src, table, key)
         for i, host in enumerate(hosts):
             n = group.first + i
-            name = group.name.format(n=n)
+            name = format_pattern(group.name, n)  # checked by config for the first n
+            if not NAME_OK.fullmatch(name):
+                raise ConfigError(src, table, "name", f"pattern {group.name!r} gives device {n} the name "
+                                                      f"{name!r}: use letters, digits, '.', '_' or '-'")
             if name in seen_names:
                 raise ConfigError(src, table, "name", f"duplicate device name {name!r} "
                                                       f"(also in device[{seen_names[name]}])")
@@ -196,7 +208,10 @@ def expand(config: FleetConfig) -> Plan:
                 raise ConfigError(src, table, "port",
                                   f"port clash: {name!r} and {other!r} both at {host}:{port}")
             seen_endpoints[(host, port)] = name
-            devices.append(_device(group, name, n, host, port))
+            try:
+                devices.append(_device(group, name, n, host, port))
+            except ValueError as exc:  # an identity pattern that fits the first device only
+                raise ConfigError(src, table, "identity", f"device {name!r}: {exc}") from None
 
     per = config.fleet.devices_per_worker
     workers = []

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from fleet.backends.base import ProgramStatus
 from fleet.plan import Plan
 from fleet.states import DeviceState, ProcessState, device_state
-from fleet.store import DeviceHistory
+from fleet.store import DeviceHistory, ServeError
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,11 @@ def percentile(values: Sequence[float], fraction: float) -> float | None:
 
 def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, ProgramStatus],
                    history: Mapping[str, DeviceHistory], starts: Mapping[str, list],
-                   now: float | None = None) -> list[DeviceReport]:
-    """A report for every device of the plan (those not brought up are STOPPED)."""
+                   now: float | None = None,
+                   serve_errors: Mapping[str, ServeError] | None = None) -> list[DeviceReport]:
+    """A report for every device of the plan (those not brought up are STOPPED).  A device its
+    running worker says it cannot serve (``serve_errors``) is DOWN with that error, whatever
+    answers at its address."""
     now = time.time() if now is None else now
     selected = {d.name for d in applied.devices} if applied else set()
     fleet = plan.fleet
@@ -68,12 +71,16 @@ def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, Prog
         last_ok = last.ok if current else None
         fresh = last is not None and now - last.time <= stale_after
         lats = hist.latencies if hist else ()
+        error = last.error if last else None
+        unserved = (serve_errors or {}).get(device.name)
+        if unserved is not None and program is not None and unserved.pid == program.pid:
+            last_ok, fresh, error = False, True, unserved.error
         out.append(DeviceReport(
             name=device.name, kind=device.kind, endpoint=device.endpoint, worker=device.worker,
             state=device_state(process, last_ok, fresh),
             uptime=now - started if started else None,
             restarts=max(0, len(starts.get(device.worker, [])) - 1),
-            last_ok=last.ok if last else None, error=last.error if last else None,
+            last_ok=last.ok if last else None, error=error,
             checked=last.time if last else None,
             latency=last.latency if last and last.ok else None,
             p50=percentile(lats, 0.50), p99=percentile(lats, 0.99),

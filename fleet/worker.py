@@ -6,7 +6,8 @@ The spec, written by the backend, names the worker, the state folder and the dev
 many-devices-in-one-process APIs: ``cpppo.server.enip.device.Device.from_specs`` +
 ``cpppo.server.enip.server.serve`` and ``cpppo.modbus.device.ModbusDevice.from_specs`` +
 ``cpppo.modbus.server.serve``.  A device that cannot be served (its address is taken, say)
-is logged and retried every few seconds while the others keep running.  SIGTERM closes all.
+is logged, recorded in the state database (``status`` shows why it is down) and retried every
+few seconds while the others keep running.  SIGTERM closes all.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import logging
 import os
 import resource
 import signal
+import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +72,13 @@ async def start(device: PlannedDevice) -> Any:
 class Worker:
     """The devices of one worker spec, served on the running loop."""
 
-    def __init__(self, name: str, devices: list[PlannedDevice]) -> None:
+    def __init__(self, name: str, devices: list[PlannedDevice],
+                 report: Callable[[dict[str, str]], None] | None = None) -> None:
         self.name = name
         self.devices = devices
         self.servers: dict[str, Any] = {}
+        self.errors: dict[str, str] = {}  # device -> why it cannot be served (last attempt)
+        self.report = report  # called with ``errors`` after every attempt
         self.stopping = asyncio.Event()
 
     async def start_pending(self) -> list[PlannedDevice]:
@@ -86,11 +92,15 @@ class Worker:
                 if isinstance(result, BaseException):
                     if not isinstance(result, Exception):
                         raise result
-                    log.error("%s: cannot serve at %s: %s", device.name, device.endpoint,
-                              str(result).splitlines()[0] if str(result) else type(result).__name__)
+                    why = str(result).splitlines()[0] if str(result) else type(result).__name__
+                    log.error("%s: cannot serve at %s: %s", device.name, device.endpoint, why)
+                    self.errors[device.name] = f"cannot serve at {device.endpoint}: {why}"
                     failed.append(device)
                 else:
                     self.servers[device.name] = result
+                    self.errors.pop(device.name, None)
+        if self.report is not None:
+            self.report(dict(self.errors))
         return failed
 
     async def run(self) -> None:
@@ -115,18 +125,34 @@ class Worker:
         self.servers.clear()
 
 
+def _store_writer(database: Path, worker: str) -> Callable[[Callable[[Any], None]], None]:
+    """Run a write on the state database; a database that cannot be written is logged, never
+    fatal (the devices matter more; the health poller repairs the database)."""
+    from fleet.store import Store, StoreError
+
+    def write(action: Callable[[Any], None]) -> None:
+        try:
+            with Store(database) as store:
+                action(store)
+        except (StoreError, sqlite3.Error) as exc:
+            log.warning("%s: %s", worker, str(exc).splitlines()[0])
+
+    return write
+
+
 async def serve_spec(spec: dict[str, Any]) -> None:
     """Serve a worker spec until SIGTERM/SIGINT."""
-    worker = Worker(spec["worker"], [PlannedDevice.from_json(d) for d in spec["devices"]])
+    name, pid = spec["worker"], os.getpid()
+    write = None
+    if spec.get("state_dir"):
+        write = _store_writer(Path(spec["state_dir"]) / "health.sqlite", name)
+        write(lambda store: store.record_start(name, pid))
+    report = None if write is None else (
+        lambda errors: write(lambda store: store.record_serve_errors(name, pid, errors)))
+    worker = Worker(name, [PlannedDevice.from_json(d) for d in spec["devices"]], report)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)
-    state_dir = spec.get("state_dir")
-    if state_dir:
-        from fleet.store import Store
-
-        with Store(Path(state_dir) / "health.sqlite") as store:
-            store.record_start(worker.name, os.getpid())
     await worker.run()
 
 

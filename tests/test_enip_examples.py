@@ -166,7 +166,7 @@ def test_poll_failures_are_counted_and_bounded(capsys) -> None:
     port = free_port()
     assert poll_cli.run(["-a", f"127.0.0.1:{port}", "-c", "0.05", "-n", "2", "TCPIP"]) == 1
     out, err = capsys.readouterr()
-    assert out == "" and err.splitlines() == ["poll: [Errno 111] Connection refused"] * 2
+    assert out == "" and err.splitlines() == [f"poll: cannot reach 127.0.0.1:{port}: Connection refused"] * 2
 
 
 def test_decode_tcpip_and_the_tcpip_parameter() -> None:

@@ -62,7 +62,7 @@ def test_grouped_containers_add_their_other_addresses_and_span_blocks() -> None:
 
 
 @pytest.mark.parametrize(("fleet", "message"), [
-    ('address_pool = "127.61.0.0/24"', "is loopback"),
+    ('address_pool = "172.30.0.0/24"\ndocker_subnet = "127.61.0.0/24"', "is loopback"),
     ('address_pool = "172.30.1.0/24"\ndocker_subnet = "172.31.0.0/24"', "outside the docker subnet"),
     ('address_pool = "172.30.3.1-172.30.4.9"', "is a range; give docker_subnet"),
     ('address_pool = "172.30.1.0/30"', "no free address left"),
@@ -70,6 +70,15 @@ def test_grouped_containers_add_their_other_addresses_and_span_blocks() -> None:
 def test_addressing_problems_are_one_line_errors(fleet: str, message: str) -> None:
     with pytest.raises(BackendError, match=message) as info:
         networks(plan_of(fleet, count=2))
+    assert "\n" not in str(info.value)
+
+
+def test_a_loopback_address_pool_is_refused_when_the_config_loads() -> None:
+    from fleet.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"key 'address_pool': the docker backend needs a private subnet") \
+            as info:
+        plan_of('address_pool = "127.61.0.0/24"', count=2)
     assert "\n" not in str(info.value)
 
 

@@ -72,9 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         specs = [parse_spec(text) for text in args.registers]
         if args.rate <= 0:
             raise ValueError(f"bad rate {args.rate}: must be a positive number of seconds")
+        if args.timeout <= 0:
+            raise ValueError(f"bad timeout {args.timeout}: must be a positive number of seconds")
+        if not 0 <= args.unit <= 255:
+            raise ValueError(f"bad unit id {args.unit}: must be 0..255")
+        if args.reach < 1:
+            raise ValueError(f"bad reach {args.reach}: must be >= 1")
     except ValueError as exc:
         print(f"modbus_poll: {exc}", file=sys.stderr)
         return 2
+    if args.verbose < 2:  # pymodbus logs each failed connect at ERROR; ours says "failing" once
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     poller = poller_modbus("modbus_poll", host=host or "localhost", port=port, rate=args.rate,
                            reach=args.reach, unit=args.unit, timeout=args.timeout)
     stop = threading.Event()
@@ -90,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for spec in specs:
             if spec.values:
                 poller.write(spec.begin, list(spec.values) if len(spec.values) > 1 else spec.values[0])
-    except (PlcError, ValueError) as exc:
-        print(f"modbus_poll: {exc}", file=sys.stderr)
+    except (PlcError, ValueError) as exc:  # a PlcError already begins with the poller's name
+        print(exc if isinstance(exc, PlcError) else f"modbus_poll: {exc}", file=sys.stderr)
         poller.stop()
         return 1
     seen: dict[int, Any] = {}

@@ -86,11 +86,12 @@ def _parser() -> argparse.ArgumentParser:
 async def _run(device: object, host: str, port: int, delay: object, settings: object,
                shown: str) -> int:
     from cpppo.modbus.server import serve
+    from cpppo.server.hosting import bind_error_text
 
     try:
         server = await serve(device, host or "0.0.0.0", port, delay=delay, settings=settings)
     except OSError as exc:
-        print(f"modbus_sim: cannot listen on {shown}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"modbus_sim: cannot listen on {shown}: {bind_error_text(exc)}", file=sys.stderr)
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -117,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, port = parse_endpoint(args.address)
         device = ModbusDevice.from_specs(args.registers, unit_ids=parse_units(args.unit))
         delay = parse_delay(args.delay)
+        if args.max_connections < 1 or args.idle_timeout < 0:
+            raise ValueError("--max-connections must be >= 1 and --idle-timeout >= 0")
         settings = ServerSettings(max_connections=args.max_connections,
                                   idle_timeout=args.idle_timeout or None)
     except ValueError as exc:

@@ -83,7 +83,10 @@ _SPEC = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?(?:=\s*(\S.*?))?\s*")
 
 
 def _number(text: str) -> int:
-    value = int(text, 0)
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise ValueError(f"value {text!r} is not a whole number (e.g. 42, 0x2A)") from None
     if not 0 <= value <= 0xFFFF:
         raise ValueError(f"value {text} is outside 0..65535")
     return value

@@ -23,6 +23,7 @@ from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from cpppo.modbus.address import Table, locate, span
+from cpppo.modbus.errors import ExceptionCode
 from cpppo.modbus.pdu import MAX_READ_BITS, MAX_READ_REGISTERS, MAX_WRITE_BITS, MAX_WRITE_REGISTERS
 from cpppo.remote.plc import PlcError, PlcOffline, moving_loads, poller
 from cpppo.timing import timer
@@ -130,8 +131,9 @@ class poller_modbus(poller):  # noqa: N801 - the spec's name
                 raise PlcError(f"{self}: {method}({address}) failed: {exc}") from None
         self._was_connected = True
         if reply.isError():
-            raise PlcError(f"{self}: {method}({address}) answered exception "
-                           f"{getattr(reply, 'exception_code', '?')}")
+            code = getattr(reply, "exception_code", None)
+            name = ExceptionCode(code).name.lower().replace("_", " ") if code in set(ExceptionCode) else "?"
+            raise PlcError(f"{self}: {method} at offset {address} answered exception {code} ({name})")
         return reply
 
     def _read(self, base: int, count: int) -> list[Any]:

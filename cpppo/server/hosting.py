@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import resource
 from collections.abc import Callable
 
-__all__ = ["Delay", "delay_seconds", "delay_source", "ensure_fd_limit", "install_uvloop", "parse_delay"]
+__all__ = ["Delay", "bind_error_text", "delay_seconds", "delay_source", "ensure_fd_limit", "install_uvloop",
+           "parse_delay"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,19 @@ def parse_delay(text: str | None) -> Delay:
         return value
     except ValueError:
         raise ValueError(f"bad --delay {text!r}: expected #.# or #.#-#.# seconds, low <= high") from None
+
+
+def bind_error_text(exc: OSError) -> str:
+    """Why a listen failed, briefly: ``Address already in use`` (asyncio's own message repeats
+    the address: ``error while attempting to bind on address ('h', p): address already in use``).
+
+    >>> import errno
+    >>> bind_error_text(OSError(errno.EADDRINUSE, "error while attempting to bind ..."))
+    'Address already in use'
+    """
+    if exc.errno and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
 
 
 def delay_seconds(delay: Delay) -> float:

@@ -63,11 +63,17 @@ class StateDir:
         return self.logs / f"{program}.log"
 
     def make(self) -> None:
-        for path in (self.root, self.logs, self.workers):
-            path.mkdir(parents=True, exist_ok=True)
-        gitignore = self.root / ".gitignore"
-        if not gitignore.exists():
-            write_atomic(gitignore, "*\n")
+        """Create the folder (BackendError, one line, if it cannot be: a file in the way, ...)."""
+        try:
+            for path in (self.root, self.logs, self.workers):
+                path.mkdir(parents=True, exist_ok=True)
+            gitignore = self.root / ".gitignore"
+            if not gitignore.exists():
+                write_atomic(gitignore, "*\n")
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(self.root) else ""
+            raise BackendError(f"cannot create the state folder {self.root}: {exc.strerror or exc}{where}") \
+                from None
 
 
 def write_atomic(path: Path, text: str) -> bool:

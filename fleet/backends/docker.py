@@ -47,7 +47,7 @@ from fleet.backends.docker_containers import digest as _digest
 from fleet.backends.docker_layout import ContainerSpec, NetworkSpec, containers, networks
 from fleet.plan import Plan
 from fleet.states import ProcessState
-from fleet.store import Store
+from fleet.store import Store, StoreError, open_store
 
 LABELS_VARIABLE = "CPPPO_FLEET_DOCKER_LABELS"  # extra labels, "k=v,k2=v2"
 PARALLEL = 16  # docker API calls in flight during up / down / status
@@ -269,8 +269,11 @@ class DockerBackend(Backend):
         self.state.make()
         write_atomic(self.state.plan, applied.dumps())
         if not listed:
-            with Store(self.state.database) as store:
-                store.forget_starts()
+            try:
+                with open_store(self.state.database) as store:
+                    store.forget_starts()
+            except StoreError as exc:
+                raise BackendError(str(exc)) from None
         progress(0, len(self.networks), "networks")
         self._ensure_networks()
         wanted = {c.worker: self._device_config(c, image) for c in self.containers
@@ -358,7 +361,8 @@ class DockerBackend(Backend):
         """Keep the store's starts in step with Docker's restart counts (``status`` reads them)."""
         if not self.state.root.exists():
             return
-        with Store(self.state.database) as store:
+        # a damaged database only costs the restart counts; the poller starts a new one
+        with contextlib.suppress(StoreError), Store(self.state.database) as store:
             starts = store.starts()
             for program, count in restarts.items():
                 for _ in range(count + 1 - len(starts.get(program, []))):

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from fleet import addresses
@@ -27,9 +27,10 @@ from fleet.backends.base import (
     read_json,
     write_atomic,
 )
+from fleet.backends.lock import state_lock
 from fleet.plan import Plan
 from fleet.states import ProcessState
-from fleet.store import Store
+from fleet.store import Store, StoreError, open_store
 
 START_TIMEOUT = 120.0  # seconds for every program to reach RUNNING
 STOP_TIMEOUT = 30.0  # seconds for supervisord to exit after shutdown
@@ -148,6 +149,10 @@ class ProcessBackend(Backend):
             rpc.addProcessGroup(name)
 
     def up(self, only: Sequence[str] | None = None, progress: Progress = no_progress) -> Plan:
+        with _one_line_os_errors(), state_lock(self.state, "up", progress=progress):
+            return self._up(only, progress)
+
+    def _up(self, only: Sequence[str] | None, progress: Progress) -> Plan:
         running = self.answering()
         selection = self._selection(only, running)
         applied = self._applied(selection)
@@ -159,8 +164,11 @@ class ProcessBackend(Backend):
             self._reload()
         else:
             self._stop_orphans()  # left by a supervisord that was killed
-            with Store(self.state.database) as store:
-                store.forget_starts()
+            try:
+                with open_store(self.state.database) as store:
+                    store.forget_starts()
+            except StoreError as exc:
+                raise BackendError(str(exc)) from None
             self._start_supervisord()
         rpc = self._rpc()
         for info in rpc.getAllProcessInfo():
@@ -194,6 +202,12 @@ class ProcessBackend(Backend):
 
     # -- down -----------------------------------------------------------------------------
     def down(self, progress: Progress = no_progress) -> None:
+        if not self.state.root.is_dir():
+            return  # never brought up here: nothing to stop, and no folder to make
+        with _one_line_os_errors(), state_lock(self.state, "down", progress=progress):
+            self._down(progress)
+
+    def _down(self, progress: Progress) -> None:
         progress(0, 3, "stopping programs")
         if self.answering():
             rpc = self._rpc()
@@ -223,8 +237,11 @@ class ProcessBackend(Backend):
         """Workers or poller left running without supervisord (it was killed): by recorded pid."""
         if not self.state.database.exists():
             return
-        with Store(self.state.database) as store:
-            starts = store.starts()
+        try:
+            with Store(self.state.database) as store:
+                starts = store.starts()
+        except StoreError:
+            return  # no record of the pids: nothing we can safely stop
         for records in starts.values():
             for pid, _ in records:
                 if _cmdline_mentions(pid, str(self.state.root)):
@@ -257,6 +274,12 @@ class ProcessBackend(Backend):
     def restart(self, programs: Sequence[str], progress: Progress = no_progress) -> None:
         if not self.answering():
             raise BackendError("the fleet is not up (run `cpppo-fleet up` first)")
+        with _one_line_os_errors(), state_lock(self.state, "restart", progress=progress):
+            self._restart(programs, progress)
+
+    def _restart(self, programs: Sequence[str], progress: Progress) -> None:
+        if not self.answering():
+            raise BackendError("the fleet is not up (run `cpppo-fleet up` first)")
         rpc = self._rpc()
         for i, name in enumerate(programs):
             progress(i, len(programs), f"restarting {name}")
@@ -267,6 +290,16 @@ class ProcessBackend(Backend):
             except xmlrpc.client.Fault as exc:
                 raise BackendError(f"{name}: {exc.faultString}") from None
         self._wait_running(programs, progress)
+
+
+@contextlib.contextmanager
+def _one_line_os_errors() -> Iterator[None]:
+    """An OSError from the state folder (read-only, full, ...) as a one-line BackendError."""
+    try:
+        yield
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise BackendError(f"{where}{exc.strerror or exc}") from None
 
 
 def _cmdline_mentions(pid: int, text: str) -> bool:

@@ -46,6 +46,27 @@ app.command("restart")(restart.restart)
 app.command("build")(build.build)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point.  A usage error (unknown command or option, bad value) is one
+    line on stderr and exit status 2, instead of a boxed panel."""
+    try:
+        code = app(args=argv, prog_name="cpppo-fleet", standalone_mode=False)
+    except _CLICK_EXCEPTION as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `cpppo-fleet` alone: the help (rich printed it)
+            if exc.format_message().strip():
+                typer.echo(exc.format_message(), err=True)
+            return exc.exit_code
+        where = ctx.command_path if ctx is not None else "cpppo-fleet"
+        hint = f" (see '{where} --help')" if isinstance(exc, _USAGE_ERROR) else ""
+        typer.echo(f"{where}: {exc.format_message().rstrip('.')}{hint}", err=True)
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("cpppo-fleet: aborted", err=True)
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+# click's exception classes, found through typer's public BadParameter (typer may vendor click)
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")

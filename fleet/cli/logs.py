@@ -6,12 +6,12 @@ from pathlib import Path
 
 import typer
 
-from fleet.cli.common import EXIT_CONFIG, FLEET_FILE, STATE_DIR, backend_for, fail
+from fleet.cli.common import EXIT_CONFIG, FLEET_FILE, STATE_DIR, backend_for, command_hint, fail
 
 
 def logs(device: str = typer.Argument(..., help="A device name, a worker name (w000) or 'health'."),
          path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR,
-         lines: int = typer.Option(50, "--lines", "-n", help="How many lines.")) -> None:
+         lines: int = typer.Option(50, "--lines", "-n", min=1, help="How many lines.")) -> None:
     """Print the last lines of the log of the worker hosting DEVICE."""
     from fleet.backends.base import HEALTH_PROGRAM
 
@@ -25,4 +25,8 @@ def logs(device: str = typer.Argument(..., help="A device name, a worker name (w
         except KeyError:
             fail(f"no device or worker named {device!r} in {path}", EXIT_CONFIG)
         typer.echo(f"# {device} is hosted by worker {program}", err=True)
-    typer.echo(backend.logs(program, lines), nl=False)
+    text = backend.logs(program, lines)
+    if not text:
+        fail(f"no log of {program} yet: the fleet has not been brought up "
+             f"(cpppo-fleet up {command_hint(path, state_dir)})")
+    typer.echo(text, nl=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from fleet.cli.common import EXIT_FAILED, FLEET_FILE, STATE_DIR, backend_for
+from fleet.cli.common import EXIT_FAILED, FLEET_FILE, STATE_DIR, backend_for, command_hint, fail
 
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 
@@ -31,20 +31,27 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
     (last, p50, p99); exit 0 only when every device is healthy."""
     from fleet.report import device_reports, summary
     from fleet.states import DeviceState
-    from fleet.store import Store
+    from fleet.store import Store, StoreError
 
     plan, backend = backend_for(path, state_dir)
     programs = backend.status()
+    if not programs and not as_json:
+        fail(f"fleet {plan.fleet.name!r} is not up (0 healthy / {len(plan.devices)} total); "
+             f"bring it up with: cpppo-fleet up {command_hint(path, state_dir)}")
     applied = backend.applied_plan() if programs else None
-    history, starts = {}, {}
-    if backend.state.database.exists():
-        with Store(backend.state.database) as store:
-            history, starts = store.history(), store.starts()
-    reports = device_reports(plan, applied, programs, history, starts)
+    history, starts, unserved = {}, {}, {}
+    if programs and backend.state.database.exists():
+        try:
+            with Store(backend.state.database) as store:
+                history, starts, unserved = store.history(), store.starts(), store.serve_errors()
+        except StoreError as exc:
+            typer.echo(f"cpppo-fleet: {exc} (no health results to show; the health poller starts "
+                       "a new database)", err=True)
+    reports = device_reports(plan, applied, programs, history, starts, serve_errors=unserved)
     line = summary(reports)
     if as_json:
         typer.echo(json.dumps({
-            "fleet": plan.fleet.name, "summary": line,
+            "fleet": plan.fleet.name, "summary": line, "up": bool(programs),
             "healthy": sum(r.state is DeviceState.HEALTHY for r in reports), "total": len(reports),
             "programs": {n: {"state": p.state.value, "pid": p.pid, "started": p.started}
                          for n, p in programs.items()},
@@ -83,7 +90,7 @@ def _table(name: str, reports, line: str) -> None:
 def poll(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: bool = JSON) -> None:
     """Poll every device that is up once, now; print and store the results."""
     from fleet.health import run_sweep
-    from fleet.store import Store
+    from fleet.store import StoreError, open_store
 
     plan, backend = backend_for(path, state_dir)
     devices = (backend.applied_plan() or plan).devices
@@ -91,8 +98,11 @@ def poll(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: b
     results = run_sweep(devices, plan.fleet.health_timeout, plan.fleet.health_concurrency)
     elapsed = time.monotonic() - begun
     if backend.state.root.exists():
-        with Store(backend.state.database) as store:
-            store.record(results, plan.fleet.health_retention)
+        try:
+            with open_store(backend.state.database) as store:
+                store.record(results, plan.fleet.health_retention)
+        except StoreError as exc:
+            typer.echo(f"cpppo-fleet: {exc} (results not stored)", err=True)
     ok = sum(r.ok for r in results)
     if as_json:
         typer.echo(json.dumps({"ok": ok, "total": len(results), "seconds": elapsed,

@@ -12,7 +12,7 @@ from fleet.cli.common import EXIT_FAILED, FLEET_FILE, STATE_DIR, ProgressBar, ba
 ONLY = typer.Option(None, "--only", help="Bring up only the devices matching this glob "
                                          "(repeatable; adds to those already up).")
 WAIT = typer.Option(True, "--wait/--no-wait", help="Wait until every device answers a health poll.")
-TIMEOUT = typer.Option(60.0, help="Seconds to wait for every device to be healthy.")
+TIMEOUT = typer.Option(60.0, min=0.0, help="Seconds to wait for every device to be healthy.")
 
 
 def up(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, only: list[str] | None = ONLY,
@@ -36,30 +36,41 @@ def up(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, only: list[s
     typer.echo(f"  down:   cpppo-fleet down {hint}")
     if failing:
         first = failing[0]
-        fail(f"{len(failing)} devices not healthy after {timeout:g} s; first: {first.device}: {first.error}",
-             EXIT_FAILED)
+        fail(f"{len(failing)} devices not healthy; first: {first.device}: {first.error}", EXIT_FAILED)
 
 
 def wait_healthy(backend, applied, timeout: float, progress) -> tuple[int, int, list]:
     """Poll the not-yet-healthy devices until all answer or ``timeout``; results go to the store.
+    A device its worker cannot serve (address taken, ...) fails with the worker's reason, and
+    when only such devices are left the wait ends at once.
     Returns (healthy, total, last failing results)."""
+    from dataclasses import replace
+
     from fleet.health import run_sweep
-    from fleet.store import Store
+    from fleet.store import StoreError, open_store
 
     fleet = applied.fleet
     pending = list(applied.devices)
     total = len(pending)
     deadline = time.monotonic() + timeout
     failing: list = []
-    with Store(backend.state.database) as store:
+    try:
+        store = open_store(backend.state.database)
+    except StoreError as exc:
+        fail(str(exc))
+    with store:
         while pending:
             progress(total - len(pending), total, "devices healthy")
             results = run_sweep(pending, min(fleet.health_timeout, 2.0), fleet.health_concurrency)
+            pids = {name: p.pid for name, p in backend.status().items()}
+            unserved = {name: e for name, e in store.serve_errors().items() if pids.get(e.worker) == e.pid}
+            results = [replace(r, ok=False, latency=None, error=unserved[r.device].error)
+                       if r.device in unserved else r for r in results]
             store.record(results, fleet.health_retention)
             ok = {r.device for r in results if r.ok}
             failing = [r for r in results if not r.ok]
             pending = [d for d in pending if d.name not in ok]
-            if not pending or time.monotonic() > deadline:
+            if not pending or time.monotonic() > deadline or all(d.name in unserved for d in pending):
                 break
             time.sleep(0.2)
     progress(total - len(pending), total, "devices healthy")

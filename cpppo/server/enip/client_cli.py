@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,7 @@ from cpppo.server.enip.client_ops import OperationError, parse_int, parse_route_
 from cpppo.server.enip.client_socket import await_response, parse_address
 from cpppo.server.enip.client_wire import ENIPError
 
-__all__ = ["add_common", "connection_kwds", "gather", "run"]
+__all__ = ["add_common", "connection_kwds", "gather", "positive_seconds", "run", "unreachable"]
 
 log = logging.getLogger("enip.cli")
 
@@ -35,7 +36,8 @@ def add_common(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("-u", "--udp", action="store_true", help="Use UDP/IP (default: TCP/IP)")
     ap.add_argument("-b", "--broadcast", action="store_true",
                     help="Allow UDP/IP broadcast; gather replies from every responder until the timeout")
-    ap.add_argument("-t", "--timeout", type=float, default=5.0, help="I/O timeout seconds (default: 5.0)")
+    ap.add_argument("-t", "--timeout", type=positive_seconds, default=5.0,
+                    help="I/O timeout seconds (default: 5.0)")
     ap.add_argument("-r", "--repeat", type=int, default=1, help="Repeat the operations this many times")
     ap.add_argument("-d", "--depth", type=int, default=0, help="Pipelining depth (default: 0, synchronous)")
     ap.add_argument("-m", "--multiple", type=int, nargs="?", const=500, default=0,
@@ -99,7 +101,8 @@ def gather(args: argparse.Namespace, requests: list[tuple[str, str]]) -> int:
                 if not args.broadcast:
                     break
             if not received:
-                print(f"{label}: no response within {args.timeout}s", file=sys.stderr)
+                probed = ", ".join(f"{h}:{p}" for h, p in (addresses if args.broadcast else addresses[:1]))
+                print(f"{label}: no response from {probed} within {args.timeout:g}s", file=sys.stderr)
                 failures += 1
     return 1 if failures else 0
 
@@ -134,11 +137,42 @@ def dispatch(ap: argparse.ArgumentParser, argv: Sequence[str] | None, *, items: 
         if getattr(args, items):
             status |= io(args)
         return status
-    except (OperationError, ENIPError, ValueError, OSError) as exc:
+    except OSError as exc:
+        print(f"{ap.prog}: {unreachable(args.address, exc)}", file=sys.stderr)
+        return 1
+    except (OperationError, ENIPError, ValueError) as exc:
         print(f"{ap.prog}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 1
+
+
+def unreachable(address: str, exc: OSError) -> str:
+    """One line for a network error talking to ``address`` (the -a text): which device, and why
+    (``cannot reach 10.0.0.1:44818: Connection refused``)."""
+    try:
+        host, port = parse_address(address.split(",")[0])
+        where = f"{host}:{port}"
+    except ValueError:
+        where = address
+    why = re.sub(r"^\[Errno -?\d+\] ", "", exc.strerror or str(exc)) or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        why = "no answer (timed out)"
+    if isinstance(exc, ENIPError) and not isinstance(exc, TimeoutError) \
+            and not isinstance(exc.__cause__, OSError):  # reached, but it does not speak EtherNet/IP
+        return f"{where}: {why}"
+    return f"cannot reach {where}: {why}"
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type for a timeout: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text!r}")
+    return value
 
 
 def tag_io(args: argparse.Namespace) -> int:

@@ -42,10 +42,15 @@ def parse_address(text: str | tuple[str, int] | None, default_port: int = DEFAUL
     if isinstance(text, tuple):
         return text[0] or "localhost", int(text[1] or default_port)
     host, _, port = (text or "").rpartition(":") if ":" in (text or "") else (text or "", "", "")
+    if ":" in host:
+        raise ValueError(f"bad address {text!r}: expected <host>[:<port>]")
     try:
-        return host or "localhost", int(port) if port else default_port
+        number = int(port) if port else default_port
     except ValueError:
         raise ValueError(f"bad address {text!r}: the port must be a number") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"bad address {text!r}: the port must be 0-65535")
+    return host or "localhost", number
 
 
 def context_bytes(context: Any) -> bytes:

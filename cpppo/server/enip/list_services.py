@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from cpppo.log import configure
-from cpppo.server.enip.client_cli import gather
+from cpppo.server.enip.client_cli import gather, positive_seconds, unreachable
 from cpppo.server.enip.client_wire import ENIPError
 
 __all__ = ["main"]
@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="List Identity (default: False)")
     ap.add_argument("-I", "--list-interfaces", "--interfaces", dest="interfaces", action="store_true",
                     help="List Interfaces (default: False)")
-    ap.add_argument("-t", "--timeout", type=float, default=5.0, help="Timeout seconds (default: 5.0)")
+    ap.add_argument("-t", "--timeout", type=positive_seconds, default=5.0,
+                    help="Timeout seconds (default: 5.0)")
     args = ap.parse_args(argv)
     configure(args.verbose)
     requests = [("List Services", "list_services")]
@@ -41,7 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         requests.append(("List Interfaces", "list_interfaces"))
     try:
         return gather(args, requests)
-    except (ENIPError, ValueError, OSError) as exc:
+    except OSError as exc:
+        print(f"enip_list_services: {unreachable(args.address, exc)}", file=sys.stderr)
+        return 1
+    except (ENIPError, ValueError) as exc:
         print(f"enip_list_services: {exc}", file=sys.stderr)
         return 1
 

@@ -25,7 +25,7 @@ from cpppo.server.enip.codec.epath import parse_route_path
 from cpppo.server.enip.device import Attribute, Device
 from cpppo.server.enip.server import Settings, serve
 from cpppo.server.enip.web import WebBindError, parse_web_address, serve_web
-from cpppo.server.hosting import ensure_fd_limit, install_uvloop, parse_delay
+from cpppo.server.hosting import bind_error_text, ensure_fd_limit, install_uvloop, parse_delay
 
 __all__ = ["main", "parse_address", "parse_delay"]
 
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
         print(f"{prog}: error: {exc.strerror}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"{prog}: error: cannot serve on {host or '0.0.0.0'}:{port}: {exc.strerror or exc}",
+        print(f"{prog}: error: cannot serve on {host or '0.0.0.0'}:{port}: {bind_error_text(exc)}",
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:

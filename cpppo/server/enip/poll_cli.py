@@ -23,8 +23,10 @@ from typing import Any
 import cpppo
 from cpppo.log import configure
 from cpppo.server.enip import poll
+from cpppo.server.enip.client_cli import positive_seconds, unreachable
 from cpppo.server.enip.client_ops import parse_route_path
 from cpppo.server.enip.client_socket import parse_address
+from cpppo.server.enip.get_attribute import attribute_operations
 
 __all__ = ["run"]
 
@@ -35,8 +37,8 @@ class Printer:
     """The ``process`` and ``failure`` callbacks of ``poll.run``: prints values and failures,
     counts whole polls, and sets ``done`` after ``count`` of them (None: never)."""
 
-    def __init__(self, via: Any, params: Sequence[str], count: int | None = None) -> None:
-        self.via, self.width = via, len(params)
+    def __init__(self, via: Any, params: Sequence[str], count: int | None = None, address: str = "") -> None:
+        self.via, self.width, self.address = via, len(params), address
         self.count = count
         self.done = False
         self.polls = self.values = 0
@@ -57,7 +59,8 @@ class Printer:
             self._polled()
 
     def failure(self, exc: BaseException) -> None:
-        print(f"poll: {exc}", file=sys.stderr, flush=True)
+        cause = unreachable(self.address, exc) if isinstance(exc, OSError) and self.address else exc
+        print(f"poll: {cause}", file=sys.stderr, flush=True)
         self.failed = True
         self.values = 0
         self._polled()
@@ -87,7 +90,8 @@ def parser() -> argparse.ArgumentParser:
                     help="EtherNet/IP CIP device [<host>][:<port>] (default: localhost:44818)")
     ap.add_argument("-c", "--cycle", "-r", "--rate", dest="cycle", type=float, default=1.0,
                     help="Poll cycle, in seconds (default: 1.0)")
-    ap.add_argument("-t", "--timeout", type=float, default=1.0, help="I/O timeout seconds (default: 1.0)")
+    ap.add_argument("-t", "--timeout", type=positive_seconds, default=1.0,
+                    help="I/O timeout seconds (default: 1.0)")
     ap.add_argument("-n", "--count", type=int, default=None,
                     help="Stop after this many polls, failed ones included (default: poll forever)")
     ap.add_argument("--route-path", help="Route path, eg. 1/0 or JSON; 0/false for none")
@@ -111,6 +115,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.count is not None and args.count < 1:
         print("poll: --count must be at least 1", file=sys.stderr)
         return 2
+    if args.cycle < 0:
+        print("poll: --cycle must be >= 0 seconds", file=sys.stderr)
+        return 2
     try:
         host, port = parse_address(args.address)
         paths: dict[str, Any] = {}
@@ -122,14 +129,15 @@ def run(argv: Sequence[str] | None = None) -> int:
             paths = {"route_path": False, "send_path": ""}
         via = gateway_class(args.gateway)(host=host, port=port, timeout=args.timeout, depth=args.depth,
                                           multiple=500 if args.multiple else 0, **paths)
-        via.parameter_substitution(args.parameter, pass_thru=args.pass_thru)   # unknown names: now
+        for attribute, _types, _units in via.parameter_substitution(args.parameter, pass_thru=args.pass_thru):
+            list(attribute_operations([attribute]))  # unknown names and bad syntax: now, not on connect
     except KeyError as exc:
         print(f"poll: {exc.args[0]} (use --pass-thru to poll Tags)", file=sys.stderr)
         return 1
     except ValueError as exc:
         print(f"poll: {exc}", file=sys.stderr)
         return 1
-    printer = Printer(via, args.parameter, args.count)
+    printer = Printer(via, args.parameter, args.count, address=args.address)
     try:
         poll.poll(via=via, params=args.parameter, pass_thru=args.pass_thru, cycle=args.cycle,
                   process=printer, failure=printer.failure, latency=min(0.5, args.cycle))

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import cpppo
 from cpppo.server.enip import client
+from cpppo.server.enip.client_cli import positive_seconds, unreachable
 from cpppo.server.enip.client_socket import parse_address
 
 __all__ = ["main"]
@@ -23,10 +24,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("-m", "--multiple", type=int, default=0, help="Multiple Service Packet size limit")
     ap.add_argument("-r", "--repeat", type=int, default=1, help="Repeat requests this many times")
     ap.add_argument("-a", "--address", default="localhost", help="Hostname[:port] of target Controller")
-    ap.add_argument("-t", "--timeout", type=float, default=None, help="I/O timeout seconds (default: None)")
+    ap.add_argument("-t", "--timeout", type=positive_seconds, default=None,
+                    help="I/O timeout seconds (default: None)")
     ap.add_argument("-q", "--quiet", action="store_true", help="Print only the summary")
     ap.add_argument("tags", nargs="+", help="Tags to read/write")
     args = ap.parse_args(argv)
+    if args.repeat < 1 or args.depth < 0 or args.multiple < 0:
+        ap.error("--repeat must be >= 1, --depth and --multiple >= 0")
     try:
         host, port = parse_address(args.address)
         operations = list(client.parse_operations(args.tags * args.repeat))
@@ -41,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not args.quiet:
                     print(f"{cpppo.wall():.3f}: {idx:3d}: {val}")
             elapsed = cpppo.timer() - start
-    except (client.ENIPError, client.OperationError, ValueError, OSError) as exc:
+    except OSError as exc:
+        print(f"thruput: {unreachable(args.address, exc)}", file=sys.stderr)
+        return 1
+    except (client.ENIPError, client.OperationError, ValueError) as exc:
         print(f"thruput: {exc}", file=sys.stderr)
         return 1
     print(f"{count:3d} operations using {conn.requests_sent:3d} requests in {elapsed:7.2f}s at pipeline "

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from cpppo.server.enip.device import Device
 from cpppo.server.enip.server import ServerHandle
 from cpppo.server.enip.web.api import APIError, WebAPI
+from cpppo.server.hosting import bind_error_text
 
 __all__ = ["WebBindError", "WebHandle", "parse_web_address", "serve_web"]
 
@@ -218,7 +219,7 @@ async def serve_web(device: Device, server: ServerHandle, host: str = "127.0.0.1
                                                    limit=MAX_HEAD, reuse_address=True)
     except OSError as exc:
         raise WebBindError(exc.errno, f"cannot serve the web API on {host or '0.0.0.0'}:{port}: "
-                                      f"{exc.strerror or exc}") from None
+                                      f"{bind_error_text(exc)}") from None
     handle.host, handle.port = handle.server.sockets[0].getsockname()[:2]
     log.info("web API on http://%s:%d/api", handle.host, handle.port)
     return handle
