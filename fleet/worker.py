@@ -69,6 +69,25 @@ async def start(device: PlannedDevice) -> Any:
     return await serve_modbus(model, host=device.host, port=device.port, delay=device.delay)
 
 
+def devices(count: int) -> str:
+    """``1 device``, ``2 devices``.
+
+    >>> devices(1), devices(0), devices(3)
+    ('1 device', '0 devices', '3 devices')
+    """
+    return f"{count} device" if count == 1 else f"{count} devices"
+
+
+def _why(exc: Exception) -> str:
+    """Why a device could not be served, in one line (a bind error: ``Address already in use``)."""
+    if isinstance(exc, OSError):
+        from cpppo.server.hosting import bind_error_text
+
+        return bind_error_text(exc)
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class Worker:
     """The devices of one worker spec, served on the running loop."""
 
@@ -92,7 +111,7 @@ class Worker:
                 if isinstance(result, BaseException):
                     if not isinstance(result, Exception):
                         raise result
-                    why = str(result).splitlines()[0] if str(result) else type(result).__name__
+                    why = _why(result)
                     log.error("%s: cannot serve at %s: %s", device.name, device.endpoint, why)
                     self.errors[device.name] = f"cannot serve at {device.endpoint}: {why}"
                     failed.append(device)
@@ -105,7 +124,7 @@ class Worker:
 
     async def run(self) -> None:
         failed = await self.start_pending()
-        log.info("%s: serving %d of %d devices (pid %d)", self.name, len(self.servers), len(self.devices),
+        log.info("%s: serving %d of %s (pid %d)", self.name, len(self.servers), devices(len(self.devices)),
                  os.getpid())
         while failed and not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
@@ -113,7 +132,7 @@ class Worker:
             if not self.stopping.is_set():
                 failed = await self.start_pending()
                 if not failed:
-                    log.info("%s: now serving all %d devices", self.name, len(self.devices))
+                    log.info("%s: now serving all %s", self.name, devices(len(self.devices)))
         await self.stopping.wait()
         await self.close()
 
@@ -121,7 +140,7 @@ class Worker:
         for server in self.servers.values():
             server.close()
         await asyncio.gather(*(s.wait_closed() for s in self.servers.values()), return_exceptions=True)
-        log.info("%s: closed %d devices", self.name, len(self.servers))
+        log.info("%s: closed %s", self.name, devices(len(self.servers)))
         self.servers.clear()
 
 

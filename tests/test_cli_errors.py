@@ -120,6 +120,11 @@ CLIENT_CASES = [  # shared by enip_client and enip_get_attribute
     case("-a|{refused}|-t|-1|SCADA[0]", 2, "argument -t/--timeout: must be > 0 seconds", False),
     case("-a|{refused}|-l|{file}/log|SCADA[0]", 2, "cannot write log file"),
     case("-a|{refused}|-i", 1, "cannot reach {refused}: Connection refused"),
+    case("-a|{refused}|-r|-2|SCADA[0]", 2, "--repeat must be >= 1, got -2"),
+    case("-a|{refused}|-d|-3|SCADA[0]", 2, "--depth must be >= 0, got -3"),
+    case("-a|{refused}|-m|-1|SCADA[0]", 2, "--multiple must be >= 0, got -1"),
+    case("-a|{refused}|--send-path|zz|SCADA[0]", 2, "bad --send-path 'zz': expected @<class>/<instance>"),
+    case("-a|{refused}|--send-path=@6/x|SCADA[0]", 2, "bad --send-path '@6/x': expected a number"),
 ]
 
 
@@ -132,6 +137,8 @@ CLIENT_CASES = [  # shared by enip_client and enip_get_attribute
     case("-a|{refused}|SCADA[5-2]", 1, "empty element range [5-2]"),
     case("-a|{refused}|SCADA[0]=(INT)99999", 1, "99999 is out of range for INT"),
     case("-a|{refused}|SCADA[0-9]=(INT)1,2", 1, "2 values given for 10 elements"),
+    case("-a|{refused}|SCADA[0]=(REAL)1e400", 1,
+         "bad operation 'SCADA[0]=(REAL)1e400' at position 15: 1e400 is out of range for REAL"),
 ])
 def test_enip_client(places, argv, code, needle, one_line) -> None:
     check(script("enip_client"), argv, code, needle, one_line, places)
@@ -243,6 +250,7 @@ def test_python_m_modbus_sim(places) -> None:
     case("-a|{refused}|-t|0|40001", 2, "bad timeout 0.0"),
     case("-a|{refused}|-u|999|40001", 2, "bad unit id 999: must be 0..255"),
     case("-a|{refused}|-r|0|40001", 2, "bad reach 0"),
+    case("-a|{refused}|-c|0|40001", 2, "bad count 0: must be >= 1"),
     case("-a|{refused}|30001=5", 1, "30001: input registers are read-only"),
     case("-a|{refused}|-t|0.3|40001=5", 1, "modbus_poll: {refused} offline", False),  # + "failing" log
     case("-a|{refused}|-l|{file}/log|40001", 2, "cannot write log file"),

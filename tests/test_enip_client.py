@@ -64,12 +64,37 @@ def test_parse_counts_offsets_casts() -> None:
     ("Tag=(SINT)300", 10, "out of range for SINT"),
     ("Tag=1,,2", 6, "missing value"),
     ("9Tag", 0, "expected a tag name"),
+    ("Tag=(REAL)1e400", 10, "1e400 is out of range for REAL"),
+    ("Tag=(REAL)1,-3.5e38", 12, "-3.5e38 is out of range for REAL"),
+    ("Tag=2.5,1e309", 8, "1e309 is out of range for REAL"),
+    ("Tag=(LREAL)1e309", 11, "1e309 is out of range for LREAL"),
+    ("Tag=(DINT)2147483648", 10, "2147483648 is out of range for DINT"),
+    ("Tag=(UINT)-1", 10, "-1 is out of range for UINT"),
+    ("Tag=(INT)-32769", 9, "-32769 is out of range for INT"),
 ])
 def test_bad_operation_names_text_and_position(text: str, position: int, why: str) -> None:
     with pytest.raises(OperationError) as err:
         list(client.parse_operations([text]))
     assert err.value.position == position
     assert repr(text) in str(err.value) and f"position {position}" in str(err.value) and why in str(err.value)
+
+
+def test_float_limits_and_explicit_infinities_are_accepted() -> None:
+    ops = list(client.parse_operations(["R=(REAL)3.4028235e38", "R=(REAL)-inf", "R=(LREAL)1e308",
+                                        "R=(REAL)1e-50"]))
+    assert [op["data"][0] for op in ops[:3]] == [3.4028235e38, float("-inf"), 1e308]
+    assert ops[3]["data"] == [1e-50]  # underflow to 0 on the wire is not an overflow
+
+
+def test_send_path_forms() -> None:
+    assert client_ops.parse_send_path("@6/1") == client_ops.parse_send_path('@{"class":6}/1') == [
+        {"class": 6}, {"instance": 1}]
+    assert client_ops.parse_send_path("") == client_ops.parse_send_path("  ") == []
+    for bad, why in (("zz", "expected @<class>/<instance>"), ("6/1", "expected @<class>/<instance>"),
+                     ("@6/x", "expected a number, found 'x' at position 3"), ("@", "empty path segment")):
+        with pytest.raises(ValueError, match="bad --send-path") as err:
+            client_ops.parse_send_path(bad)
+        assert repr(bad) in str(err.value) and why in str(err.value)
 
 
 def test_route_path_forms_and_format() -> None:

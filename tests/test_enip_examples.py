@@ -98,6 +98,20 @@ def powerflex_sim() -> Iterator[str]:
         yield f"127.0.0.1:{port}"
 
 
+def test_poll_test_help_shows_tags_as_optional(capsys) -> None:
+    """poll_test brings its own parameters: extra TAG arguments are optional."""
+    from cpppo.server.enip import main as enip_server
+    from cpppo.server.enip import poll_test
+
+    with pytest.raises(SystemExit) as done:
+        poll_test.main(["--help"])
+    usage = capsys.readouterr().out
+    assert done.value.code == 0 and "[TAG ...]" in usage and "TAG [TAG ...]" not in usage
+    with pytest.raises(SystemExit) as done:
+        enip_server.main(["--help"])
+    assert done.value.code == 0 and "TAG [TAG ...]" in capsys.readouterr().out  # enip_server needs one
+
+
 # --- 1. python -m cpppo.server.enip.poll -v TCPIP Identity (spec 2.1.2) ----------------------
 
 def test_poll_tcpip_from_cpppo_cfg_against_ours(tmp_path: Path, capsys) -> None:

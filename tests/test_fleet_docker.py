@@ -202,7 +202,7 @@ def test_docker_healthcheck_and_poller_report_healthy(bridge_fleet) -> None:
     assert polled, history
     assert {p.state for p in programs.values()} == {ProcessState.RUNNING}
     assert HEALTH_PROGRAM in programs
-    assert "serving 1 of 1 devices" in backend.logs(applied.workers[0].name)
+    assert "serving 1 of 1 device " in backend.logs(applied.workers[0].name)
     assert "healthy" in backend.logs(HEALTH_PROGRAM)
 
 
@@ -333,7 +333,7 @@ registers = ["40001-40010=7"]
         report = json.loads(status.output)
         assert report["healthy"] == 2 and report["programs"]["health"]["state"] == "running"
         logs = runner.invoke(app, ["--backend", "docker", "logs", "pump1", str(toml), *state])
-        assert "serving 1 of 1 devices" in logs.output
+        assert "serving 1 of 1 device " in logs.output
         restart = runner.invoke(app, ["--backend", "docker", "restart", "plc*", str(toml), *state])
         assert restart.exit_code == 0 and "restarted w000" in restart.output
         down = runner.invoke(app, ["--backend", "docker", "down", str(toml), *state])

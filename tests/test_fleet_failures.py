@@ -142,7 +142,7 @@ def test_a_device_whose_port_is_taken_is_down_with_the_bind_error(tmp_path: Path
         with running(argv, listen=(pump2.host, pump2.port)):
             out = fleet.cli("up", "--timeout", "60", code=1)
             assert "2/3 devices healthy" in out
-            assert "1 devices not healthy; first: pump2: cannot serve at" in out and "in use" in out
+            assert "1 device not healthy; first: pump2: cannot serve at" in out and "in use" in out
             devices = fleet.devices()
             assert devices["pump2"]["state"] == "down" and "in use" in devices["pump2"]["error"]
             assert devices["pump1"]["state"] == devices["pump3"]["state"] == "healthy"
@@ -394,3 +394,42 @@ def test_a_damaged_database_is_one_line_and_put_aside_only_by_writers(tmp_path: 
     assert (tmp_path / "health.sqlite.corrupt").read_bytes().startswith(b"not a database")
     with Store(database) as store:
         assert store.history()["pump1"].last.ok
+
+
+def test_a_worker_says_a_bind_error_in_one_line_and_counts_devices(caplog) -> None:
+    import socket
+
+    from fleet.worker import Worker, devices
+
+    plan = served_plan(9, """
+[fleet]
+name = "bind"
+address_pool = "{pool}"
+[[device]]
+kind = "modbus"
+count = 2
+name = "pump{{n}}"
+port = {port}
+registers = ["40001-40004"]
+""")
+    taken = plan.devices[1]
+    squatter = socket.socket()
+    squatter.bind((taken.host, taken.port))
+    squatter.listen(1)
+
+    async def scenario() -> tuple[list, dict]:
+        worker = Worker("w000", list(plan.devices))
+        try:
+            return await worker.start_pending(), dict(worker.errors)
+        finally:
+            await worker.close()
+
+    try:
+        with caplog.at_level("INFO", logger="fleet.worker"):
+            failed, errors = asyncio.run(scenario())
+    finally:
+        squatter.close()
+    assert failed == [taken]
+    assert errors == {taken.name: f"cannot serve at {taken.endpoint}: Address already in use"}
+    assert "closed 1 device" in caplog.text and "closed 1 devices" not in caplog.text
+    assert (devices(1), devices(2)) == ("1 device", "2 devices")

@@ -84,3 +84,23 @@ def test_modbus_poll_offline_keeps_running_and_exits_cleanly():
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     assert "Traceback" not in "".join(lines)
+
+
+def test_modbus_poll_count_reads_once_and_exits(capsys):
+    port = free_port()
+    address = f"{HOST}:{port}"
+    sim = python_module("cpppo.bin.modbus_sim", "-a", address, "40001-40010=7", python=sys.executable)
+    with running(sim, listen=(HOST, port)):
+        assert modbus_poll.main(["-a", address, "--count", "1", "40001-40003", "40005"]) == 0
+        assert capsys.readouterr().out.splitlines() == [f"{n} == 7" for n in (40001, 40002, 40003, 40005)]
+        # the write goes first, then 3 polls: the values once (nothing changes after)
+        assert modbus_poll.main(["-a", address, "-R", "0.05", "-c", "3", "40001=9", "40001-40002"]) == 0
+        assert capsys.readouterr().out.splitlines() == ["40001 == 9", "40002 == 7"]
+
+
+def test_modbus_poll_count_with_nothing_answering_fails_in_one_line(capsys):
+    port = free_port()
+    assert modbus_poll.main(["-a", f"{HOST}:{port}", "-t", "0.3", "-c", "2", "40001-40002"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines()[-1] == f"modbus_poll: no value from {HOST}:{port} for 40001-40002"

@@ -1,9 +1,12 @@
 """`modbus_poll`: write, then poll, Modbus/TCP registers, logging every change until ^C.
 
     modbus_poll -a :1502 40001-40010=0 40001-40100
+    modbus_poll -a :1502 --count 1 40001-40010      # read once, print, exit
 
-Each change is logged as ``40009 ==   999 (was: 99)``.  Also runnable as
-``python -m cpppo.bin.modbus_poll``.
+Each change is logged as ``40009 ==   999 (was: 99)``.  With ``-c/--count N`` it stops by
+itself after N polls (exit 0; 1 if a register never got a value): the first poll prints every
+register's value to stdout (``40001 == 9``), later ones the changes (``40001 == 10 (was: 9)``).
+Also runnable as ``python -m cpppo.bin.modbus_poll``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,8 +32,9 @@ Register ranges, with optional values to write first:
 
   <begin>[-<end>][=<value>[,<value>...]]
 
-example:
+examples:
   modbus_poll -a localhost:1502 40001-40010=0 40001-40100
+  modbus_poll -a localhost:1502 -c 1 40001-40010     # one-shot read
 """
 
 
@@ -47,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-r", "--reach", type=int, default=1,
                         help="merge polls of registers this close together (default: 1)")
     parser.add_argument("-t", "--timeout", type=float, default=2.0, help="I/O timeout (default: 2.0)")
+    parser.add_argument("-c", "--count", type=int, default=None,
+                        help="stop after this many polls, printing values to stdout (default: until ^C)")
     parser.add_argument("registers", nargs="+", help="<begin>[-<end>][=<value>[,<value>...]]")
     return parser
 
@@ -78,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"bad unit id {args.unit}: must be 0..255")
         if args.reach < 1:
             raise ValueError(f"bad reach {args.reach}: must be >= 1")
+        if args.count is not None and args.count < 1:
+            raise ValueError(f"bad count {args.count}: must be >= 1")
     except ValueError as exc:
         print(f"modbus_poll: {exc}", file=sys.stderr)
         return 2
@@ -90,18 +99,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     registers: list[int] = []
     try:
+        for spec in specs:  # the writes first, so that every poll sees them
+            if spec.values:
+                poller.write(spec.begin, list(spec.values) if len(spec.values) > 1 else spec.values[0])
         for spec in specs:
             numbers = range(spec.begin, spec.end + 1)
             for number in numbers:
                 poller.poll(number)
             registers.extend(n for n in numbers if n not in registers)
-        for spec in specs:
-            if spec.values:
-                poller.write(spec.begin, list(spec.values) if len(spec.values) > 1 else spec.values[0])
     except (PlcError, ValueError) as exc:  # a PlcError already begins with the poller's name
         print(exc if isinstance(exc, PlcError) else f"modbus_poll: {exc}", file=sys.stderr)
         poller.stop()
         return 1
+    if args.count is not None:
+        return _counted(poller, registers, args, stop, f"{host or 'localhost'}:{port}")
     seen: dict[int, Any] = {}
     failing = polling = ""
     while not stop.wait(min(args.rate, 1.0)):
@@ -112,6 +123,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         _changes(poller, registers, seen)
     poller.stop()
     poller.join(timeout=args.timeout + 1.0)
+    return 0
+
+
+def _counted(poller: Any, registers: list[int], args: argparse.Namespace, stop: threading.Event,
+             where: str) -> int:
+    """``--count N``: N polls, values (then changes) printed to stdout; 1 if any register
+    never got a value."""
+    deadline = time.monotonic() + args.timeout + args.rate
+    while (any(poller.read(n) is None for n in registers) and not poller.failing
+           and time.monotonic() < deadline and not stop.wait(0.02)):
+        pass  # until the first poll has answered (or failed)
+    seen: dict[int, Any] = {}
+    for polls in range(args.count):
+        if polls and stop.wait(args.rate):
+            break
+        for number in registers:
+            value = poller.read(number)
+            if value is None or (number in seen and seen[number] == value):
+                continue
+            was = f" (was: {seen[number]})" if number in seen else ""
+            print(f"{number} == {value}{was}", flush=True)
+            seen[number] = value
+    poller.stop()
+    poller.join(timeout=args.timeout + 1.0)
+    missing = [n for n in registers if n not in seen]
+    if missing:
+        from cpppo.remote.plc_modbus import merge
+
+        spans = ", ".join(str(b) if c == 1 else f"{b}-{b + c - 1}" for b, c in merge((n, 1) for n in missing))
+        print(f"modbus_poll: no value from {where} for {spans}", file=sys.stderr)
+        return 1
     return 0
 
 

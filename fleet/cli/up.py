@@ -29,14 +29,22 @@ def up(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, only: list[s
         healthy, total, failing = (wait_healthy(backend, applied, timeout, progress) if wait
                                    else (None, len(applied.devices), []))
     hint = command_hint(path, state_dir)
-    state = f"{healthy}/{total} devices healthy" if healthy is not None else f"{total} devices started"
-    typer.echo(f"fleet {plan.fleet.name!r} is up: {state} in {len(applied.workers)} workers "
+    state = f"{_count(total, 'device')} started"
+    if healthy is not None:
+        state = f"{healthy}/{total} devices healthy"
+    typer.echo(f"fleet {plan.fleet.name!r} is up: {state} in {_count(len(applied.workers), 'worker')} "
                f"(state in {backend.state.root})")
     typer.echo(f"  status: cpppo-fleet status {hint}")
     typer.echo(f"  down:   cpppo-fleet down {hint}")
     if failing:
         first = failing[0]
-        fail(f"{len(failing)} devices not healthy; first: {first.device}: {first.error}", EXIT_FAILED)
+        fail(f"{_count(len(failing), 'device')} not healthy; first: {first.device}: {first.error}",
+             EXIT_FAILED)
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 device``, ``3 devices``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def wait_healthy(backend, applied, timeout: float, progress) -> tuple[int, int, list]:

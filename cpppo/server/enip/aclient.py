@@ -22,7 +22,7 @@ from typing import Any
 
 from cpppo.dotdict import dotdict
 from cpppo.server.enip import client_wire as wire
-from cpppo.server.enip.client_ops import parse_operation, parse_path
+from cpppo.server.enip.client_ops import CIP_TYPES, LOGIX_STRING_TYPE, parse_operation, parse_path
 from cpppo.server.enip.client_wire import ENIPConnectionError, ENIPError, ENIPStatusError, ENIPTimeout
 from cpppo.server.enip.codec import cpf, encapsulation
 from cpppo.server.enip.codec.encapsulation import Command
@@ -159,43 +159,48 @@ class AsyncClient:
         op = parse_operation(tag)
         elements = op["elements"]
         raw: list[bytes] = []
-        tag_type, offset = None, 0
+        tag_type, handle, offset = None, None, 0
         request = wire.cip_request(wire.READ_TAG, op["path"], struct.pack("<H", elements))
         for _ in range(10_000):
             reply = await self._cip(request, timeout, f"Read {tag}")
             self._check(reply, f"Read {tag}", partial=True)
             if len(reply.data) < 2:
                 raise ENIPError(f"Read {tag}: reply carries no data")
-            tag_type = struct.unpack_from("<H", reply.data)[0]
-            chunk = reply.data[4:] if tag_type == 0x02A0 else reply.data[2:]
+            tag_type, handle, chunk = wire.split_typed(reply.data)
             raw.append(chunk)
             if reply.status != wire.PARTIAL or not chunk:
                 break
             offset += len(chunk)
             request = wire.cip_request(wire.READ_FRAG, op["path"], struct.pack("<HI", elements, offset))
-        data = b"".join(raw)
-        values = list(data) if tag_type == 0x02A0 else wire.decode_values(tag_type, data)
+        values = wire.decode_values(tag_type, b"".join(raw), handle)  # type: ignore[arg-type]
         scalar = elements == 1 and not any(c in tag for c in "-*")
         return values[0] if scalar and len(values) == 1 else values
 
     async def write(self, tag: str, values: Any, tag_type: int | str | None = None,
                     timeout: Any = _UNSET) -> None:
         """Write ``values`` (a list, or a scalar) to a tag; ``tag_type`` a code or a name
-        (default: REAL if any value is a float, else INT), or a cast in ``tag`` itself."""
+        (default: STRING for text, REAL if any value is a float, else INT), or a cast in
+        ``tag`` itself.  Text goes as Logix STRING structures; a device that refuses them
+        (type mismatch) gets it again as CIP STRINGs (0xD0)."""
         if "=" in tag:
             op = parse_operation(tag)
         else:
             seq = list(values) if isinstance(values, (list, tuple)) else [values]
-            if isinstance(tag_type, str):
-                from cpppo.server.enip.client_ops import CIP_TYPES
-                tag_type = CIP_TYPES[tag_type.upper()].code
             op = parse_operation(tag)
+            if isinstance(tag_type, str):  # a name; a tag's STRING is the Logix structure
+                logix = tag_type.upper() == "STRING" and "symbolic" in op["path"][0]
+                tag_type = LOGIX_STRING_TYPE if logix else CIP_TYPES[tag_type.upper()].code
             op.update(data=seq, elements=len(seq) if op["elements"] == 1 else op["elements"],
-                      tag_type=tag_type or (0xCA if any(isinstance(v, float) for v in seq) else 0xC3))
-        raw = wire.encode_values(op["tag_type"], op["data"])
-        body = struct.pack("<HH", op["tag_type"], op["elements"]) + raw
-        reply = await self._cip(wire.cip_request(wire.WRITE_TAG, op["path"], body), timeout, f"Write {tag}")
+                      tag_type=tag_type or wire.default_type(seq))
+        reply = await self._write(op, op["tag_type"], timeout, f"Write {tag}")
+        if op["tag_type"] == LOGIX_STRING_TYPE and wire.is_type_mismatch(reply):
+            reply = await self._write(op, 0xD0, timeout, f"Write {tag}")
         self._check(reply, f"Write {tag}")
+
+    async def _write(self, op: dict[str, Any], tag_type: int, timeout: Any, what: str) -> wire.CIPReply:
+        body = wire.type_prefix(tag_type) + struct.pack("<H", op["elements"])
+        body += wire.encode_tag_values(tag_type, op["data"])
+        return await self._cip(wire.cip_request(wire.WRITE_TAG, op["path"], body), timeout, what)
 
     async def get_attribute_single(self, path: str | list, timeout: Any = _UNSET) -> list[int]:
         """The raw bytes of one attribute ('@class/instance/attribute'), as a list of USINT."""

@@ -18,7 +18,7 @@ from typing import Any
 import cpppo
 from cpppo.log import configure
 from cpppo.server.enip import client as cli
-from cpppo.server.enip.client_ops import OperationError, parse_int, parse_route_path
+from cpppo.server.enip.client_ops import OperationError, parse_int, parse_route_path, parse_send_path
 from cpppo.server.enip.client_socket import await_response, parse_address
 from cpppo.server.enip.client_wire import ENIPError
 
@@ -62,7 +62,7 @@ def connection_kwds(args: argparse.Namespace) -> dict[str, Any]:
     """host, port, route_path and send_path from the parsed flags (raises ValueError)."""
     host, port = parse_address(args.address.split(",")[0])
     route_path: Any = parse_route_path(args.route_path) if args.route_path is not None else None
-    send_path = args.send_path
+    send_path = parse_send_path(args.send_path) if args.send_path is not None else None
     if args.simple:
         route_path, send_path = False, ""
     return {"host": host, "port": port, "route_path": route_path, "send_path": send_path}
@@ -124,6 +124,10 @@ def dispatch(ap: argparse.ArgumentParser, argv: Sequence[str] | None, *, items: 
     """Parse ``argv``; run the -i/-s/-I/-L requests asked for, then ``io(args)`` when the
     positional ``items`` (tags or attributes) were given.  Errors end in one line, exit 1."""
     args = ap.parse_args(argv)
+    bad = bad_flag(args)
+    if bad:
+        print(f"{ap.prog}: error: {bad}", file=sys.stderr)
+        return 2
     configure(args.verbose, args.log)
     requests = [(label, method) for flag, label, method in (
         (args.list_identity, "List Identity", "list_identity"),
@@ -145,6 +149,23 @@ def dispatch(ap: argparse.ArgumentParser, argv: Sequence[str] | None, *, items: 
         return 1
     except KeyboardInterrupt:
         return 1
+
+
+def bad_flag(args: argparse.Namespace) -> str | None:
+    """What is wrong with the flags shared by the client commands (None: nothing), checked
+    before anything is sent: counts that cannot be negative, and the send and route paths."""
+    for flag, value, least in (("--repeat", args.repeat, 1), ("--depth", args.depth, 0),
+                               ("--multiple", args.multiple, 0)):
+        if value < least:
+            return f"{flag} must be >= {least}, got {value}"
+    try:
+        if args.send_path is not None:
+            parse_send_path(args.send_path)
+        if args.route_path is not None:
+            parse_route_path(args.route_path)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def unreachable(address: str, exc: OSError) -> str:

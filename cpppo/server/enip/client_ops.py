@@ -5,7 +5,13 @@ write an optional cast and the values::
 
     Tag  Tag[3]  Tag[1-10]  Tag[1].Sub[0-9]  Tag[0]*10  Tag[0-9]+16
     Tag=1  Tag[1-2]=(REAL)111,222  Tag=9.9  TEXT[1]=(SSTRING)"Hello, world!"
+    TEXT[0]=(STRING)"hi"  TEXT[0-1]="a","b"
     @1/1/7  @0x1FF/01/0x1A[99]=1  @4/5/{"connection":100}  @{"class":4}/5/{"connection":100}
+
+Text written to a tag (``(STRING)``, or quoted values without a cast) is a Logix STRING
+structure write (type 0x02A0, see :data:`LOGIX_STRING_TYPE`), as Logix clients send it; to an
+``@class/instance/attribute`` it is a CIP STRING (0xD0).  Values that do not fit the type
+(``(INT)99999``, ``(REAL)1e400``) are refused here, before anything is sent.
 
 >>> op = parse_operation("A_Tag[1-2]=(REAL)111,222")
 >>> op["path"], op["elements"], op["method"], op["data"], op["tag_type"]
@@ -19,14 +25,16 @@ A malformed operation raises :class:`OperationError` naming the text and the pos
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 __all__ = [
-    "CIP_TYPES", "OperationError", "TypeInfo", "format_path", "parse_int", "parse_operation",
-    "parse_operations", "parse_path", "parse_route_path", "parse_values",
+    "CIP_TYPES", "LOGIX_STRING_TYPE", "OperationError", "TypeInfo", "format_path", "parse_int",
+    "parse_operation", "parse_operations", "parse_path", "parse_route_path", "parse_send_path",
+    "parse_values",
 ]
 
 
@@ -74,6 +82,9 @@ CIP_TYPES: dict[str, TypeInfo] = {t.name: t for t in (
     TypeInfo("STRING", 0xD0, None), TypeInfo("SSTRING", 0xDA, None),
 )}
 TYPES_BY_CODE: dict[int, TypeInfo] = {t.code: t for t in CIP_TYPES.values()}
+#: the ``tag_type`` of a Logix STRING structure write/read: type 0xA0 0x02 (then the handle)
+LOGIX_STRING_TYPE = 0x02A0
+_REAL = struct.Struct("<f")
 
 _NUMBER = re.compile(r"[+-]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|\d+)$")
 _SYMBOL = re.compile(r"[A-Za-z_:$][A-Za-z0-9_:$]*")
@@ -209,17 +220,20 @@ def _parse_target(text: str, whole: str, base: int) -> tuple[list[dict[str, Any]
 
 def parse_values(text: str, cast: TypeInfo | None, whole: str = "",
                  base: int = 0) -> tuple[list[Any], TypeInfo]:
-    """The comma-separated values of a write; REAL if any has a '.', else INT, unless cast.
+    """The comma-separated values of a write; unless cast: STRING if the first is quoted,
+    else REAL if any has a '.', else INT.  A value outside the type's range is refused.
 
     >>> parse_values("1,2,3", None)
     ([1, 2, 3], TypeInfo(INT))
     >>> parse_values('"Hello, world!",x', CIP_TYPES["SSTRING"])
     (['Hello, world!', 'x'], TypeInfo(SSTRING))
+    >>> parse_values('"hi"', None)
+    (['hi'], TypeInfo(STRING))
     """
     whole = whole or text
     raw = _split_top(text, ",")
     if cast is None:
-        cast = CIP_TYPES["REAL" if "." in text else "INT"]
+        cast = CIP_TYPES["STRING" if text.lstrip().startswith('"') else "REAL" if "." in text else "INT"]
     values: list[Any] = []
     for offset, item in raw:
         pos, token = base + offset, item.strip()
@@ -233,10 +247,10 @@ def parse_values(text: str, cast: TypeInfo | None, whole: str = "",
             continue
         if not token:
             raise OperationError(whole, pos, "missing value")
+        if cast.name in ("REAL", "LREAL"):
+            values.append(_float(token, cast.name, whole, pos))
+            continue
         try:
-            if cast.name in ("REAL", "LREAL"):
-                values.append(float(token))
-                continue
             if cast.name == "BOOL" and token.lower() in ("true", "false"):
                 values.append(int(token.lower() == "true"))
                 continue
@@ -247,6 +261,22 @@ def parse_values(text: str, cast: TypeInfo | None, whole: str = "",
             raise OperationError(whole, pos, f"{value} is out of range for {cast.name}")
         values.append(value)
     return values, cast
+
+
+def _float(token: str, name: str, whole: str, pos: int) -> float:
+    """A REAL/LREAL value: a number that fits (or an explicit inf/nan)."""
+    try:
+        number = float(token)
+    except ValueError:
+        raise OperationError(whole, pos, f"{token!r} is not a {name} value") from None
+    if any(word in token.lower() for word in ("inf", "nan")):
+        return number
+    try:
+        if math.isinf(number) or (name == "REAL" and math.isinf(_REAL.unpack(_REAL.pack(number))[0])):
+            raise OverflowError
+    except OverflowError:
+        raise OperationError(whole, pos, f"{token} is out of range for {name}") from None
+    return number
 
 
 def parse_operation(text: str, int_type: str | None = None, **kwds: Any) -> dict[str, Any]:
@@ -284,9 +314,17 @@ def parse_operation(text: str, int_type: str | None = None, **kwds: Any) -> dict
                                      f"use one of {', '.join(CIP_TYPES)}")
             base += cm.end()
             vtext = vtext[cm.end():]
-        elif int_type and "." not in vtext:
+        elif int_type and "." not in vtext and not vtext.lstrip().startswith('"'):
             cast = CIP_TYPES[int_type]
         values, cast = parse_values(vtext, cast, text, base)
+        tag_type = cast.code
+        if cast.name == "STRING" and "symbolic" in path[0]:
+            tag_type = LOGIX_STRING_TYPE  # a tag: the Logix STRING structure, as Logix clients write
+        room = {LOGIX_STRING_TYPE: 82, 0xDA: 255}.get(tag_type)
+        for value in values if room else ():
+            if len(value.encode("iso-8859-1", "replace")) > room:
+                raise OperationError(text, base, f"{value[:20]!r}... is longer than {room} characters "
+                                     f"for {'a Logix STRING' if room == 82 else 'SSTRING'}")
         if elements is None:
             elements = len(values)
         elif offset is None and len(values) != elements:
@@ -294,7 +332,7 @@ def parse_operation(text: str, int_type: str | None = None, **kwds: Any) -> dict
         op["elements"] = elements
         op["method"] = "write"
         op["data"] = values
-        op["tag_type"] = cast.code
+        op["tag_type"] = tag_type
     if offset is not None:
         op["offset"] = offset
     op.update(kwds)
@@ -406,3 +444,30 @@ def parse_route_path(text: Any) -> list[dict[str, Any]] | bool | None:
             raise ValueError(f"bad route path segment {item!r}: needs a port and a link")
         route.append(item)
     return route
+
+
+def parse_send_path(text: Any) -> list[dict[str, Any]]:
+    """``--send-path``: the Message Router's ``@<class>/<instance>`` (numeric or JSON
+    segments, as ``@6/1`` or ``@{"class":6}/1``), or '' for none (no Unconnected Send).
+    Raises ValueError for anything else (a tag name is no send path).
+
+    >>> parse_send_path("@6/1"), parse_send_path("")
+    ([{'class': 6}, {'instance': 1}], [])
+    """
+    if isinstance(text, list):
+        path = text
+    elif not isinstance(text, str):
+        raise ValueError(f"bad --send-path {text!r}: expected @<class>/<instance>, eg. @6/1")
+    elif not text.strip():
+        return []
+    elif not text.strip().startswith("@"):
+        raise ValueError(f"bad --send-path {text!r}: expected @<class>/<instance> (eg. @6/1), or '' for none")
+    else:
+        try:
+            path = parse_path(text.strip())
+        except OperationError as exc:
+            raise ValueError(f"bad --send-path {text!r}: {exc.why} at position {exc.position}") from None
+    numeric = _SEGMENT_KINDS - {"symbolic"}
+    if not path or not all(isinstance(seg, dict) and len(seg) == 1 and set(seg) <= numeric for seg in path):
+        raise ValueError(f"bad --send-path {text!r}: expected @<class>/<instance>, eg. @6/1")
+    return path

@@ -7,10 +7,18 @@ Write Tag Fragmented pieces).  Parts are bundled into Multiple Service Packets u
 flight.  A read whose reply says "partial transfer" (0x06) is continued with Read Tag
 Fragmented at the next offset, so any size of data works.  Results come back as the spec's
 6-tuples ``(idx, dsc, req, rpy, sts, val)`` in the order of the operations.
+
+Text written to a tag goes as Logix STRING structures (type 0x02A0, as Logix clients send
+it).  A device that refuses that type (0xFF/0x2107: its tag is a CIP STRING, as the upstream
+simulator keeps them) gets the same text again as CIP STRINGs (0xD0).  Until the connection
+has seen a structure write succeed, such a write is a probe: nothing after it is sent before
+its reply, so a retry never overtakes a later operation.  Once a retry succeeds, the
+connection's later STRING writes go as CIP STRINGs straight away (``conn.string_type``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -18,7 +26,7 @@ from typing import Any
 
 from cpppo.dotdict import dotdict
 from cpppo.server.enip import client_wire as wire
-from cpppo.server.enip.client_ops import parse_operation
+from cpppo.server.enip.client_ops import LOGIX_STRING_TYPE, parse_operation
 from cpppo.server.enip.client_socket import client, reply_record
 from cpppo.server.enip.codec.encapsulation import Command
 
@@ -29,6 +37,7 @@ _SHORT = {wire.READ_TAG: "Read Tag", wire.READ_FRAG: "Read Frag", wire.WRITE_TAG
           wire.WRITE_FRAG: "Write Frag", wire.GET_ATTRIBUTES_ALL: "G_A_A",
           wire.GET_ATTRIBUTE_SINGLE: "G_A_S", wire.SET_ATTRIBUTE_SINGLE: "S_A_S"}
 _METHODS = {"read", "write", "get_attribute_single", "get_attributes_all", "set_attribute_single"}
+CIP_STRING = 0xD0
 
 Result = tuple[int, str, Any, Any, Any, Any]
 
@@ -36,7 +45,8 @@ Result = tuple[int, str, Any, Any, Any, Any]
 class _Op:
     """One operation on its way through the pipeline."""
 
-    __slots__ = ("dsc", "idx", "last", "last_reply", "op", "outstanding", "raw", "sts", "tag_type", "val")
+    __slots__ = ("dsc", "handle", "idx", "last", "last_reply", "op", "outstanding", "raw", "retyped", "sts",
+                 "tag_type", "val")
 
     def __init__(self, idx: int, op: dict[str, Any]) -> None:
         self.idx, self.op = idx, op
@@ -44,6 +54,8 @@ class _Op:
         self.outstanding = 0
         self.raw: list[bytes] = []
         self.tag_type: int | None = None
+        self.handle: int | None = None  # the structure handle of a structure read
+        self.retyped = False            # a STRING write resent as CIP STRING
         self.sts: Any = 0
         self.val: Any = None
         self.last: bytes = b""
@@ -55,14 +67,16 @@ class _Op:
 
 
 class _Part:
-    __slots__ = ("cip", "estimate", "offset", "op", "service")
+    __slots__ = ("cip", "estimate", "offset", "op", "service", "tag_type")
 
-    def __init__(self, op: _Op, service: int, cip: bytes, estimate: int, offset: int = 0) -> None:
+    def __init__(self, op: _Op, service: int, cip: bytes, estimate: int, offset: int = 0,
+                 tag_type: int | None = None) -> None:
         self.op, self.service, self.cip, self.estimate, self.offset = op, service, cip, estimate, offset
+        self.tag_type = tag_type  # of a write's data
         op.outstanding += 1
 
 
-def _parts(op: _Op, fragment: bool) -> list[_Part]:
+def _parts(op: _Op, fragment: bool, string_type: int | None = None) -> list[_Part]:
     spec = op.op
     method = spec.get("method", "read")
     path = spec["path"]
@@ -79,19 +93,9 @@ def _parts(op: _Op, fragment: bool) -> list[_Part]:
         return [_Part(op, wire.READ_TAG, cip, 6 + elements * size)]
     if method == "write":
         tag_type = spec.get("tag_type") or 0xC3
-        raw = wire.encode_values(tag_type, spec["data"])
-        offset = int(spec.get("offset") or 0)
-        if not (fragment or spec.get("fragment") or offset or len(raw) > MAX_FRAGMENT):
-            cip = wire.cip_request(wire.WRITE_TAG, path, struct.pack("<HH", tag_type, elements) + raw)
-            return [_Part(op, wire.WRITE_TAG, cip, 4)]
-        size = wire.element_size(tag_type)
-        step = max(size, MAX_FRAGMENT // size * size) if size else max(len(raw), 1)
-        parts = []
-        for at in range(0, max(len(raw), 1), step):
-            body = struct.pack("<HHI", tag_type, elements, offset + at) + raw[at:at + step]
-            parts.append(_Part(op, wire.WRITE_FRAG, wire.cip_request(wire.WRITE_FRAG, path, body), 4,
-                               offset + at))
-        return parts
+        if tag_type == LOGIX_STRING_TYPE and string_type == CIP_STRING:
+            tag_type = CIP_STRING  # this device keeps CIP STRINGs (learned on this connection)
+        return _write_parts(op, tag_type, fragment)
     if method == "set_attribute_single":
         data = spec.get("data", [])
         tag_type = spec.get("tag_type")
@@ -100,6 +104,26 @@ def _parts(op: _Op, fragment: bool) -> list[_Part]:
         return [_Part(op, wire.SET_ATTRIBUTE_SINGLE, cip, 4)]
     service = wire.GET_ATTRIBUTE_SINGLE if method == "get_attribute_single" else wire.GET_ATTRIBUTES_ALL
     return [_Part(op, service, wire.cip_request(service, path), 4 + 4 * elements)]
+
+
+def _write_parts(op: _Op, tag_type: int, fragment: bool) -> list[_Part]:
+    """The Write Tag request, or the Write Tag Fragmented pieces, of a write as ``tag_type``."""
+    spec = op.op
+    path, elements = spec["path"], int(spec.get("elements", 1))
+    raw = wire.encode_tag_values(tag_type, spec["data"])
+    head = wire.type_prefix(tag_type) + struct.pack("<H", elements)
+    offset = int(spec.get("offset") or 0)
+    if not (fragment or spec.get("fragment") or offset or len(raw) > MAX_FRAGMENT):
+        return [_Part(op, wire.WRITE_TAG, wire.cip_request(wire.WRITE_TAG, path, head + raw), 4,
+                      tag_type=tag_type)]
+    size = wire.element_size(tag_type)
+    step = max(size, MAX_FRAGMENT // size * size) if size else max(len(raw), 1)
+    parts = []
+    for at in range(0, max(len(raw), 1), step):
+        body = head + struct.pack("<I", offset + at) + raw[at:at + step]
+        parts.append(_Part(op, wire.WRITE_FRAG, wire.cip_request(wire.WRITE_FRAG, path, body), 4,
+                           offset + at, tag_type))
+    return parts
 
 
 def _complete(op: _Op, reply: wire.CIPReply, service: int) -> None:
@@ -125,8 +149,7 @@ def _finish(op: _Op) -> Result:
         if isinstance(layer, dict) and "data" in layer:
             op.val = layer["data"]      # already decoded for the reply record
         else:
-            data = b"".join(op.raw)
-            op.val = list(data) if op.tag_type == 0x02A0 else wire.decode_values(op.tag_type, data)
+            op.val = wire.decode_values(op.tag_type, b"".join(op.raw), op.handle)
     return op.idx, op.dsc, op.op, rpy, op.sts, op.val
 
 
@@ -146,6 +169,14 @@ def pipeline(conn: client, operations: Iterable[Any], index: int = 0, fragment: 
     inflight: dict[int, tuple[list[_Part], bool]] = {}
     counters = {"idx": index, "sent": 0, "received": 0}
     exhausted = False
+    barrier: int | None = None  # the context of an outstanding probe (see the module docstring)
+
+    def probe(part: _Part) -> bool:
+        return part.tag_type == LOGIX_STRING_TYPE and getattr(conn, "string_type", None) != LOGIX_STRING_TYPE
+
+    def learn(string_type: int) -> None:
+        with contextlib.suppress(AttributeError):
+            conn.string_type = string_type
 
     def pull() -> bool:
         nonlocal exhausted
@@ -157,7 +188,7 @@ def pipeline(conn: client, operations: Iterable[Any], index: int = 0, fragment: 
             op = _Op(counters["idx"], spec)
             counters["idx"] += 1
             pending.append(op)
-            queue.extend(_parts(op, fragment))
+            queue.extend(_parts(op, fragment, getattr(conn, "string_type", None)))
             return True
         exhausted = True
         return False
@@ -167,7 +198,7 @@ def pipeline(conn: client, operations: Iterable[Any], index: int = 0, fragment: 
             return []
         first = queue.popleft()
         bundle = [first]
-        if multiple <= 0 or first.op.raw:  # continuations travel alone
+        if multiple <= 0 or first.op.raw or probe(first):  # continuations and probes travel alone
             return bundle
         req, rpy = 4 + len(first.cip), 4 + first.estimate
         while True:
@@ -178,6 +209,8 @@ def pipeline(conn: client, operations: Iterable[Any], index: int = 0, fragment: 
                 break
             req, rpy = req + 2 + len(nxt.cip), rpy + 2 + nxt.estimate
             bundle.append(queue.popleft())
+            if probe(nxt):
+                break
         return bundle
 
     def issue(bundle: list[_Part]) -> None:
@@ -196,10 +229,14 @@ def pipeline(conn: client, operations: Iterable[Any], index: int = 0, fragment: 
                 f"Communication ceased before harvesting all pipeline responses: "
                 f"{counters['received']:3d}/{counters['sent']:3d} ({exc})") from None
         inflight[ctx] = (bundle, bundled)
+        if any(probe(part) for part in bundle):
+            nonlocal barrier
+            barrier = ctx
         counters["sent"] += 1
         conn.requests_sent += 1
 
     def harvest() -> None:
+        nonlocal barrier
         try:
             got = conn.frame(timeout=timeout)
         except wire.ENIPConnectionError:
@@ -215,6 +252,8 @@ def pipeline(conn: client, operations: Iterable[Any], index: int = 0, fragment: 
         if entry is None or header.command != Command.SEND_RR_DATA:
             return  # a stray reply: not ours
         counters["received"] += 1
+        if ctx == barrier:
+            barrier = None
         bundle, bundled = entry
         if header.status:
             for part in bundle:
@@ -237,8 +276,7 @@ def pipeline(conn: client, operations: Iterable[Any], index: int = 0, fragment: 
             op.last, op.last_reply = raw, rpy
             if part.service in (wire.READ_TAG, wire.READ_FRAG) and rpy.status in (0, wire.PARTIAL) \
                     and len(rpy.data) >= 2:
-                op.tag_type = struct.unpack_from("<H", rpy.data)[0]
-                chunk = rpy.data[4:] if op.tag_type == 0x02A0 else rpy.data[2:]
+                op.tag_type, op.handle, chunk = wire.split_typed(rpy.data)
                 op.raw.append(chunk)
                 if rpy.status == wire.PARTIAL:
                     if not chunk:
@@ -250,10 +288,21 @@ def pipeline(conn: client, operations: Iterable[Any], index: int = 0, fragment: 
                     cip = wire.cip_request(wire.READ_FRAG, op.op["path"], body)
                     queue.appendleft(_Part(op, wire.READ_FRAG, cip, 0, offset))
                 continue
+            if part.tag_type == LOGIX_STRING_TYPE and (op.retyped or wire.is_type_mismatch(rpy)):
+                if not op.retyped:  # resend the text as CIP STRINGs, in place of what is left
+                    op.retyped = True
+                    for stale in [p for p in queue if p.op is op]:
+                        queue.remove(stale)
+                        op.outstanding -= 1
+                    queue.extendleft(reversed(_write_parts(op, CIP_STRING, fragment)))
+                continue  # a reply to the structure write, superseded by the retry
+            if not rpy.status and part.tag_type in (LOGIX_STRING_TYPE, CIP_STRING) \
+                    and op.op.get("tag_type") == LOGIX_STRING_TYPE:
+                learn(part.tag_type)  # how this device takes text
             _complete(op, rpy, part.service)
 
     while True:
-        while len(inflight) < depth:
+        while len(inflight) < depth and barrier is None:
             bundle = group()
             if not bundle:
                 break

@@ -75,10 +75,10 @@ def reply_record(data: bytes, rpy: wire.CIPReply | None = None) -> dotdict:
     value: Any = True
     if name in ("read_tag", "read_frag"):
         if rpy.status in (0, wire.PARTIAL) and len(rpy.data) >= 2:
-            tag_type = struct.unpack_from("<H", rpy.data)[0]
-            raw = rpy.data[4:] if tag_type == 0x02A0 else rpy.data[2:]
-            values = list(raw) if tag_type == 0x02A0 else wire.decode_values(tag_type, raw)
-            value = _layer(type=tag_type, raw=raw, data=values)
+            tag_type, handle, raw = wire.split_typed(rpy.data)
+            value = _layer(type=tag_type, raw=raw, data=wire.decode_values(tag_type, raw, handle))
+            if handle is not None:
+                dict.__setitem__(value, "handle", handle)
     elif name in ("get_attributes_all", "get_attribute_single"):
         value = _layer(data=list(rpy.data))
     elif name == "multiple" and rpy.status in (0, wire.MSP_ERROR) and rpy.data:
@@ -117,6 +117,7 @@ class client:  # noqa: N801 - the spec's public name
         self.session = 0
         self._context = 0
         self.requests_sent = 0      # CIP requests issued by the pipeline (for thruput reports)
+        self.string_type: int | None = None  # how the device took a STRING write: 0x02A0 or 0xD0
         self._buf = bytearray()
         self._eof = False
         self._datagrams: list[tuple[bytes, Any]] = []
@@ -384,15 +385,17 @@ class client:  # noqa: N801 - the spec's public name
 
     def write(self, path: Any, data: Sequence[Any], elements: int | None = None, offset: int = 0,
               tag_type: int | None = None, **kwds: Any) -> dotdict:
-        """Write Tag (or Write Tag Fragmented with an ``offset`` or ``fragment=True``)."""
+        """Write Tag (or Write Tag Fragmented with an ``offset`` or ``fragment=True``).
+
+        ``tag_type`` 0x02A0 writes text as Logix STRING structures; 0xD0 as CIP STRINGs."""
         frag = kwds.pop("fragment", False) or offset
         if tag_type is None:
-            tag_type = 0xCA if any(isinstance(v, float) for v in data) else 0xC3
+            tag_type = wire.default_type(data)
         elements = len(data) if elements is None else elements
-        raw = wire.encode_values(tag_type, data)
-        body = struct.pack("<HH", tag_type, elements)
+        raw = wire.encode_tag_values(tag_type, data)
+        body = wire.type_prefix(tag_type) + struct.pack("<H", elements)
         if frag:
-            body = struct.pack("<HHI", tag_type, elements, offset)
+            body += struct.pack("<I", offset)
         return self._service(wire.WRITE_FRAG if frag else wire.WRITE_TAG, path, body + raw, "write", elements,
                              offset=offset, tag_type=tag_type, data=list(data), **kwds)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cpppo.dotdict import dotdict
-from cpppo.server.enip.client_ops import TYPES_BY_CODE
-from cpppo.server.enip.codec import cip, cpf, encapsulation, epath
+from cpppo.server.enip.client_ops import LOGIX_STRING_TYPE, TYPES_BY_CODE
+from cpppo.server.enip.codec import cip, cpf, encapsulation, epath, logix
 from cpppo.server.enip.codec import types as ciptypes
 from cpppo.server.enip.codec.errors import CodecError
 
@@ -32,13 +32,19 @@ __all__ = [
     "ENIPStatusError",
     "ENIPTimeout",
     "cip_request",
+    "cip_strings",
     "decode_cip_reply",
     "decode_msp",
     "decode_values",
+    "default_type",
+    "encode_tag_values",
     "encode_values",
+    "is_type_mismatch",
     "multiple_request",
     "segments",
+    "split_typed",
     "status_text",
+    "type_prefix",
     "unconnected_send",
 ]
 
@@ -52,6 +58,7 @@ WRITE_TAG = 0x4D
 READ_FRAG = 0x52
 WRITE_FRAG = 0x53
 UNCONNECTED_SEND = 0x52
+CIP_STRING = 0xD0       # the CIP STRING type (UINT length, characters)
 PARTIAL = 0x06          # general status: more data follows (Read Tag [Fragmented])
 MSP_ERROR = 0x1E        # general status: an embedded service failed
 
@@ -192,12 +199,13 @@ def decode_cip_reply(data: bytes) -> CIPReply:
     return CIPReply(rpy.service, rpy.status, rpy.ext_status, rpy.data)
 
 
-_CTYPES: dict[int, Any] = {}
+_CTYPES: dict[int, Any] = {LOGIX_STRING_TYPE: ciptypes.LOGIX_STRING}
 
 
 def _ctype(code: int) -> Any:
     """The codec type for a type code (cached), or a numeric stand-in for the few the codec
-    does not name (BYTE, WORD, DWORD, LWORD); None if unknown."""
+    does not name (BYTE, WORD, DWORD, LWORD); None if unknown.  0x02A0 (a structure) is
+    taken to be the Logix STRING: callers check the structure handle first."""
     if code in _CTYPES:
         return _CTYPES[code]
     typ = ciptypes.BY_CODE.get(code)
@@ -210,16 +218,94 @@ def _ctype(code: int) -> Any:
     return typ
 
 
+def type_prefix(tag_type: int) -> bytes:
+    """The type of Write Tag [Fragmented] data: the UINT code, or for the Logix STRING
+    (0x02A0) the structure type and its handle, as Logix clients send it (A0 02 CE 0F)."""
+    if tag_type == LOGIX_STRING_TYPE:
+        return logix.encode_type(ciptypes.STRUCT, ciptypes.STRING_HANDLE)
+    return struct.pack("<H", tag_type)
+
+
+def split_typed(data: bytes) -> tuple[int, int | None, bytes]:
+    """The data of a Read Tag [Fragmented] reply: ``(type, structure handle or None, value
+    bytes)``; a structure's type is 0x02A0 (its first two bytes, as upstream reports it).
+
+    >>> split_typed(bytes.fromhex("a002ce0f0100"))
+    (672, 4046, b'\\x01\\x00')
+    >>> split_typed(bytes.fromhex("c3000100"))
+    (195, None, b'\\x01\\x00')
+    """
+    tag_type = struct.unpack_from("<H", data)[0]
+    if data[0] == ciptypes.STRUCT and len(data) >= 4:
+        return tag_type, struct.unpack_from("<H", data, 2)[0], data[4:]
+    return tag_type, None, data[2:]
+
+
+def is_type_mismatch(reply: CIPReply) -> bool:
+    """Did the device refuse a write's data type (general status 0xFF, extended 0x2107)?"""
+    return reply.status == 0xFF and reply.ext[:1] == (0x2107,)
+
+
+def default_type(values: Sequence[Any]) -> int:
+    """The type of a write given no type: Logix STRING for text, REAL if any value is a
+    float, else INT."""
+    if values and all(isinstance(v, str) for v in values):
+        return LOGIX_STRING_TYPE
+    return 0xCA if any(isinstance(v, float) for v in values) else 0xC3
+
+
 def encode_values(tag_type: int, values: Sequence[Any]) -> bytes:
-    """Values to the bytes of ``tag_type`` (a CIP type code)."""
+    """Values to the bytes of ``tag_type`` (a CIP type code; 0x02A0: Logix STRINGs)."""
     typ = _ctype(tag_type)
     if typ is None:
         raise CodecError(f"cannot encode values of CIP type 0x{tag_type:04x}")
     return typ.encode(list(values))
 
 
-def decode_values(tag_type: int, data: bytes) -> list[Any]:
-    """The bytes of a Read Tag reply to values; unknown types come back as raw USINTs."""
+def encode_tag_values(tag_type: int, values: Sequence[Any]) -> bytes:
+    """The data of a Write Tag [Fragmented]: as :func:`encode_values`, except that a CIP
+    STRING (0xD0) of odd length is padded to an even size, as the upstream simulator (and
+    upstream's client) keep STRING tags."""
+    if tag_type != CIP_STRING:
+        return encode_values(tag_type, values)
+    return b"".join(raw + b"\0" * (len(raw) % 2) for raw in (encode_values(CIP_STRING, [v]) for v in values))
+
+
+def cip_strings(data: bytes) -> list[str] | None:
+    """CIP STRINGs (UINT length, characters) each padded to an even size, as upstream serves
+    STRING tags (the last one's pad may be missing); None if ``data`` are not that.
+
+    >>> cip_strings(bytes.fromhex("0300616263000200") + b"de")
+    ['abc', 'de']
+    >>> cip_strings(bytes.fromhex("03006162630200") + b"de") is None
+    True
+    """
+    out, at = [], 0
+    while at < len(data):
+        if at + 2 > len(data):
+            return None
+        size = struct.unpack_from("<H", data, at)[0]
+        end = at + 2 + size
+        if end > len(data):
+            return None
+        out.append(data[at + 2:end].decode("iso-8859-1"))
+        at = end + size % 2
+    return out
+
+
+def decode_values(tag_type: int, data: bytes, handle: int | None = None) -> list[Any]:
+    """The bytes of a Read Tag reply to values; unknown types come back as raw USINTs.
+
+    A structure (0x02A0) with the Logix STRING handle decodes to text (one str per element);
+    other structures, or STRING data that are not whole 88-byte elements (one fragment of a
+    longer reply), stay raw USINTs."""
+    if tag_type == LOGIX_STRING_TYPE and (handle != ciptypes.STRING_HANDLE or not data
+                                          or len(data) % ciptypes.LOGIX_STRING_SIZE):
+        return list(data)
+    if tag_type == CIP_STRING:
+        padded = cip_strings(data)
+        if padded is not None:
+            return padded
     typ = _ctype(tag_type)
     if typ is None:
         return list(data)

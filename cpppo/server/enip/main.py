@@ -50,7 +50,9 @@ def parse_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), port
 
 
-def build_parser(prog: str = "enip_server") -> argparse.ArgumentParser:
+def build_parser(prog: str = "enip_server", tags_required: bool = True) -> argparse.ArgumentParser:
+    """The flags of ``enip_server``; ``tags_required=False`` for a simulator that brings its
+    own tags (``poll_test``), so that TAG arguments are optional extras."""
     ap = _OneLineParser(prog=prog, description="EtherNet/IP CIP controller simulator (Logix tags).")
     ap.add_argument("-a", "--address", default=f":{DEFAULT_PORT}",
                     help="[<interface>][:<port>] to bind (default: all interfaces, port 44818)")
@@ -72,7 +74,9 @@ def build_parser(prog: str = "enip_server") -> argparse.ArgumentParser:
                     help=f"close TCP connections idle this long, seconds (default {Settings.idle_timeout:g})")
     ap.add_argument("--max-payload", type=int, default=Settings.max_payload,
                     help=f"largest encapsulation payload accepted (default {Settings.max_payload})")
-    ap.add_argument("tags", nargs="+", metavar="TAG", help="<name>[@<class>/<inst>/<attr>]=<TYPE>[<length>]")
+    ap.add_argument("tags", nargs="+" if tags_required else "*", metavar="TAG",
+                    help="<name>[@<class>/<inst>/<attr>]=<TYPE>[<length>]"
+                         + ("" if tags_required else " (optional: extra tags)"))
     return ap
 
 
@@ -145,13 +149,15 @@ async def run(device: Device, host: str, port: int, delay: Any, settings: Settin
 
 def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = Attribute,
          prog: str = "enip_server", *, identity: dict[str, Any] | None = None,
-         customize: Callable[[Device], None] | None = None, **_ignored: Any) -> int:
+         customize: Callable[[Device], None] | None = None, tags_required: bool = True,
+         **_ignored: Any) -> int:
     """Entry point of `enip_server`.
 
     ``attribute_class``: the Attribute subclass every tag is made of (spec 2.1.3);
     ``identity``: identity defaults (cpppo.cfg still overrides them); ``customize``: called
-    with the Device before serving, to add or adjust objects."""
-    args = build_parser(prog).parse_args(argv)
+    with the Device before serving, to add or adjust objects; ``tags_required=False``: TAG
+    arguments are optional (the caller's ``argv`` brings its own)."""
+    args = build_parser(prog, tags_required).parse_args(argv)
     cpppo.log.configure(args.verbose, args.log)
     try:
         host, port = parse_address(args.address)

@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(a == "--route-path" or a.startswith("--route-path=") for a in args):
         args.insert(0, "--simple")
-    return enip_main([*args, *specs()], identity=IDENTITY, customize=install, prog="poll_test")
+    return enip_main([*args, *specs()], identity=IDENTITY, customize=install, prog="poll_test",
+                     tags_required=False)
 
 
 if __name__ == "__main__":
