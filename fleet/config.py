@@ -28,13 +28,16 @@ import itertools
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fleet.patterns import format_pattern
 from fleet.registers import RegisterRange, parse_register_spec
 from fleet.tags import TagSpec, parse_tag_spec
+
+T = TypeVar("T")
 
 KINDS = ("enip", "modbus")
 BACKENDS = ("process", "docker")
@@ -219,6 +222,20 @@ class _Table:
         if not all(isinstance(v, str) for v in value):
             self.fail(key, "must be a list of strings")
         return tuple(value)
+
+    def specs(self, key: str, parse: Callable[[str], T], needed: str) -> list[T]:
+        """A non-empty list of spec strings (``needed`` says what when empty), each parsed by
+        ``parse``; the first ValueError names the key."""
+        texts = self.strings(key)
+        if not texts:
+            self.fail(key, needed)
+        parsed = []
+        for text in texts:
+            try:
+                parsed.append(parse(text))
+            except ValueError as exc:
+                self.fail(key, str(exc))
+        return parsed
 
     def pool(self, key: str) -> tuple[str, ...] | None:
         pool = self.strings(key)
@@ -473,15 +490,7 @@ def _delay(t: _Table) -> float | tuple[float, float] | None:
 
 
 def _enip(t: _Table, group: DeviceGroup) -> DeviceGroup:
-    specs = t.strings("tags")
-    if not specs:
-        t.fail("tags", "an ENIP device needs at least one tag, such as 'SCADA=INT[100]'")
-    tags = []
-    for spec in specs:
-        try:
-            tags.append(parse_tag_spec(spec))
-        except ValueError as exc:
-            t.fail("tags", str(exc))
+    tags = t.specs("tags", parse_tag_spec, "an ENIP device needs at least one tag, such as 'SCADA=INT[100]'")
     names = [tag.name.lower() for tag in tags]
     for name in names:
         if names.count(name) > 1:
@@ -498,15 +507,8 @@ def _enip(t: _Table, group: DeviceGroup) -> DeviceGroup:
 
 
 def _modbus(t: _Table, group: DeviceGroup) -> DeviceGroup:
-    specs = t.strings("registers")
-    if not specs:
-        t.fail("registers", "a Modbus device needs at least one range, such as '40001-40100=0'")
-    ranges = []
-    for spec in specs:
-        try:
-            ranges.append(parse_register_spec(spec))
-        except ValueError as exc:
-            t.fail("registers", str(exc))
+    ranges = t.specs("registers", parse_register_spec,
+                     "a Modbus device needs at least one range, such as '40001-40100=0'")
     units = t.get("unit_ids", list, [1], what="a list of integers")
     if not units or not all(isinstance(u, int) and not isinstance(u, bool) and 0 <= u <= 255 for u in units):
         t.fail("unit_ids", f"must be a non-empty list of integers 0..255, got {units!r}")

@@ -197,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"fleet.worker: cannot read {args[0]}: {exc}", file=sys.stderr)
         return 2
+    return run(spec)
+
+
+def run(spec: dict[str, Any]) -> int:
+    """Serve a worker spec until stopped (SIGTERM/SIGINT): raise the open-files limit, then run
+    :func:`serve_spec` on uvloop where available.  Returns the exit status."""
     raise_fd_limit()
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(serve_spec(spec))

@@ -56,15 +56,16 @@ def toml_value(value: Any) -> str:
 
 
 def toml_text(doc: dict[str, Any]) -> str:
+    """The document as TOML; a key whose value is None is left out (a missing key)."""
     lines: list[str] = []
     for name, table in doc.items():
         if isinstance(table, list) and table and all(isinstance(t, dict) for t in table):
             for item in table:
                 lines.append(f"[[{name}]]")
-                lines += [f"{json.dumps(k)} = {toml_value(v)}" for k, v in item.items()]
+                lines += [f"{json.dumps(k)} = {toml_value(v)}" for k, v in item.items() if v is not None]
         elif isinstance(table, dict):
             lines.append(f"[{name}]")
-            lines += [f"{json.dumps(k)} = {toml_value(v)}" for k, v in table.items()]
+            lines += [f"{json.dumps(k)} = {toml_value(v)}" for k, v in table.items() if v is not None]
         else:
             lines.insert(0, f"{json.dumps(name)} = {toml_value(table)}")
     return "\n".join(lines) + "\n"

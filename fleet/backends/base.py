@@ -128,6 +128,11 @@ class Backend(ABC):
     def restart(self, programs: Sequence[str], progress: Progress = no_progress) -> None:
         """Restart these workers (or the poller); returns once they run again."""
 
+    def _last_line(self, program: str) -> str:
+        """The last line a program wrote, to say why it did not start."""
+        lines = self.logs(program, 5).strip().splitlines()
+        return lines[-1] if lines else "(no output; see `cpppo-fleet logs`)"
+
     def applied_plan(self) -> Plan | None:
         """The plan last brought up (selected devices only), or None."""
         data = read_json(self.state.plan)

@@ -298,10 +298,6 @@ class DockerBackend(Backend):
                                    f"{self._last_line(late[0])}")
             time.sleep(0.2)
 
-    def _last_line(self, program: str) -> str:
-        lines = self.logs(program, 5).strip().splitlines()
-        return lines[-1] if lines else "(no output)"
-
     # -- down -------------------------------------------------------------------------------
     def down(self, progress: Progress = no_progress) -> None:
         # everything with the fleet's label, whatever the plan says now (leftovers included)

@@ -11,7 +11,6 @@ user (losing every capability) before serving anything.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import logging
@@ -20,7 +19,7 @@ import pwd
 import subprocess
 import sys
 
-from fleet.worker import new_event_loop, raise_fd_limit, serve_spec
+from fleet.worker import run
 
 SPEC_VARIABLE = "CPPPO_FLEET_SPEC"
 USER = "fleet"  # the image's non-root user
@@ -86,10 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, OSError, KeyError, subprocess.SubprocessError) as exc:
             print(f"docker_entry: {exc}", file=sys.stderr)
             return 1
-    raise_fd_limit()
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(serve_spec(spec))
-    return 0
+    return run(spec)
 
 
 if __name__ == "__main__":

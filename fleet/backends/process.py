@@ -196,10 +196,6 @@ class ProcessBackend(Backend):
                                    f"{self._last_line(late[0])}")
             time.sleep(0.1)
 
-    def _last_line(self, program: str) -> str:
-        lines = self.logs(program, 5).strip().splitlines()
-        return lines[-1] if lines else "(no output; see the log in the state folder)"
-
     # -- down -----------------------------------------------------------------------------
     def down(self, progress: Progress = no_progress) -> None:
         if not self.state.root.is_dir():
