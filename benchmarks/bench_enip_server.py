@@ -133,10 +133,9 @@ def many_devices(count: int) -> dict:
     """Run in a fresh process: serve ``count`` devices, report start time and RSS growth."""
     from cpppo.server.enip.device import Device
     from cpppo.server.enip.server import serve
-    from cpppo.server.hosting import ensure_fd_limit, install_uvloop
+    from cpppo.server.hosting import ensure_fd_limit, new_event_loop
 
     ensure_fd_limit(2 * count + 256)
-    install_uvloop()
 
     async def main() -> dict:
         empty = rss_kb()
@@ -161,7 +160,8 @@ def many_devices(count: int) -> dict:
         return {"devices": count, "start_seconds": listening, "empty_rss_kb": empty,
                 "loaded_rss_kb": loaded, "kb_per_device": (loaded - empty) / count}
 
-    return asyncio.run(main())
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main())
 
 
 def main() -> int:

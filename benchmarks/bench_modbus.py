@@ -32,18 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cpppo.server.hosting import new_event_loop  # noqa: E402
 from tests.support import free_port, running  # noqa: E402
 from tests.test_modbus_support import pymodbus_server_argv  # noqa: E402
 
 HOST = "127.0.0.1"
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-        return uvloop.new_event_loop()
-    except ImportError:
-        return asyncio.new_event_loop()
 
 
 # The load generator (run as a subprocess: --loadgen).
@@ -200,11 +193,11 @@ def main() -> int:
     parser.add_argument("--fleet", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.loadgen:
-        with asyncio.Runner(loop_factory=_new_loop) as runner:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
             print(json.dumps(runner.run(_loadgen(args.loadgen, args.seconds, args.clients, args.depth, 1.0))))
         return 0
     if args.fleet:
-        with asyncio.Runner(loop_factory=_new_loop) as runner:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
             print(json.dumps(runner.run(_fleet(args.fleet))))
         return 0
 

@@ -149,7 +149,7 @@ async def sweep_once(devices: Iterable[PlannedDevice], timeout: float,
 
 def run_sweep(devices: Iterable[PlannedDevice], timeout: float, concurrency: int) -> list[HealthResult]:
     """:func:`sweep_once` from synchronous code, on uvloop when available."""
-    from fleet.worker import new_event_loop
+    from cpppo.server.hosting import new_event_loop
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(sweep_once(list(devices), timeout, concurrency))
@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m fleet.health [--once] <state-dir>", file=sys.stderr)
         return 2
-    from fleet.worker import new_event_loop, raise_fd_limit
+    from cpppo.server.hosting import new_event_loop
+    from fleet.worker import raise_fd_limit
 
     raise_fd_limit()
     if once:

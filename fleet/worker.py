@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cpppo.server.hosting import new_event_loop
 from fleet.plan import PlannedDevice
 
 log = logging.getLogger("fleet.worker")
@@ -173,15 +174,6 @@ async def serve_spec(spec: dict[str, Any]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)
     await worker.run()
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop when it is installed, asyncio's otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,22 +15,19 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from fleet.backends.base import BackendError, StateDir
 from fleet.backends.lock import state_lock
-from fleet.backends.process import ProcessBackend
-from fleet.cli import app
-from fleet.config import load, parse
+from fleet.config import parse
 from fleet.plan import Plan, expand
 from fleet.report import device_reports
 from fleet.store import HealthResult, Store, open_store
+from tests.fleet_support import CliFleet, until
 from tests.support import ROOT, free_port, running
 
 RUN = 20 + os.getpid() % 200  # third octet of this run's addresses
@@ -68,50 +65,13 @@ registers = ["40001-40010=7"]
 """
 
 
-def until(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.1)
-
-
-class Fleet:
-    """A fleet file in a temp folder, driven through the CLI."""
-
-    def __init__(self, tmp: Path, block: int, state: Path | None = None) -> None:
-        self.path = tmp / "fleet.toml"
-        self.state = state or tmp / "state"
-        self.path.write_text(fleet_text(block, free_port(f"127.89.{RUN}.{16 * block + 1}")))
-        self.plan = expand(load(self.path))
-        self.backend = ProcessBackend(self.plan, self.state)
-
-    def invoke(self, *args: str, code: int | None = 0):  # -> click.testing.Result
-        result = CliRunner().invoke(app, [*args, str(self.path), "--state-dir", str(self.state)])
-        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-        if code is not None:
-            assert result.exit_code == code, result.output
-        assert "Traceback" not in result.output
-        return result
-
-    def cli(self, *args: str, code: int | None = 0) -> str:
-        """stdout and stderr, as a terminal shows them."""
-        return self.invoke(*args, code=code).output
-
-    def devices(self) -> dict[str, dict]:
-        status = json.loads(self.invoke("status", "--json", code=None).stdout)
-        return {d["name"]: d for d in status["devices"]}
-
-    def all_healthy(self) -> bool:
-        return all(d["state"] == "healthy" for d in self.devices().values())
-
-    def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-c", "import sys; from fleet.cli import main; sys.exit(main())",
-                *args, str(self.path), "--state-dir", str(self.state)]
+def small_fleet(tmp: Path, block: int, state: Path | None = None) -> CliFleet:
+    """A small Modbus fleet on 127.89.<run>.<16 * block + n>."""
+    return CliFleet(tmp, fleet_text(block, free_port(f"127.89.{RUN}.{16 * block + 1}")), state)
 
 
 @contextlib.contextmanager
-def brought_down(fleet: Fleet) -> Iterator[Fleet]:
+def brought_down(fleet: CliFleet) -> Iterator[CliFleet]:
     try:
         yield fleet
     finally:
@@ -136,7 +96,7 @@ def processes_mentioning(text: str) -> list[str]:
 
 @pytest.mark.slow
 def test_a_device_whose_port_is_taken_is_down_with_the_bind_error(tmp_path: Path) -> None:
-    with brought_down(Fleet(tmp_path, 1)) as fleet:
+    with brought_down(small_fleet(tmp_path, 1)) as fleet:
         pump2 = fleet.plan.device("pump2")
         argv = [sys.executable, "-c", SQUATTER, pump2.host, str(pump2.port)]
         with running(argv, listen=(pump2.host, pump2.port)):
@@ -152,7 +112,7 @@ def test_a_device_whose_port_is_taken_is_down_with_the_bind_error(tmp_path: Path
 
 
 def test_down_and_status_with_nothing_up(tmp_path: Path) -> None:
-    fleet = Fleet(tmp_path, 2)
+    fleet = small_fleet(tmp_path, 2)
     assert "is down" in fleet.cli("down")
     assert not fleet.state.exists()  # down makes nothing
     out = fleet.cli("status", code=1)
@@ -167,7 +127,7 @@ def test_down_and_status_with_nothing_up(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_two_ups_racing_one_waits_and_nothing_is_doubled(tmp_path: Path) -> None:
-    with brought_down(Fleet(tmp_path, 3)) as fleet:
+    with brought_down(small_fleet(tmp_path, 3)) as fleet:
         procs = [subprocess.Popen(fleet.argv("up", "--timeout", "30"), stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, cwd=ROOT, start_new_session=True)
                  for _ in range(2)]
@@ -195,7 +155,7 @@ def test_two_ups_racing_one_waits_and_nothing_is_doubled(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_a_deleted_health_database_is_started_afresh(tmp_path: Path) -> None:
-    with brought_down(Fleet(tmp_path, 4)) as fleet:
+    with brought_down(small_fleet(tmp_path, 4)) as fleet:
         fleet.cli("up")
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
@@ -207,7 +167,7 @@ def test_a_deleted_health_database_is_started_afresh(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_corrupt_health_database_is_said_and_put_aside(tmp_path: Path) -> None:
-    with brought_down(Fleet(tmp_path, 5)) as fleet:
+    with brought_down(small_fleet(tmp_path, 5)) as fleet:
         fleet.cli("up")
         database = fleet.state / "health.sqlite"
         database.write_bytes(b"this is not a database\n" * 200)
@@ -218,7 +178,7 @@ def test_a_corrupt_health_database_is_said_and_put_aside(tmp_path: Path) -> None
 
     # corrupt while down: `up` puts it aside and comes up
     database.write_bytes(b"\xff" * 4096)
-    fleet = Fleet(tmp_path, 5, state=fleet.state)
+    fleet = small_fleet(tmp_path, 5, state=fleet.state)
     with brought_down(fleet):
         assert "3/3 devices healthy" in fleet.cli("up")
 
@@ -247,7 +207,7 @@ def read_only_folder(tmp: Path) -> Iterator[Path]:
 
 def test_a_state_folder_on_a_read_only_path_is_a_one_line_error(tmp_path: Path) -> None:
     with read_only_folder(tmp_path) as folder:
-        fleet = Fleet(tmp_path, 6, state=folder / "state")
+        fleet = small_fleet(tmp_path, 6, state=folder / "state")
         out = fleet.cli("up", code=1)
         assert out.count("\n") == 1 and out.startswith("cpppo-fleet: ") and str(folder / "state") in out
         assert "Read-only file system" in out or "Permission denied" in out

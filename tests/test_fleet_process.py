@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from fleet.backends.process import ProcessBackend, _alive
-from fleet.cli import app
-from fleet.config import load
-from fleet.plan import expand
+from tests.fleet_support import CliFleet, until
 from tests.support import free_port
 
 pytestmark = pytest.mark.slow
@@ -55,56 +50,18 @@ identity = {{ product_name = "1756-L61/B LOGIX5561", serial_number = "0x77{{n:04
     return text
 
 
-def until(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.1)
-
-
-class Fleet:
-    """A fleet file in a temp folder, driven through the CLI; always brought down afterwards."""
-
-    def __init__(self, tmp: Path, octet: int) -> None:
-        self.path = tmp / "fleet.toml"
-        self.state = tmp / "state"
-        self.path.write_text(fleet_text(octet, free_port(f"127.77.{octet}.1")))
-        self.plan = expand(load(self.path))
-        self.backend = ProcessBackend(self.plan, self.state)
-        self.runner = CliRunner()
-
-    def cli(self, *args: str, code: int | None = 0) -> str:
-        result = self.runner.invoke(app, [*args, str(self.path), "--state-dir", str(self.state)])
-        if code is not None:
-            assert result.exit_code == code, result.output
-        return result.output
-
-    def status(self) -> dict:
-        return json.loads(self.cli("status", "--json", code=None))
-
-    def devices(self) -> dict[str, dict]:
-        return {d["name"]: d for d in self.status()["devices"]}
-
-    def all_healthy(self) -> bool:
-        status = self.status()
-        return status["healthy"] == status["total"]
-
-    def pids(self) -> dict[str, int]:
-        return {name: p.pid for name, p in self.backend.status().items()}
-
-
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
+def fleet(tmp_path: Path) -> Iterator[CliFleet]:
+    """A small fleet on 127.77.<octet>.x; always brought down afterwards."""
     octet = 100 + os.getpid() % 100
-    f = Fleet(tmp_path, octet)
+    f = CliFleet(tmp_path, fleet_text(octet, free_port(f"127.77.{octet}.1")))
     try:
         yield f
     finally:
         f.backend.down()
 
 
-def test_up_is_idempotent_recovers_from_sigkill_and_down_leaves_nothing(fleet: Fleet) -> None:
+def test_up_is_idempotent_recovers_from_sigkill_and_down_leaves_nothing(fleet: CliFleet) -> None:
     out = fleet.cli("up")
     assert "is up" in out and "cpppo-fleet status" in out and "cpppo-fleet down" in out
     status = fleet.status()
@@ -140,7 +97,7 @@ def test_up_is_idempotent_recovers_from_sigkill_and_down_leaves_nothing(fleet: F
     fleet.cli("status", code=1)
 
 
-def test_only_subset_then_converges_after_an_interrupted_up(fleet: Fleet) -> None:
+def test_only_subset_then_converges_after_an_interrupted_up(fleet: CliFleet) -> None:
     fleet.cli("up", "--only", "pump1")
     assert set(fleet.pids()) == {"w000", "health"}
     states = {n: d["state"] for n, d in fleet.devices().items()}
@@ -162,7 +119,7 @@ def test_only_subset_then_converges_after_an_interrupted_up(fleet: Fleet) -> Non
     until(fleet.all_healthy, what="all healthy after supervisord was killed")
 
 
-def test_a_device_that_stops_answering_is_marked_down_with_the_error(fleet: Fleet) -> None:
+def test_a_device_that_stops_answering_is_marked_down_with_the_error(fleet: CliFleet) -> None:
     fleet.cli("up")
     pid = fleet.pids()["w001"]  # pump3 (and line1 with ENIP)
     os.kill(pid, signal.SIGSTOP)  # alive and RUNNING for supervisord, but silent

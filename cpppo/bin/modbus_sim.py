@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from cpppo import log as cpppo_log
+from cpppo.server.hosting import new_event_loop
 
 __all__ = ["main", "parse_endpoint", "parse_units"]
 
@@ -125,14 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"modbus_sim: {exc}", file=sys.stderr)
         return 2
-    runner_args = {}
-    try:
-        import uvloop
-
-        runner_args["loop_factory"] = uvloop.new_event_loop
-    except ImportError:                     # pragma: no cover - uvloop is a dependency
-        pass
-    with asyncio.Runner(**runner_args) as runner:
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(_run(device, host, port, delay, settings, args.address))
 
 

@@ -20,7 +20,7 @@ import random
 import resource
 from collections.abc import Callable
 
-__all__ = ["Delay", "bind_error_text", "delay_seconds", "delay_source", "ensure_fd_limit", "install_uvloop",
+__all__ = ["Delay", "bind_error_text", "delay_seconds", "delay_source", "ensure_fd_limit", "new_event_loop",
            "parse_delay"]
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,11 @@ def ensure_fd_limit(needed: int) -> int:
     return needed
 
 
-def install_uvloop() -> bool:
-    """Use uvloop's event loop policy when uvloop is installed; True if it is in use."""
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A loop factory for ``asyncio.Runner``/``asyncio.run(..., loop_factory=)``: uvloop's
+    event loop where uvloop is installed (it answers several times faster), asyncio's otherwise."""
     try:
         import uvloop
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

@@ -27,8 +27,8 @@ __all__ = ["add_common", "connection_kwds", "gather", "positive_seconds", "run",
 log = logging.getLogger("enip.cli")
 
 
-def add_common(ap: argparse.ArgumentParser) -> None:
-    """The flags every EtherNet/IP client command shares."""
+def add_connection(ap: argparse.ArgumentParser) -> None:
+    """The flags saying how to reach a device: -v, -a, -u, -b, -t (every client command)."""
     ap.add_argument("-v", "--verbose", action="count", default=0, help="Display logging information")
     ap.add_argument("-a", "--address", default="localhost",
                     help="EtherNet/IP interface[:port] to connect to (default: localhost:44818); "
@@ -38,6 +38,11 @@ def add_common(ap: argparse.ArgumentParser) -> None:
                     help="Allow UDP/IP broadcast; gather replies from every responder until the timeout")
     ap.add_argument("-t", "--timeout", type=positive_seconds, default=5.0,
                     help="I/O timeout seconds (default: 5.0)")
+
+
+def add_common(ap: argparse.ArgumentParser) -> None:
+    """The flags enip_client and enip_get_attribute share."""
+    add_connection(ap)
     ap.add_argument("-r", "--repeat", type=int, default=1, help="Repeat the operations this many times")
     ap.add_argument("-d", "--depth", type=int, default=0, help="Pipelining depth (default: 0, synchronous)")
     ap.add_argument("-m", "--multiple", type=int, nargs="?", const=500, default=0,

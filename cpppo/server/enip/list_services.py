@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from cpppo.log import configure
-from cpppo.server.enip.client_cli import gather, positive_seconds, unreachable
+from cpppo.server.enip.client_cli import add_connection, gather, unreachable
 from cpppo.server.enip.client_wire import ENIPError
 
 __all__ = ["main"]
@@ -20,19 +20,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``enip_list_services``."""
     ap = argparse.ArgumentParser(prog="enip_list_services",
                                  description="List Services (by default) on an EtherNet/IP CIP Server.")
-    ap.add_argument("-v", "--verbose", action="count", default=0, help="Display logging information")
-    ap.add_argument("-a", "--address", default="localhost",
-                    help="EtherNet/IP interface[:port] to connect to (default: localhost:44818); "
-                         "with --broadcast, a comma-separated list is probed in turn")
-    ap.add_argument("-u", "--udp", action="store_true", help="Use UDP/IP queries (default: TCP/IP)")
-    ap.add_argument("-b", "--broadcast", action="store_true",
-                    help="Allow UDP/IP broadcast; gather all replies")
+    add_connection(ap)
     ap.add_argument("-i", "--list-identity", "--identity", dest="identity", action="store_true",
                     help="List Identity (default: False)")
     ap.add_argument("-I", "--list-interfaces", "--interfaces", dest="interfaces", action="store_true",
                     help="List Interfaces (default: False)")
-    ap.add_argument("-t", "--timeout", type=positive_seconds, default=5.0,
-                    help="Timeout seconds (default: 5.0)")
     args = ap.parse_args(argv)
     configure(args.verbose)
     requests = [("List Services", "list_services")]

@@ -25,7 +25,7 @@ from cpppo.server.enip.codec.epath import parse_route_path
 from cpppo.server.enip.device import Attribute, Device
 from cpppo.server.enip.server import Settings, serve
 from cpppo.server.enip.web import WebBindError, parse_web_address, serve_web
-from cpppo.server.hosting import bind_error_text, ensure_fd_limit, install_uvloop, parse_delay
+from cpppo.server.hosting import bind_error_text, ensure_fd_limit, new_event_loop, parse_delay
 
 __all__ = ["main", "parse_address", "parse_delay"]
 
@@ -176,9 +176,9 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
         return 2
     for line in device.describe():
         log.info("tag %s", line)
-    install_uvloop()
     try:
-        asyncio.run(run(device, host, port, delay, settings, web=web))
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(run(device, host, port, delay, settings, web=web))
     except WebBindError as exc:
         print(f"{prog}: error: {exc.strerror}", file=sys.stderr)
         return 1
