@@ -37,7 +37,7 @@ TAGS = ["SCADA[1]", "FLOAT"]
 
 UPSTREAM_SCRIPT = """
 import json, sys, time
-from cpppo.server.enip import client
+from cpppo.enip.client import connector as client
 host, port, ops = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 tags = ["SCADA[1]", "FLOAT"] * (ops // 2)
 out = {}
@@ -54,8 +54,8 @@ print(json.dumps(out))
 
 MANY_SERVER_SCRIPT = """
 import asyncio, json, resource, sys
-from cpppo.server.enip.device import Device
-from cpppo.server.enip.server import serve
+from cpppo.enip.device.model import Device
+from cpppo.enip.server.transport import serve
 count = int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
 async def main():
@@ -75,7 +75,7 @@ except ImportError:
 
 
 def ours_client(port: int, ops: int) -> dict[str, float]:
-    from cpppo.server.enip import client
+    from cpppo.enip.client import connector as client
     out = {}
     with client.connector(host=HOST, port=port, timeout=10.0) as conn:
         for name, kwds in (("sync", {"depth": 1, "multiple": 0}),
@@ -130,7 +130,7 @@ def upstream_client(port: int, ops: int) -> dict[str, float] | None:
 def server_argv(port: int) -> tuple[list[str], str]:
     tags = ["SCADA=INT[1000]", "FLOAT=REAL"]
     try:
-        import cpppo.server.enip.server  # noqa: F401
+        import cpppo.enip.server.transport  # noqa: F401
         return python_module("cpppo.server.enip", "-a", f"{HOST}:{port}", *tags), "ours"
     except ImportError:
         from tests.upstream import upstream_python
@@ -162,7 +162,7 @@ def bench_one_server(args: argparse.Namespace) -> None:
 
 
 async def poll_all(ports: list[int]) -> tuple[float, int]:
-    from cpppo.server.enip.aclient import AsyncClient
+    from cpppo.enip.client.aclient import AsyncClient
 
     async def one(port: int) -> bool:
         async with AsyncClient(HOST, port, timeout=10.0) as c:
@@ -178,9 +178,9 @@ def bench_many_devices(args: argparse.Namespace) -> None:
     print(f"\n2. asyncio client polling {args.devices} devices once each (connect, register, "
           "List Identity, read SCADA[0-9], close), all concurrently")
     try:
-        import cpppo.server.enip.server  # noqa: F401
+        import cpppo.enip.server.transport  # noqa: F401
     except ImportError:
-        print("skipped: our ENIP server (cpppo.server.enip.server.serve) is not built yet")
+        print("skipped: our ENIP server (cpppo.enip.server.transport.serve) is not built yet")
         return
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cpppo.server.enip.codec import cip, cpf, encapsulation, epath, logix  # noqa: E402
+from cpppo.enip.codec import cip, cpf, encapsulation, epath, logix  # noqa: E402
 from tests.support import free_port, python_module, running  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -131,8 +131,8 @@ def rss_kb() -> int:
 
 def many_devices(count: int) -> dict:
     """Run in a fresh process: serve ``count`` devices, report start time and RSS growth."""
-    from cpppo.server.enip.device import Device
-    from cpppo.server.enip.server import serve
+    from cpppo.enip.device.model import Device
+    from cpppo.enip.server.transport import serve
     from cpppo.server.hosting import ensure_fd_limit, new_event_loop
 
     ensure_fd_limit(2 * count + 256)

@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
 
-from fleet.backends.docker import DockerBackend  # noqa: E402
-from fleet.backends.docker_image import build_device_image, build_upstream_image  # noqa: E402
+from fleet.backends.docker.backend import DockerBackend  # noqa: E402
+from fleet.backends.docker.image import build_device_image, build_upstream_image  # noqa: E402
 from fleet.config import parse  # noqa: E402
 from fleet.health import run_sweep  # noqa: E402
 from fleet.plan import PlannedDevice, expand  # noqa: E402

@@ -77,7 +77,7 @@ class Poller:
         client = self.clients.get(device.name)
         if client is None:
             if device.kind == "enip":
-                from cpppo.server.enip.aclient import AsyncClient
+                from cpppo.enip.client.aclient import AsyncClient
 
                 client = AsyncClient(device.host, device.port, timeout=self.timeout,
                                      **enip_route(device))

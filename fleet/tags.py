@@ -1,6 +1,6 @@
 """Light validation of ``enip_server`` tag specs (``SCADA=INT[1000]``, ``F@22/1/3=REAL``) for
 fleet.toml, without importing the ENIP server: the worker hands the specs verbatim to
-``cpppo.server.enip.device.Device.from_specs``, which remains the authority."""
+``cpppo.enip.device.model.Device.from_specs``, which remains the authority."""
 
 from __future__ import annotations
 

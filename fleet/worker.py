@@ -3,8 +3,8 @@
 Run as ``python -m fleet.worker <worker-spec.json>`` (the process backend's supervisord does).
 The spec, written by the backend, names the worker, the state folder and the devices (each a
 ``fleet.plan.PlannedDevice``).  Every device is served through the protocol libraries'
-many-devices-in-one-process APIs: ``cpppo.server.enip.device.Device.from_specs`` +
-``cpppo.server.enip.server.serve`` and ``cpppo.modbus.device.ModbusDevice.from_specs`` +
+many-devices-in-one-process APIs: ``cpppo.enip.device.model.Device.from_specs`` +
+``cpppo.enip.server.transport.serve`` and ``cpppo.modbus.device.ModbusDevice.from_specs`` +
 ``cpppo.modbus.server.serve``.  A device that cannot be served (its address is taken, say)
 is logged, recorded in the state database (``status`` shows why it is down) and retried every
 few seconds while the others keep running.  SIGTERM closes all.
@@ -48,7 +48,7 @@ def raise_fd_limit() -> int:
 def build(device: PlannedDevice) -> Any:
     """The device model for a planned device (ValueError for a bad spec)."""
     if device.kind == "enip":
-        from cpppo.server.enip.device import Device
+        from cpppo.enip.device.model import Device
 
         return Device.from_specs(list(device.specs), identity=device.identity_dict,
                                  route_path=device.route_path, simple=device.simple)
@@ -62,7 +62,7 @@ async def start(device: PlannedDevice) -> Any:
     """Serve one device; returns the server handle (``close()``, ``wait_closed()``)."""
     model = build(device)
     if device.kind == "enip":
-        from cpppo.server.enip.server import serve
+        from cpppo.enip.server.transport import serve
 
         return await serve(model, host=device.host, port=device.port, udp=True, delay=device.delay)
     from cpppo.modbus.server import serve as serve_modbus

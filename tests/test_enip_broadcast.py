@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from cpppo.server.enip.codec import cpf, encapsulation
-from cpppo.server.enip.codec.encapsulation import Command
+from cpppo.enip.codec import cpf, encapsulation
+from cpppo.enip.codec.encapsulation import Command
 from tests.support import python_module, running
 
 pytestmark = pytest.mark.root

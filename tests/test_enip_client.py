@@ -14,9 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpppo.server.enip import client, client_ops
-from cpppo.server.enip.client_ops import OperationError, format_path, parse_route_path
-from cpppo.server.enip.codec import encapsulation
+from cpppo.enip.client import connector
+from cpppo.enip.client import operations as client_ops
+from cpppo.enip.client.operations import OperationError, format_path, parse_route_path
+from cpppo.enip.codec import encapsulation
+from cpppo.server.enip import client
 from tests.support import free_port, python_module, running
 
 TAGS = ["SCADA=INT[1000]", "TEXT=SSTRING[10]", "FLOAT=REAL", "Motor_Velocity@0x93/3/10=REAL"]
@@ -213,7 +215,7 @@ def test_list_identity_services_interfaces(upstream_server, capsys) -> None:
     host, port = upstream_server
     for udp in (False, True):
         with client.client(host=host, port=port, udp=udp, timeout=5.0) as conn:
-            ident = client.identity(conn, timeout=5.0)
+            ident = connector.identity(conn, timeout=5.0)
             assert ident.product_name == "1756-L61/B LOGIX5561" and ident.vendor_id == 1
             conn.list_services(timeout=5.0)
             rpy, _ = client.await_response(conn, timeout=5.0)
@@ -288,8 +290,8 @@ def test_register_timeout_and_refused() -> None:
 # --- the client's hot-path framing equals the codec's ------------------------------------
 
 def test_fast_framing_matches_codec() -> None:
-    from cpppo.server.enip import client_wire as wire
-    from cpppo.server.enip.codec import cip, cpf, epath
+    from cpppo.enip.client import wire
+    from cpppo.enip.codec import cip, cpf, epath
 
     route = parse_route_path('["1/3", {"port":2,"link":"1.2.3.4"}]')
     request = wire.cip_request(wire.READ_TAG, [{"symbolic": "SCADA"}, {"element": 3}], b"\x01\x00")

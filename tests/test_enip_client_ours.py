@@ -11,12 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from cpppo.enip.client.aclient import AsyncClient, ENIPConnectionError, ENIPError, ENIPStatusError
 from cpppo.server.enip import client
-from cpppo.server.enip.aclient import AsyncClient, ENIPConnectionError, ENIPError, ENIPStatusError
 from tests.support import free_port
 
-device_mod = pytest.importorskip("cpppo.server.enip.device", reason="our ENIP server is not built yet")
-server_mod = pytest.importorskip("cpppo.server.enip.server", reason="our ENIP server is not built yet")
+device_mod = pytest.importorskip("cpppo.enip.device.model", reason="our ENIP server is not built yet")
+server_mod = pytest.importorskip("cpppo.enip.server.transport", reason="our ENIP server is not built yet")
 
 SPECS = ["Tag=DINT[10]", "SCADA=INT[1000]", "TEXT=SSTRING[10]", "FLOAT=REAL", "Motor_Velocity@0x93/3/10=REAL"]
 
@@ -177,8 +177,8 @@ def test_pipeline_against_a_slow_server() -> None:
 
 
 def test_thruput_and_list_services_commands(ours, capsys) -> None:
-    from cpppo.server.enip import list_services, thruput
-
+    from cpppo.enip.cli import list_services
+    from cpppo.server.enip import thruput
     host, port = ours
     assert thruput.main(["-a", f"{host}:{port}", "-q", "SCADA[1]", "FLOAT", "--repeat", "25", "--depth", "5",
                          "--multiple", "250"]) == 0

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from cpppo.enip.client import poll as poll_engine
 from cpppo.server.enip import client, poll
 from cpppo.server.enip.ab import powerflex_750_series
 from cpppo.server.enip.get_attribute import attribute_operations, proxy, proxy_simple
@@ -218,7 +219,7 @@ clock = _FakeClock()
 
 
 def test_poll_exponential_backoff_is_deterministic(monkeypatch) -> None:
-    monkeypatch.setattr(poll, "time", clock)
+    monkeypatch.setattr(poll_engine, "time", clock)
     via = _FlakyProxy(failures=6)
     seen: list = []
 
@@ -237,7 +238,7 @@ def test_poll_exponential_backoff_is_deterministic(monkeypatch) -> None:
 
 
 def test_a_short_typed_reply_names_the_missing_field():
-    from cpppo.server.enip.get_attribute import _decode_typed
+    from cpppo.enip.client.proxy import _decode_typed
 
     assert _decode_typed([1, 0, 2, 0], ["INT", "INT"]) == [1, 2]
     with pytest.raises(ValueError, match=r"reply of 3 bytes ends before its INT at offset 2"):

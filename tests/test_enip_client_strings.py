@@ -11,13 +11,13 @@ import struct
 
 import pytest
 
+from cpppo.enip.client import wire
+from cpppo.enip.client.aclient import AsyncClient, ENIPStatusError
+from cpppo.enip.client.operations import LOGIX_STRING_TYPE, OperationError
+from cpppo.enip.client.proxy import attribute_operations
+from cpppo.enip.device.model import Device
+from cpppo.enip.server.background import serve_in_thread
 from cpppo.server.enip import client
-from cpppo.server.enip import client_wire as wire
-from cpppo.server.enip.aclient import AsyncClient, ENIPStatusError
-from cpppo.server.enip.background import serve_in_thread
-from cpppo.server.enip.client_ops import LOGIX_STRING_TYPE, OperationError
-from cpppo.server.enip.device import Device
-from cpppo.server.enip.get_attribute import attribute_operations
 from tests.support import free_port, python_module, running
 
 TAGS = ["TEXT=STRING[3]", "BIG=STRING[20]", "SHORT=SSTRING[2]", "COUNT=INT"]

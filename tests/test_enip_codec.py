@@ -8,9 +8,9 @@ import struct
 
 import pytest
 
-from cpppo.server.enip.codec import CodecError, cip, cpf, encapsulation, epath, logix
-from cpppo.server.enip.codec import types as cip_types
-from cpppo.server.enip.codec.epath import Data, Key, Logical, Port, Symbolic
+from cpppo.enip.codec import CodecError, cip, cpf, encapsulation, epath, logix
+from cpppo.enip.codec import types as cip_types
+from cpppo.enip.codec.epath import Data, Key, Logical, Port, Symbolic
 
 CTX = b"abcdefgh"
 

@@ -13,12 +13,12 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpppo.server.enip.background import serve_in_thread
-from cpppo.server.enip.codec import CodecError, cip, cpf, encapsulation, epath, logix
-from cpppo.server.enip.codec import types as cip_types
-from cpppo.server.enip.codec.epath import Logical, Port, Symbolic
-from cpppo.server.enip.device import Device
-from cpppo.server.enip.dispatch import Dispatcher, Session
+from cpppo.enip.codec import CodecError, cip, cpf, encapsulation, epath, logix
+from cpppo.enip.codec import types as cip_types
+from cpppo.enip.codec.epath import Logical, Port, Symbolic
+from cpppo.enip.device.dispatch import Dispatcher, Session
+from cpppo.enip.device.model import Device
+from cpppo.enip.server.background import serve_in_thread
 from tests.test_enip_server import Wire, read
 
 DECODERS = [

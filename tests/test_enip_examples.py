@@ -16,16 +16,17 @@ from pathlib import Path
 import pytest
 
 from cpppo.dotdict import dotdict
+from cpppo.enip.cli import poll as poll_cli
+from cpppo.enip.codec.errors import CodecError
+from cpppo.enip.codec.tcpip import decode_tcpip
 from cpppo.server import enip
-from cpppo.server.enip import client, get_attribute, list_identity_simple, poll_cli, powerflex_motor_velocity
+from cpppo.server.enip import client, get_attribute, list_identity_simple, powerflex_motor_velocity
 from cpppo.server.enip import io as io_example
 from cpppo.server.enip.ab import powerflex_750_series
-from cpppo.server.enip.codec.errors import CodecError
-from cpppo.server.enip.codec.tcpip import decode_tcpip
 from tests.support import free_port, python_module, running
 
-device_mod = pytest.importorskip("cpppo.server.enip.device", reason="our ENIP server is not built yet")
-background = pytest.importorskip("cpppo.server.enip.background", reason="our ENIP server is not built yet")
+device_mod = pytest.importorskip("cpppo.enip.device.model", reason="our ENIP server is not built yet")
+background = pytest.importorskip("cpppo.enip.server.background", reason="our ENIP server is not built yet")
 
 SPECS = ["Tag=DINT[10]", "SCADA=INT[1000]", "TEXT=SSTRING[10]", "FLOAT@22/1/3=REAL",
          "Motor_Velocity@0x93/3/10=REAL", "Volume=REAL", "Temperature=REAL"]
@@ -100,9 +101,8 @@ def powerflex_sim() -> Iterator[str]:
 
 def test_poll_test_help_shows_tags_as_optional(capsys) -> None:
     """poll_test brings its own parameters: extra TAG arguments are optional."""
-    from cpppo.server.enip import main as enip_server
+    from cpppo.enip.cli import server as enip_server
     from cpppo.server.enip import poll_test
-
     with pytest.raises(SystemExit) as done:
         poll_test.main(["--help"])
     usage = capsys.readouterr().out
@@ -398,7 +398,6 @@ def test_client_route_and_send_paths(server, flags, ok, capsys) -> None:
 def test_thruput_spec_command_lines(ours, capsys) -> None:
     """2.1.5: ``thruput -a <host> Volume Temperature --repeat 25`` with more --depth and --multiple."""
     from cpppo.server.enip import thruput
-
     summaries = []
     for extra in ([], ["--depth", "20"], ["--depth", "20", "--multiple", "250"]):
         assert thruput.main(["-a", ours, "Volume", "Temperature", "--repeat", "25", *extra]) == 0

@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from cpppo.server.enip.background import serve_in_thread
-from cpppo.server.enip.device import Device
+from cpppo.enip.device.model import Device
+from cpppo.enip.server.background import serve_in_thread
 from tests.support import python_module
 
 pytestmark = pytest.mark.interop

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from cpppo.server.enip.background import serve_in_thread
-from cpppo.server.enip.codec import cip, cpf, encapsulation, logix
-from cpppo.server.enip.codec.encapsulation import Command
-from cpppo.server.enip.codec.epath import Logical, Port, Symbolic
-from cpppo.server.enip.device import Device
-from cpppo.server.enip.server import Settings
+from cpppo.enip.codec import cip, cpf, encapsulation, logix
+from cpppo.enip.codec.encapsulation import Command
+from cpppo.enip.codec.epath import Logical, Port, Symbolic
+from cpppo.enip.device.model import Device
+from cpppo.enip.server.background import serve_in_thread
+from cpppo.enip.server.transport import Settings
 
 BACKPLANE = (Port(1, 0),)
 TAGS = ["SCADA=INT[1000]", "Motor_Speed=REAL", "Tag@22/1/1=DINT[4]", "Text=STRING[2]", "Short=SSTRING[3]",
@@ -321,7 +321,7 @@ def test_device_from_specs_errors():
 def test_many_devices_in_one_process():
     import asyncio
 
-    from cpppo.server.enip.server import serve
+    from cpppo.enip.server.transport import serve
 
     async def scenario() -> list[tuple[int, bytes]]:
         servers = []

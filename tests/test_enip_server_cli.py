@@ -10,12 +10,12 @@ import threading
 
 import pytest
 
+from cpppo.enip.cli.server import parse_address, parse_delay
+from cpppo.enip.codec import cip
+from cpppo.enip.device import config as enip_config
+from cpppo.enip.device.model import Attribute, Device
+from cpppo.enip.server.background import serve_in_thread
 from cpppo.history import read_history
-from cpppo.server.enip import config as enip_config
-from cpppo.server.enip.background import serve_in_thread
-from cpppo.server.enip.codec import cip
-from cpppo.server.enip.device import Attribute, Device
-from cpppo.server.enip.main import parse_address, parse_delay
 from tests.support import free_port, python_module, running
 from tests.test_enip_server import Wire, attribute, read, write
 
@@ -187,7 +187,6 @@ def test_cli_help_and_module_entry():
 def test_spec_weather_style_attribute():
     """The spec 2.1.3 example's shape: read-only values computed per read, typed by parser."""
     from cpppo.server.enip import REAL
-
     class Weather(Attribute):
         def __getitem__(self, key):
             temperature = (float if isinstance(self.parser, REAL) else int)(21.5)

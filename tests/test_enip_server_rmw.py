@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cpppo.server.enip.background import serve_in_thread
-from cpppo.server.enip.codec import CodecError, cip, logix
-from cpppo.server.enip.codec.epath import Logical, Symbolic
-from cpppo.server.enip.device import Attribute, Device
-from cpppo.server.enip.dispatch import Dispatcher, Session
-from cpppo.server.enip.services import PROGRAM_SYMBOL_TYPE
+from cpppo.enip.codec import CodecError, cip, logix
+from cpppo.enip.codec.epath import Logical, Symbolic
+from cpppo.enip.device.dispatch import Dispatcher, Session
+from cpppo.enip.device.model import Attribute, Device
+from cpppo.enip.device.services import PROGRAM_SYMBOL_TYPE
+from cpppo.enip.server.background import serve_in_thread
 from tests.test_enip_server import Wire
 
 RMW = cip.Service.READ_MODIFY_WRITE_TAG

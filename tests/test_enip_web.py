@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
+from cpppo.enip.device.model import Device
+from cpppo.enip.server.transport import ServerHandle, serve
+from cpppo.enip.web import WebHandle, serve_web
 from cpppo.server.enip import client
-from cpppo.server.enip.device import Device
-from cpppo.server.enip.server import ServerHandle, serve
-from cpppo.server.enip.web import WebHandle, serve_web
 from tests.support import free_port, python_module, running
 
 SPECS = ["SCADA=INT[1000]", "FLOAT=REAL", "TEXT=SSTRING[4]", "FLAG=BOOL"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from fleet.backends.base import HEALTH_PROGRAM
-from fleet.backends.docker import DockerBackend
+from fleet.backends.docker.backend import DockerBackend
 from fleet.config import parse
 from fleet.health import run_sweep
 from fleet.plan import Plan, expand
@@ -110,7 +110,7 @@ def wait_all_healthy(devices, timeout: float = 60.0) -> list:
 @pytest.fixture(scope="session")
 def device_image(docker_client) -> str:
     """The device image for the current sources, built once per session (cached afterwards)."""
-    from fleet.backends.docker_image import build_device_image
+    from fleet.backends.docker.image import build_device_image
 
     return build_device_image(docker_client)
 
@@ -152,7 +152,7 @@ def test_up_gives_every_device_its_own_container_and_address(bridge_fleet) -> No
         host = info["HostConfig"]
         assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"] and host["Memory"] == 64 * 2**20
         assert host["RestartPolicy"]["Name"] == "unless-stopped"
-        assert info["Config"]["Healthcheck"]["Test"][-1] == "fleet.backends.docker_probe"
+        assert info["Config"]["Healthcheck"]["Test"][-1] == "fleet.backends.docker.probe"
 
 
 def test_up_again_keeps_the_containers(bridge_fleet) -> None:
@@ -246,7 +246,7 @@ def test_testinfra_sees_the_simulator_as_non_root_listening(bridge_fleet) -> Non
         container = backend._listed()[device.worker]["Id"]
         host = testinfra.get_host(f"docker://{container}")
         main = host.process.get(pid=1)
-        assert main.user == "fleet" and "fleet.backends.docker_entry" in main.args
+        assert main.user == "fleet" and "fleet.backends.docker.entry" in main.args
         assert host.user().name == "fleet"
         assert host.socket(f"tcp://{device.host}:{device.port}").is_listening
         if device.kind == "enip":
@@ -278,7 +278,7 @@ def test_a_container_of_several_devices_serves_each_at_its_own_address(docker_cl
         assert all(r.ok for r in wait_all_healthy(applied.devices)), "not every device answers"
         container = backend._listed()["w000"]["Id"]
         top = backend.api.top(container, ps_args="-o user,pid,args")
-        users = {row[0] for row in top["Processes"] if "docker_entry" in row[-1]}
+        users = {row[0] for row in top["Processes"] if "fleet.backends.docker.entry" in row[-1]}
         assert users in ({"fleet"}, {"10001"})  # root only long enough to add the addresses
         backend.restart(["w000"])  # the addresses are added again in a fresh network namespace
         assert all(r.ok for r in wait_all_healthy(applied.devices))

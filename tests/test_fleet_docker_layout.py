@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from fleet.backends.base import BackendError
-from fleet.backends.docker_layout import containers, networks
+from fleet.backends.docker.layout import containers, networks
 from fleet.config import ConfigError, parse
 from fleet.plan import expand
 

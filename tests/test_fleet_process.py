@@ -17,7 +17,7 @@ from tests.support import free_port
 pytestmark = pytest.mark.slow
 
 HAVE_ENIP = all(importlib.util.find_spec(m) is not None for m in
-                ("cpppo.server.enip.server", "cpppo.server.enip.aclient"))
+                ("cpppo.enip.server.transport", "cpppo.enip.client.aclient"))
 
 
 def fleet_text(octet: int, port: int, enip: bool = HAVE_ENIP) -> str:

@@ -18,7 +18,7 @@ def make_backend(plan: Plan, state_dir: Path) -> Backend:
 
         return ProcessBackend(plan, state_dir)
     if plan.fleet.backend == "docker":
-        from fleet.backends.docker import DockerBackend
+        from fleet.backends.docker.backend import DockerBackend
 
         return DockerBackend(plan, state_dir)
     raise BackendError(f"backend {plan.fleet.backend!r} is not available yet (use backend = \"process\")")

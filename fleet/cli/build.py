@@ -23,7 +23,7 @@ def build(base: str = BASE, upstream: bool = UPSTREAM, quiet: bool = QUIET) -> N
     import docker
 
     from fleet.backends.base import BackendError
-    from fleet.backends.docker_image import build_device_image, build_upstream_image
+    from fleet.backends.docker.image import build_device_image, build_upstream_image
 
     def log(line: str) -> None:
         if not quiet:

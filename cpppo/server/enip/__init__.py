@@ -3,7 +3,7 @@
 The CIP types are importable from here, as the spec's customisation examples do
 (``from cpppo.server.enip import device, REAL``)."""
 
-from cpppo.server.enip.codec.types import (
+from cpppo.enip.codec.types import (
     BOOL,
     DINT,
     INT,

@@ -1,5 +1,5 @@
 """``python -m cpppo.server.enip``: the EtherNet/IP controller simulator."""
 
-from cpppo.server.enip.main import main
+from cpppo.enip.cli.server import main
 
 raise SystemExit(main())

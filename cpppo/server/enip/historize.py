@@ -10,7 +10,7 @@ Each record's name is ``[<tag>, [<first>, <last>]]`` (the element range) and its
 
 It is also the example of a custom ``device.Attribute``: override ``__getitem__`` /
 ``__setitem__``, call ``super()`` for the stored values, and pass the class to
-``cpppo.server.enip.main.main(attribute_class=...)``.
+``cpppo.enip.cli.server.main(attribute_class=...)``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cpppo.enip.cli.server import main as enip_main
+from cpppo.enip.device.model import Attribute
 from cpppo.history import HistoryWriter
-from cpppo.server.enip.device import Attribute
-from cpppo.server.enip.main import main as enip_main
 
 __all__ = ["historizing_attribute", "main"]
 

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import cpppo
+from cpppo.enip.client.connection import parse_address
 from cpppo.server.enip import poll
 from cpppo.server.enip.ab import powerflex_750_series as device
-from cpppo.server.enip.client_socket import parse_address
 
 # (cycle seconds, parameters) per polling thread
 SCHEDULE = [(0.5, ["Output Frequency"]), (1.0, ["Output Current", "Motor Velocity"]),

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from cpppo.server.enip.device import Device
-from cpppo.server.enip.main import main as enip_main
+from cpppo.enip.cli.server import main as enip_main
+from cpppo.enip.device.model import Device
 
 __all__ = ["IDENTITY", "PARAMETERS", "main"]
 

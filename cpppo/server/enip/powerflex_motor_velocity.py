@@ -15,8 +15,8 @@ import time
 from collections.abc import Sequence
 
 import cpppo
+from cpppo.enip.client.connection import parse_address
 from cpppo.server.enip.ab import powerflex_750_series as device
-from cpppo.server.enip.client_socket import parse_address
 
 __all__ = ["main"]
 

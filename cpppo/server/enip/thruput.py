@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 import cpppo
+from cpppo.enip.cli.client import positive_seconds, unreachable
+from cpppo.enip.client.connection import parse_address
 from cpppo.server.enip import client
-from cpppo.server.enip.client_cli import positive_seconds, unreachable
-from cpppo.server.enip.client_socket import parse_address
 
 __all__ = ["main"]
 

@@ -1,0 +1,13 @@
+"""EtherNet/IP CIP, in stack order.
+
+- :mod:`cpppo.enip.codec`: sans-IO encapsulation, CPF, EPATH, CIP, Logix and data-type records;
+- :mod:`cpppo.enip.device`: the controller model (objects, attributes, tags) and the request
+  dispatch that answers CIP requests against it, knowing nothing of sockets;
+- :mod:`cpppo.enip.server`: the asyncio TCP/UDP transport serving devices;
+- :mod:`cpppo.enip.client`: the clients (blocking and asyncio) and the proxies;
+- :mod:`cpppo.enip.cli`: the command lines (``enip_server``, ``enip_client``, ...);
+- :mod:`cpppo.enip.web`: the simulator's web API.
+
+The paths the upstream spec shows (``cpppo.server.enip.client``, ``.get_attribute``, ``.poll``,
+``.main``, ``.device``, ...) are thin re-exports of these; nothing in the package imports them.
+"""

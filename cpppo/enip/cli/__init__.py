@@ -1,0 +1,1 @@
+"""EtherNet/IP cli layer: see :mod:`cpppo.enip`."""

@@ -1,0 +1,195 @@
+"""`enip_server` / ``python -m cpppo.server.enip``: the EtherNet/IP controller simulator.
+
+    enip_server [-a [<interface>][:<port>]] [-v...] [-d #.#[-#.#]] [-w [<interface>]:<port>]
+                [-l <file>] [-p|--no-print]
+                [--route-path <path>|false] [-S] [-c <file>] <name>[@<cls>/<inst>/<attr>]=<TYPE>[<n>] ...
+
+``main(argv, attribute_class=...)`` runs the server with a custom ``device.Attribute``
+subclass (spec 2.1.3); it returns the exit status when the server stops (SIGINT/SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cpppo.log
+from cpppo.enip.codec.epath import parse_route_path
+from cpppo.enip.device import config as enip_config
+from cpppo.enip.device.model import Attribute, Device
+from cpppo.enip.server.transport import Settings, serve
+from cpppo.enip.web import WebBindError, parse_web_address, serve_web
+from cpppo.server.hosting import bind_error_text, ensure_fd_limit, new_event_loop, parse_delay
+
+__all__ = ["main", "parse_address", "parse_delay"]
+
+log = logging.getLogger("enip.main")
+DEFAULT_PORT = 44818
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``[<interface>][:<port>]`` -> (host, port); '' host means all interfaces."""
+    host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
+    try:
+        port = int(port_text) if port_text else DEFAULT_PORT
+    except ValueError:
+        raise ValueError(f"bad --address {text!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"bad --address {text!r}: port must be 0-65535")
+    return host.strip("[]"), port
+
+
+def build_parser(prog: str = "enip_server", tags_required: bool = True) -> argparse.ArgumentParser:
+    """The flags of ``enip_server``; ``tags_required=False`` for a simulator that brings its
+    own tags (``poll_test``), so that TAG arguments are optional extras."""
+    ap = _OneLineParser(prog=prog, description="EtherNet/IP CIP controller simulator (Logix tags).")
+    ap.add_argument("-a", "--address", default=f":{DEFAULT_PORT}",
+                    help="[<interface>][:<port>] to bind (default: all interfaces, port 44818)")
+    ap.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
+    ap.add_argument("-d", "--delay", help="delay every reply: #.# seconds, or a random #.#-#.# range")
+    ap.add_argument("-w", "--web", default=None, metavar="[<interface>]:<port>",
+                    help="serve the web API (http://<interface>:<port>/api) there")
+    ap.add_argument("-l", "--log", help="log to this file (rotating, 10 MB x 5)")
+    ap.add_argument("-p", "--print", dest="print", action="store_true", default=False,
+                    help="print a line for every tag read/write")
+    ap.add_argument("--no-print", dest="print", action="store_false", help="do not print I/O (the default)")
+    ap.add_argument("--route-path", default=None,
+                    help="required Unconnected Send route path: <port>/<link>, JSON, or false/0 for none")
+    ap.add_argument("-S", "--simple", action="store_true", help="a simple non-routing device (no route path)")
+    ap.add_argument("-c", "--config", action="append", default=[], help="extra cpppo.cfg file (repeatable)")
+    ap.add_argument("--max-connections", type=int, default=Settings.max_connections,
+                    help=f"concurrent TCP connections (default {Settings.max_connections})")
+    ap.add_argument("--idle-timeout", type=float, default=Settings.idle_timeout,
+                    help=f"close TCP connections idle this long, seconds (default {Settings.idle_timeout:g})")
+    ap.add_argument("--max-payload", type=int, default=Settings.max_payload,
+                    help=f"largest encapsulation payload accepted (default {Settings.max_payload})")
+    ap.add_argument("tags", nargs="+" if tags_required else "*", metavar="TAG",
+                    help="<name>[@<class>/<inst>/<attr>]=<TYPE>[<length>]"
+                         + ("" if tags_required else " (optional: extra tags)"))
+    return ap
+
+
+def printing_attribute(base: type[Attribute], stream: Any = None) -> type[Attribute]:
+    """A subclass of ``base`` that prints every read and write (``--print``)."""
+
+    class PrintingAttribute(base):  # type: ignore[valid-type, misc]
+        def __getitem__(self, key: int | slice) -> Any:
+            value = super().__getitem__(key)
+            print(f"{self.name:<24} {_key(key):<12} == {value!r}", file=stream or sys.stdout, flush=True)
+            return value
+
+        def __setitem__(self, key: int | slice, value: Any) -> None:
+            super().__setitem__(key, value)
+            print(f"{self.name:<24} {_key(key):<12} <= {value!r}", file=stream or sys.stdout, flush=True)
+
+    return PrintingAttribute
+
+
+def _key(key: int | slice) -> str:
+    if isinstance(key, slice):
+        return f"[{key.start or 0}-{(key.stop or 1) - 1}]"
+    return f"[{key}]"
+
+
+def make_device(args: argparse.Namespace, attribute_class: type[Attribute],
+                identity_defaults: dict[str, Any] | None = None) -> Device:
+    """The Device the parsed arguments describe (raises ValueError / ConfigError naming the cause)."""
+    cfg = enip_config.load(args.config)
+    identity = {**(identity_defaults or {}), **cfg.identity}
+    if cfg.files:
+        log.log(cpppo.log.NORMAL, "Loaded config files: %s", cfg.files)
+    route_path = parse_route_path(args.route_path) if args.route_path is not None else None
+    if args.print:
+        attribute_class = printing_attribute(attribute_class)
+    try:
+        return Device.from_specs(args.tags, identity, tcpip=cfg.tcpip, route_path=route_path,
+                                 simple=args.simple, attribute_class=attribute_class)
+    except ValueError as exc:
+        if cfg.files and not str(exc).startswith("bad tag spec"):
+            raise ValueError(f"{', '.join(cfg.files)}: {exc}") from None
+        raise
+
+
+async def run(device: Device, host: str, port: int, delay: Any, settings: Settings,
+              stop: asyncio.Event | None = None, web: tuple[str, int] | None = None) -> None:
+    """Serve ``device`` until ``stop`` is set (or SIGINT/SIGTERM, or the web API's
+    server/control/done); ``web``: (host, port) of the web API, if wanted."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+    server = await serve(device, host, port, udp=True, delay=delay, settings=settings)
+    log.log(cpppo.log.NORMAL, "EtherNet/IP simulator serving %d tags on %s:%d", len(device.tags),
+            host or "0.0.0.0", server.port)
+    web_api = None
+    try:
+        if web is not None:
+            web_api = await serve_web(device, server, *web, on_done=stop.set)
+            log.log(cpppo.log.NORMAL, "web API on http://%s:%d/api", web_api.host, web_api.port)
+        await stop.wait()
+    finally:
+        if web_api is not None:
+            web_api.close()
+            await web_api.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+
+def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = Attribute,
+         prog: str = "enip_server", *, identity: dict[str, Any] | None = None,
+         customize: Callable[[Device], None] | None = None, tags_required: bool = True,
+         **_ignored: Any) -> int:
+    """Entry point of `enip_server`.
+
+    ``attribute_class``: the Attribute subclass every tag is made of (spec 2.1.3);
+    ``identity``: identity defaults (cpppo.cfg still overrides them); ``customize``: called
+    with the Device before serving, to add or adjust objects; ``tags_required=False``: TAG
+    arguments are optional (the caller's ``argv`` brings its own)."""
+    args = build_parser(prog, tags_required).parse_args(argv)
+    cpppo.log.configure(args.verbose, args.log)
+    try:
+        host, port = parse_address(args.address)
+        delay = parse_delay(args.delay)
+        web = parse_web_address(args.web) if args.web is not None else None
+        device = make_device(args, attribute_class, identity)
+        if customize is not None:
+            customize(device)
+        settings = Settings(max_connections=args.max_connections, idle_timeout=args.idle_timeout,
+                            max_payload=args.max_payload)
+        if args.max_connections < 1 or args.max_payload < 64:
+            raise ValueError("--max-connections must be >= 1 and --max-payload >= 64")
+        ensure_fd_limit(args.max_connections + 64)
+    except (ValueError, OSError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    for line in device.describe():
+        log.info("tag %s", line)
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(run(device, host, port, delay, settings, web=web))
+    except WebBindError as exc:
+        print(f"{prog}: error: {exc.strerror}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{prog}: error: cannot serve on {host or '0.0.0.0'}:{port}: {bind_error_text(exc)}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""EtherNet/IP client layer: see :mod:`cpppo.enip`."""

@@ -1,0 +1,218 @@
+"""An asyncio EtherNet/IP client for callers that poll many devices at once.
+
+    async with AsyncClient("127.0.0.2", 44818, timeout=2.0) as c:   # connect + Register Session
+        ident = await c.list_identity()       # dotdict: product_name, serial_number, vendor_id, ...
+        values = await c.read("SCADA[0-9]")   # a list (a scalar for "Tag" or "Tag[3]")
+        await c.write("SCADA[0]", [1])
+        raw = await c.get_attribute_single("@1/1/7")   # the attribute's bytes, as a list of USINT
+
+It shares the sans-IO request/reply code of the blocking client (``client_wire``, over the
+codec).  Requests on one client are serialised; use one client per device and run them
+concurrently.  Every call takes ``timeout=`` (default: the client's); a timeout raises
+``ENIPTimeout`` (a ``TimeoutError``), an error status ``ENIPStatusError``, a refused or
+dropped connection ``ENIPConnectionError`` -- all ``ENIPError``, each with a one-line message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+from typing import Any
+
+from cpppo.dotdict import dotdict
+from cpppo.enip.client import wire
+from cpppo.enip.client.operations import CIP_TYPES, LOGIX_STRING_TYPE, parse_operation, parse_path
+from cpppo.enip.client.wire import ENIPConnectionError, ENIPError, ENIPStatusError, ENIPTimeout
+from cpppo.enip.codec import cpf, encapsulation
+from cpppo.enip.codec.encapsulation import Command
+
+__all__ = ["AsyncClient", "ENIPConnectionError", "ENIPError", "ENIPStatusError", "ENIPTimeout"]
+
+_CTX = struct.Struct("<Q")
+_UNSET: Any = object()
+
+
+class AsyncClient:
+    """One registered EtherNet/IP session over asyncio streams (see the module docstring).
+
+    ``route_path`` / ``send_path`` as for ``client.connector`` (None: '1/0' via '@6/1');
+    ``simple=True`` sends bare requests (no Unconnected Send), for non-routing devices."""
+
+    def __init__(self, host: str, port: int = 44818, timeout: float | None = 2.0, *,
+                 route_path: Any = None, send_path: Any = None, simple: bool = False) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        default_route = [{"port": 1, "link": 0}]
+        self.route_path = None if simple else (route_path if route_path is not None else default_route)
+        if simple:
+            send_path = ""
+        self.send_path = parse_path(send_path) if isinstance(send_path, str) and send_path.strip() else (
+            [] if send_path == "" else (send_path or [{"class": 6}, {"instance": 1}]))
+        self.session = 0
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+        self._context = 0
+
+    def __repr__(self) -> str:
+        return f"<AsyncClient {self.host}:{self.port} session {self.session}>"
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def _limit(self, timeout: Any) -> float | None:
+        return self.timeout if timeout is _UNSET else timeout
+
+    async def connect(self, timeout: Any = _UNSET) -> None:
+        """Open the TCP connection and register a session."""
+        limit = self._limit(timeout)
+        try:
+            async with asyncio.timeout(limit):
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        except TimeoutError:
+            raise ENIPTimeout(f"Connect to {self.host}:{self.port} timed out after {limit}s") from None
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ENIPConnectionError(f"Connect to {self.host}:{self.port} failed: {reason}") from exc
+        header, _ = await self._transact(Command.REGISTER_SESSION, encapsulation.register_session_data(),
+                                         timeout=limit, what="Register Session")
+        if header.status:
+            await self.close()
+            raise ENIPStatusError(f"Register Session failed with status 0x{header.status:02x}", header.status)
+        self.session = header.session
+
+    async def close(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except OSError:
+                pass
+
+    async def _transact(self, command: int, payload: bytes, timeout: float | None,
+                        what: str) -> tuple[encapsulation.Header, bytes]:
+        if self._writer is None or self._reader is None:
+            raise ENIPConnectionError(f"{what}: not connected to {self.host}:{self.port}")
+        async with self._lock:
+            self._context += 1
+            context = _CTX.pack(self._context)
+            try:
+                async with asyncio.timeout(timeout):
+                    self._writer.write(encapsulation.encode(command, payload, session=self.session,
+                                                            context=context))
+                    await self._writer.drain()
+                    while True:
+                        head = await self._reader.readexactly(encapsulation.HEADER_SIZE)
+                        body = await self._reader.readexactly(encapsulation.peek_length(head))
+                        _, header, data = encapsulation.decode(head + body)
+                        if header.context == context:
+                            return header, data
+            except TimeoutError:
+                await self.close()
+                raise ENIPTimeout(f"{what}: no response from {self.host}:{self.port} within {timeout}s") \
+                    from None
+            except asyncio.IncompleteReadError:
+                await self.close()
+                raise ENIPConnectionError(f"{what}: connection closed by {self.host}:{self.port}") from None
+            except OSError as exc:
+                await self.close()
+                raise ENIPConnectionError(f"{what}: {exc}") from exc
+
+    async def _cip(self, request: bytes, timeout: Any, what: str) -> wire.CIPReply:
+        message = request
+        if self.send_path:
+            message = wire.unconnected_send(request, self.route_path, self.send_path)
+        header, payload = await self._transact(Command.SEND_RR_DATA, wire.rr_data(message),
+                                               self._limit(timeout), what)
+        if header.status:
+            raise ENIPStatusError(f"{what}: EtherNet/IP status 0x{header.status:02x}", header.status)
+        try:
+            return wire.decode_cip_reply(cpf.decode_rr_data(payload).data)
+        except wire.CodecError as exc:
+            raise ENIPError(f"{what}: malformed reply: {exc}") from None
+
+    @staticmethod
+    def _check(reply: wire.CIPReply, what: str, partial: bool = False) -> None:
+        if reply.status and not (partial and reply.status == wire.PARTIAL):
+            raise ENIPStatusError(f"{what}: {wire.status_text(reply.sts)}", reply.sts)
+
+    # --- services -------------------------------------------------------------------------
+    async def list_identity(self, timeout: Any = _UNSET) -> dotdict:
+        """The device's identity: product_name, serial_number, vendor_id, product_type,
+        product_code, revision (major, minor), status, state (and the raw item fields)."""
+        header, payload = await self._transact(Command.LIST_IDENTITY, b"", self._limit(timeout),
+                                               "List Identity")
+        reply = wire.list_reply(header, payload)
+        ident = wire.identity_record(reply)
+        if ident is None:
+            raise ENIPStatusError(f"List Identity: no identity in the reply (status 0x{header.status:02x})",
+                                  header.status)
+        return ident
+
+    async def read(self, tag: str, timeout: Any = _UNSET) -> Any:
+        """Read a tag (continuing with Read Tag Fragmented as long as the device says "partial")."""
+        op = parse_operation(tag)
+        elements = op["elements"]
+        raw: list[bytes] = []
+        tag_type, handle, offset = None, None, 0
+        request = wire.cip_request(wire.READ_TAG, op["path"], struct.pack("<H", elements))
+        for _ in range(10_000):
+            reply = await self._cip(request, timeout, f"Read {tag}")
+            self._check(reply, f"Read {tag}", partial=True)
+            if len(reply.data) < 2:
+                raise ENIPError(f"Read {tag}: reply carries no data")
+            tag_type, handle, chunk = wire.split_typed(reply.data)
+            raw.append(chunk)
+            if reply.status != wire.PARTIAL or not chunk:
+                break
+            offset += len(chunk)
+            request = wire.cip_request(wire.READ_FRAG, op["path"], struct.pack("<HI", elements, offset))
+        values = wire.decode_values(tag_type, b"".join(raw), handle)  # type: ignore[arg-type]
+        scalar = elements == 1 and not any(c in tag for c in "-*")
+        return values[0] if scalar and len(values) == 1 else values
+
+    async def write(self, tag: str, values: Any, tag_type: int | str | None = None,
+                    timeout: Any = _UNSET) -> None:
+        """Write ``values`` (a list, or a scalar) to a tag; ``tag_type`` a code or a name
+        (default: STRING for text, REAL if any value is a float, else INT), or a cast in
+        ``tag`` itself.  Text goes as Logix STRING structures; a device that refuses them
+        (type mismatch) gets it again as CIP STRINGs (0xD0)."""
+        if "=" in tag:
+            op = parse_operation(tag)
+        else:
+            seq = list(values) if isinstance(values, (list, tuple)) else [values]
+            op = parse_operation(tag)
+            if isinstance(tag_type, str):  # a name; a tag's STRING is the Logix structure
+                logix = tag_type.upper() == "STRING" and "symbolic" in op["path"][0]
+                tag_type = LOGIX_STRING_TYPE if logix else CIP_TYPES[tag_type.upper()].code
+            op.update(data=seq, elements=len(seq) if op["elements"] == 1 else op["elements"],
+                      tag_type=tag_type or wire.default_type(seq))
+        reply = await self._write(op, op["tag_type"], timeout, f"Write {tag}")
+        if op["tag_type"] == LOGIX_STRING_TYPE and wire.is_type_mismatch(reply):
+            reply = await self._write(op, 0xD0, timeout, f"Write {tag}")
+        self._check(reply, f"Write {tag}")
+
+    async def _write(self, op: dict[str, Any], tag_type: int, timeout: Any, what: str) -> wire.CIPReply:
+        body = wire.type_prefix(tag_type) + struct.pack("<H", op["elements"])
+        body += wire.encode_tag_values(tag_type, op["data"])
+        return await self._cip(wire.cip_request(wire.WRITE_TAG, op["path"], body), timeout, what)
+
+    async def get_attribute_single(self, path: str | list, timeout: Any = _UNSET) -> list[int]:
+        """The raw bytes of one attribute ('@class/instance/attribute'), as a list of USINT."""
+        segs = parse_path(path) if isinstance(path, str) else path
+        request = wire.cip_request(wire.GET_ATTRIBUTE_SINGLE, segs)
+        reply = await self._cip(request, timeout, f"Get Attribute {path}")
+        self._check(reply, f"Get Attribute {path}")
+        return list(reply.data)
+
+    async def get_attributes_all(self, path: str | list, timeout: Any = _UNSET) -> list[int]:
+        segs = parse_path(path) if isinstance(path, str) else path
+        request = wire.cip_request(wire.GET_ATTRIBUTES_ALL, segs)
+        reply = await self._cip(request, timeout, f"Get Attributes All {path}")
+        self._check(reply, f"Get Attributes All {path}")
+        return list(reply.data)

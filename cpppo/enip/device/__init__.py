@@ -1,0 +1,1 @@
+"""EtherNet/IP device layer: see :mod:`cpppo.enip`."""

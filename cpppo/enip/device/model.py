@@ -1,0 +1,372 @@
+"""The device model: typed attributes, the tag table, and the CIP objects of one simulated
+controller.  Knows nothing of sockets (the server and the service handlers use it).
+
+``Attribute`` is the hook users subclass (spec 2.1.3): every Read/Write Tag [Fragmented] and
+Get/Set Attribute goes through ``attribute[key]`` / ``attribute[key] = values``, where ``key``
+is an element index (int) or a ``slice``.  The base class guards its values with a lock, so
+subclasses and other threads may touch them concurrently.
+
+``Device.from_specs(["SCADA=INT[1000]", "Tag@22/1/1=DINT[4]"], identity={...})`` builds a
+device from ``enip_server`` tag specs (``<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>]``).
+A tag named ``Program:<program>.<name>`` is scoped to that program (as a Logix controller's
+program tags are), and ``DWORD[<n>]`` holds a BOOL[32 x n] array the way Logix stores one.
+``StringMember`` views the ``LEN`` / ``DATA`` members of a Logix STRING element.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cpppo.enip.codec.epath import Port
+from cpppo.enip.codec.types import DINT, LOGIX_STRING_CHARS, SINT, TYPES, CIPType
+
+__all__ = ["Attribute", "Device", "StringMember", "Tag", "TagSpec", "parse_tag_spec"]
+
+
+class Attribute:
+    """A named, typed value: a scalar, or an array of ``length`` elements.
+
+    ``attr[i]`` is one element; ``attr[a:b]`` a list.  Override ``__getitem__`` /
+    ``__setitem__`` to intercept I/O (call ``super()`` to reach the stored values).
+    """
+
+    def __init__(self, name: str, type_cls: CIPType | str, default: Any = None, error: int = 0x00,
+                 mask: int = 0, length: int | None = None) -> None:
+        self.name = name
+        self.parser: CIPType = TYPES[type_cls.upper()] if isinstance(type_cls, str) else type_cls
+        self.error = error  # a nonzero CIP status returned for every access (simulated faults)
+        self.mask = mask  # nonzero: not settable via Set Attribute
+        if isinstance(default, (list, tuple)):
+            values = list(default)
+            self.array = True
+        else:
+            count = 1 if length is None else length
+            self.array = length is not None
+            values = [self.parser.default() if default is None else default] * count
+        self.value: list[Any] = values
+        self._lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def __repr__(self) -> str:
+        shape = f"[{len(self)}]" if self.array else ""
+        return f"<{type(self).__name__} {self.name}={self.parser.name}{shape}>"
+
+    def _validate_key(self, key: int | slice) -> type:
+        """``slice`` or ``int``: the kind of key, after checking it is within the value."""
+        if isinstance(key, slice):
+            size = len(self.value)
+            start = 0 if key.start is None else key.start
+            stop = size if key.stop is None else key.stop
+            if key.step not in (None, 1) or not 0 <= start <= stop <= size:
+                raise IndexError(f"{self.name}[{key.start}:{key.stop}] is outside 0-{size}")
+            return slice
+        if not isinstance(key, int) or not 0 <= key < len(self.value):
+            raise IndexError(f"{self.name}[{key}] is outside 0-{len(self.value) - 1}")
+        return int
+
+    def __getitem__(self, key: int | slice) -> Any:
+        self._validate_key(key)
+        with self._lock:
+            return self.value[key]
+
+    def __setitem__(self, key: int | slice, value: Any) -> None:
+        kind = self._validate_key(key)
+        with self._lock:
+            if kind is slice:
+                values = list(value)
+                if len(values) != len(range(*key.indices(len(self.value)))):  # type: ignore[union-attr]
+                    raise ValueError(f"{self.name}: {len(values)} values for {key}")
+                self.value[key] = values
+            else:
+                self.value[key] = value
+
+    def modify(self, key: int, change: Callable[[Any], Any]) -> Any:
+        """Replace element ``key`` by ``change(current)`` under the lock, so that no other
+        access comes between the read and the write (Read Modify Write Tag); returns the
+        new value.  Goes through ``__getitem__`` / ``__setitem__``, so subclass hooks see it."""
+        with self._lock:
+            value = change(self[key])
+            self[key] = value
+            return value
+
+
+class StringMember(Attribute):
+    """A view of one member of one element of a Logix STRING tag: ``LEN`` (a DINT) or
+    ``DATA`` (SINT[82]), as clients address ``Text.LEN`` or ``Text[1].DATA[0]``.
+
+    The tag stores each STRING as text, so DATA holds the characters and then NULs: a DATA
+    write beyond LEN is not kept (a controller would keep it for a later LEN write), and a
+    LEN write cuts the text or pads it with NULs."""
+
+    def __init__(self, parent: Attribute, index: int, member: str) -> None:
+        member = member.upper()
+        if member not in ("LEN", "DATA"):
+            raise ValueError(f"STRING has no member {member!r} (LEN or DATA)")
+        length = None if member == "LEN" else LOGIX_STRING_CHARS
+        super().__init__(f"{parent.name}[{index}].{member}", DINT if member == "LEN" else SINT,
+                         length=length)
+        self.parent, self.index, self.member = parent, index, member
+        self._lock = parent._lock  # one lock: a member's read-modify-write excludes the tag's
+
+    @property  # type: ignore[override]
+    def error(self) -> int:
+        return self.parent.error
+
+    @error.setter
+    def error(self, value: int) -> None:
+        pass  # faults are the parent tag's
+
+    def _raw(self) -> bytes:
+        return str(self.parent[self.index]).encode("iso-8859-1", "replace")
+
+    def __getitem__(self, key: int | slice) -> Any:
+        self._validate_key(key)
+        raw = self._raw()
+        if self.member == "LEN":
+            values = [len(raw)]
+        else:
+            values = [b - 256 if b > 127 else b for b in raw.ljust(LOGIX_STRING_CHARS, b"\0")]
+        return values[key]
+
+    def __setitem__(self, key: int | slice, value: Any) -> None:
+        kind = self._validate_key(key)
+        values = list(value) if kind is slice else [value]
+        with self._lock:
+            raw = self._raw()
+            if self.member == "LEN":
+                if len(values) != 1 or not 0 <= int(values[0]) <= LOGIX_STRING_CHARS:
+                    raise ValueError(f"{self.name} must be 0-{LOGIX_STRING_CHARS}, not {values}")
+                raw = raw.ljust(LOGIX_STRING_CHARS, b"\0")[:int(values[0])]
+            else:
+                data = bytearray(raw.ljust(LOGIX_STRING_CHARS, b"\0"))
+                start = (key.start or 0) if isinstance(key, slice) else key
+                data[start:start + len(values)] = bytes(int(v) & 0xFF for v in values)
+                raw = bytes(data[:len(raw)])
+            self.parent[self.index] = raw.decode("iso-8859-1")
+
+
+@dataclass(frozen=True, repr=False)
+class TagSpec:
+    """A parsed ``<name>[@<class>/<instance>/<attribute>]=<TYPE>[<length>]``."""
+
+    name: str
+    type: CIPType
+    length: int | None = None  # None: a scalar
+    address: tuple[int, int, int] | None = None
+
+    def __repr__(self) -> str:
+        return (f"TagSpec(name={self.name!r}, type={self.type.name}, length={self.length!r}, "
+                f"address={self.address!r})")
+
+
+_SPEC = re.compile(r"""^\s*(?P<name>[A-Za-z_][\w:.]*)
+    (?:@(?P<address>[^=]+))?
+    \s*=\s*(?P<type>[A-Za-z]+)\s*(?:\[\s*(?P<length>[^\]]*)\s*\])?\s*$""", re.X)
+
+
+def parse_tag_spec(spec: str) -> TagSpec:
+    """Parse one tag spec; raise ValueError naming what is wrong.
+
+    >>> parse_tag_spec("SCADA@22/1/1=INT[1000]")
+    TagSpec(name='SCADA', type=INT, length=1000, address=(22, 1, 1))
+    """
+    match = _SPEC.match(spec)
+    if not match:
+        raise ValueError(f"bad tag spec {spec!r}: expected "
+                         "<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>]")
+    type_name = match["type"].upper()
+    if type_name not in TYPES:
+        raise ValueError(f"bad tag spec {spec!r}: unknown type {match['type']!r} "
+                         f"(one of {', '.join(sorted(TYPES))})")
+    length = None
+    if match["length"] is not None:
+        try:
+            length = int(match["length"], 0)
+        except ValueError:
+            raise ValueError(f"bad tag spec {spec!r}: array length {match['length']!r} "
+                             "is not a number") from None
+        if not 1 <= length <= 65535:
+            raise ValueError(f"bad tag spec {spec!r}: array length must be 1-65535")
+    address = None
+    if match["address"] is not None:
+        parts = match["address"].strip().split("/")
+        try:
+            numbers = tuple(int(p, 0) for p in parts)
+        except ValueError:
+            raise ValueError(f"bad tag spec {spec!r}: address must be "
+                             "@<class>/<instance>/<attribute>") from None
+        if len(numbers) != 3 or not all(0 < n <= 0xFFFF for n in numbers):
+            raise ValueError(f"bad tag spec {spec!r}: address must be three numbers 1-65535")
+        address = numbers  # type: ignore[assignment]
+    return TagSpec(match["name"], TYPES[type_name], length, address)
+
+
+@dataclass
+class Tag:
+    """A tag in the table: its attribute and its Symbol Object instance id."""
+
+    name: str
+    attribute: Attribute
+    instance: int
+    address: tuple[int, int, int] | None = None
+
+    @property
+    def program(self) -> str | None:
+        """``Program:<name>`` for a program-scoped tag (named ``Program:<name>.<tag>``)."""
+        head, dot, _ = self.name.partition(".")
+        return head if dot and head[:8].casefold() == "program:" and len(head) > 8 else None
+
+    @property
+    def local_name(self) -> str:
+        """The name within its scope: ``Speed`` for ``Program:Main.Speed``."""
+        program = self.program
+        return self.name[len(program) + 1:] if program else self.name
+
+    @property
+    def symbol_type(self) -> int:
+        """The Logix symbol type word: type code (or 0x8000|template for STRING), dims in 13-14."""
+        ctype = self.attribute.parser
+        word = 0x8000 | ctype.handle if ctype.handle is not None else ctype.code
+        return word | (1 << 13 if self.attribute.array else 0)
+
+
+DEFAULT_IDENTITY: dict[str, Any] = {
+    "vendor_id": 1,
+    "device_type": 14,
+    "product_code": 54,
+    "revision": (20, 11),
+    "status": 0x3160,
+    "serial_number": 7079450,
+    "product_name": "1756-L61/B LOGIX5561",
+    "state": 3,
+    "program_name": "cpppo",
+}
+_IDENTITY_ALIASES = {"product_type": "device_type", "vendor": "vendor_id", "serial": "serial_number",
+                     "name": "product_name", "status_word": "status", "product_revision": "revision"}
+
+DEFAULT_TCPIP: dict[str, Any] = {
+    "status": 2,
+    "configuration_capability": 0x30,
+    "configuration_control": 0,
+    "ip_address": "0.0.0.0",
+    "network_mask": "255.255.255.0",
+    "gateway_address": "0.0.0.0",
+    "dns_primary": "0.0.0.0",
+    "dns_secondary": "0.0.0.0",
+    "domain_name": "",
+    "host_name": "",
+    "mac_address": "02:00:00:00:00:01",
+    "interface_speed": 100,
+}
+
+
+def _identity(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    result = dict(DEFAULT_IDENTITY)
+    for key, value in (values or {}).items():
+        key = _IDENTITY_ALIASES.get(key, key)
+        if key not in DEFAULT_IDENTITY:
+            raise ValueError(f"unknown identity field {key!r} (one of {', '.join(DEFAULT_IDENTITY)})")
+        if key == "revision":
+            if isinstance(value, str) and "." in value:
+                value = tuple(int(p) for p in value.split(".", 1))
+            elif isinstance(value, int):
+                value = (value & 0xFF, value >> 8)
+            if not (isinstance(value, (tuple, list)) and len(value) == 2):
+                raise ValueError(f"identity revision must be 'major.minor', not {value!r}")
+            value = (int(value[0]), int(value[1]))
+        elif key in ("product_name", "program_name"):
+            value = str(value)
+            if len(value) > 32:
+                raise ValueError(f"identity {key} must be at most 32 characters: {value!r}")
+        else:
+            try:
+                value = int(value, 0) if isinstance(value, str) else int(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"identity {key}: {value!r} is not a number") from None
+            limit = {"serial_number": 0xFFFFFFFF, "state": 0xFF}.get(key, 0xFFFF)
+            if not 0 <= value <= limit:
+                raise ValueError(f"identity {key}: {value} is outside 0-{limit}")
+        if key == "revision" and not all(0 <= part <= 255 for part in value):
+            raise ValueError(f"identity revision {value} must be two numbers 0-255")
+        result[key] = value
+    return result
+
+
+@dataclass
+class Device:
+    """One simulated controller: identity, interface settings, tags, and CIP objects.
+
+    ``objects[(class, instance)][attribute]`` holds every numerically addressable Attribute
+    (the standard objects and tags given an ``@class/instance/attribute``)."""
+
+    identity: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_IDENTITY))
+    tcpip: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TCPIP))
+    route_path: tuple[Port, ...] | bool | None = None
+    tags: dict[str, Tag] = field(default_factory=dict)
+    objects: dict[tuple[int, int], dict[int, Attribute]] = field(default_factory=dict)
+    symbols: dict[int, Tag] = field(default_factory=dict)
+    attribute_class: type[Attribute] = Attribute
+
+    @classmethod
+    def from_specs(cls, specs: Iterable[str], identity: Mapping[str, Any] | None = None, *,
+                   tcpip: Mapping[str, Any] | None = None, route_path: Any = None, simple: bool = False,
+                   attribute_class: type[Attribute] = Attribute) -> Device:
+        """Build a device from tag specs; a bad spec or identity value raises ValueError naming it.
+
+        ``route_path``: None accepts any Unconnected Send route; False (or ``simple``) accepts
+        only an empty one; a tuple of ``Port`` segments (or a ``--route-path`` string) must match."""
+        if isinstance(route_path, str):
+            from cpppo.enip.codec.epath import parse_route_path
+            route_path = parse_route_path(route_path)
+        elif isinstance(route_path, list):
+            route_path = tuple(route_path)
+        unknown_tcpip = set(tcpip or {}) - set(DEFAULT_TCPIP)
+        if unknown_tcpip:
+            raise ValueError(f"unknown TCPIP field(s): {', '.join(sorted(unknown_tcpip))}")
+        device = cls(identity=_identity(identity), tcpip={**DEFAULT_TCPIP, **(tcpip or {})},
+                     route_path=False if simple else route_path, attribute_class=attribute_class)
+        from cpppo.enip.device.objects import install_standard_objects
+        install_standard_objects(device)
+        for spec in specs:
+            device.add_tag(parse_tag_spec(spec) if isinstance(spec, str) else spec)
+        return device
+
+    def add_tag(self, spec: TagSpec, attribute: Attribute | None = None) -> Tag:
+        """Add a tag (a TagSpec, optionally with a ready-made Attribute)."""
+        key = spec.name.casefold()
+        if key in self.tags:
+            raise ValueError(f"duplicate tag {spec.name!r}")
+        if spec.address is not None:
+            cls_id, inst, attr_id = spec.address
+            if attr_id in self.objects.get((cls_id, inst), {}):
+                raise ValueError(f"tag {spec.name!r}: address @{cls_id}/{inst}/{attr_id} is already in use")
+        if attribute is None:
+            attribute = self.attribute_class(spec.name, spec.type, length=spec.length)
+        tag = Tag(spec.name, attribute, len(self.symbols) + 1, spec.address)
+        self.tags[key] = tag
+        self.symbols[tag.instance] = tag
+        if spec.address is not None:
+            self.objects.setdefault(spec.address[:2], {})[spec.address[2]] = attribute
+        return tag
+
+    def tag(self, name: str) -> Tag | None:
+        return self.tags.get(name.casefold())
+
+    def attribute(self, cls_id: int, instance: int, attr_id: int) -> Attribute | None:
+        return self.objects.get((cls_id, instance), {}).get(attr_id)
+
+    def describe(self) -> Sequence[str]:
+        """One line per tag, as the CLI prints them."""
+        lines = []
+        for tag in self.tags.values():
+            attr = tag.attribute
+            shape = f"[{len(attr)}]" if attr.array else ""
+            where = f"@0x{tag.address[0]:X}/{tag.address[1]}/{tag.address[2]}" if tag.address else ""
+            lines.append(f"{tag.name:<24} {attr.parser.name}{shape} {where}".rstrip())
+        return lines

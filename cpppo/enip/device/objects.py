@@ -1,0 +1,153 @@
+"""The standard CIP objects every simulated controller carries, as Attributes in
+``device.objects``: Identity (1), Message Router (2), Connection Manager (6), Logix program
+name (0x64), the Logix STRING template (0x6C), TCP/IP Interface (0xF5), Ethernet Link (0xF6).
+
+Composite attribute values (revision, interface configuration, link path, MAC) are stored
+as USINT arrays of their encoded bytes, so Get/Set Attribute Single see exactly the wire form.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+from cpppo.enip.codec import epath
+from cpppo.enip.codec.epath import Logical
+from cpppo.enip.codec.logix import TEMPLATE_CLASS
+from cpppo.enip.codec.types import (
+    LOGIX_STRING_SIZE,
+    SSTRING,
+    STRING,
+    STRING_HANDLE,
+    UDINT,
+    UINT,
+    ULINT,
+    USINT,
+    CIPType,
+)
+from cpppo.enip.device.model import Attribute
+
+if TYPE_CHECKING:
+    from cpppo.enip.device.model import Device
+
+__all__ = ["GET_ALL_ATTRIBUTES", "STRING_TEMPLATE", "install_standard_objects"]
+
+IDENTITY, MESSAGE_ROUTER, CONNECTION_MANAGER = 0x01, 0x02, 0x06
+PROGRAM_NAME, WALL_CLOCK, TCPIP, ETHERNET_LINK = 0x64, 0x8B, 0xF5, 0xF6
+
+#: which attributes Get Attributes All concatenates, per class (others: all, in id order)
+GET_ALL_ATTRIBUTES = {IDENTITY: tuple(range(1, 11)), TCPIP: (1, 2, 3, 4, 5, 6), ETHERNET_LINK: (1, 2, 3)}
+
+
+def _string_template() -> bytes:
+    """The Logix STRING template, as Read Template (0x4C at @0x6C/0x0FCE) serves it: two
+    member descriptors (info UINT, type UINT, offset UDINT), the NUL-terminated structure and
+    member names, NUL-padded to the length clients compute from the definition size:
+    ``ceil((words * 4 - 23) / 4) * 4`` bytes."""
+    members = struct.pack("<HHI", 0, 0xC4, 0) + struct.pack("<HHI", 82, 0xC2, 4)
+    raw = members + b"ASCIISTRING82\0LEN\0DATA\0"
+    words = (len(raw) + 23 + 3) // 4
+    return raw.ljust((words * 4 - 23 + 3) // 4 * 4, b"\0")
+
+
+STRING_TEMPLATE = _string_template()
+#: the template's object definition size, in 32-bit words
+STRING_TEMPLATE_WORDS = (len(STRING_TEMPLATE) + 23) // 4
+
+
+class ClockAttribute(Attribute):
+    """The controller's wall clock (ULINT microseconds since 1970 UTC), read live."""
+
+    def __getitem__(self, key: int | slice) -> Any:
+        now = time.time_ns() // 1000
+        return [now] if self._validate_key(key) is slice else now
+
+
+def _ip(text: str) -> int:
+    try:
+        return int(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise ValueError(f"TCPIP address {text!r} is not an IPv4 address") from None
+
+
+def _cip_string_padded(text: str) -> bytes:
+    raw = text.encode("iso-8859-1", "replace")
+    return struct.pack("<H", len(raw)) + raw + (b"\0" if len(raw) % 2 else b"")
+
+
+def _mac(text: str) -> bytes:
+    parts = text.replace("-", ":").split(":")
+    try:
+        mac = bytes(int(p, 16) for p in parts)
+    except ValueError:
+        mac = b""
+    if len(mac) != 6:
+        raise ValueError(f"TCPIP mac_address {text!r} is not six hex octets")
+    return mac
+
+
+def _octets(data: bytes) -> list[int]:
+    return list(data)
+
+
+def install_standard_objects(device: Device) -> None:
+    """Populate ``device.objects`` with the standard objects from its identity and tcpip."""
+    ident, net = device.identity, device.tcpip
+
+    def put(cls_id: int, instance: int, attr_id: int, name: str, ctype: CIPType, value: Any,
+            settable: bool = False) -> Attribute:
+        attr = Attribute(name, ctype, default=value)  # standard objects are never customised
+        attr.mask = 0 if settable else 1
+        device.objects.setdefault((cls_id, instance), {})[attr_id] = attr
+        return attr
+
+    put(IDENTITY, 1, 1, "Vendor ID", UINT, ident["vendor_id"])
+    put(IDENTITY, 1, 2, "Device Type", UINT, ident["device_type"])
+    put(IDENTITY, 1, 3, "Product Code", UINT, ident["product_code"])
+    put(IDENTITY, 1, 4, "Revision", USINT, list(ident["revision"]))
+    put(IDENTITY, 1, 5, "Status", UINT, ident["status"])
+    put(IDENTITY, 1, 6, "Serial Number", UDINT, ident["serial_number"])
+    put(IDENTITY, 1, 7, "Product Name", SSTRING, ident["product_name"], settable=True)
+    put(IDENTITY, 1, 8, "State", USINT, ident["state"])
+    put(IDENTITY, 1, 9, "Configuration Consistency Value", UINT, 0)
+    put(IDENTITY, 1, 10, "Heartbeat Interval", USINT, 0, settable=True)
+    put(IDENTITY, 0, 1, "Revision", UINT, 1)
+
+    classes = [IDENTITY, MESSAGE_ROUTER, CONNECTION_MANAGER, PROGRAM_NAME, 0x6B, TEMPLATE_CLASS,
+               WALL_CLOCK, TCPIP, ETHERNET_LINK]
+    put(MESSAGE_ROUTER, 1, 1, "Object List", UINT, [len(classes), *classes])
+    put(MESSAGE_ROUTER, 1, 2, "Number Available", UINT, 1)
+    for attr_id, name in enumerate(("Open Requests", "Open Format Rejects", "Open Resource Rejects",
+                                    "Open Other Rejects", "Close Requests", "Close Format Requests",
+                                    "Close Other Requests", "Connection Timeouts"), start=1):
+        put(CONNECTION_MANAGER, 1, attr_id, name, UINT, 0)
+
+    put(PROGRAM_NAME, 1, 1, "Program Name", STRING, ident["program_name"])
+    for attr_id in (6, 0x0B):  # current UTC time and local time, as Logix clients read them
+        device.objects.setdefault((WALL_CLOCK, 1), {})[attr_id] = ClockAttribute("Wall Clock", ULINT, mask=1)
+
+    put(TEMPLATE_CLASS, STRING_HANDLE, 1, "Structure Handle", UINT, STRING_HANDLE)
+    put(TEMPLATE_CLASS, STRING_HANDLE, 2, "Member Count", UINT, 2)
+    put(TEMPLATE_CLASS, STRING_HANDLE, 3, "Template CRC", UINT, STRING_HANDLE)
+    put(TEMPLATE_CLASS, STRING_HANDLE, 4, "Object Definition Size", UDINT, STRING_TEMPLATE_WORDS)
+    put(TEMPLATE_CLASS, STRING_HANDLE, 5, "Structure Size", UDINT, LOGIX_STRING_SIZE)
+
+    interface = (struct.pack("<5I", _ip(net["ip_address"]), _ip(net["network_mask"]),
+                             _ip(net["gateway_address"]), _ip(net["dns_primary"]), _ip(net["dns_secondary"]))
+                 + _cip_string_padded(str(net["domain_name"])))
+    link_path = epath.encode((Logical("class", ETHERNET_LINK), Logical("instance", 1)))
+    put(TCPIP, 1, 1, "Status", UDINT, int(net["status"]))
+    put(TCPIP, 1, 2, "Configuration Capability", UDINT, int(net["configuration_capability"]))
+    put(TCPIP, 1, 3, "Configuration Control", UDINT, int(net["configuration_control"]), settable=True)
+    link = struct.pack("<H", len(link_path) // 2) + link_path
+    put(TCPIP, 1, 4, "Physical Link Object", USINT, _octets(link))
+    put(TCPIP, 1, 5, "Interface Configuration", USINT, _octets(interface), settable=True)
+    put(TCPIP, 1, 6, "Host Name", USINT, _octets(_cip_string_padded(str(net["host_name"]))), settable=True)
+    put(TCPIP, 0, 1, "Revision", UINT, 4)
+
+    put(ETHERNET_LINK, 1, 1, "Interface Speed", UDINT, int(net["interface_speed"]))
+    put(ETHERNET_LINK, 1, 2, "Interface Flags", UDINT, 0x0F)
+    put(ETHERNET_LINK, 1, 3, "Physical Address", USINT, _octets(_mac(str(net["mac_address"]))))
+    put(ETHERNET_LINK, 0, 1, "Revision", UINT, 3)

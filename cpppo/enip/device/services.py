@@ -1,0 +1,419 @@
+"""CIP services on a Device's tags and attributes: Logix Read/Write Tag [Fragmented], Read
+Modify Write Tag, Get Instance Attribute List (tag browsing, controller or program scope), Read
+Template, and Get/Set Attribute Single, Get Attributes All, Get Attribute List.  Each takes
+decoded request parts and returns reply data or raises ``ServiceError`` with the general and
+extended status a Logix controller gives.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from cpppo.enip.codec import CodecError, logix
+from cpppo.enip.codec.cip import ServiceError, Status
+from cpppo.enip.codec.epath import Logical, Segment, Symbolic
+from cpppo.enip.codec.types import (
+    BY_CODE,
+    DINT,
+    DWORD,
+    INT,
+    LINT,
+    LOGIX_STRING,
+    SINT,
+    SSTRING,
+    STRING,
+    STRING_HANDLE,
+    STRUCT,
+    UDINT,
+    UINT,
+    ULINT,
+    USINT,
+    CIPType,
+    LogixStringType,
+    StringType,
+)
+from cpppo.enip.device.model import Attribute, Device, StringMember, Tag
+from cpppo.enip.device.objects import GET_ALL_ATTRIBUTES, STRING_TEMPLATE
+
+__all__ = ["PROGRAM_SYMBOL_TYPE", "Target", "get_attribute_list", "get_attribute_single",
+           "get_attributes_all", "get_instance_attribute_list", "read_modify_write_tag", "read_tag",
+           "read_template", "resolve", "set_attribute_single", "symbol_entries", "write_tag"]
+
+OUT_OF_RANGE = ServiceError(Status.GENERAL_ERROR, (Status.EXT_OUT_OF_RANGE,), "beyond the end of the tag")
+BAD_TYPE = ServiceError(Status.GENERAL_ERROR, (Status.EXT_BAD_TYPE,), "data type does not match the tag")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a Logix tag-service path names: an attribute and the first element."""
+
+    attribute: Attribute
+    element: int = 0
+    tag: Tag | None = None
+
+
+def _is_program(name: str) -> bool:
+    return name[:8].casefold() == "program:" and len(name) > 8
+
+
+def _named_tag(device: Device, path: tuple[Segment, ...]) -> tuple[Tag, tuple[Segment, ...]]:
+    """The tag named by the leading symbolic segments: ``Name``, or a dotted name split into
+    segments as clients send it (``Program:Main`` ``Speed`` is the tag ``Program:Main.Speed``),
+    or ``Program:<name>`` then ``@0x6B/<instance>``; and the segments after it."""
+    names: list[str] = []
+    for i, segment in enumerate(path):
+        if not isinstance(segment, Symbolic):
+            break
+        names.append(segment.name)
+        tag = device.tag(".".join(names))
+        if tag is not None:
+            return tag, path[i + 1:]
+        if i == 0 and _is_program(segment.name) and len(path) >= 3 and _symbol_class(path[1:]):
+            tag = device.symbols.get(path[2].value)  # type: ignore[union-attr]
+            if tag is None or (tag.program or "").casefold() != segment.name.casefold():
+                raise ServiceError(Status.PATH_DESTINATION_UNKNOWN, (),
+                                   f"no symbol instance {path[2].value} in {segment.name}")  # type: ignore[union-attr]
+            return tag, path[3:]
+    raise ServiceError(Status.PATH_SEGMENT_ERROR, (), f"no tag named {'.'.join(names)!r}")
+
+
+def _symbol_class(path: tuple[Segment, ...]) -> bool:
+    """Does the path start with @0x6B/<instance> (a Symbol Object instance)?"""
+    return (len(path) >= 2 and isinstance(path[0], Logical) and path[0].kind == "class"
+            and path[0].value == logix.SYMBOL_CLASS and isinstance(path[1], Logical)
+            and path[1].kind == "instance")
+
+
+def _index(segments: tuple[Segment, ...], attribute: Attribute) -> tuple[int, tuple[Segment, ...]]:
+    """A leading array index (checked against ``attribute``), or 0; and what follows it."""
+    if segments and isinstance(segments[0], Logical) and segments[0].kind == "element":
+        if segments[0].value >= len(attribute):
+            raise OUT_OF_RANGE
+        return segments[0].value, segments[1:]
+    return 0, segments
+
+
+def resolve(device: Device, path: tuple[Segment, ...]) -> Target:
+    """The tag or attribute a Read/Write Tag path names (raises ServiceError).
+
+    After the tag: an array index, then for a Logix STRING tag a member ``LEN`` or ``DATA``
+    (with its own index), e.g. ``Text[1].DATA[0]``."""
+    if not path:
+        raise ServiceError(Status.PATH_SEGMENT_ERROR, (), "empty path")
+    first = path[0]
+    tag = None
+    if isinstance(first, Symbolic):
+        tag, rest = _named_tag(device, path)
+        attribute = tag.attribute
+    elif isinstance(first, Logical) and first.kind == "class":
+        if _symbol_class(path):
+            tag = device.symbols.get(path[1].value)  # type: ignore[union-attr]
+            if tag is None or tag.program is not None:  # program tags: only within their program
+                raise ServiceError(Status.PATH_DESTINATION_UNKNOWN, (), f"no symbol instance {path[1].value}")  # type: ignore[union-attr]
+            attribute, rest = tag.attribute, path[2:]
+        else:
+            attribute, rest = _numeric(device, path)
+    else:
+        raise ServiceError(Status.PATH_SEGMENT_ERROR, (), "tag path must start with a name or a class")
+    element, rest = _index(rest, attribute)
+    if rest and isinstance(rest[0], Symbolic) and attribute.parser is LOGIX_STRING:
+        try:
+            attribute = StringMember(attribute, element, rest[0].name)
+        except ValueError as exc:
+            raise ServiceError(Status.PATH_SEGMENT_ERROR, (), str(exc)) from None
+        element, rest = _index(rest[1:], attribute)
+    if rest:
+        raise ServiceError(Status.PATH_SEGMENT_ERROR, (), "only one array index (and a STRING member) "
+                           "may follow a tag")
+    return Target(attribute, element, tag)
+
+
+def _numeric(device: Device, path: tuple[Segment, ...]) -> tuple[Attribute, tuple[Segment, ...]]:
+    kinds = tuple(seg.kind if isinstance(seg, Logical) else "" for seg in path[:3])
+    if kinds != ("class", "instance", "attribute"):
+        raise ServiceError(Status.PATH_SEGMENT_ERROR, (), "expected @class/instance/attribute")
+    cls_id, inst, attr_id = (seg.value for seg in path[:3])  # type: ignore[union-attr]
+    attrs = device.objects.get((cls_id, inst))
+    if attrs is None:
+        raise ServiceError(Status.PATH_DESTINATION_UNKNOWN, (), f"no object @{cls_id}/{inst}")
+    attribute = attrs.get(attr_id)
+    if attribute is None:
+        raise ServiceError(Status.ATTRIBUTE_NOT_SUPPORTED, (), f"no attribute @{cls_id}/{inst}/{attr_id}")
+    return attribute, path[3:]
+
+
+def _values(attribute: Attribute, start: int, count: int) -> list[Any]:
+    if attribute.error:
+        raise ServiceError(attribute.error, (), f"{attribute.name} is faulted")
+    if count < 1 or start + count > len(attribute):
+        raise OUT_OF_RANGE
+    try:
+        values = attribute[start:start + count]
+    except IndexError:
+        raise OUT_OF_RANGE from None
+    return list(values) if isinstance(values, (list, tuple)) else [values]
+
+
+def _room(ctype: CIPType, room: int) -> int:
+    """Bytes of whole elements that fit in ``room`` (at least one element's worth)."""
+    size = ctype.size
+    if not size:
+        return max(room, 1)
+    return max(room - room % size, size)
+
+
+def read_tag(target: Target, elements: int, room: int, offset: int | None = None) -> tuple[int, bytes]:
+    """Read Tag (``offset`` None) or Read Tag Fragmented: ``(status, reply data)``; room is the
+    number of reply bytes available for values and type."""
+    attribute = target.attribute
+    ctype = attribute.parser
+    data = ctype.encode(_values(attribute, target.element, elements))
+    head = logix.encode_type(ctype.code, ctype.handle)
+    start = offset or 0
+    if start > len(data) or (start == len(data) and start):
+        raise OUT_OF_RANGE
+    end = start + _room(ctype, room - len(head))
+    status = Status.SUCCESS if end >= len(data) else Status.PARTIAL_TRANSFER
+    return status, head + data[start:end]
+
+
+def _incoming_type(tag_type: CIPType, code: int, handle: int | None) -> CIPType:
+    """The type the write's data is encoded in, if it is acceptable for a tag of ``tag_type``."""
+    if isinstance(tag_type, (LogixStringType, StringType)):
+        if code == STRUCT and handle == STRING_HANDLE:
+            return LOGIX_STRING
+        if handle is None and code in (STRING.code, SSTRING.code):
+            return BY_CODE[code]
+        raise BAD_TYPE
+    if handle is not None or code != tag_type.code:
+        raise BAD_TYPE
+    return tag_type
+
+
+def write_tag(target: Target, request: logix.WriteTag | logix.WriteTagFragmented) -> None:
+    """Write Tag [Fragmented].  More data than ``elements`` needs is accepted and ignored."""
+    attribute = target.attribute
+    if attribute.error:
+        raise ServiceError(attribute.error, (), f"{attribute.name} is faulted")
+    incoming = _incoming_type(attribute.parser, request.type_code, request.handle)
+    start, count = target.element, request.elements
+    if count < 1 or start + count > len(attribute):
+        raise OUT_OF_RANGE
+    fragmented = isinstance(request, logix.WriteTagFragmented)
+    offset = request.offset if fragmented else 0  # type: ignore[union-attr]
+    try:
+        if incoming.size and incoming is attribute.parser:
+            _write_fixed(attribute, start, count, offset, request.data, fragmented)
+            return
+        if offset:
+            raise ServiceError(Status.INVALID_PARAMETER_VALUE, (), "string writes must fit one fragment")
+        pieces = incoming.split(request.data, count) if incoming.size is None else [
+            request.data[i:i + incoming.size] for i in range(0, len(request.data), incoming.size)]
+        if len(pieces) < count or (incoming.size and len(pieces[count - 1]) < incoming.size):
+            raise ServiceError(Status.NOT_ENOUGH_DATA, (), f"too little data for {count} elements")
+        values = incoming.decode(b"".join(pieces[:count]))
+        attribute[start:start + count] = [attribute.parser.coerce(v) for v in values]
+    except (CodecError, ValueError) as exc:
+        raise ServiceError(Status.INVALID_ATTRIBUTE_VALUE, (), str(exc)) from None
+
+
+def _write_fixed(attribute: Attribute, start: int, count: int, offset: int, data: bytes,
+                 fragmented: bool) -> None:
+    """Write ``data`` at byte ``offset`` of the elements start..start+count.  A fragment need
+    not align to elements: partial elements at either end merge with the current values."""
+    ctype = attribute.parser
+    size: int = ctype.size  # type: ignore[assignment]
+    total = count * size
+    if offset >= total:
+        raise OUT_OF_RANGE
+    data = data[:total - offset]  # extra bytes beyond the elements are ignored
+    if offset == 0 and len(data) == total:
+        attribute[start:start + count] = ctype.decode(data)
+        return
+    if not fragmented:
+        raise ServiceError(Status.NOT_ENOUGH_DATA, (), f"{len(data)} bytes for {count} x {ctype.name}")
+    if not data:
+        return
+    first = start + offset // size
+    last = start + (offset + len(data) + size - 1) // size
+    image = bytearray(ctype.encode(_values(attribute, first, last - first)))
+    within = offset - (first - start) * size
+    image[within:within + len(data)] = data
+    attribute[first:last] = ctype.decode(bytes(image))
+
+
+#: the types whose bits Read Modify Write Tag may set and clear
+_MASKABLE = frozenset(t.code for t in (SINT, INT, DINT, LINT, USINT, UINT, UDINT, ULINT, DWORD))
+
+
+def read_modify_write_tag(target: Target, data: bytes) -> None:
+    """Read Modify Write Tag: ``(value | OR) & AND`` on one integer element, atomically.
+
+    A mask size that is not 1, 2, 4 or 8 bytes, or is larger than the element, is 0x03 (bad
+    parameter); a tag that is not an integer (REAL, BOOL, strings) is 0xFF/0x2107 (type
+    mismatch); too few bytes for the masks is 0x13.  Masks narrower than the element apply
+    to its low bytes; bytes after the AND mask are ignored (pycomm3 sends 8 AND-mask bytes)."""
+    attribute = target.attribute
+    if attribute.error:
+        raise ServiceError(attribute.error, (), f"{attribute.name} is faulted")
+    if data[:2] == b"\0\0":
+        raise ServiceError(Status.INVALID_PARAMETER_VALUE, (), "0-byte masks")
+    try:
+        request = logix.ReadModifyWriteTag.decode(data)
+    except CodecError as exc:
+        raise ServiceError(Status.NOT_ENOUGH_DATA, (), str(exc)) from None
+    ctype = attribute.parser
+    if ctype.handle is not None or ctype.code not in _MASKABLE or not ctype.size:
+        raise BAD_TYPE
+    if request.size not in (1, 2, 4, 8) or request.size > ctype.size:
+        raise ServiceError(Status.INVALID_PARAMETER_VALUE, (),
+                           f"{request.size}-byte masks for a {ctype.size}-byte {ctype.name}")
+    bits = 8 * ctype.size
+    signed = ctype.low < 0  # type: ignore[attr-defined]
+
+    def change(value: Any) -> int:
+        result = request.apply(int(value) & ((1 << bits) - 1))
+        return result - (1 << bits) if signed and result >> (bits - 1) else result
+
+    attribute.modify(target.element, change)
+
+
+# --- Symbol browsing and the STRING template ------------------------------------------------------
+
+#: the symbol type a Logix controller gives its ``Program:<name>`` entries
+PROGRAM_SYMBOL_TYPE = 0x1068
+
+
+def symbol_entries(device: Device, program: str | None = None) -> list[logix.SymbolEntry]:
+    """The Symbol Object instances a tag browse of one scope lists, in instance order.
+
+    Controller scope (``program`` None): the controller tags, and one ``Program:<name>``
+    entry per program, at the instance of its first tag.  ``Program:<name>``: that
+    program's tags, by their names within it.  An unknown program raises ServiceError."""
+    entries, programs = [], set()
+    wanted = program.casefold() if program else None
+    for instance in sorted(device.symbols):
+        tag = device.symbols[instance]
+        scope = tag.program
+        if wanted is None and scope is not None:
+            if scope.casefold() not in programs:
+                programs.add(scope.casefold())
+                entries.append(logix.SymbolEntry(instance, scope, PROGRAM_SYMBOL_TYPE))
+            continue
+        if (scope or "").casefold() != (wanted or ""):
+            continue
+        dims = (len(tag.attribute), 0, 0) if tag.attribute.array else (0, 0, 0)
+        entries.append(logix.SymbolEntry(instance, tag.local_name, tag.symbol_type, dims))
+    if wanted is not None and not entries:
+        raise ServiceError(Status.PATH_DESTINATION_UNKNOWN, (), f"no program {program!r}")
+    return entries
+
+
+def get_instance_attribute_list(device: Device, first: int, data: bytes, room: int,
+                                program: str | None = None) -> tuple[int, bytes]:
+    try:
+        attributes = logix.GetInstanceAttributeList.decode(data).attributes
+    except CodecError as exc:
+        raise ServiceError(Status.NOT_ENOUGH_DATA, (), str(exc)) from None
+    out = bytearray()
+    for entry in symbol_entries(device, program):
+        if entry.instance < first:
+            continue
+        try:
+            encoded = logix.encode_symbol_entry(entry, attributes)
+        except CodecError as exc:
+            raise ServiceError(Status.ATTRIBUTE_LIST_ERROR, (), str(exc)) from None
+        if len(out) + len(encoded) > room:
+            if not out:
+                raise ServiceError(Status.RESOURCE_UNAVAILABLE, (), "reply too large")
+            return Status.PARTIAL_TRANSFER, bytes(out)
+        out += encoded
+    return Status.SUCCESS, bytes(out)
+
+
+def read_template(data: bytes, room: int) -> tuple[int, bytes]:
+    """Read Tag (0x4C) at @0x6C/0x0FCE: offset (UDINT), byte count (UINT) of the template."""
+    if len(data) != 6:
+        raise ServiceError(Status.NOT_ENOUGH_DATA if len(data) < 6 else Status.TOO_MUCH_DATA)
+    offset, count = struct.unpack("<IH", data)
+    if offset >= len(STRING_TEMPLATE):
+        raise OUT_OF_RANGE
+    end = min(offset + count, offset + room, len(STRING_TEMPLATE))
+    done = end >= len(STRING_TEMPLATE) or end == offset + count  # all of it, or all that was asked
+    status = Status.SUCCESS if done else Status.PARTIAL_TRANSFER
+    return status, STRING_TEMPLATE[offset:end]
+
+
+# --- Get/Set Attribute ----------------------------------------------------------------------------
+
+def _object(device: Device, path: tuple[Segment, ...], need_attribute: bool) -> tuple[int, int, int | None]:
+    kinds = tuple(seg.kind if isinstance(seg, Logical) else "" for seg in path)
+    wanted = ("class", "instance", "attribute") if need_attribute else ("class", "instance")
+    if kinds != wanted:
+        raise ServiceError(Status.PATH_SEGMENT_ERROR, (), f"expected a path of {'/'.join(wanted)}")
+    values = tuple(seg.value for seg in path)  # type: ignore[union-attr]
+    if (values[0], values[1]) not in device.objects:
+        raise ServiceError(Status.PATH_DESTINATION_UNKNOWN, (), f"no object @{values[0]}/{values[1]}")
+    return values[0], values[1], values[2] if need_attribute else None
+
+
+def _encode_attribute(attribute: Attribute) -> bytes:
+    return attribute.parser.encode(_values(attribute, 0, len(attribute)))
+
+
+def get_attribute_single(device: Device, path: tuple[Segment, ...]) -> bytes:
+    cls_id, inst, attr_id = _object(device, path, True)
+    attribute = device.objects[(cls_id, inst)].get(attr_id)  # type: ignore[arg-type]
+    if attribute is None:
+        raise ServiceError(Status.ATTRIBUTE_NOT_SUPPORTED, (), f"no attribute {attr_id}")
+    return _encode_attribute(attribute)
+
+
+def set_attribute_single(device: Device, path: tuple[Segment, ...], data: bytes) -> None:
+    cls_id, inst, attr_id = _object(device, path, True)
+    attribute = device.objects[(cls_id, inst)].get(attr_id)  # type: ignore[arg-type]
+    if attribute is None:
+        raise ServiceError(Status.ATTRIBUTE_NOT_SUPPORTED, (), f"no attribute {attr_id}")
+    if attribute.mask:
+        raise ServiceError(Status.ATTRIBUTE_NOT_SETTABLE, (), f"{attribute.name} is not settable")
+    if attribute.error:
+        raise ServiceError(attribute.error)
+    ctype = attribute.parser
+    try:
+        if ctype.size and len(data) % ctype.size:
+            raise ServiceError(Status.NOT_ENOUGH_DATA, (), f"{len(data)} bytes is not whole {ctype.name}s")
+        values = ctype.decode(data)
+    except CodecError as exc:
+        raise ServiceError(Status.NOT_ENOUGH_DATA, (), str(exc)) from None
+    if len(values) > len(attribute):
+        raise ServiceError(Status.TOO_MUCH_DATA, (), f"{len(values)} values for {len(attribute)} elements")
+    if not values:
+        raise ServiceError(Status.NOT_ENOUGH_DATA)
+    attribute[0:len(values)] = values
+
+
+def get_attributes_all(device: Device, path: tuple[Segment, ...]) -> bytes:
+    cls_id, inst, _ = _object(device, path, False)
+    attrs = device.objects[(cls_id, inst)]
+    order = GET_ALL_ATTRIBUTES.get(cls_id) if inst else None
+    return b"".join(_encode_attribute(attrs[a]) for a in (order or sorted(attrs)) if a in attrs)
+
+
+def get_attribute_list(device: Device, path: tuple[Segment, ...], data: bytes) -> bytes:
+    cls_id, inst, _ = _object(device, path, False)
+    if len(data) < 2:
+        raise ServiceError(Status.NOT_ENOUGH_DATA)
+    count = struct.unpack_from("<H", data)[0]
+    if len(data) != 2 + 2 * count:
+        raise ServiceError(Status.NOT_ENOUGH_DATA if len(data) < 2 + 2 * count else Status.TOO_MUCH_DATA)
+    out = bytearray(struct.pack("<H", count))
+    attrs = device.objects[(cls_id, inst)]
+    for attr_id in struct.unpack_from(f"<{count}H", data, 2):
+        attribute = attrs.get(attr_id)
+        if attribute is None:
+            out += struct.pack("<HH", attr_id, Status.ATTRIBUTE_NOT_SUPPORTED)
+        else:
+            out += struct.pack("<HH", attr_id, 0) + _encode_attribute(attribute)
+    return bytes(out)

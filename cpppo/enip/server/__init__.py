@@ -1,0 +1,1 @@
+"""EtherNet/IP server layer: see :mod:`cpppo.enip`."""

@@ -1,0 +1,77 @@
+"""What the docker backend creates its containers from: the create keywords of a device
+container and of the health poller's, and the digest ``up`` compares to decide whether an
+existing container still matches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from fleet.backends.base import HEALTH_PROGRAM
+from fleet.backends.docker.entry import SPEC_VARIABLE
+from fleet.backends.docker.layout import ContainerSpec, NetworkSpec
+from fleet.plan import Plan
+
+LABEL = "cpppo-fleet"  # label prefix: cpppo-fleet.fleet, .worker, .device, .role, .digest
+POLLER_MEMORY = "256m"
+STATE_MOUNT = "/state"  # where the poller sees the state folder
+_NS = 1_000_000_000
+
+
+def healthcheck_interval(containers: int) -> float:
+    """Seconds between Docker health probes.  Each probe is a Python process exec'd in the
+    container (about 0.1 s of CPU with runc's share), so a big fleet spaces them out to about
+    two probes a second in all; the fleet's own poller checks every device every few seconds.
+
+    >>> healthcheck_interval(5), healthcheck_interval(300)
+    (30.0, 150.0)
+    """
+    return max(30.0, containers / 2)
+
+
+def digest(config: dict[str, Any], endpoints: Any) -> str:
+    """What a container was created from: a changed one is replaced by ``up``."""
+    return hashlib.sha256(json.dumps([config, endpoints], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def device_config(plan: Plan, spec: ContainerSpec, image: str, labels: dict[str, str],
+                  healthcheck: float) -> dict[str, Any]:
+    """create_container keywords (plus ``host_config`` and ``endpoints``) for a device container."""
+    fleet = plan.fleet
+    devices = [d.to_json() for d in spec.devices]
+    env = {SPEC_VARIABLE: json.dumps({"worker": spec.worker, "devices": devices}, separators=(",", ":"))}
+    grouped = spec.extra_addresses
+    host = dict(
+        restart_policy={"Name": "unless-stopped"}, mem_limit=fleet.docker_memory,
+        memswap_limit=fleet.docker_memory, read_only=True, tmpfs={"/tmp": "size=8m"},
+        cap_drop=["ALL"], cap_add=["NET_ADMIN", "SETUID", "SETGID"] if grouped else None,
+        security_opt=["no-new-privileges"], pids_limit=64,
+        sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},  # Modbus 502 without root
+        log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "2"}})
+    labels = {**labels, f"{LABEL}.worker": spec.worker,
+              f"{LABEL}.device": ",".join(d.name for d in spec.devices)}
+    check = {"test": ["CMD", "python", "-m", "fleet.backends.docker.probe"],
+             "interval": int(healthcheck * _NS), "timeout": 10 * _NS, "retries": 3,
+             "start_period": int(healthcheck * _NS)}
+    return dict(image=image, name=spec.name, hostname=spec.hostname, environment=env, labels=labels,
+                user="0" if grouped else None, healthcheck=check, host_config=host,
+                endpoints=spec.endpoints)
+
+
+def poller_config(plan: Plan, nets: list[NetworkSpec], state_root: Path, image: str,
+                  labels: dict[str, str]) -> dict[str, Any]:
+    """The same for the health poller's container."""
+    host = dict(
+        restart_policy={"Name": "unless-stopped"}, mem_limit=POLLER_MEMORY, memswap_limit=POLLER_MEMORY,
+        read_only=True, tmpfs={"/tmp": "size=8m"}, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+        binds={str(state_root): {"bind": STATE_MOUNT, "mode": "rw"}},
+        log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "2"}})
+    return dict(image=image, name=f"{plan.fleet.name}-{HEALTH_PROGRAM}", hostname=HEALTH_PROGRAM,
+                entrypoint=["python", "-m", "fleet.health", STATE_MOUNT], environment={},
+                labels={**labels, f"{LABEL}.role": HEALTH_PROGRAM},
+                user=f"{os.getuid()}:{os.getgid()}",  # its files in the state folder stay the user's
+                healthcheck={"test": ["NONE"]}, host_config=host,
+                endpoints=tuple((n.name, n.poller) for n in nets))
