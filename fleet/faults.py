@@ -1,0 +1,240 @@
+"""Faults across a fleet: inject, clear and list them through the workers' control sockets,
+keep what is active and what happened in the state folder, and expand ``[[fault]]`` schedules.
+
+State files (in the fleet's state folder):
+
+- ``faults.json``: the injected faults still active, ``{device: fault}``; a worker that
+  (re)starts applies those of its devices, so ``restart`` does not silently heal a device;
+- ``fault-history.jsonl``: one JSON object per event (``inject``, ``clear``), with wall-clock
+  time, device, fault and source (``cli`` or ``schedule``), for matching against what the
+  system under test logged (``cpppo-fleet faults --history``).
+
+A schedule row is either *timed* (``at = "30s"`` after ``up``, for the devices matching
+``devices``) or *chaos* (``rate = "6/min"``: events at random, each on one device drawn from
+``devices``, between ``start`` and ``stop``), each with ``kind``, ``arg``, ``for`` and ``seed``:
+the same rows and seed give the same events, so a run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import fnmatch
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cpppo.faults import Fault, FaultError, parse_duration, parse_fault
+from fleet.control import ControlError, request, socket_path
+
+__all__ = ["ACTIVE_FILE", "HISTORY_FILE", "Event", "ScheduleRow", "active", "apply", "clear",
+           "expand_schedule", "history", "parse_schedule_row", "record"]
+
+ACTIVE_FILE = "faults.json"
+HISTORY_FILE = "fault-history.jsonl"
+MAX_EVENTS = 100_000  # a chaos row producing more than this over its window is refused
+_RATE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*/\s*(s|sec|min|m|h|hour)\s*$")
+_PER = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / ".faults.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _read_active(state_dir: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads((state_dir / ACTIVE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_active(state_dir: Path, data: Mapping[str, Any]) -> None:
+    tmp = state_dir / f".{ACTIVE_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, state_dir / ACTIVE_FILE)
+
+
+def record(state_dir: Path, event: str, devices: Iterable[str], fault: Fault | None, source: str,
+           when: float | None = None) -> None:
+    """Append one line per device to the history and update the active file."""
+    when = time.time() if when is None else when
+    names = list(devices)
+    with _locked(state_dir):
+        current = _read_active(state_dir)
+        with open(state_dir / HISTORY_FILE, "a") as out:
+            for name in names:
+                line = {"time": round(when, 6), "event": event, "device": name, "source": source}
+                if fault is not None:
+                    line["fault"] = fault.describe()
+                    line["until"] = fault.until
+                out.write(json.dumps(line) + "\n")
+                if event == "inject" and fault is not None:
+                    current[name] = fault.to_dict()
+                else:
+                    current.pop(name, None)
+        _write_active(state_dir, current)
+
+
+def active(state_dir: Path, now: float | None = None) -> dict[str, Fault]:
+    """The faults still active (by the state folder's record), expired ones left out."""
+    now = time.time() if now is None else now
+    out = {}
+    for name, data in _read_active(state_dir).items():
+        with contextlib.suppress(FaultError, TypeError, KeyError):
+            fault = Fault.from_dict(data)
+            if fault.until is None or fault.until > now:
+                out[name] = fault
+    return out
+
+
+def history(state_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    with contextlib.suppress(OSError), open(state_dir / HISTORY_FILE) as lines:
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+    return out
+
+
+def _by_worker(devices: Iterable[Any]) -> dict[str, list[str]]:
+    workers: dict[str, list[str]] = {}
+    for device in devices:
+        workers.setdefault(device.worker, []).append(device.name)
+    return workers
+
+
+def apply(state_dir: Path, devices: Sequence[Any], fault: Fault, source: str = "cli",
+          timeout: float = 5.0) -> tuple[list[str], dict[str, str]]:
+    """Send ``fault`` to the workers of ``devices`` (planned devices: ``.name``, ``.worker``);
+    return (devices applied, {worker: why it could not be reached})."""
+    done, failed = [], {}
+    for worker, names in _by_worker(devices).items():
+        try:
+            answer = request(socket_path(state_dir, worker), {"op": "fault", "devices": names,
+                                                             "fault": fault.to_dict()}, timeout)
+            done += answer.get("applied", [])
+        except ControlError as exc:
+            failed[worker] = str(exc)
+    if done:
+        record(state_dir, "inject", done, fault, source)
+    return done, failed
+
+
+def clear(state_dir: Path, devices: Sequence[Any], source: str = "cli",
+          timeout: float = 5.0) -> tuple[list[str], dict[str, str]]:
+    done, failed = [], {}
+    for worker, names in _by_worker(devices).items():
+        try:
+            answer = request(socket_path(state_dir, worker), {"op": "clear", "devices": names}, timeout)
+            done += answer.get("cleared", [])
+        except ControlError as exc:
+            failed[worker] = str(exc)
+    # the record is cleared for every device asked about, also those whose worker is gone
+    recorded = _read_active(state_dir)
+    names = [d.name for d in devices if d.name in recorded or d.name in done]
+    record(state_dir, "clear", names, None, source)
+    return done, failed
+
+
+# --- schedules --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    devices: str  # a glob over device names
+    kind: str
+    arg: str | None
+    duration: float | None  # seconds a fault lasts (None: until cleared)
+    at: float | None  # timed: seconds after up
+    rate: float | None  # chaos: events per second
+    start: float  # chaos window, seconds after up
+    stop: float | None
+    seed: int
+
+
+@dataclass(frozen=True, order=True)
+class Event:
+    at: float  # seconds after up
+    device: str
+    kind: str
+    arg: str | None
+    duration: float | None
+    seed: int
+
+    def fault(self, epoch: float) -> Fault:
+        """The fault this event injects, for a fleet brought up at ``epoch`` (wall clock)."""
+        return parse_fault(self.kind, self.arg, now=epoch + self.at, duration=self.duration, seed=self.seed)
+
+
+def _rate(text: Any) -> float:
+    match = _RATE.match(str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise FaultError(f"bad rate {text!r}: expected events per unit, such as 6/min or 0.5/s")
+    return float(match.group(1)) / _PER[match.group(2)]
+
+
+ROW_KEYS = {"devices", "kind", "arg", "for", "at", "rate", "start", "stop", "seed"}
+
+
+def parse_schedule_row(data: Mapping[str, Any], fleet_seed: int = 0, index: int = 0) -> ScheduleRow:
+    """One ``[[fault]]`` table; FaultError naming the key and the problem."""
+    unknown = set(data) - ROW_KEYS
+    if unknown:
+        raise FaultError(f"unknown key {sorted(unknown)[0]!r} (expected: {', '.join(sorted(ROW_KEYS))})")
+    for key in ("devices", "kind"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise FaultError(f"key {key!r}: expected a non-empty string")
+    arg = data.get("arg")
+    if arg is not None and not isinstance(arg, str | int | float):
+        raise FaultError("key 'arg': expected a string or number")
+    arg = None if arg is None else str(arg)
+    duration = None if data.get("for") is None else parse_duration(data["for"], "'for'")
+    parse_fault(data["kind"], arg, now=0.0, duration=duration or None)  # the fault itself must parse
+    if ("at" in data) == ("rate" in data):
+        raise FaultError("give exactly one of 'at' (a timed fault) or 'rate' (chaos)")
+    at = parse_duration(data["at"], "'at'") if "at" in data else None
+    rate = _rate(data["rate"]) if "rate" in data else None
+    start = parse_duration(data.get("start", 0), "'start'")
+    stop = parse_duration(data["stop"], "'stop'") if "stop" in data else None
+    if rate is not None:
+        if stop is None:
+            raise FaultError("a chaos row ('rate') needs 'stop', the end of its window after up")
+        if stop <= start:
+            raise FaultError("'stop' must come after 'start'")
+        if rate * (stop - start) > MAX_EVENTS:
+            raise FaultError(f"rate x window gives over {MAX_EVENTS} events")
+    seed = data.get("seed", fleet_seed * 1000 + index)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise FaultError("key 'seed': expected an integer")
+    return ScheduleRow(data["devices"], data["kind"], arg, duration, at, rate, start, stop, seed)
+
+
+def expand_schedule(rows: Sequence[ScheduleRow], names: Sequence[str]) -> list[Event]:
+    """Every event the rows give over a fleet of ``names``, in time order; deterministic."""
+    events: list[Event] = []
+    for row in rows:
+        chosen = [n for n in names if fnmatch.fnmatchcase(n, row.devices)]
+        if row.at is not None:
+            events += [Event(row.at, n, row.kind, row.arg, row.duration, row.seed) for n in chosen]
+            continue
+        if not chosen:
+            continue
+        rng = random.Random(row.seed)
+        t = row.start
+        while len(events) < MAX_EVENTS:
+            t += rng.expovariate(row.rate)
+            if row.stop is not None and t >= row.stop:
+                break
+            events.append(Event(round(t, 6), rng.choice(chosen), row.kind, row.arg, row.duration,
+                                rng.randrange(1 << 31)))
+    return sorted(events)
