@@ -68,6 +68,7 @@ class ControlServer:
         self.faults = faults
         self.on_change = on_change
         self.server: asyncio.AbstractServer | None = None
+        self.schedule: asyncio.Future | None = None  # the worker's fault schedule, if any
 
     async def start(self) -> ControlServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +82,8 @@ class ControlServer:
         return self
 
     def close(self) -> None:
+        if self.schedule is not None:
+            self.schedule.cancel()
         if self.server is not None:
             self.server.close()
         with contextlib.suppress(FileNotFoundError):

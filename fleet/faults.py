@@ -238,3 +238,60 @@ def expand_schedule(rows: Sequence[ScheduleRow], names: Sequence[str]) -> list[E
             events.append(Event(round(t, 6), rng.choice(chosen), row.kind, row.arg, row.duration,
                                 rng.randrange(1 << 31)))
     return sorted(events)
+
+
+# --- the worker's side ------------------------------------------------------------------------------
+
+SCHEDULE_EPOCH_FILE = "schedule-epoch"
+
+
+def schedule_epoch(state_dir: Path, now: float | None = None) -> float:
+    """The wall-clock time schedules count from: when the fleet first came up (kept in the
+    state folder, so a restarted worker keeps the same timeline; ``down`` removes it)."""
+    path = state_dir / SCHEDULE_EPOCH_FILE
+    now = time.time() if now is None else now
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        with contextlib.suppress(OSError, ValueError):
+            return float(path.read_text().strip() or now)
+        return now
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{now:.6f}\n")
+    return now
+
+
+async def attach(worker: str, state_dir: Path, slots: Mapping[str, Any],
+                 events: Sequence[Event] = ()) -> Any:
+    """Serve ``worker``'s control socket for ``slots`` ({device: FaultState}), re-apply the
+    faults the state folder says are active on them, and run the scheduled ``events`` of its
+    devices.  Returns the ControlServer (``close()`` it, and cancel the schedule task it holds
+    as ``.schedule``)."""
+    import asyncio
+
+    from fleet.control import ControlServer
+
+    for name, fault in active(state_dir).items():
+        if name in slots:
+            slots[name].set(fault)
+    server = await ControlServer(socket_path(state_dir, worker), worker, slots).start()
+    mine = [e for e in events if e.device in slots]
+    server.schedule = asyncio.ensure_future(run_schedule(mine, schedule_epoch(state_dir), slots, state_dir))
+    return server
+
+
+async def run_schedule(events: Sequence[Event], epoch: float, slots: Mapping[str, Any], state_dir: Path,
+                       clock: Any = time.time) -> None:
+    """Inject each event's fault at its time (events already past are skipped, except that a
+    fault whose window is still open is applied for what is left of it)."""
+    import asyncio
+
+    for event in sorted(events):
+        fault = event.fault(epoch)
+        now = clock()
+        if fault.until is not None and fault.until <= now:
+            continue
+        if fault.since > now:
+            await asyncio.sleep(fault.since - now)
+        slots[event.device].set(fault)
+        record(state_dir, "inject", [event.device], fault, "schedule")

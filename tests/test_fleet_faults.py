@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -140,3 +141,29 @@ def test_chaos_rows_repeat_exactly_with_their_seed() -> None:
 def test_bad_schedule_rows(row, message) -> None:
     with pytest.raises(FaultError, match=message):
         faults.parse_schedule_row(row)
+
+
+def test_worker_side_reapplies_and_runs_its_schedule(tmp_path: Path) -> None:
+    """attach(): faults recorded active are applied at start; the worker's scheduled events
+    fire at their time (a fake epoch in the past makes one already due) and are recorded."""
+    faults.record(tmp_path, "inject", ["pump1"], parse_fault("timeout"), "cli")
+    (tmp_path / faults.SCHEDULE_EPOCH_FILE).write_text(f"{time.time() - 10:.6f}\n")
+    rows = [faults.parse_schedule_row({"devices": "pump2", "kind": "offline", "at": "9.8s", "for": "1m"}),
+            faults.parse_schedule_row({"devices": "meter1", "kind": "freeze", "at": "1s", "for": "2s"}),
+            faults.parse_schedule_row({"devices": "other*", "kind": "freeze", "at": "0s"})]
+    events = faults.expand_schedule(rows, ["pump1", "pump2", "meter1", "other1"])
+    slots = {name: FaultState() for name in ("pump1", "pump2", "meter1")}
+
+    async def scenario() -> None:
+        server = await faults.attach("w0", tmp_path, slots, events)
+        try:
+            await asyncio.wait_for(server.schedule, 5)
+        finally:
+            server.close()
+
+    asyncio.run(scenario())
+    assert slots["pump1"].active.kind == "timeout"
+    assert slots["pump2"].active.kind == "offline"
+    assert slots["meter1"].active is None  # its window (1-3 s after up) had passed
+    assert [(e["event"], e["device"], e["source"]) for e in faults.history(tmp_path)][-1] == \
+        ("inject", "pump2", "schedule")
