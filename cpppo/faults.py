@@ -36,6 +36,7 @@ flap        period ``10s`` (offline half of it)              offline and back, w
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import re
@@ -44,7 +45,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["KINDS", "Fault", "FaultError", "FaultState", "parse_duration", "parse_fault"]
+__all__ = ["KINDS", "Fault", "FaultError", "FaultState", "follow_listening", "parse_duration", "parse_fault"]
+
+log = logging.getLogger(__name__)
 
 KINDS = ("latency", "timeout", "offline", "drop", "error", "freeze", "corrupt", "flap")
 
@@ -308,3 +311,52 @@ class FaultState:
 def with_until(fault: Fault, until: float | None) -> Fault:
     """``fault`` with another expiry (the schedule uses it)."""
     return replace(fault, until=until)
+
+
+_LISTENING_KINDS = ("offline", "flap")
+
+
+def follow_listening(state: FaultState, server: Any) -> None:
+    """Keep ``server`` (``.enabled``, ``.disable()``, ``await .enable()``) listening exactly
+    while ``state`` is not offline: ``offline`` closes its port (connections refused) until
+    cleared, ``flap`` closes and reopens it with its period.  Costs nothing until such a fault
+    is set: a task runs only while one is active (call on the server's running loop)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+    running: list[asyncio.Task] = []
+
+    async def follow() -> None:
+        try:
+            for _ in range(10_000_000):  # bounded: a week of 100 ms flaps
+                offline = state.offline()
+                if offline and server.enabled:
+                    server.disable()
+                elif not offline and not server.enabled:
+                    try:
+                        await server.enable()
+                    except OSError as exc:  # the port is taken meanwhile: try again shortly
+                        log.warning("cannot listen again yet: %s", exc.strerror or exc)
+                        await asyncio.sleep(1.0)
+                        continue
+                fault = state.current()
+                if (fault is None or fault.kind not in _LISTENING_KINDS) and server.enabled:
+                    return
+                changed.clear()
+                wait = state.next_change()
+                try:
+                    await asyncio.wait_for(changed.wait(), None if wait is None else max(wait, 0.001))
+                except TimeoutError:
+                    pass
+        finally:
+            running.clear()
+
+    def on_change(fault: Fault | None) -> None:
+        changed.set()
+        if not running and ((fault is not None and fault.kind in _LISTENING_KINDS) or not server.enabled):
+            running.append(loop.create_task(follow()))
+
+    state.listeners.append(lambda fault: loop.call_soon_threadsafe(on_change, fault))
+    if state.active is not None:
+        on_change(state.active)

@@ -142,3 +142,57 @@ def test_describe_says_what_status_shows() -> None:
     assert parse_fault("drop", "0.5", now=0).describe() == "drop 0.5"
     assert parse_fault("flap", "10s", now=0).describe() == "flap 10s"
     assert parse_fault("offline", now=0).describe() == "offline"
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.enabled = True
+        self.changes: list[bool] = []
+
+    def disable(self) -> None:
+        self.enabled = False
+        self.changes.append(False)
+
+    async def enable(self) -> None:
+        self.enabled = True
+        self.changes.append(True)
+
+
+def test_follow_listening_offline_then_clear() -> None:
+    import asyncio
+
+    from cpppo.faults import follow_listening
+
+    async def scenario() -> list[bool]:
+        state, server = FaultState(), FakeServer()
+        follow_listening(state, server)
+        await asyncio.sleep(0.01)
+        assert server.changes == []  # nothing runs while healthy
+        state.set(parse_fault("offline"))
+        await asyncio.sleep(0.05)
+        assert not server.enabled
+        state.clear()
+        await asyncio.sleep(0.05)
+        return server.changes
+
+    assert asyncio.run(scenario()) == [False, True]
+
+
+def test_follow_listening_flaps_and_expires() -> None:
+    import asyncio
+    import time
+
+    from cpppo.faults import follow_listening
+
+    async def scenario() -> list[bool]:
+        state, server = FaultState(), FakeServer()
+        follow_listening(state, server)
+        state.set(parse_fault("flap", "200ms", now=time.time(), duration="0.95s"))
+        await asyncio.sleep(1.3)
+        assert server.enabled and state.active is None
+        return server.changes
+
+    changes = asyncio.run(scenario())
+    assert changes[0] is False and changes[-1] is True
+    assert 3 <= len(changes) <= 12  # about ten half-periods in 0.95 s (fewer on a loaded machine)
+    assert all(a != b for a, b in zip(changes, changes[1:], strict=False))

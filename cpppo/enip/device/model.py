@@ -23,6 +23,7 @@ from typing import Any
 
 from cpppo.enip.codec.epath import Port
 from cpppo.enip.codec.types import DINT, LOGIX_STRING_CHARS, SINT, TYPES, CIPType
+from cpppo.faults import FaultState
 
 __all__ = ["Attribute", "Device", "StringMember", "Tag", "TagSpec", "parse_tag_spec"]
 
@@ -312,6 +313,7 @@ class Device:
     objects: dict[tuple[int, int], dict[int, Attribute]] = field(default_factory=dict)
     symbols: dict[int, Tag] = field(default_factory=dict)
     attribute_class: type[Attribute] = Attribute
+    faults: FaultState = field(default_factory=FaultState, repr=False)  # injected faults (cpppo.faults)
 
     @classmethod
     def from_specs(cls, specs: Iterable[str], identity: Mapping[str, Any] | None = None, *,
