@@ -40,6 +40,7 @@ import logging
 import math
 import random
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -354,9 +355,19 @@ def follow_listening(state: FaultState, server: Any) -> None:
 
     def on_change(fault: Fault | None) -> None:
         changed.set()
+        if fault is not None and fault.kind == "offline" and server.enabled:
+            server.disable()  # at once: the caller's answer must find the port closed
         if not running and ((fault is not None and fault.kind in _LISTENING_KINDS) or not server.enabled):
             running.append(loop.create_task(follow()))
 
-    state.listeners.append(lambda fault: loop.call_soon_threadsafe(on_change, fault))
+    owner = threading.get_ident()
+
+    def listener(fault: Fault | None) -> None:
+        if threading.get_ident() == owner:
+            on_change(fault)
+        else:
+            loop.call_soon_threadsafe(on_change, fault)
+
+    state.listeners.append(listener)
     if state.active is not None:
         on_change(state.active)

@@ -1,5 +1,5 @@
 """The local control channel from the CLI to each worker: one unix socket per worker in the
-state folder (``<state>/control/<worker>.sock``), carrying one JSON object per line each way.
+control folder (``<state>/control/<worker>.sock``), carrying one JSON object per line each way.
 No network port is opened for it; in the Docker backend the state folder's ``control/`` is
 bind-mounted into each container, so the same channel reaches it.
 
@@ -29,7 +29,7 @@ from typing import Any
 
 from cpppo.faults import Fault, FaultError, FaultState
 
-__all__ = ["MAX_LINE", "ControlError", "ControlServer", "request", "socket_path"]
+__all__ = ["MAX_LINE", "ControlError", "ControlServer", "control_dir", "request", "socket_path"]
 
 MAX_LINE = 1 << 20  # one request line at most (a list of 100,000 device names fits)
 _SUN_PATH_MAX = 107
@@ -39,8 +39,14 @@ class ControlError(RuntimeError):
     """A worker that cannot be reached, or an error it answered; the message is one line."""
 
 
-def socket_path(state_dir: Path, worker: str) -> Path:
-    return Path(state_dir) / "control" / f"{worker}.sock"
+def control_dir(state_dir: Path) -> Path:
+    """The control folder of a fleet's state folder: sockets and the fault record."""
+    return Path(state_dir) / "control"
+
+
+def socket_path(control: Path, worker: str) -> Path:
+    """The control socket of ``worker`` in the control folder ``control``."""
+    return Path(control) / f"{worker}.sock"
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """Faults across a fleet: inject, clear and list them through the workers' control sockets,
 keep what is active and what happened in the state folder, and expand ``[[fault]]`` schedules.
 
-State files (in the fleet's state folder):
+State files, in the fleet's control folder (``<state>/control/``, beside the workers'
+sockets; the Docker backend bind-mounts it into each container):
 
 - ``faults.json``: the injected faults still active, ``{device: fault}``; a worker that
   (re)starts applies those of its devices, so ``restart`` does not silently heal a device;
@@ -31,10 +32,22 @@ from pathlib import Path
 from typing import Any
 
 from cpppo.faults import Fault, FaultError, parse_duration, parse_fault
-from fleet.control import ControlError, request, socket_path
+from fleet.control import ControlError, control_dir, request, socket_path
 
-__all__ = ["ACTIVE_FILE", "HISTORY_FILE", "Event", "ScheduleRow", "active", "apply", "clear",
-           "expand_schedule", "history", "parse_schedule_row", "record"]
+__all__ = [
+    "ACTIVE_FILE",
+    "HISTORY_FILE",
+    "Event",
+    "ScheduleRow",
+    "active",
+    "apply",
+    "clear",
+    "control_dir",
+    "expand_schedule",
+    "history",
+    "parse_schedule_row",
+    "record",
+]
 
 ACTIVE_FILE = "faults.json"
 HISTORY_FILE = "fault-history.jsonl"
@@ -44,35 +57,35 @@ _PER = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "hour": 3600.
 
 
 @contextlib.contextmanager
-def _locked(state_dir: Path) -> Iterator[None]:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / ".faults.lock", "a") as lock:
+def _locked(control: Path) -> Iterator[None]:
+    control.mkdir(parents=True, exist_ok=True)
+    with open(control / ".faults.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
-def _read_active(state_dir: Path) -> dict[str, dict[str, Any]]:
+def _read_active(control: Path) -> dict[str, dict[str, Any]]:
     try:
-        data = json.loads((state_dir / ACTIVE_FILE).read_text())
+        data = json.loads((control / ACTIVE_FILE).read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _write_active(state_dir: Path, data: Mapping[str, Any]) -> None:
-    tmp = state_dir / f".{ACTIVE_FILE}.{os.getpid()}"
+def _write_active(control: Path, data: Mapping[str, Any]) -> None:
+    tmp = control / f".{ACTIVE_FILE}.{os.getpid()}"
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, state_dir / ACTIVE_FILE)
+    os.replace(tmp, control / ACTIVE_FILE)
 
 
-def record(state_dir: Path, event: str, devices: Iterable[str], fault: Fault | None, source: str,
+def record(control: Path, event: str, devices: Iterable[str], fault: Fault | None, source: str,
            when: float | None = None) -> None:
     """Append one line per device to the history and update the active file."""
     when = time.time() if when is None else when
     names = list(devices)
-    with _locked(state_dir):
-        current = _read_active(state_dir)
-        with open(state_dir / HISTORY_FILE, "a") as out:
+    with _locked(control):
+        current = _read_active(control)
+        with open(control / HISTORY_FILE, "a") as out:
             for name in names:
                 line = {"time": round(when, 6), "event": event, "device": name, "source": source}
                 if fault is not None:
@@ -83,14 +96,14 @@ def record(state_dir: Path, event: str, devices: Iterable[str], fault: Fault | N
                     current[name] = fault.to_dict()
                 else:
                     current.pop(name, None)
-        _write_active(state_dir, current)
+        _write_active(control, current)
 
 
-def active(state_dir: Path, now: float | None = None) -> dict[str, Fault]:
-    """The faults still active (by the state folder's record), expired ones left out."""
+def active(control: Path, now: float | None = None) -> dict[str, Fault]:
+    """The faults still active (by the control folder's record), expired ones left out."""
     now = time.time() if now is None else now
     out = {}
-    for name, data in _read_active(state_dir).items():
+    for name, data in _read_active(control).items():
         with contextlib.suppress(FaultError, TypeError, KeyError):
             fault = Fault.from_dict(data)
             if fault.until is None or fault.until > now:
@@ -98,9 +111,9 @@ def active(state_dir: Path, now: float | None = None) -> dict[str, Fault]:
     return out
 
 
-def history(state_dir: Path) -> list[dict[str, Any]]:
+def history(control: Path) -> list[dict[str, Any]]:
     out = []
-    with contextlib.suppress(OSError), open(state_dir / HISTORY_FILE) as lines:
+    with contextlib.suppress(OSError), open(control / HISTORY_FILE) as lines:
         for line in lines:
             with contextlib.suppress(ValueError):
                 out.append(json.loads(line))
@@ -114,36 +127,36 @@ def _by_worker(devices: Iterable[Any]) -> dict[str, list[str]]:
     return workers
 
 
-def apply(state_dir: Path, devices: Sequence[Any], fault: Fault, source: str = "cli",
+def apply(control: Path, devices: Sequence[Any], fault: Fault, source: str = "cli",
           timeout: float = 5.0) -> tuple[list[str], dict[str, str]]:
     """Send ``fault`` to the workers of ``devices`` (planned devices: ``.name``, ``.worker``);
     return (devices applied, {worker: why it could not be reached})."""
     done, failed = [], {}
     for worker, names in _by_worker(devices).items():
         try:
-            answer = request(socket_path(state_dir, worker), {"op": "fault", "devices": names,
+            answer = request(socket_path(control, worker), {"op": "fault", "devices": names,
                                                              "fault": fault.to_dict()}, timeout)
             done += answer.get("applied", [])
         except ControlError as exc:
             failed[worker] = str(exc)
     if done:
-        record(state_dir, "inject", done, fault, source)
+        record(control, "inject", done, fault, source)
     return done, failed
 
 
-def clear(state_dir: Path, devices: Sequence[Any], source: str = "cli",
+def clear(control: Path, devices: Sequence[Any], source: str = "cli",
           timeout: float = 5.0) -> tuple[list[str], dict[str, str]]:
     done, failed = [], {}
     for worker, names in _by_worker(devices).items():
         try:
-            answer = request(socket_path(state_dir, worker), {"op": "clear", "devices": names}, timeout)
+            answer = request(socket_path(control, worker), {"op": "clear", "devices": names}, timeout)
             done += answer.get("cleared", [])
         except ControlError as exc:
             failed[worker] = str(exc)
     # the record is cleared for every device asked about, also those whose worker is gone
-    recorded = _read_active(state_dir)
+    recorded = _read_active(control)
     names = [d.name for d in devices if d.name in recorded or d.name in done]
-    record(state_dir, "clear", names, None, source)
+    record(control, "clear", names, None, source)
     return done, failed
 
 
@@ -245,10 +258,10 @@ def expand_schedule(rows: Sequence[ScheduleRow], names: Sequence[str]) -> list[E
 SCHEDULE_EPOCH_FILE = "schedule-epoch"
 
 
-def schedule_epoch(state_dir: Path, now: float | None = None) -> float:
+def schedule_epoch(control: Path, now: float | None = None) -> float:
     """The wall-clock time schedules count from: when the fleet first came up (kept in the
-    state folder, so a restarted worker keeps the same timeline; ``down`` removes it)."""
-    path = state_dir / SCHEDULE_EPOCH_FILE
+    control folder, so a restarted worker keeps the same timeline; ``down`` removes it)."""
+    path = control / SCHEDULE_EPOCH_FILE
     now = time.time() if now is None else now
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -261,26 +274,28 @@ def schedule_epoch(state_dir: Path, now: float | None = None) -> float:
     return now
 
 
-async def attach(worker: str, state_dir: Path, slots: Mapping[str, Any],
-                 events: Sequence[Event] = ()) -> Any:
+async def attach(worker: str, control: Path, slots: Mapping[str, Any],
+                 events: Sequence[Event] = (), epoch: float | None = None) -> Any:
     """Serve ``worker``'s control socket for ``slots`` ({device: FaultState}), re-apply the
-    faults the state folder says are active on them, and run the scheduled ``events`` of its
+    faults the control folder says are active on them, and run the scheduled ``events`` of its
     devices.  Returns the ControlServer (``close()`` it, and cancel the schedule task it holds
     as ``.schedule``)."""
     import asyncio
 
     from fleet.control import ControlServer
 
-    for name, fault in active(state_dir).items():
+    for name, fault in active(control).items():
         if name in slots:
             slots[name].set(fault)
-    server = await ControlServer(socket_path(state_dir, worker), worker, slots).start()
+    server = await ControlServer(socket_path(control, worker), worker, slots).start()
     mine = [e for e in events if e.device in slots]
-    server.schedule = asyncio.ensure_future(run_schedule(mine, schedule_epoch(state_dir), slots, state_dir))
+    if mine:
+        start = schedule_epoch(control) if epoch is None else epoch
+        server.schedule = asyncio.ensure_future(run_schedule(mine, start, slots, control))
     return server
 
 
-async def run_schedule(events: Sequence[Event], epoch: float, slots: Mapping[str, Any], state_dir: Path,
+async def run_schedule(events: Sequence[Event], epoch: float, slots: Mapping[str, Any], control: Path,
                        clock: Any = time.time) -> None:
     """Inject each event's fault at its time (events already past are skipped, except that a
     fault whose window is still open is applied for what is left of it)."""
@@ -294,4 +309,4 @@ async def run_schedule(events: Sequence[Event], epoch: float, slots: Mapping[str
         if fault.since > now:
             await asyncio.sleep(fault.since - now)
         slots[event.device].set(fault)
-        record(state_dir, "inject", [event.device], fault, "schedule")
+        record(control, "inject", [event.device], fault, "schedule")

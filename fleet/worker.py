@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cpppo.faults import FaultState
 from cpppo.server.hosting import new_event_loop
 from fleet.plan import PlannedDevice
 
@@ -58,9 +59,12 @@ def build(device: PlannedDevice) -> Any:
                                    identity=device.identity_dict)
 
 
-async def start(device: PlannedDevice) -> Any:
-    """Serve one device; returns the server handle (``close()``, ``wait_closed()``)."""
+async def start(device: PlannedDevice, faults: FaultState | None = None) -> Any:
+    """Serve one device; returns the server handle (``close()``, ``wait_closed()``).
+    ``faults``: the device's fault slot (kept by the worker across restarts of the device)."""
     model = build(device)
+    if faults is not None:
+        model.faults = faults
     if device.kind == "enip":
         from cpppo.enip.server.transport import serve
 
@@ -100,6 +104,8 @@ class Worker:
         self.errors: dict[str, str] = {}  # device -> why it cannot be served (last attempt)
         self.report = report  # called with ``errors`` after every attempt
         self.stopping = asyncio.Event()
+        self.faults = {d.name: FaultState() for d in devices}  # what the control channel changes
+        self.control: Any = None
 
     async def start_pending(self) -> list[PlannedDevice]:
         """Try to serve every device not yet served; return those that failed."""
@@ -107,7 +113,8 @@ class Worker:
         failed = []
         for i in range(0, len(pending), START_BATCH):
             batch = pending[i:i + START_BATCH]
-            results = await asyncio.gather(*(start(d) for d in batch), return_exceptions=True)
+            results = await asyncio.gather(*(start(d, self.faults[d.name]) for d in batch),
+                                           return_exceptions=True)
             for device, result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):
                     if not isinstance(result, Exception):
@@ -137,7 +144,15 @@ class Worker:
         await self.stopping.wait()
         await self.close()
 
+    async def serve_control(self, control: Path, events: list[Any], epoch: float | None = None) -> None:
+        """Serve the fault control socket in ``control`` and run this worker's scheduled faults."""
+        from fleet.faults import attach
+
+        self.control = await attach(self.name, control, self.faults, events, epoch)
+
     async def close(self) -> None:
+        if self.control is not None:
+            self.control.close()
         for server in self.servers.values():
             server.close()
         await asyncio.gather(*(s.wait_closed() for s in self.servers.values()), return_exceptions=True)
@@ -170,6 +185,15 @@ async def serve_spec(spec: dict[str, Any]) -> None:
     report = None if write is None else (
         lambda errors: write(lambda store: store.record_serve_errors(name, pid, errors)))
     worker = Worker(name, [PlannedDevice.from_json(d) for d in spec["devices"]], report)
+    control = spec.get("control_dir") or (spec.get("state_dir") and str(Path(spec["state_dir"]) / "control"))
+    if control:
+        from fleet.faults import Event
+
+        events = [Event(**e) for e in spec.get("fault_events", [])]
+        try:
+            await worker.serve_control(Path(control), events, spec.get("fault_epoch"))
+        except OSError as exc:  # the devices matter more than the control channel
+            log.error("%s: no control socket in %s: %s", name, control, exc.strerror or exc)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)

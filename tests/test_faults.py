@@ -3,6 +3,8 @@ server is told on a fake clock."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from cpppo.faults import Fault, FaultError, FaultState, parse_duration, parse_fault
@@ -195,4 +197,4 @@ def test_follow_listening_flaps_and_expires() -> None:
     changes = asyncio.run(scenario())
     assert changes[0] is False and changes[-1] is True
     assert 3 <= len(changes) <= 12  # about ten half-periods in 0.95 s (fewer on a loaded machine)
-    assert all(a != b for a, b in zip(changes, changes[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(changes))

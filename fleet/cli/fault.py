@@ -45,10 +45,12 @@ def fault(words: list[str] = WORDS,
     freeze, corrupt, flap."""
     from cpppo.faults import FaultError, parse_fault
     from fleet import faults
+    from fleet.control import control_dir
 
     args, path = _split(words)
     plan = load_plan(path)
     state = state_dir_for(path, plan, state_dir)
+    control = control_dir(state)
     applied = _applied(plan, state)
     if clear:
         if len(args) > 1 or duration is not None:
@@ -56,7 +58,7 @@ def fault(words: list[str] = WORDS,
         devices = applied.select(args or None) if args else applied.devices
         if args and not devices:
             fail(f"no device matches {args[0]!r}", EXIT_CONFIG)
-        done, failed = faults.clear(state, devices)
+        done, failed = faults.clear(control, devices)
         typer.echo(f"cleared faults on {len(done)} device{'s' if len(done) != 1 else ''}")
         _report(failed)
         return
@@ -70,7 +72,7 @@ def fault(words: list[str] = WORDS,
     devices = applied.select([pattern])
     if not devices:
         fail(f"no device matches {pattern!r}", EXIT_CONFIG)
-    done, failed = faults.apply(state, devices, the_fault)
+    done, failed = faults.apply(control, devices, the_fault)
     typer.echo(f"{the_fault.describe()} on {len(done)} device{'s' if len(done) != 1 else ''} "
                f"{_when(the_fault.until)}")
     _report(failed)
@@ -99,11 +101,12 @@ def faults_(path: Path = FLEET_FILE,
             state_dir: Path | None = STATE_DIR) -> None:
     """List the active faults (device, kind, options, since, until)."""
     from fleet import faults
+    from fleet.control import control_dir
 
     plan = load_plan(path)
     state = state_dir_for(path, plan, state_dir)
     if show_history:
-        rows = faults.history(state)
+        rows = faults.history(control_dir(state))
         if as_json:
             typer.echo(json.dumps(rows, indent=1))
             return
@@ -112,7 +115,7 @@ def faults_(path: Path = FLEET_FILE,
             typer.echo(f"{stamp}  {row['event']:<6}  {row['device']:<20}  {row.get('fault', ''):<22}  "
                        f"{row['source']}")
         return
-    current = faults.active(state)
+    current = faults.active(control_dir(state))
     if as_json:
         typer.echo(json.dumps({name: {**f.to_dict(), "describe": f.describe()} for name, f in
                                sorted(current.items())}, indent=1))
