@@ -39,6 +39,7 @@ class DeviceState(Enum):
     RESTARTING = "restarting"  # its worker exited and is being restarted
     FAILED = "failed"  # its worker could not be started; the supervisor gave up
     UNKNOWN = "unknown"  # no fresh health result (is the health poller running?)
+    FAULTED = "faulted"  # running under an injected fault (cpppo-fleet fault): misbehaving on purpose
 
 
 # Which state may follow which: the life of a device.
@@ -54,7 +55,11 @@ TRANSITIONS: dict[DeviceState, frozenset[DeviceState]] = {
     DeviceState.FAILED: frozenset({DeviceState.STARTING, DeviceState.STOPPED}),
     DeviceState.UNKNOWN: frozenset({DeviceState.HEALTHY, DeviceState.DOWN, DeviceState.RESTARTING,
                                     DeviceState.STARTING, DeviceState.STOPPED}),
+    DeviceState.FAULTED: frozenset({DeviceState.HEALTHY, DeviceState.DOWN, DeviceState.RESTARTING,
+                                    DeviceState.STARTING, DeviceState.STOPPED, DeviceState.UNKNOWN}),
 }
+for _state in (DeviceState.STARTING, DeviceState.HEALTHY, DeviceState.DOWN, DeviceState.UNKNOWN):
+    TRANSITIONS[_state] |= {DeviceState.FAULTED}  # a fault may be injected into any running device
 
 _BY_PROCESS = {
     ProcessState.STOPPED: DeviceState.STOPPED,

@@ -173,3 +173,15 @@ def _accepts(host: str, port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_status_shows_faulted_devices(fleet: CliFleet) -> None:
+    fleet.cli("fault", "pump2", "latency", "200ms..500ms", "--for", "1h")
+    status = fleet.status(code=1)  # a faulted device is not healthy...
+    device = {d["name"]: d for d in status["devices"]}["pump2"]
+    assert device["state"] == "faulted" and device["fault"].startswith("latency 200-500ms until ")
+    assert status["faults"]["pump2"]["kind"] == "latency"
+    until(lambda: fleet.invoke("status", "--json", "--faults-ok", code=None).exit_code == 0,
+          what="status --faults-ok exits 0 with only injected faults")  # ...unless they are allowed
+    table = fleet.cli("status", code=1)
+    assert "faulted" in table and "latency 200-500ms" in table
