@@ -18,7 +18,7 @@ class DeviceReport:
     """One row of ``cpppo-fleet status``."""
 
     name: str  # device name
-    kind: str  # "enip" or "modbus"
+    kind: str  # a key of fleet.kinds.KINDS
     endpoint: str  # IP:port
     worker: str  # worker hosting it
     state: DeviceState  # see fleet.states
@@ -55,7 +55,7 @@ def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, Prog
                    serve_errors: Mapping[str, ServeError] | None = None) -> list[DeviceReport]:
     """A report for every device of the plan (those not brought up are STOPPED).  A device its
     running worker says it cannot serve (``serve_errors``) is DOWN with that error, whatever
-    answers at its address."""
+    answers at its address, or FAILED when the worker gave up on it."""
     now = time.time() if now is None else now
     selected = {d.name for d in applied.devices} if applied else set()
     fleet = plan.fleet
@@ -73,11 +73,13 @@ def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, Prog
         lats = hist.latencies if hist else ()
         error = last.error if last else None
         unserved = (serve_errors or {}).get(device.name)
+        state = None
         if unserved is not None and program is not None and unserved.pid == program.pid:
             last_ok, fresh, error = False, True, unserved.error
+            state = DeviceState.FAILED if unserved.final else None  # its worker gave up on it
         out.append(DeviceReport(
             name=device.name, kind=device.kind, endpoint=device.endpoint, worker=device.worker,
-            state=device_state(process, last_ok, fresh),
+            state=state or device_state(process, last_ok, fresh),
             uptime=now - started if started else None,
             restarts=max(0, len(starts.get(device.worker, [])) - 1),
             last_ok=last.ok if last else None, error=error,
