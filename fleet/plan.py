@@ -34,11 +34,11 @@ from fleet.config import (
     DeviceGroup,
     FleetConfig,
     FleetSettings,
-    identity_value,
+    identity_values,
     pool_addresses,
 )
+from fleet.kinds import KINDS
 from fleet.patterns import format_pattern
-from fleet.registers import register_block
 
 
 @dataclass(frozen=True)
@@ -46,19 +46,15 @@ class PlannedDevice:
     """One device, ready to serve and to poll."""
 
     name: str  # unique in the fleet
-    kind: str  # "enip" or "modbus"
+    kind: str  # a key of fleet.kinds.KINDS: "enip", "modbus"
     host: str  # its own IP address
     port: int  # TCP (and ENIP UDP) port
     worker: str  # the worker process hosting it
     group: int  # index of its [[device]] table
     n: int  # its number within the group's pattern
-    specs: tuple[str, ...]  # tag specs (ENIP) or register ranges (Modbus), as written
     identity: tuple[tuple[str, Any], ...]  # identity values for this device
+    options: Any  # the kind's own settings (fleet.kinds: EnipOptions, ModbusOptions)
     delay: float | tuple[float, float] | None = None  # reply delay
-    route_path: str | bool | None = None  # ENIP route path ("1/0", false, unset)
-    simple: bool = False  # ENIP simple device
-    unit_ids: tuple[int, ...] = (1,)  # Modbus unit ids
-    health_read: str = ""  # ENIP: tag to read; Modbus: "<table>:<zero-based address>"
 
     @property
     def endpoint(self) -> str:
@@ -68,6 +64,11 @@ class PlannedDevice:
     def identity_dict(self) -> dict[str, Any]:
         return dict(self.identity)
 
+    @property
+    def health(self) -> Any:
+        """What the health poller reads (a fleet.kinds TagRead or RegisterRead)."""
+        return KINDS[self.kind].health(self.options)
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["identity"] = dict(self.identity)
@@ -76,9 +77,8 @@ class PlannedDevice:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PlannedDevice:
         data = dict(data)
-        data["specs"] = tuple(data["specs"])
         data["identity"] = tuple(sorted(data["identity"].items()))
-        data["unit_ids"] = tuple(data["unit_ids"])
+        data["options"] = KINDS[data["kind"]].options_from_json(data["options"])
         if isinstance(data.get("delay"), list):
             data["delay"] = tuple(data["delay"])
         return cls(**data)
@@ -225,19 +225,13 @@ def expand(config: FleetConfig) -> Plan:
 
 
 def _device(group: DeviceGroup, name: str, n: int, host: str, port: int) -> PlannedDevice:
-    identity = tuple((k, identity_value(group.kind, k, v, n)) for k, v in group.identity)
-    if group.kind == "enip":
-        specs = tuple(tag.spec for tag in group.tags)
-        health = group.health_tag or ""
-    else:
-        specs = tuple(r.spec for r in group.registers)
-        table, offset = register_block(group.health_register or group.registers[0].first)
-        health = f"{table}:{offset}"
-    return PlannedDevice(
-        name=name, kind=group.kind, host=host, port=port, worker="", group=group.index, n=n,
-        specs=specs, identity=identity, delay=group.delay, route_path=group.route_path,
-        simple=group.simple, unit_ids=group.unit_ids, health_read=health,
-    )
+    """Device ``n`` of ``group``; ValueError when its own identity values are refused."""
+    kind = KINDS[group.kind]
+    identity = identity_values(kind, group.identity, n)
+    if group.identity and n != group.first:  # the first one was built by the config's dry run
+        kind.check_identity(identity)
+    return PlannedDevice(name=name, kind=group.kind, host=host, port=port, worker="", group=group.index, n=n,
+                         identity=tuple(identity.items()), options=group.options, delay=group.delay)
 
 
 def _with_worker(device: PlannedDevice, worker: str) -> PlannedDevice:

@@ -19,7 +19,7 @@ class DeviceReport:
     """One row of ``cpppo-fleet status``."""
 
     name: str  # device name
-    kind: str  # "enip" or "modbus"
+    kind: str  # a key of fleet.kinds.KINDS
     endpoint: str  # IP:port
     worker: str  # worker hosting it
     state: DeviceState  # see fleet.states
@@ -58,8 +58,9 @@ def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, Prog
                    faults: Mapping[str, Any] | None = None) -> list[DeviceReport]:
     """A report for every device of the plan (those not brought up are STOPPED).  A device its
     running worker says it cannot serve (``serve_errors``) is DOWN with that error, whatever
-    answers at its address.  A running device with an injected fault (``faults``: device ->
-    :class:`cpppo.faults.Fault`) is FAULTED, whatever its polls say."""
+    answers at its address, or FAILED when the worker gave up on it.  A running device with an
+    injected fault (``faults``: device -> :class:`cpppo.faults.Fault`) is FAULTED, whatever its
+    polls say."""
     now = time.time() if now is None else now
     selected = {d.name for d in applied.devices} if applied else set()
     fleet = plan.fleet
@@ -77,9 +78,11 @@ def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, Prog
         lats = hist.latencies if hist else ()
         error = last.error if last else None
         unserved = (serve_errors or {}).get(device.name)
+        state = None
         if unserved is not None and program is not None and unserved.pid == program.pid:
             last_ok, fresh, error = False, True, unserved.error
-        state = device_state(process, last_ok, fresh)
+            state = DeviceState.FAILED if unserved.final else None  # its worker gave up on it
+        state = state or device_state(process, last_ok, fresh)
         fault = (faults or {}).get(device.name)
         shown = None
         if fault is not None and process is ProcessState.RUNNING:

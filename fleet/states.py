@@ -37,7 +37,7 @@ class DeviceState(Enum):
     HEALTHY = "healthy"  # the last poll since its worker started succeeded
     DOWN = "down"  # its worker runs but the last poll failed (the error says why)
     RESTARTING = "restarting"  # its worker exited and is being restarted
-    FAILED = "failed"  # its worker could not be started; the supervisor gave up
+    FAILED = "failed"  # its worker could not be started (the supervisor gave up), or gave up on it
     UNKNOWN = "unknown"  # no fresh health result (is the health poller running?)
     FAULTED = "faulted"  # running under an injected fault (cpppo-fleet fault): misbehaving on purpose
 
