@@ -27,11 +27,11 @@ import random
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cpppo.faults import Fault, FaultError, parse_duration, parse_fault
+from cpppo.faults import KINDS, Fault, FaultError, parse_duration, parse_fault
 from fleet.control import ControlError, control_dir, request, socket_path
 
 __all__ = [
@@ -162,6 +162,14 @@ def clear(control: Path, devices: Sequence[Any], source: str = "cli",
 
 # --- schedules --------------------------------------------------------------------------------------
 
+class ScheduleError(FaultError):
+    """A bad ``[[fault]]`` row: ``key`` names the key (None: the row as a whole)."""
+
+    def __init__(self, key: str | None, message: str) -> None:
+        self.key = key
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class ScheduleRow:
     devices: str  # a glob over device names
@@ -173,6 +181,13 @@ class ScheduleRow:
     start: float  # chaos window, seconds after up
     stop: float | None
     seed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ScheduleRow:
+        return cls(**data)
 
 
 @dataclass(frozen=True, order=True)
@@ -200,35 +215,45 @@ ROW_KEYS = {"devices", "kind", "arg", "for", "at", "rate", "start", "stop", "see
 
 
 def parse_schedule_row(data: Mapping[str, Any], fleet_seed: int = 0, index: int = 0) -> ScheduleRow:
-    """One ``[[fault]]`` table; FaultError naming the key and the problem."""
+    """One ``[[fault]]`` table; ScheduleError naming the key and the problem."""
+    def keyed(key: str, check: Any) -> Any:  # a FaultError of ``check``, reported against ``key``
+        try:
+            return check()
+        except ScheduleError:
+            raise
+        except FaultError as exc:
+            raise ScheduleError(key, str(exc)) from None
+
     unknown = set(data) - ROW_KEYS
     if unknown:
-        raise FaultError(f"unknown key {sorted(unknown)[0]!r} (expected: {', '.join(sorted(ROW_KEYS))})")
+        key = sorted(unknown)[0]
+        raise ScheduleError(key, f"unknown key {key!r} (expected: {', '.join(sorted(ROW_KEYS))})")
     for key in ("devices", "kind"):
         if not isinstance(data.get(key), str) or not data[key]:
-            raise FaultError(f"key {key!r}: expected a non-empty string")
+            raise ScheduleError(key, f"key {key!r}: expected a non-empty string")
     arg = data.get("arg")
-    if arg is not None and not isinstance(arg, str | int | float):
-        raise FaultError("key 'arg': expected a string or number")
+    if arg is not None and (isinstance(arg, bool) or not isinstance(arg, str | int | float)):
+        raise ScheduleError("arg", "key 'arg': expected a string or number")
     arg = None if arg is None else str(arg)
-    duration = None if data.get("for") is None else parse_duration(data["for"], "'for'")
-    parse_fault(data["kind"], arg, now=0.0, duration=duration or None)  # the fault itself must parse
+    duration = None if data.get("for") is None else keyed("for", lambda: parse_duration(data["for"], "'for'"))
+    keyed("kind" if data["kind"] not in KINDS else "arg",
+          lambda: parse_fault(data["kind"], arg, now=0.0, duration=duration or None))
     if ("at" in data) == ("rate" in data):
-        raise FaultError("give exactly one of 'at' (a timed fault) or 'rate' (chaos)")
-    at = parse_duration(data["at"], "'at'") if "at" in data else None
-    rate = _rate(data["rate"]) if "rate" in data else None
-    start = parse_duration(data.get("start", 0), "'start'")
-    stop = parse_duration(data["stop"], "'stop'") if "stop" in data else None
+        raise ScheduleError("at", "give exactly one of 'at' (a timed fault) or 'rate' (chaos)")
+    at = keyed("at", lambda: parse_duration(data["at"], "'at'")) if "at" in data else None
+    rate = keyed("rate", lambda: _rate(data["rate"])) if "rate" in data else None
+    start = keyed("start", lambda: parse_duration(data.get("start", 0), "'start'"))
+    stop = keyed("stop", lambda: parse_duration(data["stop"], "'stop'")) if "stop" in data else None
     if rate is not None:
         if stop is None:
-            raise FaultError("a chaos row ('rate') needs 'stop', the end of its window after up")
+            raise ScheduleError("stop", "a chaos row ('rate') needs 'stop', the end of its window after up")
         if stop <= start:
-            raise FaultError("'stop' must come after 'start'")
+            raise ScheduleError("stop", "'stop' must come after 'start'")
         if rate * (stop - start) > MAX_EVENTS:
-            raise FaultError(f"rate x window gives over {MAX_EVENTS} events")
+            raise ScheduleError("rate", f"rate x window gives over {MAX_EVENTS} events")
     seed = data.get("seed", fleet_seed * 1000 + index)
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise FaultError("key 'seed': expected an integer")
+        raise ScheduleError("seed", "key 'seed': expected an integer")
     return ScheduleRow(data["devices"], data["kind"], arg, duration, at, rate, start, stop, seed)
 
 

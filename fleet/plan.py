@@ -99,6 +99,17 @@ class Plan:
     fleet: FleetSettings
     devices: tuple[PlannedDevice, ...]
     workers: tuple[PlannedWorker, ...] = field(default_factory=tuple)
+    faults: tuple[Any, ...] = ()  # [[fault]] schedule rows (fleet.faults.ScheduleRow)
+
+    def fault_events(self, worker: str) -> list[dict[str, Any]]:
+        """The scheduled fault events of ``worker``'s devices, for its spec."""
+        if not self.faults:
+            return []
+        from fleet.faults import expand_schedule
+
+        mine = {d.name for d in self.worker_devices(worker)}
+        return [asdict(e) for e in expand_schedule(self.faults, [d.name for d in self.devices])
+                if e.device in mine]
 
     def device(self, name: str) -> PlannedDevice:
         for device in self.devices:
@@ -119,15 +130,18 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return {"fleet": asdict(self.fleet), "devices": [d.to_json() for d in self.devices],
-                "workers": [asdict(w) for w in self.workers]}
+                "workers": [asdict(w) for w in self.workers], "faults": [r.to_json() for r in self.faults]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
         fleet = dict(data["fleet"])
         fleet["address_pool"] = tuple(fleet["address_pool"])
+        from fleet.faults import ScheduleRow
+
         return cls(fleet=FleetSettings(**fleet),
                    devices=tuple(PlannedDevice.from_json(d) for d in data["devices"]),
-                   workers=tuple(PlannedWorker(w["name"], tuple(w["devices"])) for w in data["workers"]))
+                   workers=tuple(PlannedWorker(w["name"], tuple(w["devices"])) for w in data["workers"]),
+                   faults=tuple(ScheduleRow.from_json(r) for r in data.get("faults", [])))
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=1, sort_keys=True)
@@ -221,7 +235,13 @@ def expand(config: FleetConfig) -> Plan:
         chunk = devices[w:w + per]
         workers.append(PlannedWorker(name, tuple(d.name for d in chunk)))
         planned.extend(_with_worker(d, name) for d in chunk)
-    return Plan(fleet=config.fleet, devices=tuple(planned), workers=tuple(workers))
+    names = [d.name for d in planned]
+    for i, row in enumerate(config.faults):
+        if not any(fnmatch.fnmatchcase(n, row.devices) for n in names):
+            raise ConfigError(src, f"fault[{i}]", "devices",
+                              f"{row.devices!r} matches no device of the fleet")
+    return Plan(fleet=config.fleet, devices=tuple(planned), workers=tuple(workers),
+                faults=tuple(config.faults))
 
 
 def _device(group: DeviceGroup, name: str, n: int, host: str, port: int) -> PlannedDevice:

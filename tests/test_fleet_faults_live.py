@@ -185,3 +185,61 @@ def test_status_shows_faulted_devices(fleet: CliFleet) -> None:
           what="status --faults-ok exits 0 with only injected faults")  # ...unless they are allowed
     table = fleet.cli("status", code=1)
     assert "faulted" in table and "latency 200-500ms" in table
+
+
+SCHEDULED = """
+[[fault]]
+devices = "pump2"
+kind = "error"
+arg = 6
+at = "0s"
+for = "1h"
+
+[[fault]]
+devices = "line*"
+kind = "latency"
+arg = "100ms"
+rate = "30/min"
+stop = "10m"
+for = "2s"
+seed = 7
+"""
+
+
+def test_scheduled_faults_fire_and_are_recorded(tmp_path) -> None:
+    octet = 100 + (os.getpid() + 37) % 100
+    f = CliFleet(tmp_path, fleet_text(octet, free_port(f"127.78.{octet}.1")) + SCHEDULED)
+    try:
+        f.cli("up")
+        until(lambda: any(e["device"] == "pump2" for e in json.loads(f.cli("faults", "--history", "--json"))),
+              what="the timed fault recorded")
+        client = modbus(f, "pump2")
+        try:
+            client.connect()
+            reply = client.read_holding_registers(0, count=1, device_id=1)
+            assert reply.isError() and reply.exception_code == 6
+        finally:
+            client.close()
+        events = f.plan.fault_events(f.plan.device("line1").worker)
+        assert events and events == f.plan.fault_events(f.plan.device("line1").worker)  # repeatable
+        assert all(e["device"].startswith("line") or e["device"] == "pump2" for e in events)
+    finally:
+        f.backend.down()
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ('[[fault]]\ndevices = "nothing*"\nkind = "offline"\nat = "1s"\n',
+     "fault[0]: key 'devices': 'nothing*' matches no"),
+    ('[[fault]]\ndevices = "pump*"\nkind = "offline"\nat = "soon"\n', "fault[0]: key 'at': bad 'at' 'soon'"),
+    ('[[fault]]\ndevices = "pump*"\nkind = "melt"\nat = "1s"\n', "fault[0]: key 'kind': unknown fault kind"),
+])
+def test_bad_schedule_rows_are_refused_by_validate(tmp_path, row, message) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text(fleet_text(1, 1502) + row)
+    from typer.testing import CliRunner
+
+    from fleet.cli import app
+
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -50,6 +50,7 @@ class FleetConfig:
     source: Path  # the file read
     fleet: FleetSettings
     groups: tuple[DeviceGroup, ...] = field(default_factory=tuple)
+    faults: tuple = ()  # [[fault]] schedule rows (fleet.faults.ScheduleRow)
 
 
 def load(path: str | Path) -> FleetConfig:
@@ -71,10 +72,10 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(src, "file", None, f"not valid TOML: {exc}") from None
-    unknown = set(data) - {"fleet", "device"}
+    unknown = set(data) - {"fleet", "device", "fault"}
     if unknown:
         raise ConfigError(src, "top level", sorted(unknown)[0],
-                          "unknown table (expected [fleet], [[device]])")
+                          "unknown table (expected [fleet], [[device]], [[fault]])")
     fleet_table = data.get("fleet")
     if not isinstance(fleet_table, dict):
         raise ConfigError(src, "fleet", None, "missing [fleet] table")
@@ -90,7 +91,23 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
     if over is not None:
         raise ConfigError(src, f"device[{over}]", "count",
                           f"the fleet would have {total[-1]} devices; at most {MAX_DEVICES} are supported")
-    return FleetConfig(source=Path(source), fleet=fleet, groups=groups)
+    return FleetConfig(source=Path(source), fleet=fleet, groups=groups, faults=read_faults(src, data))
+
+
+def read_faults(src: str, data: dict) -> tuple:
+    """The ``[[fault]]`` schedule rows (fleet.faults.ScheduleRow), each checked."""
+    from fleet.faults import ScheduleError, parse_schedule_row
+
+    rows = data.get("fault", [])
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ConfigError(src, "fault", None, "must be an array of tables ([[fault]])")
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            out.append(parse_schedule_row(row, index=i))
+        except ScheduleError as exc:
+            raise ConfigError(src, f"fault[{i}]", exc.key, str(exc)) from None
+    return tuple(out)
 
 
 def load_for_backend(path: str | Path, backend: str) -> FleetConfig:
@@ -99,4 +116,5 @@ def load_for_backend(path: str | Path, backend: str) -> FleetConfig:
     if config.fleet.backend == backend:
         return config
     table = {**tomllib.loads(Path(path).read_text())["fleet"], "backend": backend}
-    return FleetConfig(source=config.source, fleet=read_fleet(str(path), table), groups=config.groups)
+    return FleetConfig(source=config.source, fleet=read_fleet(str(path), table), groups=config.groups,
+                       faults=config.faults)
