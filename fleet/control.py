@@ -68,8 +68,10 @@ class ControlServer:
     fault slot its server consults.  ``on_change(device, fault_or_None)`` is told of changes."""
 
     def __init__(self, path: Path, worker: str, faults: Mapping[str, FaultState],
-                 on_change: Callable[[str, Fault | None], None] | None = None) -> None:
+                 on_change: Callable[[str, Fault | None], None] | None = None,
+                 group: int | None = None) -> None:
         self.path = Path(path)
+        self.group = group  # a group that may use the socket too (the Docker host user's)
         self.worker = worker
         self.faults = faults
         self.on_change = on_change
@@ -83,7 +85,11 @@ class ControlServer:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with _short(self.path) as address:
             sock.bind(address)
-        os.chmod(self.path, 0o600)
+        if self.group is not None:
+            os.chown(self.path, -1, self.group)
+            os.chmod(self.path, 0o660)
+        else:
+            os.chmod(self.path, 0o600)
         self.server = await asyncio.start_unix_server(self._client, sock=sock, limit=MAX_LINE)
         return self
 

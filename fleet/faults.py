@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import fnmatch
 import json
+import logging
 import os
 import random
 import re
@@ -49,8 +50,11 @@ __all__ = [
     "record",
 ]
 
+log = logging.getLogger(__name__)
+
 ACTIVE_FILE = "faults.json"
 HISTORY_FILE = "fault-history.jsonl"
+SCHEDULE_EPOCH_FILE = "schedule-epoch"  # when the schedule's timeline started (the first up)
 MAX_EVENTS = 100_000  # a chaos row producing more than this over its window is refused
 _RATE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*/\s*(s|sec|min|m|h|hour)\s*$")
 _PER = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "hour": 3600.0}
@@ -97,6 +101,9 @@ def record(control: Path, event: str, devices: Iterable[str], fault: Fault | Non
                 else:
                     current.pop(name, None)
         _write_active(control, current)
+        for name in (ACTIVE_FILE, HISTORY_FILE):  # shared with containers of another user: group-writable
+            with contextlib.suppress(OSError):
+                (control / name).chmod(0o660)
 
 
 def active(control: Path, now: float | None = None) -> dict[str, Fault]:
@@ -278,10 +285,30 @@ def expand_schedule(rows: Sequence[ScheduleRow], names: Sequence[str]) -> list[E
     return sorted(events)
 
 
+# --- the backends' side ----------------------------------------------------------------------------
+
+def shared_control(state_dir: Path) -> Path:
+    """The control folder, made writable for the host user's group (setgid, so what the
+    workers create there stays in that group): containers, running as another user with that
+    group added, create their sockets in it."""
+    control = control_dir(state_dir)
+    control.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chown(control, -1, os.getgid())
+        control.chmod(0o2770)
+    return control
+
+
+def reset(state_dir: Path) -> None:
+    """What ``down`` does to the control folder: no fault stays active, the schedule's
+    timeline starts again at the next ``up``; the history is kept."""
+    control = control_dir(state_dir)
+    for name in (ACTIVE_FILE, SCHEDULE_EPOCH_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            (control / name).unlink()
+
+
 # --- the worker's side ------------------------------------------------------------------------------
-
-SCHEDULE_EPOCH_FILE = "schedule-epoch"
-
 
 def schedule_epoch(control: Path, now: float | None = None) -> float:
     """The wall-clock time schedules count from: when the fleet first came up (kept in the
@@ -300,7 +327,7 @@ def schedule_epoch(control: Path, now: float | None = None) -> float:
 
 
 async def attach(worker: str, control: Path, slots: Mapping[str, Any],
-                 events: Sequence[Event] = (), epoch: float | None = None) -> Any:
+                 events: Sequence[Event] = (), epoch: float | None = None, group: int | None = None) -> Any:
     """Serve ``worker``'s control socket for ``slots`` ({device: FaultState}), re-apply the
     faults the control folder says are active on them, and run the scheduled ``events`` of its
     devices.  Returns the ControlServer (``close()`` it, and cancel the schedule task it holds
@@ -312,7 +339,7 @@ async def attach(worker: str, control: Path, slots: Mapping[str, Any],
     for name, fault in active(control).items():
         if name in slots:
             slots[name].set(fault)
-    server = await ControlServer(socket_path(control, worker), worker, slots).start()
+    server = await ControlServer(socket_path(control, worker), worker, slots, group=group).start()
     mine = [e for e in events if e.device in slots]
     if mine:
         start = schedule_epoch(control) if epoch is None else epoch
@@ -334,4 +361,8 @@ async def run_schedule(events: Sequence[Event], epoch: float, slots: Mapping[str
         if fault.since > now:
             await asyncio.sleep(fault.since - now)
         slots[event.device].set(fault)
-        record(control, "inject", [event.device], fault, "schedule")
+        try:
+            record(control, "inject", [event.device], fault, "schedule")
+        except OSError as exc:  # the fault is applied; only its record is lost
+            log.warning("cannot record the scheduled %s on %s: %s", fault.describe(), event.device,
+                        exc.strerror or exc)

@@ -147,11 +147,12 @@ class Worker:
         await self.stopping.wait()
         await self.close()
 
-    async def serve_control(self, control: Path, events: list[Any], epoch: float | None = None) -> None:
+    async def serve_control(self, control: Path, events: list[Any], epoch: float | None = None,
+                            group: int | None = None) -> None:
         """Serve the fault control socket in ``control`` and run this worker's scheduled faults."""
         from fleet.faults import attach
 
-        self.control = await attach(self.name, control, self.faults, events, epoch)
+        self.control = await attach(self.name, control, self.faults, events, epoch, group)
 
     async def close(self) -> None:
         if self.control is not None:
@@ -194,7 +195,8 @@ async def serve_spec(spec: dict[str, Any]) -> None:
 
         events = [Event(**e) for e in spec.get("fault_events", [])]
         try:
-            await worker.serve_control(Path(control), events, spec.get("fault_epoch"))
+            await worker.serve_control(Path(control), events, spec.get("fault_epoch"),
+                                       spec.get("control_group"))
         except OSError as exc:  # the devices matter more than the control channel
             log.error("%s: no control socket in %s: %s", name, control, exc.strerror or exc)
     loop = asyncio.get_running_loop()

@@ -253,6 +253,36 @@ def test_testinfra_sees_the_simulator_as_non_root_listening(bridge_fleet) -> Non
             assert host.socket(f"udp://{device.host}:{device.port}").is_listening
 
 
+def test_faults_reach_the_containers_through_the_control_folder(bridge_fleet) -> None:
+    """`fault` reaches a containerised worker over the bind-mounted control folder: pymodbus
+    sees the exception; `--clear` restores normal answers."""
+    from pymodbus.client import ModbusTcpClient
+
+    from cpppo.faults import parse_fault
+    from fleet import faults
+    from fleet.control import control_dir
+
+    backend, plan = bridge_fleet
+    pump = plan.device("pump1")
+    control = control_dir(backend.state.root)
+    until_done = time.monotonic() + 30
+    while True:  # the worker makes its socket once it serves
+        done, failed = faults.apply(control, [pump], parse_fault("error", "4"))
+        if done or time.monotonic() > until_done:
+            break
+        time.sleep(0.5)
+    assert done == ["pump1"], failed
+    client = ModbusTcpClient(pump.host, port=pump.port, timeout=3, retries=0)
+    try:
+        client.connect()
+        reply = client.read_holding_registers(0, count=1, device_id=1)
+        assert reply.isError() and reply.exception_code == 4
+        assert faults.clear(control, [pump])[0] == ["pump1"]
+        assert client.read_holding_registers(0, count=1, device_id=1).registers == [7]
+    finally:
+        client.close()
+
+
 def test_down_leaves_no_container_or_network(bridge_fleet, docker_client, device_image) -> None:
     backend, _ = bridge_fleet
     # a leftover of an interrupted up: a stray labelled container down must also remove
@@ -343,3 +373,4 @@ registers = ["40001-40010=7"]
         assert docker_client.api.networks(filters=label) == []
     finally:
         remove_labelled(docker_client, test_id)
+

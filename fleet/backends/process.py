@@ -230,6 +230,9 @@ class ProcessBackend(Backend):
                      self.state.selection):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        from fleet.faults import reset
+
+        reset(self.state.root)
         progress(3, 3, "down")
 
     def _stop_orphans(self) -> None:

@@ -200,7 +200,11 @@ class DockerBackend(Backend):
                                    f"{exc.explanation or exc}") from None
 
     def _device_config(self, spec: ContainerSpec, image: str) -> dict[str, Any]:
-        return device_config(self.plan, spec, image, self.labels, self.healthcheck)
+        from fleet.faults import schedule_epoch, shared_control
+
+        control = shared_control(self.state.root)
+        return device_config(self.plan, spec, image, self.labels, self.healthcheck, control,
+                             schedule_epoch(control) if self.plan.faults else None)
 
     def _poller_config(self, image: str) -> dict[str, Any]:
         return poller_config(self.plan, self.networks, self.state.root, image, self.labels)
@@ -312,6 +316,9 @@ class DockerBackend(Backend):
             progress(done, len(nets), "removing networks")
         with contextlib.suppress(FileNotFoundError):
             self.state.selection.unlink()
+        from fleet.faults import reset
+
+        reset(self.state.root)
 
     def _remove_network(self, net: dict, names: list[str]) -> None:
         import docker.errors

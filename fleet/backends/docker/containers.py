@@ -18,6 +18,7 @@ from fleet.plan import Plan
 LABEL = "cpppo-fleet"  # label prefix: cpppo-fleet.fleet, .worker, .device, .role, .digest
 POLLER_MEMORY = "256m"
 STATE_MOUNT = "/state"  # where the poller sees the state folder
+CONTROL_MOUNT = "/control"  # where a device container sees the fleet's control folder
 _NS = 1_000_000_000
 
 
@@ -38,11 +39,21 @@ def digest(config: dict[str, Any], endpoints: Any) -> str:
 
 
 def device_config(plan: Plan, spec: ContainerSpec, image: str, labels: dict[str, str],
-                  healthcheck: float) -> dict[str, Any]:
-    """create_container keywords (plus ``host_config`` and ``endpoints``) for a device container."""
+                  healthcheck: float, control: Path | None = None,
+                  epoch: float | None = None) -> dict[str, Any]:
+    """create_container keywords (plus ``host_config`` and ``endpoints``) for a device container.
+    ``control``: the host's control folder, bind-mounted at CONTROL_MOUNT so that ``cpppo-fleet
+    fault`` reaches the worker (its socket is group-owned by the host user's group); ``epoch``:
+    when the fleet's fault schedule started."""
     fleet = plan.fleet
     devices = [d.to_json() for d in spec.devices]
-    env = {SPEC_VARIABLE: json.dumps({"worker": spec.worker, "devices": devices}, separators=(",", ":"))}
+    worker_spec: dict[str, Any] = {"worker": spec.worker, "devices": devices}
+    if control is not None:
+        worker_spec.update(control_dir=CONTROL_MOUNT, control_group=os.getgid())
+        events = plan.fault_events(spec.worker)
+        if events:
+            worker_spec.update(fault_events=events, fault_epoch=epoch)
+    env = {SPEC_VARIABLE: json.dumps(worker_spec, separators=(",", ":"))}
     grouped = spec.extra_addresses
     host = dict(
         restart_policy={"Name": "unless-stopped"}, mem_limit=fleet.docker_memory,
@@ -51,6 +62,8 @@ def device_config(plan: Plan, spec: ContainerSpec, image: str, labels: dict[str,
         security_opt=["no-new-privileges"], pids_limit=64,
         sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},  # Modbus 502 without root
         log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "2"}})
+    if control is not None:
+        host.update(binds={str(control): {"bind": CONTROL_MOUNT, "mode": "rw"}}, group_add=[str(os.getgid())])
     labels = {**labels, f"{LABEL}.worker": spec.worker,
               f"{LABEL}.device": ",".join(d.name for d in spec.devices)}
     check = {"test": ["CMD", "python", "-m", "fleet.backends.docker.probe"],

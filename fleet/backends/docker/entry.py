@@ -56,10 +56,11 @@ def add_addresses(hosts: list[str]) -> list[str]:
     return commands
 
 
-def drop_privileges(user: str = USER) -> None:
-    """Become ``user`` (and its group): a uid change from 0 clears every capability."""
+def drop_privileges(user: str = USER, keep_group: int | None = None) -> None:
+    """Become ``user`` (and its group, plus ``keep_group``: the host group owning the control
+    folder): a uid change from 0 clears every capability."""
     entry = pwd.getpwnam(user)
-    os.setgroups([])
+    os.setgroups([] if keep_group is None else [keep_group])
     os.setgid(entry.pw_gid)
     os.setuid(entry.pw_uid)
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for command in add_addresses(hosts):
                 log.info("%s", command)
-            drop_privileges()
+            drop_privileges(keep_group=spec.get("control_group"))
         except (RuntimeError, OSError, KeyError, subprocess.SubprocessError) as exc:
             print(f"docker_entry: {exc}", file=sys.stderr)
             return 1

@@ -1,0 +1,122 @@
+"""Faults on a running fleet: how fast they take effect and clear, and what they cost the rest.
+
+    python benchmarks/bench_faults.py              # N = 1000 (half ENIP, half Modbus)
+    python benchmarks/bench_faults.py --n 200      # quicker
+
+Measured on the process backend, with the real CLI (`cpppo-fleet fault ...` as a subprocess):
+
+- fault -> effect: from starting `fault 'plc*' offline` until every ENIP device refuses
+  connections (the CLI's own run time included);
+- clear -> healthy: from starting `fault --clear` until every one of them answers a poll again;
+- the poll latency (p50/p99 of 300 polls) of a healthy device on a worker shared with flapping
+  devices, without and with `flap 1s` on 100 other devices (the "neighbour" ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.fleet_scale import fleet_toml  # noqa: E402
+from fleet.backends.process import ProcessBackend  # noqa: E402
+from fleet.config import load  # noqa: E402
+from fleet.health import run_sweep  # noqa: E402
+from fleet.plan import expand  # noqa: E402
+
+CLI = [sys.executable, "-c", "import sys; from fleet.cli import main; sys.exit(main())"]
+
+
+def cli(*args: str, path: Path) -> float:
+    begun = time.monotonic()
+    subprocess.run([*CLI, *args, str(path)], check=True, capture_output=True, timeout=120)
+    return time.monotonic() - begun
+
+
+def refusing(devices) -> int:
+    count = 0
+    for d in devices:
+        try:
+            socket.create_connection((d.host, d.port), timeout=0.5).close()
+        except OSError:
+            count += 1
+    return count
+
+
+async def latencies(device, count: int) -> list[float]:
+    from cpppo.modbus.aclient import AsyncModbusClient
+
+    out = []
+    async with AsyncModbusClient(device.host, device.port, unit=1, timeout=2.0) as client:
+        for _ in range(count):
+            begun = time.perf_counter()
+            await client.read_holding_registers(0, 1)
+            out.append(time.perf_counter() - begun)
+            await asyncio.sleep(0.01)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return sorted(values)[max(0, int(q * len(values)) - 1)] * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--per-worker", type=int, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fleet.toml"
+        path.write_text(fleet_toml(args.n, args.per_worker, 81))
+        plan = expand(load(path))
+        backend = ProcessBackend(plan, Path(tmp) / ".fleet" / plan.fleet.name)
+        try:
+            begun = time.monotonic()
+            subprocess.run([*CLI, "up", str(path)], check=True, capture_output=True, timeout=600)
+            print(f"up: {len(plan.devices)} devices healthy in {time.monotonic() - begun:.1f} s")
+            enip = [d for d in plan.devices if d.kind == "enip"]
+            modbus = [d for d in plan.devices if d.kind == "modbus"]
+
+            begun = time.monotonic()
+            took = cli("fault", "plc*", "offline", path=path)
+            deadline = time.monotonic() + 30
+            while refusing(enip) < len(enip) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            print(f"fault -> effect ({len(enip)} ENIP devices offline): {time.monotonic() - begun:.2f} s "
+                  f"(the CLI itself {took:.2f} s)")
+            begun = time.monotonic()
+            cli("fault", "--clear", path=path)
+            pending = enip
+            deadline = time.monotonic() + 60
+            while pending and time.monotonic() < deadline:
+                results = run_sweep(pending, 2.0, 200)
+                ok = {r.device for r in results if r.ok}
+                pending = [d for d in pending if d.name not in ok]
+            print(f"clear -> healthy ({len(enip)} devices): {time.monotonic() - begun:.2f} s, "
+                  f"{len(pending)} still down")
+
+            # the probe mb00200 shares its worker with mb00101..mb00199, 99 of the 100 flapping
+            probe = next(d for d in modbus if d.name == "mb00200")
+            still = asyncio.run(latencies(probe, 300))
+            cli("fault", "mb001??", "flap", "1s", path=path)
+            flapping = asyncio.run(latencies(probe, 300))
+            cli("fault", "--clear", path=path)
+            print(f"neighbour poll latency, ms: still p50 {pct(still, .5):.2f} p99 {pct(still, .99):.2f}; "
+                  f"with flapping devices p50 {pct(flapping, .5):.2f} p99 {pct(flapping, .99):.2f} "
+                  f"(p50 ratio {statistics.median(flapping) / statistics.median(still):.2f})")
+        finally:
+            backend.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
