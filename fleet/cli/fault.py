@@ -59,6 +59,7 @@ def fault(words: list[str] = WORDS,
         if args and not devices:
             fail(f"no device matches {args[0]!r}", EXIT_CONFIG)
         done, failed = faults.clear(control, devices)
+        _not_up(plan, failed, path, state_dir)
         typer.echo(f"cleared faults on {len(done)} device{'s' if len(done) != 1 else ''}")
         _report(failed)
         return
@@ -73,6 +74,7 @@ def fault(words: list[str] = WORDS,
     if not devices:
         fail(f"no device matches {pattern!r}", EXIT_CONFIG)
     done, failed = faults.apply(control, devices, the_fault)
+    _not_up(plan, failed, path, state_dir)
     typer.echo(f"{the_fault.describe()} on {len(done)} device{'s' if len(done) != 1 else ''} "
                f"{_when(the_fault.until)}")
     _report(failed)
@@ -86,6 +88,16 @@ def _applied(plan, state: Path):
         return Plan.from_json(json.loads((state / "plan.json").read_text()))
     except (OSError, ValueError, KeyError, TypeError):
         return plan
+
+
+def _not_up(plan, failed: dict[str, str], path: Path, state_dir: Path | None) -> None:
+    """One line, exit 1, when no worker asked has a control socket: that part of the fleet is
+    not up (a worker that is up but does not answer is reported by ``_report``)."""
+    from fleet.cli.common import command_hint
+
+    if failed and all("no control socket" in why for why in failed.values()):
+        fail(f"fleet {plan.fleet.name!r} is not up (no worker answers); bring it up with: "
+             f"cpppo-fleet up {command_hint(path, state_dir)}")
 
 
 def _report(failed: dict[str, str]) -> None:
