@@ -95,6 +95,11 @@ def main() -> int:
                   f"(the CLI itself {took:.2f} s)")
             begun = time.monotonic()
             cli("fault", "--clear", path=path)
+            deadline = time.monotonic() + 30
+            while refusing(enip) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            print(f"clear -> listening ({len(enip)} ENIP devices accept connections): "
+                  f"{time.monotonic() - begun:.2f} s")
             pending = enip
             deadline = time.monotonic() + 60
             while pending and time.monotonic() < deadline:
