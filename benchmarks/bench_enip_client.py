@@ -37,7 +37,7 @@ TAGS = ["SCADA[1]", "FLOAT"]
 
 UPSTREAM_SCRIPT = """
 import json, sys, time
-from cpppo.enip.client import connector as client
+from cpppo.server.enip import client
 host, port, ops = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 tags = ["SCADA[1]", "FLOAT"] * (ops // 2)
 out = {}
