@@ -46,8 +46,8 @@ __all__ = [
     "decode_multiple",
     "encode_multiple",
     "encode_request",
-    "unconnected_sender",
     "split_request",
+    "unconnected_sender",
 ]
 
 
@@ -251,7 +251,8 @@ class UnconnectedSend:
 _SIZE = struct.Struct("<H")
 
 
-def unconnected_sender(route_path: tuple[Segment, ...] = (), path: tuple[Segment, ...] = CONNECTION_MANAGER_PATH,
+def unconnected_sender(route_path: tuple[Segment, ...] = (),
+                       path: tuple[Segment, ...] = CONNECTION_MANAGER_PATH,
                        priority: int = 0x0A, timeout_ticks: int = 0x05) -> Callable[[bytes], bytes]:
     """A function wrapping messages in the same Unconnected Send request to ``path``: the
     parts that do not depend on the message are encoded once.  ``sender(message)`` equals
@@ -262,7 +263,8 @@ def unconnected_sender(route_path: tuple[Segment, ...] = (), path: tuple[Segment
     >>> send(b"\\x0e\\x00").hex()
     '520220062401059d02000e0001000100'
     """
-    head = encode_request(Service.UNCONNECTED_SEND, epath.encode_sized(path), bytes((priority, timeout_ticks)))
+    head = encode_request(Service.UNCONNECTED_SEND, epath.encode_sized(path),
+                          bytes((priority, timeout_ticks)))
     route = epath.encode(route_path)
     tail = bytes((len(route) // 2, 0)) + route
     size = _SIZE.pack

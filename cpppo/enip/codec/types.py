@@ -31,8 +31,8 @@ from cpppo.enip.codec.errors import CodecError
 
 __all__ = [
     "BOOL",
-    "BY_CODE",
     "BYTE",
+    "BY_CODE",
     "DINT",
     "DWORD",
     "ELEMENTARY",
