@@ -133,7 +133,7 @@ class AsyncClient:
                         records=False)
         limit = self._limit(timeout)
         key = 0
-        while not engine.done:
+        while engine.ready():
             key += 1
             message = engine.issue(key)
             header, payload = await self._transact(Command.SEND_RR_DATA, cpf.encode_rr_data(message), limit,
@@ -142,7 +142,7 @@ class AsyncClient:
                 engine.receive(key, b"" if header.status else cpf.rr_message(payload), header.status)
             except wire.CodecError as exc:
                 raise ENIPError(f"{what}: malformed reply: {exc}") from None
-        return check(next(engine.results()), what)
+        return check(engine.results()[0], what)
 
     # --- services -------------------------------------------------------------------------
     async def list_identity(self, timeout: Any = _UNSET) -> dotdict:

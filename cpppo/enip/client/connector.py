@@ -93,20 +93,24 @@ class connector(client):  # noqa: N801 - the spec's public name
         return self._drive(engine, self.timeout if timeout is None else timeout)
 
     def _drive(self, engine: Engine, timeout: float | None) -> Iterator[Result]:
-        while not engine.done:
-            while engine.ready():
+        ready, issue, receive, results = engine.ready, engine.issue, engine.receive, engine.results
+        send, frame = self.send, self.frame
+        while True:
+            while ready():
                 ctx = self.next_context()
-                message = engine.issue(ctx)
+                message = issue(ctx)
                 try:
-                    self.send(rr_frame(message, self.session, ctx), timeout=timeout)
+                    send(rr_frame(message, self.session, ctx), timeout)
                 except ENIPConnectionError as exc:
                     if engine.sent == 1:
                         raise
                     why = _ceased(engine.received, engine.sent - 1)
                     raise ENIPConnectionError(f"{why} ({exc})") from None
                 self.requests_sent += 1
+            if not engine.inflight:
+                return
             try:
-                got = self.frame(timeout=timeout)
+                got = frame(timeout)
             except ENIPConnectionError:
                 raise ENIPConnectionError(_ceased(engine.received, engine.sent)) from None
             if got is None:
@@ -114,9 +118,10 @@ class connector(client):  # noqa: N801 - the spec's public name
                                   f"({engine.inflight} requests outstanding)")
             header, payload, _ = got
             if header.command == Command.SEND_RR_DATA:
-                engine.receive(int.from_bytes(header.context, "little"),
-                               b"" if header.status else rr_message(payload), header.status)
-            yield from engine.results()
+                status = header.status
+                message = b"" if status else rr_message(payload)
+                receive(int.from_bytes(header.context, "little"), message, status)
+                yield from results()
 
     def validate(self, harvested: Iterable[Result], printing: bool = False) -> Iterator[Result]:
         """Log (and with ``printing``, print) each result; a successful write's value becomes

@@ -2,8 +2,9 @@
 
 Both faces drive it: the blocking ``connector`` (``.pipeline``, ``.synchronous``, ...) and the
 asyncio ``AsyncClient``.  A face asks :meth:`Engine.issue` for the next request while
-:meth:`Engine.ready` says one may go, sends it (framed in SendRRData under a key of its
-choosing, its sender context), hands each reply to :meth:`Engine.receive`, and takes the
+:meth:`Engine.ready` says one may go (when it says not and none is in flight, all is done),
+sends it (framed in SendRRData under a key of its choosing, its sender context), hands each
+reply to :meth:`Engine.receive`, and takes the
 finished operations from :meth:`Engine.results` -- the spec's 6-tuples ``(idx, dsc, req,
 rpy, sts, val)``, in the order of the operations.
 
@@ -32,7 +33,7 @@ the client exceptions.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from cpppo.enip.client import wire
@@ -48,6 +49,8 @@ _SHORT = {Service.READ_TAG: "Read Tag", Service.READ_TAG_FRAGMENTED: "Read Frag"
           Service.WRITE_TAG: "Write Tag", Service.WRITE_TAG_FRAGMENTED: "Write Frag",
           Service.GET_ATTRIBUTES_ALL: "G_A_A", Service.GET_ATTRIBUTE_SINGLE: "G_A_S",
           Service.SET_ATTRIBUTE_SINGLE: "S_A_S"}
+_DSC = {(bundled, service): f"{'Multiple' if bundled else 'Single'} {short}"
+        for service, short in _SHORT.items() for bundled in (False, True)}
 _METHODS = {"read", "write", "get_attribute_single", "get_attributes_all", "set_attribute_single"}
 
 Result = tuple[int, str, Any, Any, Any, Any]
@@ -167,13 +170,10 @@ class Engine:
         """Requests sent and not yet answered."""
         return len(self._inflight)
 
-    @property
-    def done(self) -> bool:
-        """Every operation issued and answered (its result may still be waiting in results())."""
-        return not self._inflight and not self._queue and not self._pull()
-
     def ready(self) -> bool:
-        """May a request go now (room in the pipeline, no probe outstanding, work left)?"""
+        """May a request go now (room in the pipeline, no probe outstanding, work left)?
+        When it may not and nothing is in flight, every operation is done (its result may
+        still be waiting in results())."""
         return (len(self._inflight) < self.depth and self._barrier is None
                 and bool(self._queue or self._pull()))
 
@@ -221,7 +221,7 @@ class Engine:
         cip = wire.multiple_request([p.cip for p in bundle]) if bundled else bundle[0].cip
         for part in bundle:
             if not part.op.dsc:
-                part.op.dsc = f"{'Multiple' if bundled else 'Single'} {_SHORT[part.service]}"
+                part.op.dsc = _DSC[bundled, part.service]
             if self._probe(part):
                 self._barrier = key
         self._inflight[key] = (bundle, bundled)
@@ -298,22 +298,26 @@ class Engine:
         op.val = list(rpy.data) if attributes else True
 
     # --- results --------------------------------------------------------------------------
-    def results(self) -> Iterator[Result]:
-        """The finished operations, in operation order (each once)."""
+    def results(self) -> list[Result]:
+        """The operations finished since the last call, in operation order."""
         pending = self._pending
+        done = []
         while pending and pending[0].outstanding == 0:
-            yield self._finish(pending.popleft())
+            done.append(self._finish(pending.popleft()))
+        return done
 
     def _finish(self, op: _Op) -> Result:
         rpy = wire.reply_record(op.last, op.last_reply) if op.last and self.records else None
         if op.sts:
             op.val = None
         elif op.tag_type is not None:
-            layer = rpy.get("read_tag") or rpy.get("read_frag") if len(op.raw) == 1 and rpy else None
-            if isinstance(layer, dict) and "data" in layer:
-                op.val = layer["data"]      # already decoded for the reply record
-            else:
-                op.val = wire.decode_values(op.tag_type, b"".join(op.raw), op.handle)
+            layer = None
+            if rpy is not None and len(op.raw) == 1:
+                layer = dict.get(rpy, "read_tag") or dict.get(rpy, "read_frag")
+            data = dict.get(layer, "data") if isinstance(layer, dict) else None
+            if data is None:  # else decoded already for the reply record
+                data = wire.decode_values(op.tag_type, b"".join(op.raw), op.handle)
+            op.val = data
         return op.idx, op.dsc, op.op, rpy, op.sts, op.val
 
 

@@ -111,19 +111,23 @@ def segments(path: Sequence[dict[str, Any]] | None) -> list[epath.Segment]:
     return out
 
 
-_PATHS: dict[tuple, bytes] = {}
+_PATHS: dict[str, bytes] = {}
+_READS: dict[tuple[str, int], bytes] = {}
+
+
+def _cached(cache: dict, key: Any, make: Callable[[], bytes]) -> bytes:
+    encoded = cache.get(key)
+    if encoded is None:
+        if len(cache) > 4096:
+            cache.clear()
+        encoded = cache[key] = make()
+    return encoded
 
 
 def sized_path(path: Sequence[dict[str, Any]]) -> bytes:
-    """The sized, padded EPATH of an operation path (cached: the same paths recur)."""
-    key = tuple(tuple(seg.items()) for seg in path)
-    encoded = _PATHS.get(key)
-    if encoded is None:
-        encoded = epath.encode_sized(segments(path))
-        if len(_PATHS) > 4096:
-            _PATHS.clear()
-        _PATHS[key] = encoded
-    return encoded
+    """The sized, padded EPATH of an operation path (cached: the same paths recur; the key is
+    the path's repr, which tells every path dict apart)."""
+    return _cached(_PATHS, repr(path), lambda: epath.encode_sized(segments(path)))
 
 
 def cip_request(service: int, path: Sequence[dict[str, Any]], data: bytes = b"") -> bytes:
@@ -133,9 +137,10 @@ def cip_request(service: int, path: Sequence[dict[str, Any]], data: bytes = b"")
 
 
 def read_request(path: Sequence[dict[str, Any]], elements: int, offset: int | None = None) -> bytes:
-    """Read Tag, or with an ``offset`` Read Tag Fragmented."""
+    """Read Tag, or with an ``offset`` Read Tag Fragmented (Read Tag requests are cached)."""
     if offset is None:
-        return cip.encode_request(Service.READ_TAG, sized_path(path), logix.ReadTag(elements).encode())
+        return _cached(_READS, (repr(path), elements), lambda: cip.encode_request(
+            Service.READ_TAG, sized_path(path), logix.ReadTag(elements).encode()))
     return cip.encode_request(Service.READ_TAG_FRAGMENTED, sized_path(path),
                               logix.ReadTagFragmented(elements, offset).encode())
 
