@@ -198,6 +198,8 @@ class Engine:
 
     def _group(self) -> list[_Part]:
         queue = self._queue
+        if not queue and not self._pull():
+            raise IndexError("no operation is left to issue")
         first = queue.popleft()
         bundle = [first]
         multiple = self.multiple
@@ -215,7 +217,7 @@ class Engine:
         return bundle
 
     def issue(self, key: int) -> bytes:
-        """The next CIP message to send (call only when ready()), remembered under ``key``."""
+        """The next CIP message to send (when ready() says one may go), remembered under ``key``."""
         bundle = self._group()
         bundled = len(bundle) > 1
         cip = wire.multiple_request([p.cip for p in bundle]) if bundled else bundle[0].cip
