@@ -47,7 +47,7 @@ __all__ = [
     "segments",
     "split_typed",
     "status_text",
-    "type_prefix",
+    "type_code",
     "unconnected_send",
     "write_request",
 ]
@@ -150,12 +150,6 @@ def type_code(tag_type: int) -> tuple[int, int | None]:
     if tag_type == LOGIX_STRING_TYPE:
         return ciptypes.STRUCT, ciptypes.STRING_HANDLE
     return tag_type, None
-
-
-def type_prefix(tag_type: int) -> bytes:
-    """The type of Write Tag [Fragmented] data: the UINT code, or for the Logix STRING
-    (0x02A0) the structure type and its handle, as Logix clients send it (A0 02 CE 0F)."""
-    return logix.encode_type(*type_code(tag_type))
 
 
 def write_request(path: Sequence[dict[str, Any]], tag_type: int, elements: int, raw: bytes,
