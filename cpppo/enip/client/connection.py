@@ -162,19 +162,22 @@ class client:  # noqa: N801 - the spec's public name
                 sock.send(request)
             return
         view = memoryview(request)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while view:
+        deadline = None
+        while True:
             try:
                 sent = sock.send(view)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
                 raise wire.ENIPConnectionError(str(exc)) from exc
+            if sent == len(view):
+                return  # the usual case: all of it at once
             view = view[sent:]
-            if view:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not self.writable(left):
-                    raise wire.ENIPTimeout(f"Timed out sending to {self}")
+            if deadline is None and timeout is not None:
+                deadline = time.monotonic() + timeout
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.writable(left):
+                raise wire.ENIPTimeout(f"Timed out sending to {self}")
 
     def _complete(self) -> bool:
         if len(self._buf) < encapsulation.HEADER_SIZE:
