@@ -294,7 +294,7 @@ def test_fast_framing_matches_codec() -> None:
     from cpppo.enip.codec import cip, cpf, epath
 
     route = parse_route_path('["1/3", {"port":2,"link":"1.2.3.4"}]')
-    request = wire.cip_request(wire.READ_TAG, [{"symbolic": "SCADA"}, {"element": 3}], b"\x01\x00")
+    request = wire.cip_request(cip.Service.READ_TAG, [{"symbolic": "SCADA"}, {"element": 3}], b"\x01\x00")
     wrapped = wire.unconnected_wrapper(route, [{"class": 6}, {"instance": 1}])(request)
     assert wrapped == wire.unconnected_send(request, route, [{"class": 6}, {"instance": 1}])
     outer = cip.Request.decode(wrapped)

@@ -12,11 +12,10 @@ from collections.abc import Iterator
 import pytest
 
 from cpppo.enip.client.aclient import AsyncClient, ENIPConnectionError, ENIPError, ENIPStatusError
+from cpppo.enip.device import model as device_mod
+from cpppo.enip.server import transport as server_mod
 from cpppo.server.enip import client
 from tests.support import free_port
-
-device_mod = pytest.importorskip("cpppo.enip.device.model", reason="our ENIP server is not built yet")
-server_mod = pytest.importorskip("cpppo.enip.server.transport", reason="our ENIP server is not built yet")
 
 SPECS = ["Tag=DINT[10]", "SCADA=INT[1000]", "TEXT=SSTRING[10]", "FLOAT=REAL", "Motor_Velocity@0x93/3/10=REAL"]
 

@@ -16,6 +16,7 @@ from cpppo.server.enip import client, poll
 from cpppo.server.enip.ab import powerflex_750_series
 from cpppo.server.enip.get_attribute import attribute_operations, proxy, proxy_simple
 from tests.support import free_port, python_module, running
+from tests.test_enip_client_ours import serving
 
 POWERFLEX = ["Output_Frequency@0x93/1/10=REAL", "Motor_Velocity@0x93/3/10=REAL",
              "Output_Current@0x93/7/10=REAL", "Elapsed_KwH@0x93/14/10=REAL", "Speed_Units@0x93/300/10=DINT",
@@ -81,7 +82,6 @@ def test_proxy_identity_str_and_read(powerflex) -> None:
 
 def test_proxy_errors_checking_and_gateway() -> None:
     """(Against our server: upstream's drops the connection on an unknown attribute.)"""
-    serving = pytest.importorskip("tests.test_enip_client_ours").serving
     with serving(["127.0.0.1"], specs=POWERFLEX) as handles:
         _errors_checking_and_gateway("127.0.0.1", handles[0].port)
 
@@ -142,7 +142,6 @@ def _wait(predicate, seconds: float) -> bool:
 def test_poll_backs_off_and_recovers() -> None:
     """Device absent -> failures with growing gaps; present -> values; gone -> failure;
     back -> values again (the spec's poll_example story, against our server)."""
-    serving = pytest.importorskip("tests.test_enip_client_ours").serving
     port = free_port()
     failures: list[tuple[float, str]] = []
     values: list[tuple[float, str, object]] = []

@@ -15,6 +15,7 @@ from cpppo.enip.client import wire
 from cpppo.enip.client.aclient import AsyncClient, ENIPStatusError
 from cpppo.enip.client.operations import LOGIX_STRING_TYPE, OperationError
 from cpppo.enip.client.proxy import attribute_operations
+from cpppo.enip.codec import logix
 from cpppo.enip.device.model import Device
 from cpppo.enip.server.background import serve_in_thread
 from cpppo.server.enip import client
@@ -44,8 +45,8 @@ def test_parse_string_writes() -> None:
 
 
 def test_wire_string_encoding_and_decoding() -> None:
-    assert wire.type_prefix(LOGIX_STRING_TYPE) == bytes.fromhex("a002ce0f")
-    assert wire.type_prefix(0xC3) == bytes.fromhex("c300")
+    assert logix.encode_type(*wire.type_code(LOGIX_STRING_TYPE)) == bytes.fromhex("a002ce0f")
+    assert logix.encode_type(*wire.type_code(0xC3)) == bytes.fromhex("c300")
     raw = wire.encode_tag_values(LOGIX_STRING_TYPE, ["hi", ""])
     assert len(raw) == 176 and raw[:6] == b"\x02\x00\x00\x00hi"
     assert wire.decode_values(LOGIX_STRING_TYPE, raw, 0x0FCE) == ["hi", ""]

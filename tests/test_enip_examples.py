@@ -19,14 +19,13 @@ from cpppo.dotdict import dotdict
 from cpppo.enip.cli import poll as poll_cli
 from cpppo.enip.codec.errors import CodecError
 from cpppo.enip.codec.tcpip import decode_tcpip
+from cpppo.enip.device import model as device_mod
+from cpppo.enip.server import background
 from cpppo.server import enip
 from cpppo.server.enip import client, get_attribute, list_identity_simple, powerflex_motor_velocity
 from cpppo.server.enip import io as io_example
 from cpppo.server.enip.ab import powerflex_750_series
 from tests.support import free_port, python_module, running
-
-device_mod = pytest.importorskip("cpppo.enip.device.model", reason="our ENIP server is not built yet")
-background = pytest.importorskip("cpppo.enip.server.background", reason="our ENIP server is not built yet")
 
 SPECS = ["Tag=DINT[10]", "SCADA=INT[1000]", "TEXT=SSTRING[10]", "FLOAT@22/1/3=REAL",
          "Motor_Velocity@0x93/3/10=REAL", "Volume=REAL", "Temperature=REAL"]

@@ -6,8 +6,9 @@
         await c.write("SCADA[0]", [1])
         raw = await c.get_attribute_single("@1/1/7")   # the attribute's bytes, as a list of USINT
 
-It shares the sans-IO request/reply code of the blocking client (``client_wire``, over the
-codec).  Requests on one client are serialised; use one client per device and run them
+It is the asyncio face of the one client engine (``engine.Engine``, sans-IO, over the
+codec) that the blocking client drives too.  Requests on one client are serialised; use one
+client per device and run them
 concurrently.  Every call takes ``timeout=`` (default: the client's); a timeout raises
 ``ENIPTimeout`` (a ``TimeoutError``), an error status ``ENIPStatusError``, a refused or
 dropped connection ``ENIPConnectionError`` -- all ``ENIPError``, each with a one-line message.
@@ -22,6 +23,7 @@ from typing import Any
 
 from cpppo.dotdict import dotdict
 from cpppo.enip.client import wire
+from cpppo.enip.client.engine import Engine, check
 from cpppo.enip.client.operations import CIP_TYPES, LOGIX_STRING_TYPE, parse_operation, parse_path
 from cpppo.enip.client.wire import ENIPConnectionError, ENIPError, ENIPStatusError, ENIPTimeout
 from cpppo.enip.codec import cpf, encapsulation
@@ -53,6 +55,7 @@ class AsyncClient:
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
         self._context = 0
+        self.string_type: int | None = None  # how the device took a STRING write: 0x02A0 or 0xD0
 
     def __repr__(self) -> str:
         return f"<AsyncClient {self.host}:{self.port} session {self.session}>"
@@ -123,23 +126,23 @@ class AsyncClient:
                 await self.close()
                 raise ENIPConnectionError(f"{what}: {exc}") from exc
 
-    async def _cip(self, request: bytes, timeout: Any, what: str) -> wire.CIPReply:
-        message = request
-        if self.send_path:
-            message = wire.unconnected_send(request, self.route_path, self.send_path)
-        header, payload = await self._transact(Command.SEND_RR_DATA, wire.rr_data(message),
-                                               self._limit(timeout), what)
-        if header.status:
-            raise ENIPStatusError(f"{what}: EtherNet/IP status 0x{header.status:02x}", header.status)
-        try:
-            return wire.decode_cip_reply(cpf.decode_rr_data(payload).data)
-        except wire.CodecError as exc:
-            raise ENIPError(f"{what}: malformed reply: {exc}") from None
-
-    @staticmethod
-    def _check(reply: wire.CIPReply, what: str, partial: bool = False) -> None:
-        if reply.status and not (partial and reply.status == wire.PARTIAL):
-            raise ENIPStatusError(f"{what}: {wire.status_text(reply.sts)}", reply.sts)
+    async def _run(self, op: dict[str, Any], timeout: Any, what: str) -> Any:
+        """Run one operation through the client engine (the asyncio face): its value, or the
+        exception its status means."""
+        engine = Engine((op,), route_path=self.route_path, send_path=self.send_path, learned=self,
+                        records=False)
+        limit = self._limit(timeout)
+        key = 0
+        while engine.ready():
+            key += 1
+            message = engine.issue(key)
+            header, payload = await self._transact(Command.SEND_RR_DATA, cpf.encode_rr_data(message), limit,
+                                                   what)
+            try:
+                engine.receive(key, b"" if header.status else cpf.rr_message(payload), header.status)
+            except wire.CodecError as exc:
+                raise ENIPError(f"{what}: malformed reply: {exc}") from None
+        return check(engine.results()[0], what)
 
     # --- services -------------------------------------------------------------------------
     async def list_identity(self, timeout: Any = _UNSET) -> dotdict:
@@ -157,23 +160,8 @@ class AsyncClient:
     async def read(self, tag: str, timeout: Any = _UNSET) -> Any:
         """Read a tag (continuing with Read Tag Fragmented as long as the device says "partial")."""
         op = parse_operation(tag)
-        elements = op["elements"]
-        raw: list[bytes] = []
-        tag_type, handle, offset = None, None, 0
-        request = wire.cip_request(wire.READ_TAG, op["path"], struct.pack("<H", elements))
-        for _ in range(10_000):
-            reply = await self._cip(request, timeout, f"Read {tag}")
-            self._check(reply, f"Read {tag}", partial=True)
-            if len(reply.data) < 2:
-                raise ENIPError(f"Read {tag}: reply carries no data")
-            tag_type, handle, chunk = wire.split_typed(reply.data)
-            raw.append(chunk)
-            if reply.status != wire.PARTIAL or not chunk:
-                break
-            offset += len(chunk)
-            request = wire.cip_request(wire.READ_FRAG, op["path"], struct.pack("<HI", elements, offset))
-        values = wire.decode_values(tag_type, b"".join(raw), handle)  # type: ignore[arg-type]
-        scalar = elements == 1 and not any(c in tag for c in "-*")
+        values = await self._run(op, timeout, f"Read {tag}")
+        scalar = op["elements"] == 1 and not any(c in tag for c in "-*")
         return values[0] if scalar and len(values) == 1 else values
 
     async def write(self, tag: str, values: Any, tag_type: int | str | None = None,
@@ -181,38 +169,25 @@ class AsyncClient:
         """Write ``values`` (a list, or a scalar) to a tag; ``tag_type`` a code or a name
         (default: STRING for text, REAL if any value is a float, else INT), or a cast in
         ``tag`` itself.  Text goes as Logix STRING structures; a device that refuses them
-        (type mismatch) gets it again as CIP STRINGs (0xD0)."""
-        if "=" in tag:
-            op = parse_operation(tag)
-        else:
+        (type mismatch) gets it again as CIP STRINGs (0xD0).  Data longer than one request
+        takes go as Write Tag Fragmented pieces."""
+        op = parse_operation(tag)
+        if "=" not in tag:
             seq = list(values) if isinstance(values, (list, tuple)) else [values]
-            op = parse_operation(tag)
             if isinstance(tag_type, str):  # a name; a tag's STRING is the Logix structure
                 logix = tag_type.upper() == "STRING" and "symbolic" in op["path"][0]
                 tag_type = LOGIX_STRING_TYPE if logix else CIP_TYPES[tag_type.upper()].code
-            op.update(data=seq, elements=len(seq) if op["elements"] == 1 else op["elements"],
+            op.update(method="write", data=seq, elements=len(seq) if op["elements"] == 1 else op["elements"],
                       tag_type=tag_type or wire.default_type(seq))
-        reply = await self._write(op, op["tag_type"], timeout, f"Write {tag}")
-        if op["tag_type"] == LOGIX_STRING_TYPE and wire.is_type_mismatch(reply):
-            reply = await self._write(op, 0xD0, timeout, f"Write {tag}")
-        self._check(reply, f"Write {tag}")
-
-    async def _write(self, op: dict[str, Any], tag_type: int, timeout: Any, what: str) -> wire.CIPReply:
-        body = wire.type_prefix(tag_type) + struct.pack("<H", op["elements"])
-        body += wire.encode_tag_values(tag_type, op["data"])
-        return await self._cip(wire.cip_request(wire.WRITE_TAG, op["path"], body), timeout, what)
+        await self._run(op, timeout, f"Write {tag}")
 
     async def get_attribute_single(self, path: str | list, timeout: Any = _UNSET) -> list[int]:
         """The raw bytes of one attribute ('@class/instance/attribute'), as a list of USINT."""
         segs = parse_path(path) if isinstance(path, str) else path
-        request = wire.cip_request(wire.GET_ATTRIBUTE_SINGLE, segs)
-        reply = await self._cip(request, timeout, f"Get Attribute {path}")
-        self._check(reply, f"Get Attribute {path}")
-        return list(reply.data)
+        return await self._run({"path": segs, "method": "get_attribute_single"}, timeout,
+                               f"Get Attribute {path}")
 
     async def get_attributes_all(self, path: str | list, timeout: Any = _UNSET) -> list[int]:
         segs = parse_path(path) if isinstance(path, str) else path
-        request = wire.cip_request(wire.GET_ATTRIBUTES_ALL, segs)
-        reply = await self._cip(request, timeout, f"Get Attributes All {path}")
-        self._check(reply, f"Get Attributes All {path}")
-        return list(reply.data)
+        return await self._run({"path": segs, "method": "get_attributes_all"}, timeout,
+                               f"Get Attributes All {path}")

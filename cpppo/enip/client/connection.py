@@ -19,7 +19,9 @@ from typing import Any
 from cpppo.dotdict import dotdict
 from cpppo.enip.client import wire
 from cpppo.enip.client.operations import parse_operation, parse_path
+from cpppo.enip.client.wire import reply_record
 from cpppo.enip.codec import cpf, encapsulation
+from cpppo.enip.codec.cip import Service
 from cpppo.enip.codec.encapsulation import Command
 
 __all__ = ["await_response", "client", "parse_address", "reply_record"]
@@ -29,14 +31,6 @@ log = logging.getLogger("enip.cli")
 DEFAULT_PORT = 44818
 MAX_FRAME = 65535 + 24
 _CTX = struct.Struct("<Q")
-_SERVICE_NAMES = {
-    wire.READ_TAG: "read_tag", wire.READ_FRAG: "read_frag", wire.WRITE_TAG: "write_tag",
-    wire.WRITE_FRAG: "write_frag", wire.GET_ATTRIBUTES_ALL: "get_attributes_all",
-    wire.GET_ATTRIBUTE_SINGLE: "get_attribute_single",
-    wire.SET_ATTRIBUTE_SINGLE: "set_attribute_single", wire.MULTIPLE_SERVICE: "multiple",
-}
-
-
 def parse_address(text: str | tuple[str, int] | None, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
     """'host', 'host:port', ':port' or (host, port) to (host, port); '' means localhost."""
     if isinstance(text, tuple):
@@ -58,41 +52,6 @@ def context_bytes(context: Any) -> bytes:
         return _CTX.pack(context)
     raw = context.encode() if isinstance(context, str) else bytes(context or b"")
     return raw[:8].ljust(8, b"\0")
-
-
-def reply_record(data: bytes, rpy: wire.CIPReply | None = None) -> dotdict:
-    """A CIP reply as a dotted record: service, status, status_ext, and the decoded payload
-    under the service's name (read_frag.data, get_attribute_single.data, multiple.request, ...)."""
-    if rpy is None:
-        rpy = wire.decode_cip_reply(data)
-    rec = _layer(service=rpy.service | 0x80, status=rpy.status, input=bytes(data),
-                 status_ext=_layer(size=len(rpy.ext), data=list(rpy.ext)))
-    name = _SERVICE_NAMES.get(rpy.service)
-    if name is None:
-        if rpy.data:
-            dict.__setitem__(rec, "data", list(rpy.data))
-        return rec
-    value: Any = True
-    if name in ("read_tag", "read_frag"):
-        if rpy.status in (0, wire.PARTIAL) and len(rpy.data) >= 2:
-            tag_type, handle, raw = wire.split_typed(rpy.data)
-            value = _layer(type=tag_type, raw=raw, data=wire.decode_values(tag_type, raw, handle))
-            if handle is not None:
-                dict.__setitem__(value, "handle", handle)
-    elif name in ("get_attributes_all", "get_attribute_single"):
-        value = _layer(data=list(rpy.data))
-    elif name == "multiple" and rpy.status in (0, wire.MSP_ERROR) and rpy.data:
-        parts = [reply_record(part) for part in wire.decode_msp(rpy.data)]
-        value = _layer(number=len(parts), request=parts)
-    dict.__setitem__(rec, name, value)
-    return rec
-
-
-def _layer(**items: Any) -> dotdict:
-    """A dotdict of plain (undotted) keys, built without per-key parsing."""
-    layer = dict.__new__(dotdict)
-    dict.update(layer, items)
-    return layer
 
 
 class client:  # noqa: N801 - the spec's public name
@@ -203,19 +162,22 @@ class client:  # noqa: N801 - the spec's public name
                 sock.send(request)
             return
         view = memoryview(request)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while view:
+        deadline = None
+        while True:
             try:
                 sent = sock.send(view)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
                 raise wire.ENIPConnectionError(str(exc)) from exc
+            if sent == len(view):
+                return  # the usual case: all of it at once
             view = view[sent:]
-            if view:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not self.writable(left):
-                    raise wire.ENIPTimeout(f"Timed out sending to {self}")
+            if deadline is None and timeout is not None:
+                deadline = time.monotonic() + timeout
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self.writable(left):
+                raise wire.ENIPTimeout(f"Timed out sending to {self}")
 
     def _complete(self) -> bool:
         if len(self._buf) < encapsulation.HEADER_SIZE:
@@ -363,12 +325,13 @@ class client:  # noqa: N801 - the spec's public name
             self.send(data, timeout=timeout)
         return data
 
-    def _service(self, service: int, path: Any, body: bytes, method: str, elements: int = 1,
-                 route_path: Any = None, send_path: Any = None, timeout: float | None = None,
-                 send: bool = True, sender_context: Any = b"", **extra: Any) -> dotdict:
+    def _service(self, service: int, path: Any, method: str, elements: int = 1, route_path: Any = None,
+                 send_path: Any = None, timeout: float | None = None, send: bool = True,
+                 sender_context: Any = b"", build: Any = None, **extra: Any) -> dotdict:
+        """Send one request: ``build(path)`` makes the CIP request of the parsed path."""
         if isinstance(path, str):
             path = parse_operation(path)["path"] if not path.startswith("@") else parse_path(path)
-        cip = wire.cip_request(service, path, body)
+        cip = build(path) if build else wire.cip_request(service, path)
         frame = self.cip_send(cip, route_path, send_path, timeout, sender_context, send)
         return dotdict(method=method, path=path, elements=elements, service=service, input=cip,
                        frame=frame, **extra)
@@ -379,9 +342,10 @@ class client:  # noqa: N801 - the spec's public name
         if isinstance(path, str) and not path.startswith("@"):
             op = parse_operation(path)
             path, elements = op["path"], kwds.pop("elements", None) or op["elements"]
-        data = struct.pack("<HI", elements, offset) if frag else struct.pack("<H", elements)
-        return self._service(wire.READ_FRAG if frag else wire.READ_TAG, path, data, "read", elements,
-                             offset=offset, **kwds)
+        service = Service.READ_TAG_FRAGMENTED if frag else Service.READ_TAG
+        return self._service(service, path, "read", elements, offset=offset,
+                             build=lambda segs: wire.read_request(segs, elements, offset if frag else None),
+                             **kwds)
 
     def write(self, path: Any, data: Sequence[Any], elements: int | None = None, offset: int = 0,
               tag_type: int | None = None, **kwds: Any) -> dotdict:
@@ -391,26 +355,27 @@ class client:  # noqa: N801 - the spec's public name
         frag = kwds.pop("fragment", False) or offset
         if tag_type is None:
             tag_type = wire.default_type(data)
-        elements = len(data) if elements is None else elements
+        count = len(data) if elements is None else elements
         raw = wire.encode_tag_values(tag_type, data)
-        body = wire.type_prefix(tag_type) + struct.pack("<H", elements)
-        if frag:
-            body += struct.pack("<I", offset)
-        return self._service(wire.WRITE_FRAG if frag else wire.WRITE_TAG, path, body + raw, "write", elements,
-                             offset=offset, tag_type=tag_type, data=list(data), **kwds)
+        service = Service.WRITE_TAG_FRAGMENTED if frag else Service.WRITE_TAG
+        return self._service(service, path, "write", count, offset=offset, tag_type=tag_type, data=list(data),
+                             build=lambda segs: wire.write_request(segs, tag_type, count, raw,
+                                                                   offset if frag else None), **kwds)
 
     def get_attributes_all(self, path: Any, **kwds: Any) -> dotdict:
-        return self._service(wire.GET_ATTRIBUTES_ALL, path, b"", "get_attributes_all", **kwds)
+        return self._service(Service.GET_ATTRIBUTES_ALL, path, "get_attributes_all", **kwds)
 
     def get_attribute_single(self, path: Any, **kwds: Any) -> dotdict:
-        return self._service(wire.GET_ATTRIBUTE_SINGLE, path, b"", "get_attribute_single", **kwds)
+        return self._service(Service.GET_ATTRIBUTE_SINGLE, path, "get_attribute_single", **kwds)
 
     def set_attribute_single(self, path: Any, data: Sequence[Any], elements: int = 1,
                              tag_type: int | None = None, **kwds: Any) -> dotdict:
         """Set Attribute Single; ``data`` are USINTs unless a ``tag_type`` converts them."""
         raw = wire.encode_values(tag_type, data) if tag_type else bytes(int(v) & 0xFF for v in data)
-        return self._service(wire.SET_ATTRIBUTE_SINGLE, path, raw, "set_attribute_single", elements,
-                             data=list(data), tag_type=tag_type, **kwds)
+        return self._service(Service.SET_ATTRIBUTE_SINGLE, path, "set_attribute_single", elements,
+                             data=list(data), tag_type=tag_type,
+                             build=lambda segs: wire.cip_request(Service.SET_ATTRIBUTE_SINGLE, segs, raw),
+                             **kwds)
 
 
 def await_response(cli: client, timeout: float | None = None) -> tuple[dotdict | None, float]:

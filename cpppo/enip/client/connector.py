@@ -19,6 +19,7 @@ from typing import Any
 from cpppo.dotdict import dotdict
 from cpppo.enip.client import wire
 from cpppo.enip.client.connection import await_response, client, parse_address
+from cpppo.enip.client.engine import Engine, Result
 from cpppo.enip.client.operations import (
     OperationError,
     format_path,
@@ -27,14 +28,16 @@ from cpppo.enip.client.operations import (
     parse_path,
     parse_route_path,
 )
-from cpppo.enip.client.pipeline import Result, pipeline
 from cpppo.enip.client.wire import (
     ENIPConnectionError,
     ENIPError,
     ENIPStatusError,
     ENIPTimeout,
+    rr_frame,
+    rr_message,
     status_text,
 )
+from cpppo.enip.codec.encapsulation import Command
 
 __all__ = [
     "ENIPConnectionError", "ENIPError", "ENIPStatusError", "ENIPTimeout", "OperationError",
@@ -76,15 +79,49 @@ class connector(client):  # noqa: N801 - the spec's public name
     def synchronous(self, operations: Iterable[Any], index: int = 0, fragment: bool = False,
                     multiple: int = 0, timeout: float | None = None, **kwds: Any) -> Iterator[Result]:
         """One request at a time: each reply is yielded before the next request is sent."""
-        return pipeline(self, operations, index=index, fragment=fragment, multiple=multiple,
-                        timeout=timeout, depth=1, **kwds)
+        return self.pipeline(operations, index=index, fragment=fragment, multiple=multiple, timeout=timeout,
+                             depth=1, **kwds)
 
     def pipeline(self, operations: Iterable[Any], index: int = 0, fragment: bool = False,
                  multiple: int = 0, timeout: float | None = None, depth: int = 1,
-                 **kwds: Any) -> Iterator[Result]:
-        """Up to ``depth`` requests in flight; 6-tuples yielded in operation order."""
-        return pipeline(self, operations, index=index, fragment=fragment, multiple=multiple,
-                        timeout=timeout, depth=depth, **kwds)
+                 route_path: Any = None, send_path: Any = None) -> Iterator[Result]:
+        """Up to ``depth`` requests in flight; 6-tuples yielded in operation order (the
+        blocking face of :class:`~cpppo.enip.client.engine.Engine`)."""
+        route, send = self.paths(route_path, send_path)
+        engine = Engine(operations, index=index, fragment=fragment, multiple=multiple, depth=depth,
+                        route_path=route, send_path=send, learned=self)
+        return self._drive(engine, self.timeout if timeout is None else timeout)
+
+    def _drive(self, engine: Engine, timeout: float | None) -> Iterator[Result]:
+        ready, issue, receive, results = engine.ready, engine.issue, engine.receive, engine.results
+        send, frame = self.send, self.frame
+        while True:
+            while ready():
+                ctx = self.next_context()
+                message = issue(ctx)
+                try:
+                    send(rr_frame(message, self.session, ctx), timeout)
+                except ENIPConnectionError as exc:
+                    if engine.sent == 1:
+                        raise
+                    why = _ceased(engine.received, engine.sent - 1)
+                    raise ENIPConnectionError(f"{why} ({exc})") from None
+                self.requests_sent += 1
+            if not engine.inflight:
+                return
+            try:
+                got = frame(timeout)
+            except ENIPConnectionError:
+                raise ENIPConnectionError(_ceased(engine.received, engine.sent)) from None
+            if got is None:
+                raise ENIPTimeout(f"Failed to receive any response within {timeout}s "
+                                  f"({engine.inflight} requests outstanding)")
+            header, payload, _ = got
+            if header.command == Command.SEND_RR_DATA:
+                status = header.status
+                message = b"" if status else rr_message(payload)
+                receive(int.from_bytes(header.context, "little"), message, status)
+                yield from results()
 
     def validate(self, harvested: Iterable[Result], printing: bool = False) -> Iterator[Result]:
         """Log (and with ``printing``, print) each result; a successful write's value becomes
@@ -127,6 +164,10 @@ class connector(client):  # noqa: N801 - the spec's public name
         transactions = list(self.results(operations, **kwds))
         failures = sum(1 for val in transactions if val is None)
         return failures, transactions
+
+
+def _ceased(received: int, sent: int) -> str:
+    return f"Communication ceased before harvesting all pipeline responses: {received:3d}/{sent:3d}"
 
 
 def recycle(iterable: Sequence[Any], times: int | None = None) -> Iterator[Any]:

@@ -27,12 +27,13 @@ from __future__ import annotations
 import json
 import math
 import re
-import struct
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from cpppo.enip.codec.types import ELEMENTARY, REAL, CIPType
+
 __all__ = [
-    "CIP_TYPES", "LOGIX_STRING_TYPE", "OperationError", "TypeInfo", "format_path", "parse_int",
+    "CIP_TYPES", "LOGIX_STRING_TYPE", "OperationError", "format_path", "parse_int",
     "parse_operation", "parse_operations", "parse_path", "parse_route_path", "parse_send_path",
     "parse_values",
 ]
@@ -46,45 +47,10 @@ class OperationError(ValueError):
         super().__init__(f"bad operation {text!r} at position {position}: {why}")
 
 
-class TypeInfo:
-    """A CIP elementary type as the client needs it: code, size, struct format, range."""
-
-    __slots__ = ("code", "fmt", "hi", "lo", "name", "size")
-
-    def __init__(self, name: str, code: int, fmt: str | None, lo: float | None = None,
-                 hi: float | None = None) -> None:
-        self.name, self.code, self.fmt, self.lo, self.hi = name, code, fmt, lo, hi
-        self.size = struct.calcsize("<" + fmt) if fmt else 0
-
-    @property
-    def is_string(self) -> bool:
-        return self.fmt is None
-
-    def __repr__(self) -> str:
-        return f"TypeInfo({self.name})"
-
-
-def _int(name: str, code: int, fmt: str) -> TypeInfo:
-    bits = struct.calcsize(fmt) * 8
-    if fmt.islower():
-        return TypeInfo(name, code, fmt, -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
-    return TypeInfo(name, code, fmt, 0, (1 << bits) - 1)
-
-
-CIP_TYPES: dict[str, TypeInfo] = {t.name: t for t in (
-    TypeInfo("BOOL", 0xC1, "B", 0, 1),
-    _int("SINT", 0xC2, "b"), _int("INT", 0xC3, "h"), _int("DINT", 0xC4, "i"),
-    _int("LINT", 0xC5, "q"), _int("USINT", 0xC6, "B"), _int("UINT", 0xC7, "H"),
-    _int("UDINT", 0xC8, "I"), _int("ULINT", 0xC9, "Q"),
-    TypeInfo("REAL", 0xCA, "f"), TypeInfo("LREAL", 0xCB, "d"),
-    _int("BYTE", 0xD1, "B"), _int("WORD", 0xD2, "H"), _int("DWORD", 0xD3, "I"),
-    _int("LWORD", 0xD4, "Q"),
-    TypeInfo("STRING", 0xD0, None), TypeInfo("SSTRING", 0xDA, None),
-)}
-TYPES_BY_CODE: dict[int, TypeInfo] = {t.code: t for t in CIP_TYPES.values()}
+#: the type names an operation may cast to: the codec's one table of elementary CIP types
+CIP_TYPES: dict[str, CIPType] = ELEMENTARY
 #: the ``tag_type`` of a Logix STRING structure write/read: type 0xA0 0x02 (then the handle)
 LOGIX_STRING_TYPE = 0x02A0
-_REAL = struct.Struct("<f")
 
 _NUMBER = re.compile(r"[+-]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|\d+)$")
 _SYMBOL = re.compile(r"[A-Za-z_:$][A-Za-z0-9_:$]*")
@@ -218,17 +184,17 @@ def _parse_target(text: str, whole: str, base: int) -> tuple[list[dict[str, Any]
     return path, elements, pos
 
 
-def parse_values(text: str, cast: TypeInfo | None, whole: str = "",
-                 base: int = 0) -> tuple[list[Any], TypeInfo]:
+def parse_values(text: str, cast: CIPType | None, whole: str = "",
+                 base: int = 0) -> tuple[list[Any], CIPType]:
     """The comma-separated values of a write; unless cast: STRING if the first is quoted,
     else REAL if any has a '.', else INT.  A value outside the type's range is refused.
 
-    >>> parse_values("1,2,3", None)
-    ([1, 2, 3], TypeInfo(INT))
-    >>> parse_values('"Hello, world!",x', CIP_TYPES["SSTRING"])
-    (['Hello, world!', 'x'], TypeInfo(SSTRING))
-    >>> parse_values('"hi"', None)
-    (['hi'], TypeInfo(STRING))
+    >>> values, cast = parse_values("1,2,3", None); values, cast.name
+    ([1, 2, 3], 'INT')
+    >>> values, cast = parse_values('"Hello, world!",x', CIP_TYPES["SSTRING"]); values, cast.name
+    (['Hello, world!', 'x'], 'SSTRING')
+    >>> values, cast = parse_values('"hi"', None); values, cast.name
+    (['hi'], 'STRING')
     """
     whole = whole or text
     raw = _split_top(text, ",")
@@ -237,7 +203,7 @@ def parse_values(text: str, cast: TypeInfo | None, whole: str = "",
     values: list[Any] = []
     for offset, item in raw:
         pos, token = base + offset, item.strip()
-        if cast.is_string:
+        if cast.size is None:
             if token.startswith('"'):
                 try:
                     token = json.loads(token)
@@ -257,7 +223,7 @@ def parse_values(text: str, cast: TypeInfo | None, whole: str = "",
             value = parse_int(token)
         except ValueError:
             raise OperationError(whole, pos, f"{token!r} is not a {cast.name} value") from None
-        if not cast.lo <= value <= cast.hi:  # type: ignore[operator]
+        if not cast.low <= value <= cast.high:  # type: ignore[attr-defined]
             raise OperationError(whole, pos, f"{value} is out of range for {cast.name}")
         values.append(value)
     return values, cast
@@ -272,7 +238,7 @@ def _float(token: str, name: str, whole: str, pos: int) -> float:
     if any(word in token.lower() for word in ("inf", "nan")):
         return number
     try:
-        if math.isinf(number) or (name == "REAL" and math.isinf(_REAL.unpack(_REAL.pack(number))[0])):
+        if math.isinf(number) or (name == "REAL" and math.isinf(REAL.decode(REAL.encode([number]))[0])):
             raise OverflowError
     except OverflowError:
         raise OperationError(whole, pos, f"{token} is out of range for {name}") from None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import struct
 import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -79,7 +78,7 @@ def _decode_typed(raw: Sequence[int], types: Any) -> list[Any]:
         info = CIP_TYPES.get(name)
         if info is None:
             raise ValueError(f"unknown CIP type {name!r}")
-        if info.is_string:
+        if info.size is None:
             width = 2 if name == "STRING" else 1
             size = int.from_bytes(data[at:at + width], "little")
             values.append(data[at + width:at + width + size].decode("iso-8859-1"))
@@ -88,7 +87,7 @@ def _decode_typed(raw: Sequence[int], types: Any) -> list[Any]:
         if at + info.size > len(data):
             raise ValueError(f"reply of {len(data)} bytes ends before its {name} at offset {at} "
                              f"(decoding {list(types)})")
-        values.append(struct.unpack_from("<" + info.fmt, data, at)[0])  # type: ignore[operator]
+        values.append(wire.decode_values(info.code, data[at:at + info.size])[0])
         at += info.size
     return values
 

@@ -1,27 +1,27 @@
-"""The client's side of the wire, sans-IO: request bytes out, reply records in.
+"""The client's side of the wire, sans-IO: operation paths and values to codec records and
+bytes, replies to dotted records, and the errors clients raise.
 
-Built on the shared codec (``codec.encapsulation``, ``codec.cpf``, ``codec.epath``,
-``codec.types``); this module adds only what the client needs on top: operation paths (the
-dicts of ``parse_operations``) to EPATH segments, the CIP request/reply envelope, Unconnected
-Send and Multiple Service Packet framing, the Logix Read/Write Tag [Fragmented] request
-bodies, and the errors clients raise.
+Everything on the wire is the shared codec's (``codec.cip``, ``codec.logix``, ``codec.epath``,
+``codec.cpf``, ``codec.encapsulation``, ``codec.types``); this module only adapts the
+client's operation dicts (``parse_operations``) to it.
 
->>> cip_request(0x4C, [{"symbolic": "SCADA"}], b"\\x01\\x00").hex()
+>>> cip_request(0x4C, [{"symbolic": "SCADA"}], logix.ReadTag(1).encode()).hex()
 '4c0491055343414441000100'
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from cpppo.dotdict import dotdict
-from cpppo.enip.client.operations import LOGIX_STRING_TYPE, TYPES_BY_CODE
+from cpppo.enip.client.operations import LOGIX_STRING_TYPE
 from cpppo.enip.codec import cip, cpf, encapsulation, epath, logix
 from cpppo.enip.codec import types as ciptypes
+from cpppo.enip.codec.cip import STATUS_TEXT, Service, Status
+from cpppo.enip.codec.cpf import rr_frame, rr_message
 from cpppo.enip.codec.errors import CodecError
+from cpppo.enip.codec.logix import split_typed
 
 __all__ = [
     "STATUS_TEXT",
@@ -32,7 +32,6 @@ __all__ = [
     "ENIPStatusError",
     "ENIPTimeout",
     "cip_request",
-    "cip_strings",
     "decode_cip_reply",
     "decode_msp",
     "decode_values",
@@ -41,36 +40,21 @@ __all__ = [
     "encode_values",
     "is_type_mismatch",
     "multiple_request",
+    "read_request",
+    "reply_record",
+    "rr_frame",
+    "rr_message",
     "segments",
     "split_typed",
     "status_text",
-    "type_prefix",
+    "type_code",
     "unconnected_send",
+    "write_request",
 ]
 
-# CIP services the client issues.
-GET_ATTRIBUTES_ALL = 0x01
-GET_ATTRIBUTE_SINGLE = 0x0E
-SET_ATTRIBUTE_SINGLE = 0x10
-MULTIPLE_SERVICE = 0x0A
-READ_TAG = 0x4C
-WRITE_TAG = 0x4D
-READ_FRAG = 0x52
-WRITE_FRAG = 0x53
-UNCONNECTED_SEND = 0x52
-CIP_STRING = 0xD0       # the CIP STRING type (UINT length, characters)
-PARTIAL = 0x06          # general status: more data follows (Read Tag [Fragmented])
-MSP_ERROR = 0x1E        # general status: an embedded service failed
-
-STATUS_TEXT = {
-    0x01: "Connection failure", 0x02: "Resource unavailable", 0x03: "Invalid parameter value",
-    0x04: "Path segment error", 0x05: "Path destination unknown", 0x06: "Partial transfer",
-    0x08: "Service not supported", 0x09: "Invalid attribute value", 0x0C: "Object state conflict",
-    0x0E: "Attribute not settable", 0x10: "Device state conflict", 0x11: "Reply data too large",
-    0x13: "Not enough data", 0x14: "Attribute not supported", 0x15: "Too much data",
-    0x16: "Object does not exist", 0x1E: "Embedded service error", 0x1F: "Vendor specific error",
-    0x20: "Invalid parameter", 0x26: "Path size invalid", 0xFF: "General error",
-}
+#: a decoded CIP reply: the request's service, general status, extended status words, data
+CIPReply = cip.Reply
+CIP_STRING = ciptypes.STRING.code  # the CIP STRING type (UINT length, characters)
 
 _KIND = {"class": "class", "instance": "instance", "attribute": "attribute", "element": "element",
          "connection": "connection_point"}
@@ -127,51 +111,75 @@ def segments(path: Sequence[dict[str, Any]] | None) -> list[epath.Segment]:
     return out
 
 
-_PATHS: dict[tuple, bytes] = {}
+_PATHS: dict[str, bytes] = {}
+_READS: dict[tuple[str, int], bytes] = {}
 
 
-def sized_path(path: Sequence[dict[str, Any]]) -> bytes:
-    """The sized, padded EPATH of an operation path (cached: the same paths recur)."""
-    key = tuple(tuple(seg.items()) for seg in path)
-    encoded = _PATHS.get(key)
+def _cached(cache: dict, key: Any, make: Callable[[], bytes]) -> bytes:
+    encoded = cache.get(key)
     if encoded is None:
-        encoded = epath.encode_sized(segments(path))
-        if len(_PATHS) > 4096:
-            _PATHS.clear()
-        _PATHS[key] = encoded
+        if len(cache) > 4096:
+            cache.clear()
+        encoded = cache[key] = make()
     return encoded
 
 
+def sized_path(path: Sequence[dict[str, Any]]) -> bytes:
+    """The sized, padded EPATH of an operation path (cached: the same paths recur; the key is
+    the path's repr, which tells every path dict apart)."""
+    return _cached(_PATHS, repr(path), lambda: epath.encode_sized(segments(path)))
+
+
 def cip_request(service: int, path: Sequence[dict[str, Any]], data: bytes = b"") -> bytes:
-    """service, path size (words), padded EPATH, request data (as ``cip.Request.encode``)."""
-    return bytes((service,)) + sized_path(path) + data
+    """A Message Router request (``cip.Request(service, path, data).encode()``, with the
+    encoded paths cached)."""
+    return cip.encode_request(service, sized_path(path), data)
+
+
+def read_request(path: Sequence[dict[str, Any]], elements: int, offset: int | None = None) -> bytes:
+    """Read Tag, or with an ``offset`` Read Tag Fragmented (Read Tag requests are cached)."""
+    if offset is None:
+        return _cached(_READS, (repr(path), elements), lambda: cip.encode_request(
+            Service.READ_TAG, sized_path(path), logix.ReadTag(elements).encode()))
+    return cip.encode_request(Service.READ_TAG_FRAGMENTED, sized_path(path),
+                              logix.ReadTagFragmented(elements, offset).encode())
+
+
+def type_code(tag_type: int) -> tuple[int, int | None]:
+    """``(type code, structure handle)`` of a write's ``tag_type`` (0x02A0: the Logix STRING)."""
+    if tag_type == LOGIX_STRING_TYPE:
+        return ciptypes.STRUCT, ciptypes.STRING_HANDLE
+    return tag_type, None
+
+
+def write_request(path: Sequence[dict[str, Any]], tag_type: int, elements: int, raw: bytes,
+                  offset: int | None = None) -> bytes:
+    """Write Tag of ``raw`` (encoded values), or with an ``offset`` Write Tag Fragmented."""
+    code, handle = type_code(tag_type)
+    if offset is None:
+        return cip.encode_request(Service.WRITE_TAG, sized_path(path),
+                                  logix.WriteTag(code, elements, raw, handle).encode())
+    return cip.encode_request(Service.WRITE_TAG_FRAGMENTED, sized_path(path),
+                              logix.WriteTagFragmented(code, elements, offset, raw, handle).encode())
 
 
 def unconnected_wrapper(route_path: Sequence[dict[str, Any]] | None, send_path: Sequence[dict[str, Any]],
                         tick: int = 5, ticks: int = 157) -> Callable[[bytes], bytes]:
-    """A function wrapping requests in the same Unconnected Send (the parts that do not
-    depend on the request are encoded once); equal to :func:`unconnected_send`."""
-    head = cip_request(UNCONNECTED_SEND, send_path) + bytes((tick, ticks))
-    route = epath.encode(segments(route_path)) if route_path else b""
-    tail = bytes((len(route) // 2, 0)) + route
-    size = struct.Struct("<H").pack
-
-    def wrap(request: bytes) -> bytes:
-        return head + size(len(request)) + request + (b"\0" if len(request) & 1 else b"") + tail
-    return wrap
+    """A function wrapping requests in the same Unconnected Send to the Connection Manager
+    at ``send_path`` (see ``cip.unconnected_sender``)."""
+    return cip.unconnected_sender(tuple(segments(route_path)), tuple(segments(send_path)), tick, ticks)
 
 
 def unconnected_send(request: bytes, route_path: Sequence[dict[str, Any]] | None,
                      send_path: Sequence[dict[str, Any]], tick: int = 5, ticks: int = 157) -> bytes:
     """Wrap ``request`` in an Unconnected Send to the Connection Manager at ``send_path``."""
-    body = cip.UnconnectedSend(request, tuple(segments(route_path)), tick, ticks).encode()
-    return cip_request(UNCONNECTED_SEND, send_path, body)
+    return unconnected_wrapper(route_path, send_path, tick, ticks)(request)
 
 
 def multiple_request(requests: Sequence[bytes]) -> bytes:
     """A Multiple Service Packet (to the Message Router @2/1) carrying ``requests``."""
     body = cip.encode_multiple(list(requests))
-    return cip.Request(MULTIPLE_SERVICE, cip.MESSAGE_ROUTER_PATH, body).encode()
+    return cip.Request(Service.MULTIPLE_SERVICE_PACKET, cip.MESSAGE_ROUTER_PATH, body).encode()
 
 
 def decode_msp(data: bytes) -> list[bytes]:
@@ -179,71 +187,18 @@ def decode_msp(data: bytes) -> list[bytes]:
     return cip.decode_multiple(data)
 
 
-@dataclass(frozen=True, slots=True)
-class CIPReply:
-    """A decoded CIP reply: the request's service, general status, extended status words, data."""
-
-    service: int
-    status: int
-    ext: tuple[int, ...]
-    data: bytes
-
-    @property
-    def sts(self) -> int | tuple[int, tuple[int, ...]]:
-        """The status as the 6-tuples carry it: 0x00, or (general, (ext, ...))."""
-        return (self.status, self.ext) if self.ext else self.status
+decode_cip_reply = cip.Reply.decode
 
 
-def decode_cip_reply(data: bytes) -> CIPReply:
-    rpy = cip.Reply.decode(data)
-    return CIPReply(rpy.service, rpy.status, rpy.ext_status, rpy.data)
-
-
-_CTYPES: dict[int, Any] = {LOGIX_STRING_TYPE: ciptypes.LOGIX_STRING}
-
-
-def _ctype(code: int) -> Any:
-    """The codec type for a type code (cached), or a numeric stand-in for the few the codec
-    does not name (BYTE, WORD, DWORD, LWORD); None if unknown.  0x02A0 (a structure) is
-    taken to be the Logix STRING: callers check the structure handle first."""
-    if code in _CTYPES:
-        return _CTYPES[code]
-    typ = ciptypes.BY_CODE.get(code)
-    if typ is None or (typ.size is None and typ.code not in (0xD0, 0xDA)):
-        info = TYPES_BY_CODE.get(code)
-        typ = None
-        if info is not None and info.fmt is not None:
-            typ = ciptypes.NumericType(info.name, code, info.size, fmt=info.fmt, low=info.lo, high=info.hi)
-    _CTYPES[code] = typ
-    return typ
-
-
-def type_prefix(tag_type: int) -> bytes:
-    """The type of Write Tag [Fragmented] data: the UINT code, or for the Logix STRING
-    (0x02A0) the structure type and its handle, as Logix clients send it (A0 02 CE 0F)."""
-    if tag_type == LOGIX_STRING_TYPE:
-        return logix.encode_type(ciptypes.STRUCT, ciptypes.STRING_HANDLE)
-    return struct.pack("<H", tag_type)
-
-
-def split_typed(data: bytes) -> tuple[int, int | None, bytes]:
-    """The data of a Read Tag [Fragmented] reply: ``(type, structure handle or None, value
-    bytes)``; a structure's type is 0x02A0 (its first two bytes, as upstream reports it).
-
-    >>> split_typed(bytes.fromhex("a002ce0f0100"))
-    (672, 4046, b'\\x01\\x00')
-    >>> split_typed(bytes.fromhex("c3000100"))
-    (195, None, b'\\x01\\x00')
-    """
-    tag_type = struct.unpack_from("<H", data)[0]
-    if data[0] == ciptypes.STRUCT and len(data) >= 4:
-        return tag_type, struct.unpack_from("<H", data, 2)[0], data[4:]
-    return tag_type, None, data[2:]
+def _ctype(code: int) -> ciptypes.CIPType | None:
+    """The codec type for a type code, or None if unknown.  0x02A0 (a structure) is taken
+    to be the Logix STRING: callers check the structure handle first."""
+    return ciptypes.LOGIX_STRING if code == LOGIX_STRING_TYPE else ciptypes.BY_CODE.get(code)
 
 
 def is_type_mismatch(reply: CIPReply) -> bool:
     """Did the device refuse a write's data type (general status 0xFF, extended 0x2107)?"""
-    return reply.status == 0xFF and reply.ext[:1] == (0x2107,)
+    return reply.status == Status.GENERAL_ERROR and reply.ext_status[:1] == (Status.EXT_BAD_TYPE,)
 
 
 def default_type(values: Sequence[Any]) -> int:
@@ -268,29 +223,7 @@ def encode_tag_values(tag_type: int, values: Sequence[Any]) -> bytes:
     upstream's client) keep STRING tags."""
     if tag_type != CIP_STRING:
         return encode_values(tag_type, values)
-    return b"".join(raw + b"\0" * (len(raw) % 2) for raw in (encode_values(CIP_STRING, [v]) for v in values))
-
-
-def cip_strings(data: bytes) -> list[str] | None:
-    """CIP STRINGs (UINT length, characters) each padded to an even size, as upstream serves
-    STRING tags (the last one's pad may be missing); None if ``data`` are not that.
-
-    >>> cip_strings(bytes.fromhex("0300616263000200") + b"de")
-    ['abc', 'de']
-    >>> cip_strings(bytes.fromhex("03006162630200") + b"de") is None
-    True
-    """
-    out, at = [], 0
-    while at < len(data):
-        if at + 2 > len(data):
-            return None
-        size = struct.unpack_from("<H", data, at)[0]
-        end = at + 2 + size
-        if end > len(data):
-            return None
-        out.append(data[at + 2:end].decode("iso-8859-1"))
-        at = end + size % 2
-    return out
+    return ciptypes.encode_padded_strings(values)
 
 
 def decode_values(tag_type: int, data: bytes, handle: int | None = None) -> list[Any]:
@@ -303,7 +236,7 @@ def decode_values(tag_type: int, data: bytes, handle: int | None = None) -> list
                                           or len(data) % ciptypes.LOGIX_STRING_SIZE):
         return list(data)
     if tag_type == CIP_STRING:
-        padded = cip_strings(data)
+        padded = ciptypes.decode_padded_strings(data)
         if padded is not None:
             return padded
     typ = _ctype(tag_type)
@@ -320,6 +253,51 @@ def element_size(tag_type: int | None) -> int | None:
     return typ.size if typ is not None else None
 
 
+# --- reply records ------------------------------------------------------------------
+
+_SERVICE_NAMES = {
+    Service.READ_TAG: "read_tag", Service.READ_TAG_FRAGMENTED: "read_frag", Service.WRITE_TAG: "write_tag",
+    Service.WRITE_TAG_FRAGMENTED: "write_frag", Service.GET_ATTRIBUTES_ALL: "get_attributes_all",
+    Service.GET_ATTRIBUTE_SINGLE: "get_attribute_single",
+    Service.SET_ATTRIBUTE_SINGLE: "set_attribute_single", Service.MULTIPLE_SERVICE_PACKET: "multiple",
+}
+
+
+def reply_record(data: bytes, rpy: CIPReply | None = None) -> dotdict:
+    """A CIP reply as a dotted record: service, status, status_ext, and the decoded payload
+    under the service's name (read_frag.data, get_attribute_single.data, multiple.request, ...)."""
+    if rpy is None:
+        rpy = decode_cip_reply(data)
+    rec = _layer(service=rpy.service | 0x80, status=rpy.status, input=bytes(data),
+                 status_ext=_layer(size=len(rpy.ext_status), data=list(rpy.ext_status)))
+    name = _SERVICE_NAMES.get(rpy.service)
+    if name is None:
+        if rpy.data:
+            dict.__setitem__(rec, "data", list(rpy.data))
+        return rec
+    value: Any = True
+    if name in ("read_tag", "read_frag"):
+        if rpy.status in (0, Status.PARTIAL_TRANSFER) and len(rpy.data) >= 2:
+            tag_type, handle, raw = split_typed(rpy.data)
+            value = _layer(type=tag_type, raw=raw, data=decode_values(tag_type, raw, handle))
+            if handle is not None:
+                dict.__setitem__(value, "handle", handle)
+    elif name in ("get_attributes_all", "get_attribute_single"):
+        value = _layer(data=list(rpy.data))
+    elif name == "multiple" and rpy.status in (0, Status.EMBEDDED_SERVICE_ERROR) and rpy.data:
+        parts = [reply_record(part) for part in decode_msp(rpy.data)]
+        value = _layer(number=len(parts), request=parts)
+    dict.__setitem__(rec, name, value)
+    return rec
+
+
+def _layer(**items: Any) -> dotdict:
+    """A dotdict of plain (undotted) keys, built without per-key parsing."""
+    layer = dict.__new__(dotdict)
+    dict.update(layer, items)
+    return layer
+
+
 # --- encapsulated requests and the replies to List Identity / Services / Interfaces -----
 
 def frame(command: int, payload: bytes = b"", session: int = 0, context: bytes = b"\0" * 8) -> bytes:
@@ -328,30 +306,6 @@ def frame(command: int, payload: bytes = b"", session: int = 0, context: bytes =
 
 def rr_data(cip: bytes, timeout: int = 0) -> bytes:
     return cpf.encode_rr_data(cip, timeout=timeout)
-
-
-# The hot path of the pipeline: a SendRRData frame (header + interface, timeout and the two
-# CPF items) packed in one go, and its reply unpacked without intermediate records.  Both are
-# byte-for-byte what the codec's encapsulation/cpf functions produce and accept.
-_RR_FRAME = struct.Struct("<HHIIQIIHHHHHH")
-_RR_REPLY = struct.Struct("<IHHHHHH")
-
-
-def rr_frame(message: bytes, session: int, context: int) -> bytes:
-    """encapsulation.encode(SEND_RR_DATA, cpf.encode_rr_data(message), session, context)."""
-    size = len(message)
-    return _RR_FRAME.pack(encapsulation.Command.SEND_RR_DATA, 16 + size, session, 0, context, 0,
-                          0, 0, 2, cpf.NULL_ADDRESS, 0, cpf.UNCONNECTED_DATA, size) + message
-
-
-def rr_message(payload: bytes) -> bytes:
-    """The CIP message of a SendRRData reply payload (as cpf.decode_rr_data(payload).data)."""
-    if len(payload) >= 16:
-        _i, _t, count, null, nlen, kind, size = _RR_REPLY.unpack_from(payload)
-        if count == 2 and null == cpf.NULL_ADDRESS and nlen == 0 and kind == cpf.UNCONNECTED_DATA \
-                and len(payload) == 16 + size:
-            return payload[16:]
-    return cpf.decode_rr_data(payload).data
 
 
 def header_dotdict(header: encapsulation.Header, peer: Any = None) -> dotdict:
@@ -387,13 +341,9 @@ def list_reply(header: encapsulation.Header, payload: bytes, peer: Any = None) -
                 status_word=ident.status, serial_number=ident.serial_number,
                 product_name=ident.product_name, state=ident.state)
         elif item.type_id == cpf.LIST_SERVICES:
-            if len(item.data) < 4:
-                raise CodecError(f"List Services item of {len(item.data)} bytes is too short")
-            # lenient: some devices (and upstream cpppo) send a 15-byte name, not 16
-            version, capability = struct.unpack_from("<HH", item.data)
-            service_name = bytes(item.data[4:]).split(b"\0", 1)[0].decode("ascii", "replace")
-            rec["communications_service"] = dotdict(version=version, capability=capability,
-                                                    service_name=service_name)
+            service = cpf.CommunicationsService.decode(item.data, strict=False)
+            rec["communications_service"] = dotdict(version=service.version, capability=service.capability,
+                                                    service_name=service.name)
         elif item.type_id == cpf.LEGACY_ADDRESS and len(item.data) == 36:
             leg = cpf.LegacyItem.decode(item.data)
             rec["legacy_CPF_0x0001"] = dotdict(version=leg.version, unknown_1=leg.unknown_1,

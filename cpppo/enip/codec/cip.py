@@ -21,6 +21,7 @@ b'\\x05ABCDE'
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cpppo.enip.codec import epath
@@ -30,6 +31,7 @@ from cpppo.enip.codec.errors import CodecError
 __all__ = [
     "CONNECTION_MANAGER_PATH",
     "MESSAGE_ROUTER_PATH",
+    "STATUS_TEXT",
     "ForwardClose",
     "ForwardCloseReply",
     "ForwardOpen",
@@ -43,7 +45,9 @@ __all__ = [
     "UnconnectedSend",
     "decode_multiple",
     "encode_multiple",
+    "encode_request",
     "split_request",
+    "unconnected_sender",
 ]
 
 
@@ -104,6 +108,18 @@ class Status:
     EXT_OUT_OF_RANGE = 0x2105  # Logix: beyond the end of the array
 
 
+#: what each general status means, as clients report it
+STATUS_TEXT = {
+    0x01: "Connection failure", 0x02: "Resource unavailable", 0x03: "Invalid parameter value",
+    0x04: "Path segment error", 0x05: "Path destination unknown", 0x06: "Partial transfer",
+    0x08: "Service not supported", 0x09: "Invalid attribute value", 0x0C: "Object state conflict",
+    0x0E: "Attribute not settable", 0x10: "Device state conflict", 0x11: "Reply data too large",
+    0x13: "Not enough data", 0x14: "Attribute not supported", 0x15: "Too much data",
+    0x16: "Object does not exist", 0x1E: "Embedded service error", 0x1F: "Vendor specific error",
+    0x20: "Invalid parameter", 0x26: "Path size invalid", 0xFF: "General error",
+}
+
+
 CONNECTION_MANAGER_PATH = (Logical("class", 6), Logical("instance", 1))
 MESSAGE_ROUTER_PATH = (Logical("class", 2), Logical("instance", 1))
 
@@ -117,7 +133,7 @@ class Request:
     data: bytes = b""
 
     def encode(self) -> bytes:
-        return bytes([self.service]) + epath.encode_sized(self.path) + self.data
+        return encode_request(self.service, epath.encode_sized(self.path), self.data)
 
     @classmethod
     def decode(cls, message: bytes) -> Request:
@@ -173,6 +189,23 @@ class Reply:
     def ok(self) -> bool:
         return self.status in (0, Status.PARTIAL_TRANSFER)
 
+    @property
+    def sts(self) -> int | tuple[int, tuple[int, ...]]:
+        """The status as upstream's 6-tuples carry it: the general status, or with extended
+        status words ``(general, (ext, ...))``."""
+        return (self.status, self.ext_status) if self.ext_status else self.status
+
+
+def encode_request(service: int, sized_path: bytes, data: bytes = b"") -> bytes:
+    """A Message Router request from its service, its already encoded sized path
+    (``epath.encode_sized``) and its data: what ``Request.encode`` produces, for callers that
+    cache the encoded paths of the tags they use again and again.
+
+    >>> encode_request(0x4C, epath.encode_sized((epath.Symbolic("SCADA"),)), b"\\x01\\x00").hex()
+    '4c0491055343414441000100'
+    """
+    return bytes((service,)) + sized_path + data
+
 
 @dataclass(frozen=True, slots=True)
 class UnconnectedSend:
@@ -213,6 +246,32 @@ class UnconnectedSend:
             raise CodecError(f"Unconnected Send route path size {data[end]} words does not match the "
                              f"{len(data) - end - 2} bytes left")
         return cls(message, epath.decode(data[end + 2:route_end]), priority, ticks)
+
+
+_SIZE = struct.Struct("<H")
+
+
+def unconnected_sender(route_path: tuple[Segment, ...] = (),
+                       path: tuple[Segment, ...] = CONNECTION_MANAGER_PATH,
+                       priority: int = 0x0A, timeout_ticks: int = 0x05) -> Callable[[bytes], bytes]:
+    """A function wrapping messages in the same Unconnected Send request to ``path``: the
+    parts that do not depend on the message are encoded once.  ``sender(message)`` equals
+    ``Request(0x52, path, UnconnectedSend(message, route_path, priority, timeout_ticks).encode())
+    .encode()``.
+
+    >>> send = unconnected_sender((epath.Port(1, 0),), priority=5, timeout_ticks=157)
+    >>> send(b"\\x0e\\x00").hex()
+    '520220062401059d02000e0001000100'
+    """
+    head = encode_request(Service.UNCONNECTED_SEND, epath.encode_sized(path),
+                          bytes((priority, timeout_ticks)))
+    route = epath.encode(route_path)
+    tail = bytes((len(route) // 2, 0)) + route
+    size = _SIZE.pack
+
+    def send(message: bytes) -> bytes:
+        return head + size(len(message)) + message + (b"\0" if len(message) & 1 else b"") + tail
+    return send
 
 
 _FO_HEAD = struct.Struct("<BBIIHHIB3x")

@@ -16,6 +16,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from cpppo.enip.codec.encapsulation import Command
 from cpppo.enip.codec.errors import CodecError
 
 __all__ = [
@@ -23,7 +24,7 @@ __all__ = [
     "NULL_ADDRESS", "SOCKADDR_O_T", "SOCKADDR_T_O", "UNCONNECTED_DATA",
     "CommunicationsService", "IdentityItem", "Item", "LegacyItem", "RRData", "UnitData",
     "decode_items", "decode_rr_data", "decode_unit_data", "encode_items", "encode_rr_data",
-    "encode_unit_data",
+    "encode_unit_data", "rr_frame", "rr_message",
 ]
 
 NULL_ADDRESS = 0x0000
@@ -102,6 +103,36 @@ def decode_rr_data(payload: bytes) -> RRData:
     if len(data) != 1:
         raise CodecError("SendRRData must carry exactly one unconnected data item (0xB2)")
     return RRData(data[0].data, timeout, interface)
+
+
+# A client's hot path: a SendRRData frame (header, interface, timeout and the two CPF items)
+# packed in one go, and a reply's message unpacked without intermediate records; both are
+# byte for byte what encapsulation.encode(SEND_RR_DATA, encode_rr_data(...)) and
+# decode_rr_data produce and accept.
+_RR_FRAME = struct.Struct("<HHIIQIIHHHHHH")
+_RR_REPLY = struct.Struct("<IHHHHHH")
+
+
+def rr_frame(message: bytes, session: int, context: int) -> bytes:
+    """``encapsulation.encode(SEND_RR_DATA, encode_rr_data(message), session=session,
+    context=context as 8 little-endian bytes)``.
+
+    >>> rr_frame(b"\\x0e\\x00", 7, 9).hex()
+    '6f0012000700000000000000090000000000000000000000000000000000020000000000b20002000e00'
+    """
+    size = len(message)
+    return _RR_FRAME.pack(Command.SEND_RR_DATA, 16 + size, session, 0, context, 0,
+                          0, 0, 2, NULL_ADDRESS, 0, UNCONNECTED_DATA, size) + message
+
+
+def rr_message(payload: bytes) -> bytes:
+    """The CIP message of a SendRRData payload: ``decode_rr_data(payload).data``."""
+    if len(payload) >= 16:
+        _i, _t, count, null, nlen, kind, size = _RR_REPLY.unpack_from(payload)
+        if count == 2 and null == NULL_ADDRESS and nlen == 0 and kind == UNCONNECTED_DATA \
+                and len(payload) == 16 + size:
+            return payload[16:]
+    return decode_rr_data(payload).data
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,8 +235,10 @@ class CommunicationsService:
         return struct.pack("<HH", self.version, self.capability) + name
 
     @classmethod
-    def decode(cls, data: bytes) -> CommunicationsService:
-        if len(data) != 20:
+    def decode(cls, data: bytes, strict: bool = True) -> CommunicationsService:
+        """``strict=False`` accepts any name length, as clients must: some devices (and
+        upstream cpppo) send a 15-byte name, not 16."""
+        if len(data) != 20 and (strict or len(data) < 4):
             raise CodecError(f"List Services item must be 20 bytes, not {len(data)}")
         version, capability = struct.unpack_from("<HH", data)
         return cls(capability, data[4:].split(b"\0", 1)[0].decode("ascii", "replace"), version)

@@ -38,7 +38,7 @@ __all__ = [
     "SYMBOL_CLASS", "TEMPLATE_CLASS", "GetInstanceAttributeList", "ReadModifyWriteReply",
     "ReadModifyWriteTag", "ReadTag", "ReadTagFragmented",
     "SymbolEntry", "TypedData", "WriteTag", "WriteTagFragmented", "decode_symbol_entries",
-    "decode_type", "encode_symbol_entry", "encode_type",
+    "decode_type", "encode_symbol_entry", "encode_type", "split_typed",
 ]
 
 SYMBOL_CLASS = 0x6B
@@ -63,6 +63,22 @@ def decode_type(data: bytes, offset: int = 0) -> tuple[int, int | None, int]:
             raise CodecError(f"structure type 0x{data[offset]:02x} has a bad handle size {size}")
         return data[offset], struct.unpack_from("<H", data, offset + 2)[0], end
     return struct.unpack_from("<H", data, offset)[0], None, offset + 2
+
+
+def split_typed(data: bytes) -> tuple[int, int | None, bytes]:
+    """Read Tag [Fragmented] reply data as clients report it: ``(type, structure handle or
+    None, value bytes)``, where a structure's type is its first two bytes as a UINT (0x02A0,
+    as upstream cpppo reports it).  Lenient where :class:`TypedData` is strict.
+
+    >>> split_typed(bytes.fromhex("a002ce0f0100"))
+    (672, 4046, b'\\x01\\x00')
+    >>> split_typed(bytes.fromhex("c3000100"))
+    (195, None, b'\\x01\\x00')
+    """
+    tag_type = data[0] | data[1] << 8
+    if data[0] == STRUCT and len(data) >= 4:
+        return tag_type, data[2] | data[3] << 8, data[4:]
+    return tag_type, None, data[2:]
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,13 +31,16 @@ from cpppo.enip.codec.errors import CodecError
 
 __all__ = [
     "BOOL",
+    "BYTE",
     "BY_CODE",
     "DINT",
     "DWORD",
+    "ELEMENTARY",
     "INT",
     "LINT",
     "LOGIX_STRING",
     "LREAL",
+    "LWORD",
     "REAL",
     "SINT",
     "SSTRING",
@@ -49,10 +52,13 @@ __all__ = [
     "UINT",
     "ULINT",
     "USINT",
+    "WORD",
     "CIPType",
     "LogixStringType",
     "NumericType",
     "StringType",
+    "decode_padded_strings",
+    "encode_padded_strings",
 ]
 
 STRUCT = 0xA0  # the abbreviated structure type code that precedes a structure handle
@@ -252,5 +258,45 @@ TYPES: dict[str, CIPType] = {
     t.name: t for t in (BOOL, SINT, INT, DINT, LINT, USINT, UINT, UDINT, ULINT, REAL, LREAL, DWORD, SSTRING)
 }
 TYPES["STRING"] = LOGIX_STRING
+#: the bit strings a client may name in a cast (Logix tags are never declared with them)
+BYTE = _int("BYTE", 0xD1, "B", 1, False)
+WORD = _int("WORD", 0xD2, "H", 2, False)
+LWORD = _int("LWORD", 0xD4, "Q", 8, False)
+#: name -> type of every elementary CIP type: the names of client casts (``(REAL)1.5``);
+#: here "STRING" is the CIP STRING (0xD0), which a client writes to a tag as the Logix structure
+ELEMENTARY: dict[str, CIPType] = {t.name: t for t in (
+    BOOL, SINT, INT, DINT, LINT, USINT, UINT, UDINT, ULINT, REAL, LREAL, BYTE, WORD, DWORD, LWORD, STRING,
+    SSTRING)}
 #: type code -> type, for decoding typed data (0xD0 is the CIP STRING)
-BY_CODE: dict[int, CIPType] = {t.code: t for t in (*TYPES.values(), STRING) if t.code != STRUCT}
+BY_CODE: dict[int, CIPType] = {t.code: t for t in ELEMENTARY.values()}
+
+
+def decode_padded_strings(data: bytes) -> list[str] | None:
+    """CIP STRINGs (UINT length, characters) each padded to an even size, as upstream cpppo
+    serves STRING tags (the last one's pad may be missing); None if ``data`` are not that.
+
+    >>> decode_padded_strings(bytes.fromhex("0300616263000200") + b"de")
+    ['abc', 'de']
+    >>> decode_padded_strings(bytes.fromhex("03006162630200") + b"de") is None
+    True
+    """
+    out, at = [], 0
+    while at < len(data):
+        if at + 2 > len(data):
+            return None
+        size = data[at] | data[at + 1] << 8
+        end = at + 2 + size
+        if end > len(data):
+            return None
+        out.append(data[at + 2:end].decode("iso-8859-1"))
+        at = end + size % 2
+    return out
+
+
+def encode_padded_strings(values: Sequence[Any]) -> bytes:
+    """CIP STRINGs each padded to an even size (the inverse of :func:`decode_padded_strings`).
+
+    >>> encode_padded_strings(["abc", "de"]).hex()
+    '03006162630002006465'
+    """
+    return b"".join(raw + b"\0" * (len(raw) % 2) for raw in (STRING.encode([v]) for v in values))

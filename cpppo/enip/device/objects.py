@@ -27,7 +27,7 @@ from cpppo.enip.codec.types import (
     USINT,
     CIPType,
 )
-from cpppo.enip.device.model import Attribute
+from cpppo.enip.device.attribute import Attribute
 
 if TYPE_CHECKING:
     from cpppo.enip.device.model import Device

@@ -1,0 +1,83 @@
+"""``Attribute``: a named, typed value of a simulated device, the hook users subclass (spec
+2.1.3).  The device model (``model``) and the standard CIP objects (``objects``) both build
+on it, so it lives below them both.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from cpppo.enip.codec.types import TYPES, CIPType
+
+__all__ = ["Attribute"]
+
+
+class Attribute:
+    """A named, typed value: a scalar, or an array of ``length`` elements.
+
+    ``attr[i]`` is one element; ``attr[a:b]`` a list.  Override ``__getitem__`` /
+    ``__setitem__`` to intercept I/O (call ``super()`` to reach the stored values).
+    """
+
+    def __init__(self, name: str, type_cls: CIPType | str, default: Any = None, error: int = 0x00,
+                 mask: int = 0, length: int | None = None) -> None:
+        self.name = name
+        self.parser: CIPType = TYPES[type_cls.upper()] if isinstance(type_cls, str) else type_cls
+        self.error = error  # a nonzero CIP status returned for every access (simulated faults)
+        self.mask = mask  # nonzero: not settable via Set Attribute
+        if isinstance(default, (list, tuple)):
+            values = list(default)
+            self.array = True
+        else:
+            count = 1 if length is None else length
+            self.array = length is not None
+            values = [self.parser.default() if default is None else default] * count
+        self.value: list[Any] = values
+        self._lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def __repr__(self) -> str:
+        shape = f"[{len(self)}]" if self.array else ""
+        return f"<{type(self).__name__} {self.name}={self.parser.name}{shape}>"
+
+    def _validate_key(self, key: int | slice) -> type:
+        """``slice`` or ``int``: the kind of key, after checking it is within the value."""
+        if isinstance(key, slice):
+            size = len(self.value)
+            start = 0 if key.start is None else key.start
+            stop = size if key.stop is None else key.stop
+            if key.step not in (None, 1) or not 0 <= start <= stop <= size:
+                raise IndexError(f"{self.name}[{key.start}:{key.stop}] is outside 0-{size}")
+            return slice
+        if not isinstance(key, int) or not 0 <= key < len(self.value):
+            raise IndexError(f"{self.name}[{key}] is outside 0-{len(self.value) - 1}")
+        return int
+
+    def __getitem__(self, key: int | slice) -> Any:
+        self._validate_key(key)
+        with self._lock:
+            return self.value[key]
+
+    def __setitem__(self, key: int | slice, value: Any) -> None:
+        kind = self._validate_key(key)
+        with self._lock:
+            if kind is slice:
+                values = list(value)
+                if len(values) != len(range(*key.indices(len(self.value)))):  # type: ignore[union-attr]
+                    raise ValueError(f"{self.name}: {len(values)} values for {key}")
+                self.value[key] = values
+            else:
+                self.value[key] = value
+
+    def modify(self, key: int, change: Callable[[Any], Any]) -> Any:
+        """Replace element ``key`` by ``change(current)`` under the lock, so that no other
+        access comes between the read and the write (Read Modify Write Tag); returns the
+        new value.  Goes through ``__getitem__`` / ``__setitem__``, so subclass hooks see it."""
+        with self._lock:
+            value = change(self[key])
+            self[key] = value
+            return value
