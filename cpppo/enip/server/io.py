@@ -1,0 +1,183 @@
+"""The UDP transport of implicit (Class 0/1) I/O: one socket per adapter address (port 2222
+by default) and one scheduler per process that sends every connection's T->O packets at its
+RPI and times out the silent ones.
+
+    engine = IOEngine()                       # one per worker process / event loop
+    io = await engine.serve(assemblies, "127.60.0.1", policy=IOPolicy())
+    srv = await serve(device, "127.60.0.1", 44818, io=io.manager)   # Forward Open reaches it
+    ...
+    io.close(); await engine.close()
+
+The scheduler is one task over a heap of due times (not a timer per connection): it sleeps
+until the earliest due time, sends every packet due, and keeps each connection on its own
+phase (``due += rpi``), skipping ahead when the process fell more than one RPI behind (those
+are counted as ``overruns``).  Time is ``time.monotonic()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cpppo.enip.codec import CodecError
+from cpppo.enip.codec.implicit import IO_PORT, decode_packet, encode_packet
+from cpppo.enip.device.assembly import Assemblies
+from cpppo.enip.device.connections import ConnectionManager, IOConnection, IOPolicy
+
+__all__ = ["IOEndpoint", "IOEngine"]
+
+log = logging.getLogger(__name__)
+
+WATCHDOG = 0.02  # seconds between timeout sweeps
+
+
+class IOEndpoint(asyncio.DatagramProtocol):
+    """The I/O socket of one adapter and its ConnectionManager."""
+
+    def __init__(self, engine: IOEngine, manager: ConnectionManager) -> None:
+        self.engine = engine
+        self.manager = manager
+        self.transport: asyncio.DatagramTransport | None = None
+        self.port = 0
+        self.bad = 0  # datagrams that are not I/O packets
+        self.unknown = 0  # I/O packets for no connection of ours (or not from its originator)
+        manager.on_open.append(self._opened)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def error_received(self, exc: Exception) -> None:  # e.g. ICMP port unreachable from a scanner
+        log.debug("I/O socket error: %s", exc)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            packet = decode_packet(data)
+        except CodecError:
+            self.bad += 1
+            return
+        if self.manager.consume(packet, addr, time.monotonic()) is None:
+            self.unknown += 1
+
+    def _opened(self, connection: IOConnection) -> None:
+        if connection.produced is not None:
+            self.engine.schedule(self, connection)
+
+    def send(self, connection: IOConnection) -> None:
+        if connection.destination is None or self.transport is None:
+            return  # "source" mode: no O->T packet yet to say where
+        ident, sequence, data = self.manager.produce(connection)
+        self.transport.sendto(encode_packet(ident, sequence, data), connection.destination)
+
+    def close(self) -> None:
+        for connection in list(self.manager.by_o_t.values()):
+            self.manager.close(connection, "closed")
+        if self.transport is not None:
+            self.transport.close()
+        self.engine.endpoints.discard(self)
+
+    def status(self) -> dict[str, Any]:
+        """Counters and one row per open connection (for status pages and metrics)."""
+        now = time.monotonic()
+        rows = []
+        for c in self.manager.by_o_t.values():
+            age = max(now - c.opened, 1e-9)
+            rows.append({"peer": c.peer, "kind": c.kind, "o_t": c.o_t, "t_o": c.t_o,
+                         "rpi_ms": round(c.t_o_rpi * 1e3, 3), "run": c.run, "sent": c.sent,
+                         "received": c.received, "late": c.late, "missing": c.missing,
+                         "dropped": c.dropped, "packets_per_s": round((c.sent + c.received) / age, 1)})
+        return {"port": self.port, "connections": rows, "refused": self.manager.refused,
+                "bad": self.bad, "unknown": self.unknown, "closed": len(self.manager.closed)}
+
+
+class IOEngine:
+    """The per-process scheduler of T->O production and connection timeouts."""
+
+    def __init__(self) -> None:
+        self.endpoints: set[IOEndpoint] = set()
+        self._heap: list[tuple[float, int, IOEndpoint, IOConnection]] = []
+        self._count = 0
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[None] | None = None
+        self._sleeping_until = 0.0
+        self.overruns = 0  # sends more than one RPI late (the process could not keep up)
+        self.on_tick: list[Callable[[float], None]] = []
+
+    async def serve(self, assemblies: Assemblies, host: str = "0.0.0.0", port: int = IO_PORT,
+                    policy: IOPolicy | None = None) -> IOEndpoint:
+        """Bind the I/O socket of one adapter; raises OSError if the address is taken."""
+        loop = asyncio.get_running_loop()
+        policy = policy or IOPolicy()
+        manager = ConnectionManager(assemblies, policy)
+        transport, endpoint = await loop.create_datagram_endpoint(
+            lambda: IOEndpoint(self, manager), local_addr=(host or "0.0.0.0", port))
+        endpoint.port = transport.get_extra_info("sockname")[1]
+        if endpoint.port != policy.io_port or (host and host != policy.io_host):
+            from dataclasses import replace
+            manager.policy = replace(policy, io_host=host or "0.0.0.0", io_port=endpoint.port)
+        self.endpoints.add(endpoint)
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+        return endpoint
+
+    def schedule(self, endpoint: IOEndpoint, connection: IOConnection) -> None:
+        due = time.monotonic()  # the first T->O packet at once, then every RPI
+        self._count += 1
+        heapq.heappush(self._heap, (due, self._count, endpoint, connection))
+        wake = self._wake
+        if wake is not None and not wake.done() and due < self._sleeping_until:
+            wake.set_result(None)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        heap = self._heap
+        next_sweep = time.monotonic() + WATCHDOG
+        while True:
+            now = time.monotonic()
+            while heap and heap[0][0] <= now:
+                due, _n, endpoint, connection = heapq.heappop(heap)
+                if connection.closed or connection.o_t not in endpoint.manager.by_o_t:
+                    continue
+                try:
+                    endpoint.send(connection)
+                except Exception:  # a user Attribute raised, or the socket: keep the others going
+                    log.exception("T->O production failed on connection 0x%08x", connection.t_o)
+                rpi = connection.t_o_rpi
+                due += rpi
+                if due <= now:
+                    self.overruns += 1
+                    due += (int((now - due) / rpi) + 1) * rpi
+                self._count += 1
+                heapq.heappush(heap, (due, self._count, endpoint, connection))
+            if now >= next_sweep:
+                next_sweep = now + WATCHDOG
+                for endpoint in list(self.endpoints):
+                    endpoint.manager.expired(now)
+                for hook in self.on_tick:
+                    hook(now)
+            until = min(heap[0][0], next_sweep) if heap else next_sweep
+            self._sleeping_until = until
+            self._wake = loop.create_future()
+            handle = loop.call_later(max(until - time.monotonic(), 0), _done, self._wake)
+            try:
+                await self._wake
+            finally:
+                handle.cancel()
+
+    async def close(self) -> None:
+        for endpoint in list(self.endpoints):
+            endpoint.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+def _done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
