@@ -11,7 +11,8 @@ or ``Scanner(..., on_input=callback)`` and ``await io.wait_closed()``.  ``inputs
 ``outputs`` / ``config`` are ``(assembly instance, data size in bytes)``; an ``input-only``
 or ``listen-only`` connection names its heartbeat point in ``outputs`` with size 0.  Inputs
 arrive on the UDP socket ``io_address`` (default ``0.0.0.0:2222`` as ODVA says; port 0 picks
-a free port, which the Forward Open then names in a T->O Sockaddr Info item).  Several
+a free port, which the Forward Open then names in a T->O Sockaddr Info item; a host there
+is also the TCP session's source address, so that the adapter sees one originator).  Several
 scanners may share one ``IOSocket``.  When no input comes for the timeout (multiplier x
 RPI) the iterator ends and ``.error`` says ``connection timed out (0x0203)``.
 """
@@ -33,8 +34,17 @@ from cpppo.enip.codec import CodecError, cip, cpf, encapsulation
 from cpppo.enip.codec.encapsulation import Command
 from cpppo.enip.codec.epath import Data, Logical
 from cpppo.enip.codec.implicit import (
-    IO_PORT, NULL, POINT_TO_POINT, NetworkParams, Sockaddr, Transport, decode_packet, decode_sockaddr,
-    encode_packet, encode_sockaddr, timeout_multiplier,
+    IO_PORT,
+    NULL,
+    POINT_TO_POINT,
+    NetworkParams,
+    Sockaddr,
+    Transport,
+    decode_packet,
+    decode_sockaddr,
+    encode_packet,
+    encode_sockaddr,
+    timeout_multiplier,
 )
 
 __all__ = ["ForwardOpenError", "IOSocket", "InputPacket", "Scanner"]
@@ -122,7 +132,8 @@ class Scanner:
         self.error = ""
         self.target: tuple[str, int] = (host, IO_PORT)
         self.o_t = self.t_o = 0
-        self.triad = (next(_serials) & 0xFFFF, 0x0001, (os.getpid() << 8 ^ random.randrange(1 << 24)) & 0xFFFFFFFF)
+        originator = (os.getpid() << 8 ^ random.randrange(1 << 24)) & 0xFFFFFFFF
+        self.triad = (next(_serials) & 0xFFFF, 0x0001, originator)
         self.sent = self.received = self.missing = self.late = 0
         self.intervals: deque[float] = deque(maxlen=keep)  # T->O arrival intervals, if kept
         self._queue: asyncio.Queue[InputPacket | None] = asyncio.Queue(maxsize=1024)
@@ -145,8 +156,9 @@ class Scanner:
 
     async def open(self) -> None:
         """Register a session, Forward Open, start producing; raises ForwardOpenError/OSError."""
-        self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
-                                                            self.timeout)
+        local = (self.io_address[0], 0) if self.io_address[0] not in ("", "0.0.0.0") else None
+        self._reader, self._writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port, local_addr=local), self.timeout)
         reply = await self._request(Command.REGISTER_SESSION, encapsulation.register_session_data(1))
         self._session = reply[0].session
         if self._socket is None:
@@ -155,7 +167,7 @@ class Scanner:
         if self._socket.port != IO_PORT:  # tell the adapter where our inputs go
             items = (cpf.Item(cpf.SOCKADDR_T_O, encode_sockaddr(Sockaddr("0.0.0.0", self._socket.port))),)
         request = self._forward_open()
-        header, payload = await self._request(Command.SEND_RR_DATA, cpf.encode_rr_data(
+        _header, payload = await self._request(Command.SEND_RR_DATA, cpf.encode_rr_data(
             request.request().encode(), extra=items))
         rr = cpf.decode_rr_data(payload)
         answer = cip.Reply.decode(rr.data)
@@ -186,7 +198,8 @@ class Scanner:
         return cip.ForwardOpen(
             0, random.randrange(1, 1 << 31), *self.triad, multiplier=self.multiplier,
             o_t_rpi=int(self.rpi * 1e6), o_t_params=o_t.encode(self.large), t_o_rpi=int(self.t_o_rpi * 1e6),
-            t_o_params=t_o.encode(self.large), transport=Transport(1).encode(), path=tuple(path), large=self.large)
+            t_o_params=t_o.encode(self.large), transport=Transport(1).encode(), path=tuple(path),
+            large=self.large)
 
     async def close(self) -> None:
         """Forward Close (if the session still answers) and release the sockets."""

@@ -89,8 +89,8 @@ class RRData:
     items: tuple[Item, ...] = ()  # any other items (Sockaddr Info of a Forward Open)
 
 
-def encode_rr_data(data: bytes, timeout: int = 0, interface: int = 0, extra: tuple[Item, ...] | list[Item] = ()
-                   ) -> bytes:
+def encode_rr_data(data: bytes, timeout: int = 0, interface: int = 0,
+                   extra: tuple[Item, ...] | list[Item] = ()) -> bytes:
     """A SendRRData body: null address, unconnected data, then any ``extra`` items."""
     return _RR.pack(interface, timeout) + encode_items((Item(NULL_ADDRESS), Item(UNCONNECTED_DATA, data),
                                                         *extra))

@@ -89,7 +89,8 @@ class NetworkParams:
     @classmethod
     def decode(cls, word: int, large: bool) -> NetworkParams:
         if large:
-            return cls(word & 0xFFFF, bool(word >> 25 & 1), word >> 26 & 3, word >> 29 & 3, bool(word >> 31 & 1))
+            return cls(word & 0xFFFF, bool(word >> 25 & 1), word >> 26 & 3, word >> 29 & 3,
+                       bool(word >> 31 & 1))
         return cls(word & 0x1FF, bool(word >> 9 & 1), word >> 10 & 3, word >> 13 & 3, bool(word >> 15 & 1))
 
     def encode(self, large: bool) -> int:

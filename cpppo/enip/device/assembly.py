@@ -165,7 +165,8 @@ class Assemblies:
             raise ValueError(f"assembly instance {assembly.instance} is declared twice")
         self.by_instance[assembly.instance] = assembly
         if assembly.kind in ("in", "out", "config"):
-            self.device.objects.setdefault((ASSEMBLY_CLASS, assembly.instance), {})[3] = AssemblyData(assembly)
+            where = (ASSEMBLY_CLASS, assembly.instance)
+            self.device.objects.setdefault(where, {})[3] = AssemblyData(assembly)
 
     def get(self, instance: int) -> Assembly | None:
         return self.by_instance.get(instance)

@@ -33,8 +33,16 @@ from cpppo.enip.codec import CodecError, cip, cpf
 from cpppo.enip.codec.cip import Reply, Status
 from cpppo.enip.codec.epath import Data, Key, Logical, Port
 from cpppo.enip.codec.implicit import (
-    IO_PORT, NULL, POINT_TO_POINT, NetworkParams, Packet, Sockaddr, Transport, decode_sockaddr,
-    encode_sockaddr, timeout_multiplier,
+    IO_PORT,
+    NULL,
+    POINT_TO_POINT,
+    NetworkParams,
+    Packet,
+    Sockaddr,
+    Transport,
+    decode_sockaddr,
+    encode_sockaddr,
+    timeout_multiplier,
 )
 from cpppo.enip.device.assembly import Assemblies, Assembly
 
@@ -78,6 +86,7 @@ class IOPolicy:
     t_o_port: int | str = IO_PORT
     io_host: str = "0.0.0.0"  # our I/O address (for the reply's Sockaddr Info)
     io_port: int = IO_PORT
+    lenient_sizes: bool = False  # also accept Class 1 sizes that leave out the 2-byte sequence count
 
 
 @dataclass(eq=False)
@@ -171,7 +180,8 @@ class ConnectionManager:
             raise Refused(EXT_OUT_OF_CONNECTIONS, "out of connections")
         transport = Transport.decode(request.transport)
         if transport.cls not in (0, 1) or transport.trigger != 0:
-            raise Refused(EXT_TRANSPORT_NOT_SUPPORTED, f"transport 0x{request.transport:02x} (cyclic class 0/1 only)")
+            raise Refused(EXT_TRANSPORT_NOT_SUPPORTED,
+                          f"transport 0x{request.transport:02x} (cyclic class 0/1 only)")
         large = request.large
         o_t = NetworkParams.decode(request.o_t_params, large)
         t_o = NetworkParams.decode(request.t_o_params, large)
@@ -194,10 +204,11 @@ class ConnectionManager:
                 raise Refused(EXT_RPI_NOT_SUPPORTED, f"RPI {rpi} us outside {self.policy.rpi_min}-"
                                                      f"{self.policy.rpi_max} us")
         overhead = (2 if transport.cls == 1 else 0)
+        slack = overhead if self.policy.lenient_sizes else 0
         if kind == "owner":
             header = transport.cls == 1
             want_o_t = (consumed.size if consumed else 0) + overhead + (4 if header else 0)
-            fits = o_t.size == want_o_t or (o_t.variable and o_t.size >= want_o_t)
+            fits = o_t.size in (want_o_t, want_o_t - slack) or (o_t.variable and o_t.size >= want_o_t)
         else:  # a heartbeat: no data, with or without the sequence count and run/idle header
             header = transport.cls == 1 and o_t.size == 6
             want_o_t = overhead
@@ -205,22 +216,24 @@ class ConnectionManager:
         if o_t.kind != NULL and not fits:
             raise Refused(EXT_INVALID_CONNECTION_SIZE, f"O->T size {o_t.size}, expected {want_o_t}", want_o_t)
         want_t_o = (produced.size if produced else 0) + overhead
-        if t_o.kind != NULL and (t_o.size != want_t_o and not (t_o.variable and t_o.size >= want_t_o)):
+        if t_o.kind != NULL and t_o.size not in (want_t_o, want_t_o - slack) and not (
+                t_o.variable and t_o.size >= want_t_o):
             raise Refused(EXT_INVALID_CONNECTION_SIZE, f"T->O size {t_o.size}, expected {want_t_o}", want_t_o)
-        if kind == "owner" and consumed is not None:
-            if any(c.consumed is consumed for c in self.by_o_t.values()):
-                raise Refused(EXT_OWNERSHIP_CONFLICT, f"assembly {consumed.instance} already has an owner")
+        owned = consumed is not None and any(c.consumed is consumed for c in self.by_o_t.values())
+        if kind == "owner" and owned:
+            raise Refused(EXT_OWNERSHIP_CONFLICT, f"assembly {consumed.instance} already has an owner")
         if kind == "listen-only" and not any(
                 c.produced is produced and c.kind != "listen-only" for c in self.by_o_t.values()):
             raise Refused(EXT_NO_OWNER, f"no connection produces assembly {produced.instance} yet")  # type: ignore[union-attr]
         o_t_rpi = request.o_t_rpi / 1e6
+        watched = o_t_rpi if o_t.kind != NULL else request.t_o_rpi / 1e6
         return IOConnection(
             o_t=next(self._ids) & 0xFFFFFFFF, t_o=request.t_o_connection, triad=triad, kind=kind,
             consumed=consumed, produced=produced if t_o.kind != NULL else None,
-            o_t_rpi=o_t_rpi, t_o_rpi=request.t_o_rpi / 1e6, o_t_size=want_o_t if kind == "owner" else o_t.size,
-            t_o_size=t_o.size,
+            o_t_rpi=o_t_rpi, t_o_rpi=request.t_o_rpi / 1e6,
+            o_t_size=want_o_t if kind == "owner" else o_t.size, t_o_size=t_o.size,
             transport=transport.cls, header=header,
-            timeout=timeout_multiplier(request.multiplier) * (o_t_rpi if o_t.kind != NULL else request.t_o_rpi / 1e6),
+            timeout=timeout_multiplier(request.multiplier) * watched,
             peer=peer, destination=self._destination(peer, items))
 
     def _points(self, points: list[int], o_t: NetworkParams,

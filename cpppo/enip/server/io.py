@@ -21,15 +21,17 @@ import contextlib
 import heapq
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from cpppo.enip.codec import CodecError
 from cpppo.enip.codec.implicit import IO_PORT, decode_packet, encode_packet
 from cpppo.enip.device.assembly import Assemblies
-from cpppo.enip.device.connections import ConnectionManager, IOConnection, IOPolicy
+from cpppo.enip.device.connections import SOURCE, ConnectionManager, IOConnection, IOPolicy
+from cpppo.enip.device.model import Device
+from cpppo.enip.server.transport import ServerHandle, serve
 
-__all__ = ["IOEndpoint", "IOEngine"]
+__all__ = ["IOEndpoint", "IOEngine", "parse_t_o_port", "serve_adapter"]
 
 log = logging.getLogger(__name__)
 
@@ -181,3 +183,33 @@ class IOEngine:
 def _done(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def parse_t_o_port(text: str) -> int | str:
+    """``--t-o-port``: a port number, or ``source`` (raises ValueError)."""
+    if text.strip().lower() == SOURCE:
+        return SOURCE
+    try:
+        port = int(text, 0)
+    except ValueError:
+        raise ValueError(f"bad T->O port {text!r}: a port number or 'source'") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"bad T->O port {text!r}: must be 1-65535")
+    return port
+
+
+async def serve_adapter(device: Device, specs: Assemblies | Iterable[str], host: str = "0.0.0.0",
+                        port: int = 44818, *,
+                        engine: IOEngine, io_port: int = IO_PORT, policy: IOPolicy | None = None,
+                        **serve_kwds: Any) -> tuple[ServerHandle, IOEndpoint]:
+    """Serve ``device`` as an adapter: its assemblies (spec strings, ``device.assembly``) on
+    the I/O socket (host, io_port) and Forward Open on the TCP server (host, port).  Raises
+    ValueError for a bad assembly spec, OSError if an address is taken."""
+    assemblies = specs if isinstance(specs, Assemblies) else Assemblies.from_specs(device, specs)
+    endpoint = await engine.serve(assemblies, host, io_port, policy)
+    try:
+        server = await serve(device, host, port, io=endpoint.manager, **serve_kwds)
+    except BaseException:
+        endpoint.close()
+        raise
+    return server, endpoint
