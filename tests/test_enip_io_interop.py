@@ -64,7 +64,8 @@ def _lines(proc: subprocess.Popen, until, limit: float = 20.0) -> list[dict]:
         seen.append(line)
         if until(line):
             return seen
-    raise AssertionError(f"peer did not say it: {seen[-5:]} {proc.stderr.read() if proc.poll() is not None else ''}")
+    err = proc.stderr.read() if proc.poll() is not None else ""
+    raise AssertionError(f"peer did not say it: {seen[-5:]} {err}")
 
 
 def _wait(predicate, limit: float = 10.0) -> None:
