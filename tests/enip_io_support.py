@@ -6,16 +6,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from cpppo.enip.client.scanner import Scanner
 from cpppo.enip.device.connections import IOPolicy
 from cpppo.enip.device.model import Device
 from cpppo.enip.server.io import IOEndpoint, IOEngine, serve_adapter
 from cpppo.enip.server.transport import ServerHandle
 
+TAGS = ["Inputs=DINT[2]", "Status=INT", "Outputs=INT[2]", "Setup=SINT[2]"]
+ASSEMBLIES = ["100=in:Inputs,Status", "150=out:Outputs", "151=config:Setup", "198=input-only",
+              "199=listen-only"]
 _hosts = iter(range(1, 250))
 
 
@@ -75,3 +80,18 @@ def adapter(tags: list[str], assemblies: list[str], host: str, port: int = 44818
         thread.join(10)
         if not thread.is_alive():
             loop.close()
+
+
+def scan(host: str, local: str, count: int = 30, **kwds: Any) -> tuple[list, Scanner]:
+    """Our scanner against the TAGS/ASSEMBLIES adapter at ``host``: ``count`` input packets."""
+    async def run():
+        packets = []
+        async with Scanner(host, inputs=(100, 10), outputs=(150, 4), config=(151, b"\x05\x06"), rpi=0.01,
+                           io_address=(local, kwds.pop("io_port", 0)), **kwds) as scanner:
+            scanner.output = struct.pack("<hh", 12, -13)
+            async for packet in scanner:
+                packets.append(packet)
+                if len(packets) >= count:
+                    break
+        return packets, scanner
+    return asyncio.run(run())

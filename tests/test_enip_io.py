@@ -34,12 +34,7 @@ from cpppo.enip.device.assembly import Assemblies, parse_assembly_spec
 from cpppo.enip.device.connections import ConnectionManager, IOPolicy
 from cpppo.enip.device.dispatch import Dispatcher, Session
 from cpppo.enip.device.model import Device
-from tests.enip_io_support import adapter, io_host
-
-TAGS = ["Inputs=DINT[2]", "Status=INT", "Outputs=INT[2]", "Setup=SINT[2]"]
-ASSEMBLIES = ["100=in:Inputs,Status", "150=out:Outputs", "151=config:Setup", "198=input-only",
-              "199=listen-only"]
-
+from tests.enip_io_support import ASSEMBLIES, TAGS, adapter, io_host, scan
 
 # --- codec --------------------------------------------------------------------------------------
 
@@ -260,26 +255,12 @@ def test_sockaddr_items(manager):
 
 # --- on loopback sockets --------------------------------------------------------------------------
 
-def _scan(host, local, count=30, **kwds):
-    async def run():
-        packets = []
-        async with Scanner(host, inputs=(100, 10), outputs=(150, 4), config=(151, b"\x05\x06"), rpi=0.01,
-                           io_address=(local, kwds.pop("io_port", 0)), **kwds) as scanner:
-            scanner.output = struct.pack("<hh", 12, -13)
-            async for packet in scanner:
-                packets.append(packet)
-                if len(packets) >= count:
-                    break
-        return packets, scanner
-    return asyncio.run(run())
-
-
 def test_our_scanner_with_our_adapter():
     host, local = io_host(), io_host()
     with adapter(TAGS, ASSEMBLIES, host) as ours:
         ours.call(lambda: ours.device.tag("Inputs").attribute.__setitem__(slice(0, 2), [100, 200]))
         for _cycle in range(2):  # open, close, reopen
-            packets, scanner = _scan(host, local)
+            packets, scanner = scan(host, local)
             assert packets[-1].data == struct.pack("<iih", 100, 200, 0)
             assert [p.count for p in packets] == sorted(p.count for p in packets)
             assert scanner.missing == 0 and scanner.error == ""
@@ -292,7 +273,7 @@ def test_default_t_o_port_2222():
     """No Sockaddr Info: T->O data goes to the originator's address at port 2222 (ODVA)."""
     host, local = io_host(), io_host()
     with adapter(TAGS, ASSEMBLIES, host) as _ours:
-        packets, _scanner = _scan(host, local, count=5, io_port=2222)
+        packets, _scanner = scan(host, local, count=5, io_port=2222)
         assert len(packets) == 5
 
 
@@ -300,7 +281,7 @@ def test_adapter_on_another_io_port_says_so():
     host, local = io_host(), io_host()
     with adapter(TAGS, ASSEMBLIES, host, io_port=0) as ours:
         assert ours.endpoint.port != 2222
-        packets, scanner = _scan(host, local, count=5)
+        packets, scanner = scan(host, local, count=5)
         assert scanner.target == (host, ours.endpoint.port) and len(packets) == 5
 
 
