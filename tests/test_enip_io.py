@@ -6,11 +6,14 @@ input that disturbs nothing), and the command lines."""
 from __future__ import annotations
 
 import asyncio
+import re
+import shlex
 import socket
 import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -350,27 +353,40 @@ def test_adapter_times_out_a_silent_scanner():
 
 # --- command lines --------------------------------------------------------------------------------
 
-def test_enip_server_and_client_io_cli():
+def _readme_io_commands() -> list[list[str]]:
+    """The sh block of README's implicit I/O section: the enip_server line, then clients."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = re.search(r"^## Implicit I/O.*?\n(.*?)(?=^## )", text, re.S | re.M).group(1)
+    block = re.search(r"^```sh\n(.*?)^```", section, re.S | re.M).group(1)
+    return [shlex.split(line) for line in block.splitlines() if line.strip()]
+
+
+def test_readme_io_commands():
+    """The README's adapter and scanner lines, run with an address (and client UDP port) of
+    our own: inputs printed, outputs written into the tag, input-only beside the owner."""
     host = io_host()
-    server = subprocess.Popen([sys.executable, "-m", "cpppo.server.enip", "-a", host,
-                               "--assembly", "100=in:In", "--assembly", "150=out:Out",
-                               "In=DINT[2]", "Out=DINT"],
+    server_line, *clients = _readme_io_commands()
+    assert server_line[0] == "enip_server" and all(c[0] == "enip_client" for c in clients)
+    argv = [w if w != "127.60.0.1" else host for w in server_line[1:]]
+    server = subprocess.Popen([sys.executable, "-m", "cpppo.server.enip", *argv],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         client = [sys.executable, "-m", "cpppo.server.enip.client", "-a", host]
         for _ in range(100):
-            done = subprocess.run([*client, "In[0]=(DINT)77"], capture_output=True, text=True, timeout=30)
+            done = subprocess.run([*client, "Inputs[0]=(DINT)77"], capture_output=True, text=True, timeout=30)
             if done.returncode == 0:
                 break
             time.sleep(0.1)
-        done = subprocess.run([*client, "--io", "100:8,150:4", "--output", "2a000000", "--io-count", "3",
-                               "--io-port", "0"], capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, done.stderr
-        lines = done.stdout.split("\n")
-        assert len([line for line in lines if line.endswith(" 4d00000000000000")]) == 3
-        done = subprocess.run([*client, "Out", "-p"], capture_output=True, text=True, timeout=30)
-        assert "[42]" in done.stdout
-        done = subprocess.run([*client, "--io", "100:8,150:4", "--rpi", "20000", "--io-port", "0"],
+        for line in clients:
+            argv = [w if w != "127.60.0.1" else host for w in line[1:]]
+            done = subprocess.run([sys.executable, "-m", "cpppo.server.enip.client", *argv, "--io-port", "0"],
+                                  capture_output=True, text=True, timeout=30)
+            assert done.returncode == 0, done.stderr
+            rows = [row.split() for row in done.stdout.splitlines()]
+            assert len(rows) == 5 and {r[2] for r in rows} == {struct.pack("<iih", 77, 0, 0).hex()}
+        done = subprocess.run([*client, "Outputs[0-1]", "-p"], capture_output=True, text=True, timeout=30)
+        assert "[42, 7]" in done.stdout
+        done = subprocess.run([*client, "--io", "100:10,150:4", "--rpi", "20000", "--io-port", "0"],
                               capture_output=True, text=True, timeout=30)
         assert done.returncode == 1 and "outside" in done.stderr
         done = subprocess.run([*client, "--io", "101:8,150:4", "--io-port", "0"], capture_output=True,
