@@ -273,15 +273,16 @@ class Scanner:
 
     async def _watch(self) -> None:
         limit = timeout_multiplier(self.multiplier) * self.t_o_rpi
-        while True:
+        while True:  # before the first input, allow 10 s (as the adapter's watchdog starts)
+            allowed = limit if self.received else max(limit, 10.0)
             quiet = time.monotonic() - self._last_time
-            if quiet >= max(limit, 0.0):
+            if quiet >= allowed:
                 self._finish(f"connection timed out (0x0203) after {quiet:.3f}s without inputs")
                 for task in self._tasks:
                     if task is not asyncio.current_task():
                         task.cancel()
                 return
-            await asyncio.sleep(limit - quiet)
+            await asyncio.sleep(min(allowed - quiet, limit))
 
     def _received(self, sequence: int, data: bytes, addr: tuple[str, int]) -> None:
         if self._last_seq >= 0:
