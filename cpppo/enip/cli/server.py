@@ -25,7 +25,7 @@ from cpppo.enip.device import config as enip_config
 from cpppo.enip.device.assembly import Assemblies
 from cpppo.enip.device.connections import IOPolicy
 from cpppo.enip.device.model import Attribute, Device
-from cpppo.enip.server.io import IOEngine, parse_t_o_port, serve_adapter
+from cpppo.enip.server.io import IOEngine, parse_rpi_range, parse_t_o_port, serve_adapter
 from cpppo.enip.server.transport import Settings, serve
 from cpppo.enip.web import WebBindError, parse_web_address, serve_web
 from cpppo.server.hosting import bind_error_text, ensure_fd_limit, new_event_loop, parse_delay
@@ -137,17 +137,11 @@ def make_device(args: argparse.Namespace, attribute_class: type[Attribute],
 
 def io_policy(args: argparse.Namespace, host: str) -> IOPolicy:
     """The adapter's IOPolicy from --t-o-port and --rpi-range (raises ValueError)."""
-    low, sep, high = args.rpi_range.partition("-")
-    try:
-        rpi_min, rpi_max = float(low), float(high if sep else low)
-    except ValueError:
-        raise ValueError(f"bad --rpi-range {args.rpi_range!r}: expected <min>-<max> milliseconds") from None
-    if not 0 < rpi_min <= rpi_max:
-        raise ValueError(f"bad --rpi-range {args.rpi_range!r}: need 0 < min <= max")
+    rpi_min, rpi_max = parse_rpi_range(args.rpi_range)
     if not 0 <= args.io_port <= 65535:
         raise ValueError(f"bad --io-port {args.io_port}: must be 0-65535")
-    return IOPolicy(rpi_min=int(rpi_min * 1000), rpi_max=int(rpi_max * 1000),
-                    t_o_port=parse_t_o_port(args.t_o_port), io_host=host or "0.0.0.0", io_port=args.io_port)
+    return IOPolicy(rpi_min=rpi_min, rpi_max=rpi_max, t_o_port=parse_t_o_port(args.t_o_port),
+                    io_host=host or "0.0.0.0", io_port=args.io_port)
 
 
 async def run(device: Device, host: str, port: int, delay: Any, settings: Settings,

@@ -136,16 +136,18 @@ class AssemblyData(Attribute):
 class Assemblies:
     """The assembly instances of one device, by instance number."""
 
-    def __init__(self, device: Device, assemblies: Iterable[Assembly] = ()) -> None:
+    def __init__(self, device: Device, assemblies: Iterable[Assembly] = (), policy: Any = None) -> None:
         self.device = device
+        self.policy = policy  # the device.connections.IOPolicy to serve them with (None: the default)
         self.by_instance: dict[int, Assembly] = {}
         for assembly in assemblies:
             self.add(assembly)
 
     @classmethod
-    def from_specs(cls, device: Device, specs: Iterable[str | AssemblySpec]) -> Assemblies:
+    def from_specs(cls, device: Device, specs: Iterable[str | AssemblySpec],
+                   policy: Any = None) -> Assemblies:
         """Assemblies named by spec strings; a bad spec or a missing tag raises ValueError."""
-        result = cls(device)
+        result = cls(device, policy=policy)
         for spec in specs:
             parsed = parse_assembly_spec(spec) if isinstance(spec, str) else spec
             tags = []

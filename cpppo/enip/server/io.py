@@ -21,6 +21,7 @@ import contextlib
 import heapq
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,7 +32,7 @@ from cpppo.enip.device.connections import SOURCE, ConnectionManager, IOConnectio
 from cpppo.enip.device.model import Device
 from cpppo.enip.server.transport import ServerHandle, serve
 
-__all__ = ["IOEndpoint", "IOEngine", "parse_t_o_port", "serve_adapter"]
+__all__ = ["AdapterHandle", "IOEndpoint", "IOEngine", "parse_rpi_range", "parse_t_o_port", "serve_adapter"]
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ class IOEndpoint(asyncio.DatagramProtocol):
 
 
 class IOEngine:
-    """The per-process scheduler of T->O production and connection timeouts."""
+    """The per-process scheduler of T->O production and connection timeouts.
+    ``IOEngine.of_loop()`` is the one of the running event loop (made on first use)."""
 
     def __init__(self) -> None:
         self.endpoints: set[IOEndpoint] = set()
@@ -108,6 +110,14 @@ class IOEngine:
         self._sleeping_until = 0.0
         self.overruns = 0  # sends more than one RPI late (the process could not keep up)
         self.on_tick: list[Callable[[float], None]] = []
+
+    @classmethod
+    def of_loop(cls) -> IOEngine:
+        loop = asyncio.get_running_loop()
+        engine = _ENGINES.get(loop)
+        if engine is None:
+            engine = _ENGINES[loop] = cls()
+        return engine
 
     async def serve(self, assemblies: Assemblies, host: str = "0.0.0.0", port: int = IO_PORT,
                     policy: IOPolicy | None = None) -> IOEndpoint:
@@ -180,6 +190,28 @@ class IOEngine:
             self._task = None
 
 
+_ENGINES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, IOEngine] = weakref.WeakKeyDictionary()
+
+
+class AdapterHandle:
+    """A served adapter: its ServerHandle (attributes pass through) and its IOEndpoint;
+    ``close()`` closes both."""
+
+    def __init__(self, server: ServerHandle, endpoint: IOEndpoint) -> None:
+        self.server = server
+        self.endpoint = endpoint
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.server, name)
+
+    def close(self) -> None:
+        self.endpoint.close()
+        self.server.close()
+
+    async def wait_closed(self) -> None:
+        await self.server.wait_closed()
+
+
 def _done(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -198,6 +230,22 @@ def parse_t_o_port(text: str) -> int | str:
     return port
 
 
+def parse_rpi_range(text: str) -> tuple[int, int]:
+    """``<min>-<max>`` milliseconds -> (min, max) microseconds (raises ValueError).
+
+    >>> parse_rpi_range("0.5-100")
+    (500, 100000)
+    """
+    low, sep, high = str(text).partition("-")
+    try:
+        rpi_min, rpi_max = float(low), float(high if sep else low)
+    except ValueError:
+        raise ValueError(f"bad RPI range {text!r}: expected <min>-<max> milliseconds") from None
+    if not 0 < rpi_min <= rpi_max:
+        raise ValueError(f"bad RPI range {text!r}: need 0 < min <= max")
+    return int(rpi_min * 1000), int(rpi_max * 1000)
+
+
 async def serve_adapter(device: Device, specs: Assemblies | Iterable[str], host: str = "0.0.0.0",
                         port: int = 44818, *,
                         engine: IOEngine, io_port: int = IO_PORT, policy: IOPolicy | None = None,
@@ -206,7 +254,7 @@ async def serve_adapter(device: Device, specs: Assemblies | Iterable[str], host:
     the I/O socket (host, io_port) and Forward Open on the TCP server (host, port).  Raises
     ValueError for a bad assembly spec, OSError if an address is taken."""
     assemblies = specs if isinstance(specs, Assemblies) else Assemblies.from_specs(device, specs)
-    endpoint = await engine.serve(assemblies, host, io_port, policy)
+    endpoint = await engine.serve(assemblies, host, io_port, policy or assemblies.policy)
     try:
         server = await serve(device, host, port, io=endpoint.manager, **serve_kwds)
     except BaseException:
