@@ -338,7 +338,7 @@ def test_adapter_times_out_a_silent_scanner():
                               multiplier=0, io_address=(local, 0))
             await scanner.open()
             await asyncio.sleep(0.1)
-            scanner._tasks[0].cancel()  # the scanner stops producing, without a Forward Close
+            scanner.producing = False  # the scanner goes silent, without a Forward Close
             for _ in range(200):
                 if not ours.status()["connections"]:
                     break

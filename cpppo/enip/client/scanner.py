@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import os
 import random
 import struct
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -129,6 +131,9 @@ class Scanner:
         self._socket, self._own_socket = io_socket, io_socket is None
         self.output = bytes(outputs[1] if kind == "owner" else 0)
         self.run = True  # the run/idle bit sent with outputs
+        self.producing = True  # False: send nothing (to let the adapter time the connection out)
+        self._open = False
+        self._o_t_sequence = self._o_t_count = 0
         self.error = ""
         self.target: tuple[str, int] = (host, IO_PORT)
         self.o_t = self.t_o = 0
@@ -182,8 +187,10 @@ class Scanner:
                 self.target = (self.host if addr.host == "0.0.0.0" else addr.host, addr.port)
         self._socket.scanners[self.t_o] = self
         self._last_time = time.monotonic()
+        self._open = True
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._produce()), loop.create_task(self._watch())]
+        self._tasks = [loop.create_task(self._watch())]
+        _Producer.of_loop().add(self)
 
     def _forward_open(self) -> cip.ForwardOpen:
         heartbeat = self.kind != "owner"
@@ -203,6 +210,7 @@ class Scanner:
 
     async def close(self) -> None:
         """Forward Close (if the session still answers) and release the sockets."""
+        self._open = False
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -252,24 +260,19 @@ class Scanner:
 
     # --- data --------------------------------------------------------------------------------------
 
-    async def _produce(self) -> None:
-        sequence = count = 0
-        due = time.monotonic()
-        while True:
-            transport = self._socket.transport if self._socket else None
-            if transport is not None:
-                sequence, count = sequence + 1, (count + 1) & 0xFFFF
-                if self.kind == "owner":
-                    data = struct.pack("<HI", count, 1 if self.run else 0) + self.output
-                else:
-                    data = struct.pack("<H", count)
-                transport.sendto(encode_packet(self.o_t, sequence, data), self.target)
-                self.sent += 1
-            due += self.rpi
-            now = time.monotonic()
-            if due < now:
-                due = now
-            await asyncio.sleep(due - now)
+    def _send(self) -> None:
+        """Send the next O->T packet (the producer calls this every RPI)."""
+        transport = self._socket.transport if self._socket else None
+        if transport is None or not self.producing:
+            return
+        self._o_t_sequence = (self._o_t_sequence + 1) & 0xFFFFFFFF
+        self._o_t_count = (self._o_t_count + 1) & 0xFFFF
+        if self.kind == "owner":
+            data = struct.pack("<HI", self._o_t_count, 1 if self.run else 0) + self.output
+        else:
+            data = struct.pack("<H", self._o_t_count)
+        transport.sendto(encode_packet(self.o_t, self._o_t_sequence, data), self.target)
+        self.sent += 1
 
     async def _watch(self) -> None:
         limit = timeout_multiplier(self.multiplier) * self.t_o_rpi
@@ -314,3 +317,61 @@ class Scanner:
             if packet is None:
                 return
             yield packet
+
+
+class _Producer:
+    """One task per event loop that sends every open scanner's O->T packets at its RPI (a heap
+    of due times, each scanner on its own phase), rather than a task per connection."""
+
+    _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Producer] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Scanner]] = []
+        self._count = 0
+        self._wake: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of_loop(cls) -> _Producer:
+        loop = asyncio.get_running_loop()
+        producer = cls._loops.get(loop)
+        if producer is None:
+            producer = cls._loops[loop] = cls()
+        return producer
+
+    def add(self, scanner: Scanner) -> None:
+        self._count += 1
+        heapq.heappush(self._heap, (time.monotonic(), self._count, scanner))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        elif self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        heap = self._heap
+        while heap:
+            now = time.monotonic()
+            while heap and heap[0][0] <= now:
+                due, _n, scanner = heapq.heappop(heap)
+                if not scanner._open:
+                    continue
+                scanner._send()
+                due += scanner.rpi
+                if due <= now:
+                    due += (int((now - due) / scanner.rpi) + 1) * scanner.rpi
+                self._count += 1
+                heapq.heappush(heap, (due, self._count, scanner))
+            if not heap:
+                break
+            self._wake = loop.create_future()
+            handle = loop.call_later(max(heap[0][0] - time.monotonic(), 0), _done, self._wake)
+            try:
+                await self._wake
+            finally:
+                handle.cancel()
+
+
+def _done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
