@@ -75,7 +75,8 @@ async def scan(count: int, rpi: float, seconds: float, base_port: int) -> dict:
     for n in range(count):
         host, port = (f"{NET}.{n + 1}", 44818) if not base_port else (f"{NET}.1", base_port + n)
         scanners.append(Scanner(host, port, inputs=(100, 8), outputs=(150, 4), config=(151, b""), rpi=rpi,
-                                io_address=(f"{SCAN}.{n % 250 + 1}", 0), keep=int(seconds / rpi * 2) + 100))
+                                io_address=(f"{SCAN}.{n % 250 + 1}", 0), keep=int(seconds / rpi * 2) + 100,
+                                multiplier=5))  # x128: a loaded machine must not time them out
     await asyncio.gather(*(s.open() for s in scanners))
     await asyncio.sleep(1.0)  # settle, then measure
     for s in scanners:
