@@ -270,6 +270,12 @@ def test_our_scanner_with_our_adapter():
             assert ours.call(lambda: ours.device.tag("Outputs").attribute[0:2]) == [12, -13]
             assert ours.call(lambda: ours.device.tag("Setup").attribute[0:2]) == [5, 6]
             assert ours.status()["connections"] == []  # the Forward Close freed it
+        counters = ours.call(ours.endpoint.manager.counters)
+        assert counters["connections"] == 0 and counters["sent"] >= 60 and counters["received"] >= 1
+        # the same counters as CIP attributes @0x3A0/1/<n> (UDINT), for any EtherNet/IP client
+        sent = cip.Request(0x0E, (Logical("class", 0x3A0), Logical("instance", 1), Logical("attribute", 2)))
+        reply = ours.call(lambda: Dispatcher(ours.device).unconnected(sent.encode(), Session()))
+        assert struct.unpack("<I", cip.Reply.decode(reply).data)[0] >= counters["sent"]
 
 
 def test_default_t_o_port_2222():

@@ -28,6 +28,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cpppo.enip.codec import CodecError, cip, cpf
 from cpppo.enip.codec.cip import Reply, Status
@@ -44,9 +45,12 @@ from cpppo.enip.codec.implicit import (
     encode_sockaddr,
     timeout_multiplier,
 )
+from cpppo.enip.codec.types import UDINT
 from cpppo.enip.device.assembly import Assemblies, Assembly
+from cpppo.enip.device.model import Attribute, Device
 
-__all__ = ["ConnectionManager", "IOConnection", "IOPolicy", "Refused"]
+__all__ = ["STATISTICS", "STATISTICS_CLASS", "ConnectionManager", "IOConnection", "IOPolicy", "Refused",
+           "install_statistics"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ EXT_NO_OWNER = 0x0119
 EXT_CONNECTION_TIMED_OUT = 0x0203
 EXT_INVALID_SEGMENT = 0x0315
 
+COUNTERS = ("sent", "received", "late", "missing", "dropped")  # per connection, summed by counters()
 SOURCE = "source"  # IOPolicy.t_o_port: send T->O data to the port the O->T data comes from
 
 
@@ -144,7 +149,9 @@ class ConnectionManager:
         self.on_open: list[Callable[[IOConnection], None]] = []
         self.on_close: list[Callable[[IOConnection], None]] = []
         self.refused = 0
+        self.timed_out = 0
         self.closed: list[IOConnection] = []  # the last few closed, for status
+        self._gone = dict.fromkeys(COUNTERS, 0)  # the counters of connections closed so far
 
     # --- Forward Open / Close ----------------------------------------------------------------------
 
@@ -295,6 +302,9 @@ class ConnectionManager:
         self.by_triad.pop(connection.triad, None)
         connection.closed = why
         self.closed = [*self.closed[-15:], connection]
+        self.timed_out += why == "timed out"
+        for name in COUNTERS:
+            self._gone[name] += getattr(connection, name)
         log.info("I/O connection %s %s", connection.triad, why)
         for hook in self.on_close:
             hook(connection)
@@ -303,6 +313,16 @@ class ConnectionManager:
             if not any(c.produced is produced and c.kind != "listen-only" for c in self.by_o_t.values()):
                 for other in [c for c in self.by_o_t.values() if c.produced is produced]:
                     self.close(other, "owner gone")
+
+    def counters(self) -> dict[str, int]:
+        """Totals since start: packets ``sent`` (T->O), ``received`` (O->T), ``late``,
+        ``missing``, ``dropped``; open ``connections``, ``refused`` Forward Opens, ``timed_out``."""
+        totals = dict(self._gone)
+        for connection in self.by_o_t.values():
+            for name in COUNTERS:
+                totals[name] += getattr(connection, name)
+        return {"connections": len(self.by_o_t), **totals, "refused": self.refused,
+                "timed_out": self.timed_out}
 
     # --- data ---------------------------------------------------------------------------------------
 
@@ -387,3 +407,29 @@ def _application_path(path: tuple) -> tuple[int | None, list[int], bytes]:
     if not points and config is not None:  # @4/<instance> alone: that instance is the point
         points, config = [config], None
     return config, points, data
+
+
+STATISTICS_CLASS = 0x3A0  # vendor-specific: this adapter's I/O counters, instance 1
+STATISTICS = ("connections", "sent", "received", "late", "missing", "dropped", "refused", "timed_out")
+
+
+class _Counter(Attribute):
+    """A read-only UDINT attribute showing one of a ConnectionManager's counters."""
+
+    def __init__(self, manager: ConnectionManager, name: str) -> None:
+        super().__init__(f"io.{name}", UDINT)
+        self.manager, self.counter = manager, name
+        self.mask = 1
+
+    def __getitem__(self, key: int | slice) -> Any:
+        self._validate_key(key)
+        return [self.manager.counters()[self.counter] & 0xFFFFFFFF][key]
+
+
+def install_statistics(device: Device, manager: ConnectionManager) -> None:
+    """Show ``manager.counters()`` as ``@0x3A0/1/<n>`` (UDINT, n = 1 + index in STATISTICS):
+    any EtherNet/IP client (``enip_get_attribute '@0x3A0/1/1'``, the fleet's poller) reads an
+    adapter's open connections, packets sent and received, late, missing and dropped packets,
+    refused Forward Opens and timeouts."""
+    counters = {n + 1: _Counter(manager, name) for n, name in enumerate(STATISTICS)}
+    device.objects[(STATISTICS_CLASS, 1)] = counters

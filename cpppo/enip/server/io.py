@@ -28,7 +28,13 @@ from typing import Any
 from cpppo.enip.codec import CodecError
 from cpppo.enip.codec.implicit import IO_PORT, decode_packet, encode_packet
 from cpppo.enip.device.assembly import Assemblies
-from cpppo.enip.device.connections import SOURCE, ConnectionManager, IOConnection, IOPolicy
+from cpppo.enip.device.connections import (
+    SOURCE,
+    ConnectionManager,
+    IOConnection,
+    IOPolicy,
+    install_statistics,
+)
 from cpppo.enip.device.model import Device
 from cpppo.enip.server.transport import ServerHandle, serve
 
@@ -255,6 +261,7 @@ async def serve_adapter(device: Device, specs: Assemblies | Iterable[str], host:
     ValueError for a bad assembly spec, OSError if an address is taken."""
     assemblies = specs if isinstance(specs, Assemblies) else Assemblies.from_specs(device, specs)
     endpoint = await engine.serve(assemblies, host, io_port, policy or assemblies.policy)
+    install_statistics(device, endpoint.manager)
     try:
         server = await serve(device, host, port, io=endpoint.manager, **serve_kwds)
     except BaseException:
