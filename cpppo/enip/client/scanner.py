@@ -52,6 +52,7 @@ from cpppo.enip.codec.implicit import (
 __all__ = ["ForwardOpenError", "IOSocket", "InputPacket", "Scanner"]
 
 _serials = itertools.count(random.randrange(1, 0xFFFF))
+KEEPALIVE = 30.0  # seconds between NOPs on the TCP session (adapters close idle sessions)
 
 
 class ForwardOpenError(Exception):
@@ -276,16 +277,22 @@ class Scanner:
 
     async def _watch(self) -> None:
         limit = timeout_multiplier(self.multiplier) * self.t_o_rpi
+        keepalive = time.monotonic() + KEEPALIVE
         while True:  # before the first input, allow 10 s (as the adapter's watchdog starts)
             allowed = limit if self.received else max(limit, 10.0)
-            quiet = time.monotonic() - self._last_time
+            now = time.monotonic()
+            if now >= keepalive and self._writer is not None:  # keep the idle TCP session open
+                keepalive = now + KEEPALIVE
+                with contextlib.suppress(OSError):
+                    self._writer.write(encapsulation.encode(Command.NOP, session=self._session))
+            quiet = now - self._last_time
             if quiet >= allowed:
                 self._finish(f"connection timed out (0x0203) after {quiet:.3f}s without inputs")
                 for task in self._tasks:
                     if task is not asyncio.current_task():
                         task.cancel()
                 return
-            await asyncio.sleep(min(allowed - quiet, limit))
+            await asyncio.sleep(min(allowed - quiet, limit, KEEPALIVE))
 
     def _received(self, sequence: int, data: bytes, addr: tuple[str, int]) -> None:
         if self._last_seq >= 0:

@@ -23,6 +23,7 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from cpppo.enip.codec import CodecError
@@ -135,7 +136,6 @@ class IOEngine:
             lambda: IOEndpoint(self, manager), local_addr=(host or "0.0.0.0", port))
         endpoint.port = transport.get_extra_info("sockname")[1]
         if endpoint.port != policy.io_port or (host and host != policy.io_host):
-            from dataclasses import replace
             manager.policy = replace(policy, io_host=host or "0.0.0.0", io_port=endpoint.port)
         self.endpoints.add(endpoint)
         if self._task is None:
