@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -105,3 +106,13 @@ def test_fleet_of_adapters(tmp_path):
             assert data == bytes(8) and scanner.missing == 0
     finally:
         fleet.cli("down")
+
+
+def test_readme_io_table_validates(tmp_path):
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = re.search(r"^## Implicit I/O.*?\n(.*?)(?=^## )", text, re.S | re.M).group(1)
+    block = re.search(r"^```toml\n(.*?)^```", section, re.S | re.M).group(1)
+    (tmp_path / "fleet.toml").write_text(f'[fleet]\nname = "readme"\naddress_pool = "127.78.{OCTET}.0/24"\n'
+                                         + block)
+    plan = expand(load(tmp_path / "fleet.toml"))
+    assert len(plan.devices) == 100 and plan.devices[0].options.io.assemblies[0] == "100=in:Inputs,Status"
