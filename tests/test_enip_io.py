@@ -278,6 +278,30 @@ def test_our_scanner_with_our_adapter():
         assert struct.unpack("<I", cip.Reply.decode(reply).data)[0] >= counters["sent"]
 
 
+def test_several_scanners_on_one_adapter():
+    """An owner, an input-only and a listen-only connection at once, from three scanners."""
+    host = io_host()
+    locals_ = [io_host() for _ in range(3)]
+    with adapter(TAGS, ASSEMBLIES, host) as ours:
+        async def one(kind: str, local: str, point: int) -> int:
+            async with Scanner(host, inputs=(100, 10), outputs=(point, 4 if kind == "owner" else 0), rpi=0.01,
+                               kind=kind, io_address=(local, 0)) as scanner:
+                async for _packet in scanner:
+                    if scanner.received >= 20:
+                        break
+                return scanner.received
+
+        async def run() -> list:
+            owner = Scanner(host, inputs=(100, 10), outputs=(150, 4), rpi=0.01, io_address=(locals_[0], 0))
+            async with owner:
+                await asyncio.sleep(0.05)  # the owner first: a listen-only connection needs a producer
+                return await asyncio.gather(one("input-only", locals_[1], 198),
+                                            one("listen-only", locals_[2], 199))
+
+        assert asyncio.run(run()) == [20, 20]
+        assert ours.status()["connections"] == [] and ours.status()["refused"] == 0
+
+
 def test_default_t_o_port_2222():
     """No Sockaddr Info: T->O data goes to the originator's address at port 2222 (ODVA)."""
     host, local = io_host(), io_host()

@@ -173,10 +173,13 @@ class IOEngine:
                 heapq.heappush(heap, (due, self._count, endpoint, connection))
             if now >= next_sweep:
                 next_sweep = now + WATCHDOG
-                for endpoint in list(self.endpoints):
-                    endpoint.manager.expired(now)
-                for hook in self.on_tick:
-                    hook(now)
+                try:
+                    for endpoint in list(self.endpoints):
+                        endpoint.manager.expired(now)
+                    for hook in self.on_tick:
+                        hook(now)
+                except Exception:  # a close hook raised: the scheduler must go on for the others
+                    log.exception("I/O timeout sweep failed")
             until = min(heap[0][0], next_sweep) if heap else next_sweep
             self._sleeping_until = until
             self._wake = loop.create_future()
