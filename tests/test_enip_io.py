@@ -262,8 +262,8 @@ def test_our_scanner_with_our_adapter():
     host, local = io_host(), io_host()
     with adapter(TAGS, ASSEMBLIES, host) as ours:
         ours.call(lambda: ours.device.tag("Inputs").attribute.__setitem__(slice(0, 2), [100, 200]))
-        for _cycle in range(2):  # open, close, reopen
-            packets, scanner = scan(host, local)
+        for large in (False, True):  # open, close, reopen (with a Large Forward Open)
+            packets, scanner = scan(host, local, large=large)
             assert packets[-1].data == struct.pack("<iih", 100, 200, 0)
             assert [p.count for p in packets] == sorted(p.count for p in packets)
             assert scanner.missing == 0 and scanner.error == ""
