@@ -208,6 +208,17 @@ def test_owner_input_only_listen_only(manager):
     assert manager.closed[-1].closed == "owner gone"
 
 
+def test_no_class_1_without_assemblies():
+    """A device that is no adapter refuses a Class 1 Forward Open: transport not supported."""
+    request = cip.ForwardOpen(transport=1, path=(Logical("class", 4), Logical("instance", 1)),
+                              o_t_params=NetworkParams(10).encode(False),
+                              t_o_params=NetworkParams(12).encode(False), serial=1, vendor=1,
+                              originator_serial=1)
+    dispatcher = Dispatcher(Device.from_specs(TAGS))
+    reply = cip.Reply.decode(dispatcher.unconnected(request.request().encode(), Session()))
+    assert reply.status == 0x01 and reply.ext_status == (0x0103,)
+
+
 def test_listen_only_needs_a_producer(manager):
     manager, _device = manager
     reply, _e, _t = _open(manager, points=(199, 100), o_t_size=2, data=b"")

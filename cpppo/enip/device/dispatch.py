@@ -242,7 +242,9 @@ class Dispatcher:
             self._check_route(ports)
         except ServiceError as exc:
             return Reply(service, exc.status, exc.ext_status, failure).encode()
-        if self.io is not None and request.transport & 0x0F in (0, 1):  # implicit I/O
+        if request.transport & 0x0F in (0, 1):  # implicit I/O: for an adapter (with assemblies) only
+            if self.io is None:
+                return Reply(service, Status.CONNECTION_FAILURE, (0x0103,), failure).encode()
             reply, items = self.io.forward_open(service, request, session.peer, session.items)
             session.reply_items.extend(items)
             return reply
