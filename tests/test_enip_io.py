@@ -371,6 +371,23 @@ def test_bad_udp_disturbs_nothing():
         assert ours.call(lambda: ours.device.tag("Outputs").attribute[0:2]) == [0, 0]
 
 
+def test_offline_fault_silences_io():
+    """An injected ``offline`` fault stops the adapter's inputs: the scanner times out."""
+    from cpppo.faults import Fault
+
+    host, local = io_host(), io_host()
+    with adapter(TAGS, ASSEMBLIES, host) as ours:
+        async def run():
+            async with Scanner(host, inputs=(100, 10), outputs=(150, 4), rpi=0.01, multiplier=0,
+                               io_address=(local, 0)) as scanner:
+                async for _packet in scanner:
+                    if scanner.received == 5:
+                        ours.call(lambda: ours.device.faults.set(Fault("offline")))
+            return scanner
+        scanner = asyncio.run(run())
+        assert "0x0203" in scanner.error
+
+
 def test_adapter_times_out_a_silent_scanner():
     host, local = io_host(), io_host()
     with adapter(TAGS, ASSEMBLIES, host) as ours:

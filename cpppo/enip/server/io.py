@@ -8,6 +8,10 @@ RPI and times out the silent ones.
     ...
     io.close(); await engine.close()
 
+Injected faults (``device.faults``): ``offline`` (or flap's off half) silences the I/O socket
+both ways, ``timeout`` and ``drop`` stop the T->O packets, so scanners see their connection
+time out (0x0203) as with a device pulled off the network.
+
 The scheduler is one task over a heap of due times (not a timer per connection): it sleeps
 until the earliest due time, sends every packet due, and keeps each connection on its own
 phase (``due += rpi``), skipping ahead when the process fell more than one RPI behind (those
@@ -54,6 +58,7 @@ class IOEndpoint(asyncio.DatagramProtocol):
         self.manager = manager
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
+        self.faults = manager.assemblies.device.faults  # injected faults (cpppo.faults): offline, timeout
         self.bad = 0  # datagrams that are not I/O packets
         self.unknown = 0  # I/O packets for no connection of ours (or not from its originator)
         manager.on_open.append(self._opened)
@@ -65,6 +70,8 @@ class IOEndpoint(asyncio.DatagramProtocol):
         log.debug("I/O socket error: %s", exc)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.faults.active is not None and self.faults.offline():
+            return  # an offline device hears nothing
         try:
             packet = decode_packet(data)
         except CodecError:
@@ -80,6 +87,9 @@ class IOEndpoint(asyncio.DatagramProtocol):
     def send(self, connection: IOConnection) -> None:
         if connection.destination is None or self.transport is None:
             return  # "source" mode: no O->T packet yet to say where
+        faults = self.faults
+        if faults.active is not None and (faults.offline() or faults.silent() or faults.drop()):
+            return  # an injected offline/timeout/drop fault: the scanner's inputs stop
         ident, sequence, data = self.manager.produce(connection)
         self.transport.sendto(encode_packet(ident, sequence, data), connection.destination)
 
