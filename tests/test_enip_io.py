@@ -359,7 +359,8 @@ def test_bad_udp_disturbs_nothing():
                             for data in (b"", b"\xff" * 7, encode_packet(0xDEAD, 1, b"\0" * 12),
                                          encode_packet(scanner.o_t, 1, b"\0" * 12),
                                          encode_packet(scanner.o_t, 2**32 - 1, b"\0" * 12),
-                                         encode_packet(scanner.o_t, 10**6, b"\0" * 2000), b"\0" * 1400):
+                                         encode_packet(scanner.o_t, 10**6, b"\0" * 2000),
+                                         encode_packet(scanner.o_t, 10**6, b"\0" * 10), b"\0" * 1400):
                                 junk.sendto(data, (host, 2222))
                         if got == 40:
                             break
@@ -367,7 +368,9 @@ def test_bad_udp_disturbs_nothing():
         scanner = asyncio.run(run())
         assert scanner.error == "" and scanner.received >= 40
         status = ours.call(lambda: ours.endpoint.status())
-        assert status["bad"] == 3 and status["unknown"] == 4
+        assert status["bad"] == 3 and status["unknown"] == 5
+        counters = ours.call(ours.endpoint.manager.counters)
+        assert counters["missing"] == 0 and counters["dropped"] == 4
         assert ours.call(lambda: ours.device.tag("Outputs").attribute[0:2]) == [0, 0]
 
 

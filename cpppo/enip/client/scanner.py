@@ -295,13 +295,13 @@ class Scanner:
             await asyncio.sleep(min(allowed - quiet, limit, KEEPALIVE))
 
     def _received(self, sequence: int, data: bytes, addr: tuple[str, int]) -> None:
-        if self._last_seq >= 0:
-            ahead = (sequence - self._last_seq) & 0xFFFFFFFF
-            if ahead == 0 or ahead >= 0x80000000:
-                return  # duplicate or old
-            self.missing += ahead - 1
         if len(data) != 2 + self.inputs[1]:
             return
+        if self._last_seq >= 0:
+            ahead = (sequence - self._last_seq) & 0xFFFFFFFF
+            if ahead == 0 or ahead >= 0x80000000 or ahead > 0x10000:
+                return  # duplicate, old, or a stray far ahead
+            self.missing += ahead - 1
         now = time.monotonic()
         if self.received:
             interval = now - self._last_time

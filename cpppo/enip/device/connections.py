@@ -333,16 +333,19 @@ class ConnectionManager:
             return None
         if sender[0] != connection.peer:
             return None  # not from the originator that opened it
+        data = packet.data
+        if len(data) != connection.o_t_size:
+            connection.dropped += 1  # not this connection's size
+            return None
         if connection.o_t_sequence >= 0:
             ahead = (packet.sequence - connection.o_t_sequence) & 0xFFFFFFFF
             if ahead == 0 or ahead >= 0x80000000:
                 connection.dropped += 1  # a duplicate or an old packet
                 return None
+            if ahead > 0x10000:  # far ahead: a stray packet, not a gap in this connection's
+                connection.dropped += 1
+                return None
             connection.missing += ahead - 1
-        data = packet.data
-        if len(data) != connection.o_t_size and not (connection.o_t_size == 0 and not data):
-            connection.dropped += 1
-            return None
         if connection.transport == 1 and len(data) >= 2:
             sequence = struct.unpack_from("<H", data)[0]
             if connection.header:
