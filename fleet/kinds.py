@@ -17,13 +17,13 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, NamedTuple
 
 from fleet.table import Table
 
-__all__ = ["KINDS", "EnipKind", "EnipOptions", "Kind", "ModbusKind", "ModbusOptions", "RegisterRead",
-           "TagRead", "kind"]
+__all__ = ["KINDS", "EnipKind", "EnipOptions", "IOOptions", "Kind", "ModbusKind", "ModbusOptions",
+           "RegisterRead", "TagRead", "kind"]
 
 
 class Kind(ABC):
@@ -99,6 +99,68 @@ class EnipOptions:
     route_path: str | bool | None = None  # "1/0", false (none accepted) or unset (any)
     simple: bool = False  # a simple (non-routing) CIP device
     health_tag: str = ""  # the tag the health poller reads; default: the first tag's first element
+    io: IOOptions | None = None  # the [device.io] table: serve as a Class 1 I/O adapter
+
+
+@dataclass(frozen=True)
+class IOOptions:
+    """The ``io`` table of an ENIP [[device]]: assemblies over its tags, served as an
+    EtherNet/IP I/O adapter on UDP ``port`` of each device's address."""
+
+    assemblies: tuple[str, ...] = ()  # enip_server --assembly specs: "100=in:Inputs", "150=out:Outputs"
+    port: int = 2222  # UDP port of the I/O data
+    t_o_port: int | str = 2222  # where inputs go unless the Forward Open says: a port, or "source"
+    rpi_range: str = "1-10000"  # RPIs accepted, milliseconds
+
+
+def _io_options(t: Table, tags: tuple[str, ...]) -> IOOptions | None:
+    """The ``io`` table of an ENIP device group, checked against its tags."""
+    data = t.get("io", dict, None, what="a table such as { assemblies = ['100=in:Inputs'] }")
+    if data is None:
+        return None
+    io = Table(t.src, f"{t.name}.io", data, {f.name for f in fields(IOOptions)})
+    texts = io.specs("assemblies", _assembly_spec, "an io table needs assemblies, such as '100=in:Inputs'")
+    port = io.get("port", int, 2222, what="an integer")
+    if not 1 <= port <= 65535:
+        io.fail("port", f"must be 1-65535, got {port}")
+    t_o_port = io.get("t_o_port", (int, str), 2222, what="a port number or 'source'")
+    io.checked("t_o_port", lambda: _t_o_port(t_o_port))
+    rpi_range = io.get("rpi_range", str, "1-10000", what="a string such as '1-10000' (milliseconds)")
+    io.checked("rpi_range", lambda: _rpi_range(rpi_range))
+    if t.data.get("port_step"):
+        io.fail(None, "devices with an io table need addresses of their own (no port_step): "
+                      "the I/O port is per address")
+    options = IOOptions(tuple(text for text, _ in texts), port, t_o_port, rpi_range)
+    io.checked("assemblies", lambda: _adapter(EnipKind().build(EnipOptions(tags=tags), {}), options))
+    return options
+
+
+def _assembly_spec(text: str) -> Any:
+    from cpppo.enip.device.assembly import parse_assembly_spec
+
+    return parse_assembly_spec(text)
+
+
+def _t_o_port(value: int | str) -> int | str:
+    from cpppo.enip.server.io import parse_t_o_port
+
+    return parse_t_o_port(str(value))
+
+
+def _rpi_range(text: str) -> tuple[int, int]:
+    from cpppo.enip.server.io import parse_rpi_range
+
+    return parse_rpi_range(text)
+
+
+def _adapter(model: Any, io: IOOptions) -> Any:
+    """The device's Assemblies (with their IOPolicy) for ``io``; ValueError naming a bad one."""
+    from cpppo.enip.device.assembly import Assemblies
+    from cpppo.enip.device.connections import IOPolicy
+
+    rpi_min, rpi_max = _rpi_range(io.rpi_range)
+    policy = IOPolicy(rpi_min=rpi_min, rpi_max=rpi_max, t_o_port=_t_o_port(io.t_o_port), io_port=io.port)
+    return Assemblies.from_specs(model, io.assemblies, policy=policy)
 
 
 _ROUTE = re.compile(r"[0-9]+/([0-9]+|[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+)")
@@ -131,7 +193,8 @@ class EnipKind(Kind):
         if health_tag is not None and health_tag.split("[")[0].casefold() not in names:
             t.fail("health_tag", f"{health_tag!r} is not one of the device's tags")
         first = tags[0][1]
-        return EnipOptions(tags=tuple(text.strip() for text, _ in tags), route_path=route_path,
+        texts = tuple(text.strip() for text, _ in tags)
+        return EnipOptions(tags=texts, route_path=route_path, io=_io_options(t, texts),
                            simple=t.get("simple", bool, False, what="true or false"),
                            health_tag=health_tag or (f"{first.name}[0]" if first.length is not None
                                                      else first.name))
@@ -139,8 +202,20 @@ class EnipKind(Kind):
     def build(self, options: EnipOptions, identity: Mapping[str, Any]) -> Any:
         from cpppo.enip.device.model import Device
 
-        return Device.from_specs(list(options.tags), identity=dict(identity), route_path=options.route_path,
-                                 simple=options.simple)
+        device = Device.from_specs(list(options.tags), identity=dict(identity), route_path=options.route_path,
+                                   simple=options.simple)
+        if options.io is not None:
+            device.io = _adapter(device, options.io)
+        return device
+
+    def options_from_json(self, data: Mapping[str, Any]) -> EnipOptions:
+        data = dict(data)
+        io = data.pop("io", None)
+        options = super().options_from_json(data)
+        if io is None:
+            return options
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in io.items()}
+        return replace(options, io=IOOptions(**values))
 
     def check_identity(self, identity: Mapping[str, Any]) -> None:
         from cpppo.enip.device.model import parse_identity
@@ -150,6 +225,13 @@ class EnipKind(Kind):
     async def serve(self, model: Any, host: str, port: int, delay: Any) -> Any:
         from cpppo.enip.server.transport import serve
 
+        if model.io is not None:  # an I/O adapter: the worker's one IOEngine sends every RPI
+            from cpppo.enip.server.io import AdapterHandle, IOEngine, serve_adapter
+
+            io_port = model.io.policy.io_port
+            server, endpoint = await serve_adapter(model, model.io, host, port, engine=IOEngine.of_loop(),
+                                                   io_port=io_port, udp=True, delay=delay)
+            return AdapterHandle(server, endpoint)
         return await serve(model, host=host, port=port, udp=True, delay=delay)
 
     def client(self, host: str, port: int, options: EnipOptions, timeout: float) -> Any:

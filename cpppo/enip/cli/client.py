@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import cpppo
+from cpppo.enip.cli.io import add_io, run_io
 from cpppo.enip.client import connector as cli
 from cpppo.enip.client.connection import await_response, parse_address
 from cpppo.enip.client.operations import OperationError, parse_int, parse_route_path, parse_send_path
@@ -121,6 +122,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("-n", "--no-fragment", dest="fragment", action="store_false", default=True,
                     help="Use plain Read/Write Tag (not Fragmented) requests")
     ap.add_argument("tags", nargs="*", help="Tags to read/write (eg. SCADA[1]=99 SCADA[0-10])")
+    add_io(ap)
     return dispatch(ap, argv, items="tags", io=tag_io)
 
 
@@ -139,12 +141,15 @@ def dispatch(ap: argparse.ArgumentParser, argv: Sequence[str] | None, *, items: 
         (args.list_services, "List Services", "list_services"),
         (args.list_interfaces, "List Interfaces", "list_interfaces"),
         (args.legacy, f"Legacy {args.legacy}", f"legacy:{args.legacy}")) if flag]
-    if not requests and not getattr(args, items):
+    implicit = getattr(args, "io", None)
+    if not requests and not getattr(args, items) and not implicit:
         ap.error(f"at least one {items[:-1]} (or -i/-s/-I/-L) is required")
     try:
         status = gather(args, requests) if requests else 0
         if getattr(args, items):
             status |= io(args)
+        if implicit:
+            status |= run_io(args)
         return status
     except OSError as exc:
         print(f"{ap.prog}: {unreachable(args.address, exc)}", file=sys.stderr)

@@ -22,7 +22,10 @@ from typing import Any
 import cpppo.log
 from cpppo.enip.codec.epath import parse_route_path
 from cpppo.enip.device import config as enip_config
+from cpppo.enip.device.assembly import Assemblies
+from cpppo.enip.device.connections import IOPolicy
 from cpppo.enip.device.model import Attribute, Device
+from cpppo.enip.server.io import IOEngine, parse_rpi_range, parse_t_o_port, serve_adapter
 from cpppo.enip.server.transport import Settings, serve
 from cpppo.enip.web import WebBindError, parse_web_address, serve_web
 from cpppo.server.hosting import bind_error_text, ensure_fd_limit, new_event_loop, parse_delay
@@ -74,6 +77,17 @@ def build_parser(prog: str = "enip_server", tags_required: bool = True) -> argpa
                     help=f"close TCP connections idle this long, seconds (default {Settings.idle_timeout:g})")
     ap.add_argument("--max-payload", type=int, default=Settings.max_payload,
                     help=f"largest encapsulation payload accepted (default {Settings.max_payload})")
+    io = ap.add_argument_group("implicit I/O (Class 1 adapter)")
+    io.add_argument("--assembly", action="append", default=[], metavar="<inst>=<kind>[:<tag>,...]",
+                    help="an Assembly Object instance over tags; kind: in (T->O), out (O->T), config, "
+                         "input-only, listen-only; e.g. 100=in:Inputs 150=out:Outputs (repeatable)")
+    io.add_argument("--io-port", type=int, default=2222,
+                    help="UDP port of the I/O data on the --address interface (default 2222; 0: any free)")
+    io.add_argument("--t-o-port", default="2222",
+                    help="where T->O data goes unless the Forward Open says: a port on the scanner's "
+                         "address (default 2222, as ODVA says), or 'source' (where its O->T data comes from)")
+    io.add_argument("--rpi-range", default="1-10000", metavar="<min>-<max>",
+                    help="RPIs accepted, milliseconds (default 1-10000)")
     ap.add_argument("tags", nargs="+" if tags_required else "*", metavar="TAG",
                     help="<name>[@<class>/<inst>/<attr>]=<TYPE>[<length>]"
                          + ("" if tags_required else " (optional: extra tags)"))
@@ -121,16 +135,35 @@ def make_device(args: argparse.Namespace, attribute_class: type[Attribute],
         raise
 
 
+def io_policy(args: argparse.Namespace, host: str) -> IOPolicy:
+    """The adapter's IOPolicy from --t-o-port and --rpi-range (raises ValueError)."""
+    rpi_min, rpi_max = parse_rpi_range(args.rpi_range)
+    if not 0 <= args.io_port <= 65535:
+        raise ValueError(f"bad --io-port {args.io_port}: must be 0-65535")
+    return IOPolicy(rpi_min=rpi_min, rpi_max=rpi_max, t_o_port=parse_t_o_port(args.t_o_port),
+                    io_host=host or "0.0.0.0", io_port=args.io_port)
+
+
 async def run(device: Device, host: str, port: int, delay: Any, settings: Settings,
-              stop: asyncio.Event | None = None, web: tuple[str, int] | None = None) -> None:
+              stop: asyncio.Event | None = None, web: tuple[str, int] | None = None,
+              assemblies: Assemblies | None = None, policy: IOPolicy | None = None) -> None:
     """Serve ``device`` until ``stop`` is set (or SIGINT/SIGTERM, or the web API's
-    server/control/done); ``web``: (host, port) of the web API, if wanted."""
+    server/control/done); ``web``: (host, port) of the web API, if wanted; ``assemblies``:
+    the ``--assembly`` instances, served as a Class 1 adapter with ``policy``."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
-    server = await serve(device, host, port, udp=True, delay=delay, settings=settings)
+    engine = IOEngine()
+    if assemblies is not None:
+        policy = policy or IOPolicy()
+        server, endpoint = await serve_adapter(device, assemblies, host, port, engine=engine,
+                                               io_port=policy.io_port, policy=policy, udp=True, delay=delay,
+                                               settings=settings)
+        log.log(cpppo.log.NORMAL, "I/O adapter: %d assemblies, UDP port %d", len(assemblies), endpoint.port)
+    else:
+        server = await serve(device, host, port, udp=True, delay=delay, settings=settings)
     log.log(cpppo.log.NORMAL, "EtherNet/IP simulator serving %d tags on %s:%d", len(device.tags),
             host or "0.0.0.0", server.port)
     web_api = None
@@ -145,6 +178,7 @@ async def run(device: Device, host: str, port: int, delay: Any, settings: Settin
             await web_api.wait_closed()
         server.close()
         await server.wait_closed()
+        await engine.close()
 
 
 def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = Attribute,
@@ -171,6 +205,8 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
         if args.max_connections < 1 or args.max_payload < 64:
             raise ValueError("--max-connections must be >= 1 and --max-payload >= 64")
         ensure_fd_limit(args.max_connections + 64)
+        policy = io_policy(args, host)
+        assemblies = Assemblies.from_specs(device, args.assembly) if args.assembly else None
     except (ValueError, OSError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -178,7 +214,8 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
         log.info("tag %s", line)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(run(device, host, port, delay, settings, web=web))
+            runner.run(run(device, host, port, delay, settings, web=web, assemblies=assemblies,
+                           policy=policy))
     except WebBindError as exc:
         print(f"{prog}: error: {exc.strerror}", file=sys.stderr)
         return 1

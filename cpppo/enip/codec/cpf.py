@@ -87,10 +87,14 @@ class RRData:
     data: bytes
     timeout: int = 0
     interface: int = 0
+    items: tuple[Item, ...] = ()  # any other items (Sockaddr Info of a Forward Open)
 
 
-def encode_rr_data(data: bytes, timeout: int = 0, interface: int = 0) -> bytes:
-    return _RR.pack(interface, timeout) + encode_items((Item(NULL_ADDRESS), Item(UNCONNECTED_DATA, data)))
+def encode_rr_data(data: bytes, timeout: int = 0, interface: int = 0,
+                   extra: tuple[Item, ...] | list[Item] = ()) -> bytes:
+    """A SendRRData body: null address, unconnected data, then any ``extra`` items."""
+    return _RR.pack(interface, timeout) + encode_items((Item(NULL_ADDRESS), Item(UNCONNECTED_DATA, data),
+                                                        *extra))
 
 
 def decode_rr_data(payload: bytes) -> RRData:
@@ -102,7 +106,8 @@ def decode_rr_data(payload: bytes) -> RRData:
     data = [it for it in items if it.type_id == UNCONNECTED_DATA]
     if len(data) != 1:
         raise CodecError("SendRRData must carry exactly one unconnected data item (0xB2)")
-    return RRData(data[0].data, timeout, interface)
+    others = tuple(it for it in items if it.type_id not in (NULL_ADDRESS, UNCONNECTED_DATA))
+    return RRData(data[0].data, timeout, interface, others)
 
 
 # A client's hot path: a SendRRData frame (header, interface, timeout and the two CPF items)

@@ -45,6 +45,9 @@ class Session:
 
     connections: dict[int, Connection] = field(default_factory=dict)
     max_connections: int = 32
+    peer: str = ""  # the client's IP address (Class 0/1 Forward Opens send T->O data there)
+    items: tuple = ()  # the request's other CPF items (Sockaddr Info), set by the transport
+    reply_items: list = field(default_factory=list)  # CPF items to add to the reply
 
 
 class Dispatcher:
@@ -56,6 +59,7 @@ class Dispatcher:
         self._targets: dict[bytes, services.Target] = {}
         self._generation = -1
         self._ids = itertools.count(random.randrange(1 << 16, 1 << 30))
+        self.io = None  # a device.connections.ConnectionManager: Class 0/1 Forward Open/Close
 
     # --- entry points -----------------------------------------------------------------------------
 
@@ -238,6 +242,12 @@ class Dispatcher:
             self._check_route(ports)
         except ServiceError as exc:
             return Reply(service, exc.status, exc.ext_status, failure).encode()
+        if request.transport & 0x0F in (0, 1):  # implicit I/O: for an adapter (with assemblies) only
+            if self.io is None:
+                return Reply(service, Status.CONNECTION_FAILURE, (0x0103,), failure).encode()
+            reply, items = self.io.forward_open(service, request, session.peer, session.items)
+            session.reply_items.extend(items)
+            return reply
         refused = None
         if any(c.triad == triad for c in session.connections.values()):
             refused = Status.EXT_DUPLICATE_FORWARD_OPEN
@@ -261,6 +271,9 @@ class Dispatcher:
             if connection.triad == triad:
                 del session.connections[o_t]
                 return Reply(Service.FORWARD_CLOSE, 0, (), cip.ForwardCloseReply(*triad).encode()).encode()
+        closed = self.io.forward_close(request) if self.io is not None else None
+        if closed is not None:
+            return closed
         failure = cip.ForwardOpenFailure(*triad).encode()
         return Reply(Service.FORWARD_CLOSE, Status.CONNECTION_FAILURE, (Status.EXT_CONNECTION_NOT_FOUND,),
                      failure).encode()

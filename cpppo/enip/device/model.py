@@ -257,6 +257,7 @@ class Device:
     symbols: dict[int, Tag] = field(default_factory=dict)
     attribute_class: type[Attribute] = Attribute
     faults: FaultState = field(default_factory=FaultState, repr=False)  # injected faults (cpppo.faults)
+    io: Any = field(default=None, repr=False)  # a Class 1 adapter's device.assembly.Assemblies, if any
 
     @classmethod
     def from_specs(cls, specs: Iterable[str], identity: Mapping[str, Any] | None = None, *,

@@ -58,11 +58,12 @@ class Settings:
 class _Responder:
     """Builds the encapsulation replies that TCP and UDP share."""
 
-    def __init__(self, device: Device, host: str, port: int) -> None:
+    def __init__(self, device: Device, host: str, port: int, io: Any = None) -> None:
         self.device = device
         self.host = host
         self.port = port
         self.dispatcher = Dispatcher(device)
+        self.dispatcher.io = io  # Class 0/1 connections (cpppo.enip.server.io), if any
 
     def address(self, local: Any) -> str:
         configured = self.device.tcpip.get("ip_address", "0.0.0.0")
@@ -122,6 +123,7 @@ class _TCPSession(asyncio.Protocol):
         self.server.sessions.add(self)
         self.local = transport.get_extra_info("sockname")
         self.peer = transport.get_extra_info("peername")
+        self.session.peer = self.peer[0] if self.peer else ""
         if self.settings.idle_timeout:
             self.idle_timer = asyncio.get_running_loop().call_later(self.settings.idle_timeout, self._idle)
 
@@ -218,9 +220,11 @@ class _TCPSession(asyncio.Protocol):
             try:
                 if command == Command.SEND_RR_DATA:
                     request = cpf.decode_rr_data(payload)
+                    self.session.items = request.items
                     answer = ((self.faults.active is not None and error_reply(request.data, self.faults))
                               or self.responder.dispatcher.unconnected(request.data, self.session))
-                    return reply(cpf.encode_rr_data(answer))
+                    extra, self.session.reply_items = self.session.reply_items, []
+                    return reply(cpf.encode_rr_data(answer, extra=extra))
                 unit = cpf.decode_unit_data(payload)
                 connection = self.session.connections.get(unit.connection)
                 if connection is None:
@@ -304,8 +308,9 @@ class ServerHandle:
     enable()`` binds the same port again."""
 
     def __init__(self, device: Device, host: str, delay: Delay, settings: Settings, udp: bool = True,
-                 backlog: int = 128) -> None:
+                 backlog: int = 128, io: Any = None) -> None:
         self.device = device
+        self.io = io
         self.host = host
         self.delay = delay
         self.settings = settings
@@ -349,7 +354,7 @@ class ServerHandle:
             self.tcp = await loop.create_server(lambda: _TCPSession(self), bind_host, port,
                                                 backlog=self.backlog, reuse_address=True)
             self.port = self.tcp.sockets[0].getsockname()[1]
-            self.responder = _Responder(self.device, self.host, self.port)
+            self.responder = _Responder(self.device, self.host, self.port, self.io)
             if not self.with_udp:
                 break
             try:
@@ -371,12 +376,14 @@ class ServerHandle:
 
 
 async def serve(device: Device, host: str = "0.0.0.0", port: int = 44818, *, udp: bool = True,
-                delay: Delay = None, settings: Settings | None = None, backlog: int = 128) -> ServerHandle:
+                delay: Delay = None, settings: Settings | None = None, backlog: int = 128,
+                io: Any = None) -> ServerHandle:
     """Start serving ``device`` on (host, port) over TCP (and UDP for list requests).
 
-    ``port=0`` picks a free port (the same number for TCP and UDP).  Raises OSError if the
-    address cannot be bound."""
-    handle = ServerHandle(device, host, delay, settings or Settings(), udp=udp, backlog=backlog)
+    ``port=0`` picks a free port (the same number for TCP and UDP).  ``io``: the device's
+    Class 0/1 ``ConnectionManager`` (``cpppo.enip.server.io.serve_adapter``).  Raises OSError if
+    the address cannot be bound."""
+    handle = ServerHandle(device, host, delay, settings or Settings(), udp=udp, backlog=backlog, io=io)
     await handle._listen(port)
     follow_listening(device.faults, handle)
     log.info("serving %s on %s:%d", device.identity.get("product_name"), host or "0.0.0.0", handle.port)

@@ -1,0 +1,118 @@
+"""Class 1 I/O adapters in the fleet: the ``io`` table of an ENIP [[device]] group (checked
+with one-line errors naming file, table and key) and a real fleet whose adapters our scanner
+exchanges I/O with."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from cpppo.enip.client.scanner import Scanner
+from fleet.config import load
+from fleet.plan import Plan, expand
+from fleet.table import ConfigError
+from tests.enip_io_support import io_host
+from tests.fleet_support import CliFleet, until
+from tests.support import free_port
+
+OCTET = 150 + os.getpid() % 100
+
+
+IO = 'io = { assemblies = ["100=in:Inputs", "150=out:Outputs", "198=input-only"] }'
+
+
+def fleet_text(port: int, io: str = IO, extra: str = "") -> str:
+    return f"""
+[fleet]
+name = "io{OCTET}"
+address_pool = "127.78.{OCTET}.0/24"
+health_interval = 0.5
+health_timeout = 1.0
+devices_per_worker = 2
+
+[[device]]
+kind = "enip"
+count = 2
+name = "rack{{n}}"
+port = {port}
+tags = ["Inputs=DINT[2]", "Outputs=INT[2]"]
+{io}
+{extra}
+"""
+
+
+def _error(tmp_path: Path, text: str) -> str:
+    (tmp_path / "fleet.toml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path / "fleet.toml")
+    return str(info.value)
+
+
+def test_io_table_round_trips(tmp_path):
+    (tmp_path / "fleet.toml").write_text(fleet_text(44818, 'io = { assemblies = ["100=in:Inputs"], '
+                                                           't_o_port = "source", rpi_range = "2-500" }'))
+    plan = expand(load(tmp_path / "fleet.toml"))
+    io = plan.devices[0].options.io
+    assert io.assemblies == ("100=in:Inputs",) and io.t_o_port == "source" and io.rpi_range == "2-500"
+    again = Plan.from_json(json.loads(json.dumps(plan.to_json())))  # as the workers read it
+    assert again.devices[0].options.io == io
+
+
+@pytest.mark.parametrize("io, needle", [
+    ('io = { assemblies = ["100=in:Nope"] }', "device[0].io: key 'assemblies': assembly 100: no tag 'Nope'"),
+    ('io = { assemblies = ["100=inn:Inputs"] }', "device[0].io: key 'assemblies': bad assembly"),
+    ("io = { assemblies = [] }", "device[0].io: key 'assemblies': an io table needs assemblies"),
+    ('io = { assemblies = ["100=in:Inputs"], colour = 1 }', "device[0].io: key 'colour': unknown key"),
+    ('io = { assemblies = ["100=in:Inputs"], t_o_port = "x" }', "key 't_o_port': bad T->O port"),
+    ('io = { assemblies = ["100=in:Inputs"], rpi_range = "9-1" }', "key 'rpi_range': bad RPI range"),
+    ('io = { assemblies = ["100=in:Inputs"], port = 0 }', "key 'port': must be 1-65535"),
+    ('io = "100=in:Inputs"', "device[0]: key 'io': must be a table"),
+])
+def test_io_table_errors(tmp_path, io, needle):
+    message = _error(tmp_path, fleet_text(44818, io))
+    assert needle in message and "\n" not in message
+
+
+def test_io_needs_own_addresses(tmp_path):
+    text = fleet_text(44818, extra='address = "127.78.1.1"\nport_step = 1')
+    assert "need addresses of their own" in _error(tmp_path, text)
+
+
+@pytest.mark.slow
+def test_fleet_of_adapters(tmp_path):
+    fleet = CliFleet(tmp_path, fleet_text(free_port(f"127.78.{OCTET}.1")))
+    try:
+        fleet.cli("up")
+        until(fleet.all_healthy, what="all healthy")
+        local = io_host()
+
+        async def exchange(device) -> tuple[bytes, Scanner]:
+            async with Scanner(device.host, device.port, inputs=(100, 8), outputs=(150, 4), rpi=0.01,
+                               io_address=(local, 0)) as scanner:
+                scanner.output = struct.pack("<hh", 3, 4)
+                async for packet in scanner:
+                    if scanner.received >= 20:
+                        return packet.data, scanner
+            raise AssertionError(scanner.error)
+
+        for device in fleet.plan.devices:
+            data, scanner = asyncio.run(exchange(device))
+            assert data == bytes(8) and scanner.missing == 0
+    finally:
+        fleet.cli("down")
+
+
+def test_readme_io_table_validates(tmp_path):
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = re.search(r"^## Implicit I/O.*?\n(.*?)(?=^## )", text, re.S | re.M).group(1)
+    block = re.search(r"^```toml\n(.*?)^```", section, re.S | re.M).group(1)
+    (tmp_path / "fleet.toml").write_text(f'[fleet]\nname = "readme"\naddress_pool = "127.78.{OCTET}.0/24"\n'
+                                         + block)
+    plan = expand(load(tmp_path / "fleet.toml"))
+    assert len(plan.devices) == 100 and plan.devices[0].options.io.assemblies[0] == "100=in:Inputs,Status"
