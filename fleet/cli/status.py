@@ -32,6 +32,7 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
     from fleet.report import device_reports, summary
     from fleet.states import DeviceState
     from fleet.store import Store, StoreError
+    from fleet.web.serve import read_web
 
     plan, backend = backend_for(path, state_dir)
     programs = backend.status()
@@ -53,6 +54,7 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
         typer.echo(json.dumps({
             "fleet": plan.fleet.name, "summary": line, "up": bool(programs),
             "healthy": sum(r.state is DeviceState.HEALTHY for r in reports), "total": len(reports),
+            **((read_web(backend.state.root) or {}) if programs else {}),
             "programs": {n: {"state": p.state.value, "pid": p.pid, "started": p.started}
                          for n, p in programs.items()},
             "devices": [r.to_json() for r in reports],
