@@ -85,7 +85,7 @@
     }
     const elapsed = performance.now() - begun;
     api.renders++; api.lastRenderMs = elapsed;
-    if (api.firstRenderMs === null) api.firstRenderMs = elapsed;
+    if (api.firstRenderMs === null) { api.firstRenderMs = elapsed; api.firstRenderAt = performance.now(); }
   }
 
   function requestDraw() { if (!drawPending) { drawPending = true; requestAnimationFrame(draw); } }
@@ -122,7 +122,7 @@
     });
     api.updates++;
     summary();
-    if ($("state").value) applyFilter(); else requestDraw();
+    if ($("state").value) applyFilter(); else requestDraw();  // a state filter follows the states
     if (selected !== null) showState(selected);
     $("feed").textContent = "live · " + new Date(data.time * 1000).toLocaleTimeString();
   }
@@ -196,7 +196,10 @@
   });
   grid.addEventListener("mouseleave", () => ($("tip").hidden = true));
   $("close").addEventListener("click", () => { $("detail").hidden = true; selected = null; if (valueFeed) valueFeed.close(); layout(); });
-  for (const id of ["filter", "kind", "state"]) $(id).addEventListener("input", applyFilter);
+  for (const id of ["filter", "kind", "state"]) {
+    $(id).addEventListener("input", applyFilter);
+    $(id).addEventListener("change", applyFilter);
+  }
   window.addEventListener("resize", layout);
   $("token").value = sessionStorage.getItem("cpppo-fleet-token") || "";
   $("write").addEventListener("submit", async (e) => {
