@@ -8,6 +8,8 @@ The write token is ``$CPPPO_FLEET_TOKEN`` or, when that is unset, ``<state>/web-
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -37,8 +39,13 @@ class FleetWeb:
     runner: Any
     url: str
     state_dir: Path
+    scraper: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
+        if self.scraper is not None:
+            self.scraper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.scraper
         await self.runner.cleanup()
         (self.state_dir / WEB_FILE).unlink(missing_ok=True)
 
@@ -75,9 +82,20 @@ async def start_web(plan: Plan, state_dir: Path, period: float = 1.0) -> FleetWe
     collector = FleetCollector(view)
     registry.register(collector)
 
-    async def metrics() -> bytes:
-        collector.set_workers(await scrape_workers(worker_urls(view.plan, state_dir)))
+    async def metrics() -> bytes:  # never waits on a worker: their figures are kept fresh below
         return generate_latest(registry)
+
+    async def scrape_forever() -> None:
+        """The workers' /metrics every health interval (a hung worker costs one timeout here,
+        never a Prometheus scrape of the fleet)."""
+        fleet = plan.fleet
+        while True:
+            begun = asyncio.get_running_loop().time()
+            urls = worker_urls(view.plan, state_dir)
+            timeout = min(fleet.health_timeout, fleet.health_interval)
+            collector.set_workers(await scrape_workers(urls, timeout))
+            elapsed = asyncio.get_running_loop().time() - begun
+            await asyncio.sleep(max(0.1, fleet.health_interval - elapsed))
 
     app = make_app(view, token=fleet_token(state_dir), metrics=metrics, period=period,
                    timeout=plan.fleet.health_timeout)
@@ -89,7 +107,7 @@ async def start_web(plan: Plan, state_dir: Path, period: float = 1.0) -> FleetWe
     tmp = state_dir / (WEB_FILE + ".tmp")
     tmp.write_text(json.dumps(record))
     os.replace(tmp, state_dir / WEB_FILE)
-    web = FleetWeb(view, runner, url, state_dir)
+    web = FleetWeb(view, runner, url, state_dir, asyncio.ensure_future(scrape_forever()))
     web.follow(plan)
     log.info("fleet page on %s, metrics on %smetrics", url, url)
     return web
