@@ -215,10 +215,12 @@ def test_page_in_chromium(live: CliFleet, tmp_path: Path) -> None:
 def synthetic_view(count: int, seed: int = 16) -> tuple[FleetView, dict[str, str]]:
     """A view of ``count`` devices (none running), fed random results: a status source for the page."""
     from fleet.config import FleetSettings
+    from fleet.kinds import EnipOptions, ModbusOptions
 
+    enip, modbus = EnipOptions(tags=("SCADA=INT[10]",)), ModbusOptions(registers=("40001-40010=0",))
     devices = tuple(PlannedDevice(f"dev{n:05}", "enip" if n % 3 else "modbus",
                                   f"10.{n >> 16}.{n >> 8 & 255}.{n & 255}", 44818 if n % 3 else 502,
-                                  f"w{n // 100:03}", 0, n, ("SCADA=INT[10]",), ())
+                                  f"w{n // 100:03}", 0, n, (), enip if n % 3 else modbus)
                     for n in range(count))
     view = FleetView(Plan(fleet=FleetSettings(name="synthetic"), devices=devices, workers=()))
     rng = random.Random(seed)

@@ -1,4 +1,5 @@
-"""``cpppo-fleet status`` (per-device table from the health store) and ``poll`` (one sweep now)."""
+"""``cpppo-fleet status`` (per-device table from the health store; ``--watch``: live) and
+``poll`` (one sweep now)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def _collect(plan, backend, quiet: bool = False):  # -> (programs, reports, starts)
+def _collect(plan, backend, quiet: bool = False):  # -> (programs, reports, starts, injected faults)
+    from fleet.control import control_dir
+    from fleet.faults import active
     from fleet.report import device_reports
     from fleet.store import Store, StoreError
 
@@ -45,13 +48,19 @@ def _collect(plan, backend, quiet: bool = False):  # -> (programs, reports, star
             if not quiet:
                 typer.echo(f"cpppo-fleet: {exc} (no health results to show; the health poller starts "
                            "a new database)", err=True)
-    return programs, device_reports(plan, applied, programs, history, starts, serve_errors=unserved), starts
+    injected = active(control_dir(backend.state.root)) if programs else {}
+    reports = device_reports(plan, applied, programs, history, starts, serve_errors=unserved, faults=injected)
+    return programs, reports, starts, injected
 
 
 def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: bool = JSON,
+           faults_ok: bool = typer.Option(False, "--faults-ok",
+                                          help="Injected faults do not count: exit 0 when every device "
+                                               "is healthy or faulted on purpose."),
            watch: bool = WATCH, interval: float = INTERVAL, count: int = COUNT) -> None:
     """Per device: state, IP:port, worker, uptime, restarts, last health result and latency
-    (last, p50, p99); exit 0 only when every device is healthy.  ``--watch``: a live table."""
+    (last, p50, p99), injected fault; exit 0 only when every device is healthy.  ``--watch``:
+    a live table, worst devices first."""
     from fleet.report import summary
     from fleet.states import DeviceState
     from fleet.web.serve import read_web
@@ -60,9 +69,9 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
     if watch:
         from fleet.cli.watch import watch as live
 
-        live(plan, lambda: _collect(plan, backend, quiet=True), interval, count)
+        live(plan, lambda: _collect(plan, backend, quiet=True)[:3], interval, count)
         return
-    programs, reports, _starts = _collect(plan, backend)
+    programs, reports, _starts, injected = _collect(plan, backend)
     if not programs and not as_json:
         fail(f"fleet {plan.fleet.name!r} is not up (0 healthy / {len(plan.devices)} total); "
              f"bring it up with: cpppo-fleet up {command_hint(path, state_dir)}")
@@ -75,15 +84,18 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
             "programs": {n: {"state": p.state.value, "pid": p.pid, "started": p.started}
                          for n, p in programs.items()},
             "devices": [r.to_json() for r in reports],
+            "faults": {name: {**f.to_dict(), "describe": f.describe()}
+                       for name, f in sorted(injected.items())},
         }, indent=1))
     else:
         _table(plan.fleet.name, reports, line)
-    if not all(r.state is DeviceState.HEALTHY for r in reports):
+    fine = {DeviceState.HEALTHY, DeviceState.FAULTED} if faults_ok else {DeviceState.HEALTHY}
+    if not all(r.state in fine for r in reports):
         raise typer.Exit(EXIT_FAILED)
 
 
 STYLE = {"healthy": "green", "down": "red", "failed": "red", "restarting": "yellow",
-          "starting": "yellow", "stopped": "dim", "unknown": "magenta"}
+         "starting": "yellow", "stopped": "dim", "unknown": "magenta", "faulted": "bright_magenta"}
 
 
 def _table(name: str, reports, line: str) -> None:
@@ -100,14 +112,14 @@ def device_table(name: str, reports, title: str | None = None):  # -> rich.table
     now = time.time()
     table = Table(title=title or f"fleet {name}", title_justify="left")
     for column in ("device", "kind", "state", "address", "worker", "uptime", "restarts", "checked",
-                   "ms", "p50", "p99", "error"):
+                   "ms", "p50", "p99", "fault / error"):
         table.add_column(column, justify="right" if column in ("restarts", "ms", "p50", "p99") else "left")
     for r in reports:
         state = r.state.value
         table.add_row(r.name, r.kind, f"[{STYLE[state]}]{state}[/]", r.endpoint, r.worker,
                       _duration(r.uptime), str(r.restarts),
                       "" if r.checked is None else f"{now - r.checked:.0f}s ago",
-                      _ms(r.latency), _ms(r.p50), _ms(r.p99), r.error or "")
+                      _ms(r.latency), _ms(r.p50), _ms(r.p99), r.fault or r.error or "")
     return table
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from fleet.report import percentile
 
-SEVERITY = {"failed": 0, "down": 1, "restarting": 2, "unknown": 3, "starting": 4, "stopped": 5, "healthy": 6}
+SEVERITY = {"failed": 0, "down": 1, "restarting": 2, "unknown": 3, "faulted": 4, "starting": 5, "stopped": 6,
+            "healthy": 7}
 
 
 def worst_first(reports: Sequence[Any]) -> list[Any]:

@@ -8,13 +8,12 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from fleet.kinds import KINDS
 from fleet.plan import PlannedDevice
-from fleet.registers import parse_register_spec, register_block
-from fleet.tags import parse_tag_spec
 
 SHOWN = 16  # elements shown per tag / register range
-_READS = {"holding registers": "read_holding_registers", "input registers": "read_input_registers",
-          "coils": "read_coils", "discrete inputs": "read_discrete_inputs"}
+_READS = {"HOLDING_REGISTERS": "read_holding_registers", "INPUT_REGISTERS": "read_input_registers",
+          "COILS": "read_coils", "DISCRETE_INPUTS": "read_discrete_inputs"}
 
 
 class WriteError(ValueError):
@@ -38,16 +37,7 @@ class DeviceReader:
     async def _open(self) -> Any:
         if self.client is None:
             device = self.device
-            if device.kind == "enip":
-                from cpppo.enip.client.aclient import AsyncClient
-                from fleet.health import enip_route
-
-                client = AsyncClient(device.host, device.port, timeout=self.timeout, **enip_route(device))
-            else:
-                from cpppo.modbus.aclient import AsyncModbusClient
-
-                client = AsyncModbusClient(device.host, device.port, unit=device.unit_ids[0],
-                                           timeout=self.timeout)
+            client = KINDS[device.kind].client(device.host, device.port, device.options, self.timeout)
             await client.__aenter__()
             self.client = client
         return self.client
@@ -72,24 +62,28 @@ class DeviceReader:
 
     async def values(self) -> list[dict[str, Any]]:
         """``[{"name", "type", "first", "values"}, ...]``: each tag's / range's first elements."""
+        from cpppo.enip.device.model import parse_tag_spec
+        from cpppo.modbus.address import locate, parse_spec
+
         client = await self._open()
         out = []
         try:
-            for spec in self.device.specs:
-                if self.device.kind == "enip":
+            if self.device.kind == "enip":
+                for spec in self.device.options.tags:
                     tag = parse_tag_spec(spec)
                     shown = min(tag.length, SHOWN) if tag.length is not None else None
                     what = tag.name if shown is None else f"{tag.name}[0-{shown - 1}]"
                     values = await client.read(what)
-                    out.append({"name": tag.name, "type": tag.type, "first": 0,
+                    out.append({"name": tag.name, "type": tag.type.name, "first": 0,
                                 "values": values if isinstance(values, list) else [values]})
-                else:
-                    block = parse_register_spec(spec)
-                    table, offset = register_block(block.first)
-                    count = min(block.last - block.first + 1, SHOWN)
-                    values = await getattr(client, _READS[table])(offset, count)
-                    out.append({"name": spec.partition("=")[0], "type": table, "first": block.first,
-                                "values": [int(v) for v in values]})
+            else:
+                for spec in self.device.options.registers:
+                    block = parse_spec(spec)
+                    table, offset = locate(block.begin)
+                    count = min(block.end - block.begin + 1, SHOWN)
+                    values = await getattr(client, _READS[table.name])(offset, count)
+                    out.append({"name": spec.partition("=")[0].strip(), "type": _table_name(table),
+                                "first": block.begin, "values": [int(v) for v in values]})
         except Exception:
             await self.close()
             raise
@@ -98,13 +92,16 @@ class DeviceReader:
     async def write(self, target: str, text: str) -> None:
         """Write ``text`` to ``target``: ``TAG`` / ``TAG[i]`` (ENIP) or a Modbus-numbered
         coil / holding register (``40001``).  Raises WriteError (one line) for a bad request."""
+        from cpppo.enip.device.model import parse_tag_spec
+        from cpppo.modbus.address import Table, locate
+
         client = await self._open()
         if self.device.kind == "enip":
             name = target.partition("[")[0]
-            tags = {t.name: t for t in map(parse_tag_spec, self.device.specs)}
+            tags = {t.name: t for t in map(parse_tag_spec, self.device.options.tags)}
             if name not in tags:
                 raise WriteError(f"{self.device.name} has no tag {name!r}")
-            kind = tags[name].type
+            kind = tags[name].type.name
             try:
                 value: Any = (text if "STRING" in kind else float(text) if kind in ("REAL", "LREAL")
                               else int(text, 0))
@@ -113,13 +110,18 @@ class DeviceReader:
             await client.write(target, [value], tag_type=kind)
             return
         try:
-            table, offset = register_block(int(target))
+            table, offset = locate(int(target))
             value = int(text, 0)
         except ValueError as exc:
             raise WriteError(str(exc)) from None
-        if table == "holding registers":
+        if table is Table.HOLDING_REGISTERS:
             await client.write_register(offset, value)
-        elif table == "coils":
+        elif table is Table.COILS:
             await client.write_coil(offset, bool(value))
         else:
-            raise WriteError(f"{target} is in the {table}, which are read-only")
+            raise WriteError(f"{target} is in the {_table_name(table)}, which are read-only")
+
+
+def _table_name(table: object) -> str:
+    """``holding registers`` for Table.HOLDING_REGISTERS."""
+    return table.name.lower().replace("_", " ")  # type: ignore[attr-defined]

@@ -49,6 +49,21 @@ class FleetWeb:
         await self.runner.cleanup()
         (self.state_dir / WEB_FILE).unlink(missing_ok=True)
 
+    def refresh(self, store: Any) -> None:
+        """After a sweep: restarts and unservable devices from the store, active faults from
+        the control folder's record."""
+        import sqlite3
+
+        from fleet.control import control_dir
+        from fleet.faults import active
+        from fleet.store import StoreError
+
+        with contextlib.suppress(sqlite3.Error, StoreError):
+            self.view.set_store(store.starts(), store.serve_errors())
+        with contextlib.suppress(OSError, ValueError):
+            self.view.faults = {name: [fault.describe()]
+                                for name, fault in active(control_dir(self.state_dir)).items()}
+
     def follow(self, plan: Plan) -> None:
         """A new plan: the view and file_sd follow it."""
         self.view.set_plan(plan)

@@ -3,9 +3,9 @@ updated as each poll ends (:meth:`FleetView.record`) and from the state database
 sweep (restarts, devices a worker cannot serve).
 
 A device is ``healthy`` (its last poll succeeded), ``down`` (it failed, or its worker cannot
-serve it), ``starting`` (not polled yet) or ``unknown`` (no poll for longer than two intervals
-and a timeout).  The poller knows no supervisor, so this is the device's side of ``status``:
-the same on both backends.
+serve it), ``starting`` (not polled yet), ``unknown`` (no poll for longer than two intervals
+and a timeout) or ``faulted`` (a fault is injected on purpose).  The poller knows no
+supervisor, so this is the device's side of ``status``: the same on both backends.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from fleet.plan import Plan, PlannedDevice
 from fleet.store import HealthResult, ServeError
 
-STATES = ("healthy", "down", "starting", "unknown")
+STATES = ("healthy", "down", "starting", "unknown", "faulted")
 HISTORY = 30  # latencies kept per device for its sparkline
 
 
@@ -54,6 +54,8 @@ class FleetView:
         self.unserved = {name: e.error for name, e in serve_errors.items() if current.get(e.worker) == e.pid}
 
     def state(self, name: str, now: float) -> str:
+        if self.faults.get(name):
+            return "faulted"  # on purpose: whatever the polls say
         if name in self.unserved:
             return "down"
         last = self.last.get(name)

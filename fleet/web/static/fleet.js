@@ -2,7 +2,7 @@
 // with live values (server-sent events).  Plain JS, no build step.
 "use strict";
 (function () {
-  const COLOURS = { healthy: "#2e9e44", down: "#d62b2b", starting: "#e0b020", unknown: "#9a5fc0" };
+  const COLOURS = { healthy: "#2e9e44", down: "#d62b2b", starting: "#e0b020", unknown: "#9a5fc0", faulted: "#e05fd0" };
   const HISTORY = 30;
   const $ = (id) => document.getElementById(id);
   const grid = $("grid"), ctx = grid.getContext("2d");
