@@ -96,8 +96,13 @@ def test_metrics_per_device_worker_and_fleet(live: CliFleet) -> None:
 def test_error_replies_are_counted(live: CliFleet) -> None:
     url = web(live) + "api/devices/line1/write"
     assert post_json(url, {"target": "SCADA[99]", "value": "1"}, token(live))[0] == 502  # out of range
-    errors = metric_samples(live.status()["metrics"]).get("cpppo_fleet_worker_error_replies_total", [])
-    assert any(s.labels["kind"] == "enip" and s.labels["code"] == "0x4d" and s.value >= 1 for s in errors)
+    url = live.status()["metrics"]
+
+    def counted() -> bool:  # the workers' figures are gathered every health interval
+        errors = metric_samples(url).get("cpppo_fleet_worker_error_replies_total", [])
+        return any(s.labels["kind"] == "enip" and s.labels["code"] == "0x4d" and s.value >= 1 for s in errors)
+
+    until(counted, 10, "the Write Tag error reply counted")
 
 
 @pytest.mark.parametrize(("device", "target", "value", "shown"), [
