@@ -129,12 +129,40 @@ def test_writes_need_the_right_token(live: CliFleet, device: str, target: str, v
     assert current() == shown[2]
 
 
+def test_faults_from_the_page_need_the_right_token(live: CliFleet) -> None:
+    base, secret = web(live), token(live)
+    url = base + "api/devices/pump2/"
+
+    def faults_active() -> float:
+        samples = metric_samples(live.status()["metrics"])["cpppo_fleet_device_faults_active"]
+        return {s.labels["device"]: s.value for s in samples}["pump2"]
+
+    for what, body in (("fault", {"kind": "offline", "for": "60s"}), ("clear", {})):
+        for given, status in ((None, 401), ("not-" + secret, 401)):
+            assert post_json(url + what, body, given)[0] == status
+    assert "pump2" not in live.status()["faults"] and faults_active() == 0
+    assert post_json(url + "fault", {"kind": "sideways"}, secret)[0] == 400
+    status, body = post_json(url + "fault", {"kind": "offline", "for": "60s"}, secret)
+    assert status == 200 and body["done"] == ["pump2"], body
+    try:
+        until(lambda: live.devices()["pump2"]["state"] == "faulted", 20, "pump2 faulted in status")
+        until(lambda: faults_active() == 1, 20, "the faults gauge at 1")
+        states = json.loads(fetch(base + "api/status")[1])
+        assert states["faults"][[d[0] for d in states["devices"]].index("pump2")] == "offline"
+    finally:
+        status, body = post_json(url + "clear", {}, secret)
+    assert status == 200 and body["done"] == ["pump2"]
+    until(lambda: faults_active() == 0 and live.devices()["pump2"]["state"] == "healthy", 30, "cleared")
+
+
 def test_a_page_without_a_token_is_read_only(live: CliFleet) -> None:
-    with serving(make_app(FleetView(live.plan), token=None)) as url:
+    with serving(make_app(FleetView(live.plan), token=None, control=live.state / "control")) as url:
         for given in (None, token(live)):
-            status, body = post_json(url + "api/devices/line1/write", {"target": "SCADA[0]", "value": "5"},
-                                     given)
-            assert status == 403 and "read-only" in body["error"]
+            for what, body in (("write", {"target": "SCADA[0]", "value": "5"}), ("fault", {"kind": "offline"}),
+                               ("clear", {})):
+                status, answer = post_json(url + f"api/devices/line1/{what}", body, given)
+                assert status == 403 and "read-only" in answer["error"]
+        assert "line1" not in live.status()["faults"]
         assert fetch(url + "metrics")[0] == 404  # no metrics given to this app
 
 
@@ -215,6 +243,19 @@ def test_page_in_chromium(live: CliFleet, tmp_path: Path) -> None:
         until(lambda: "wrote SCADA[6] = 777" in driver.find_element(By.ID, "wresult").text, 10, "the write")
         until(lambda: "777" in driver.find_element(By.ID, "values").text, 20, "the page's own write shown")
         screenshot(driver, tmp_path, "fleet-page-device.png")
+
+        Select(driver.find_element(By.ID, "fkind")).select_by_visible_text("offline")  # a fault button
+        driver.find_element(By.ID, "inject").click()
+        until(lambda: "injected on 1 device" in driver.find_element(By.ID, "fresult").text, 10, "injected")
+        try:
+            until(lambda: driver.execute_script("return window.fleet.stateOf('line2')") == "faulted", 20,
+                  "line2 faulted on the page")
+            screenshot(driver, tmp_path, "fleet-page-faulted.png")
+        finally:
+            driver.find_element(By.ID, "clear").click()
+            until(lambda: "cleared on 1 device" in driver.find_element(By.ID, "fresult").text, 10, "cleared")
+        until(lambda: driver.execute_script("return window.fleet.stateOf('line2')") == "healthy", 30,
+              "line2 healthy again")
 
 
 def synthetic_view(count: int, seed: int = 16) -> tuple[FleetView, dict[str, str]]:

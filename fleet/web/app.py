@@ -8,6 +8,8 @@ its JSON and server-sent-event feeds, a device's live values, token-guarded writ
     GET  /api/devices/<name>               identity and current values (read from the device now)
     GET  /api/devices/<name>/events        SSE: its values, every ``period`` seconds
     POST /api/devices/<name>/write         {"target": "SCADA[3]" | "40001", "value": "4"}: needs the token
+    POST /api/devices/<name>/fault         {"kind": "offline", "arg": null, "for": "30s"}: needs the token
+    POST /api/devices/<name>/clear         end its fault: needs the token
     GET  /metrics                          Prometheus text format
 
 Writes need ``Authorization: Bearer <token>`` (compared in constant time); a page served with
@@ -22,6 +24,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -37,15 +40,17 @@ TOKEN_VARIABLE = "CPPPO_FLEET_TOKEN"  # the fleet's write token, instead of <sta
 
 
 def make_app(view: Any, *, token: str | None = None, metrics: Callable[[], Awaitable[bytes]] | None = None,
-             period: float = 1.0, timeout: float = 2.0) -> web.Application:
-    """The application over ``view``; ``metrics`` returns the /metrics body."""
+             period: float = 1.0, timeout: float = 2.0, control: Path | None = None) -> web.Application:
+    """The application over ``view``; ``metrics`` returns the /metrics body; ``control``: the
+    fleet's control folder (:mod:`fleet.control`), for injecting and clearing faults."""
     app = web.Application(client_max_size=MAX_BODY)
 
     async def page(_request: web.Request) -> web.Response:
         return web.Response(text=(STATIC / "index.html").read_text(), content_type="text/html")
 
     async def status(_request: web.Request) -> web.Response:
-        return web.json_response({**view.snapshot(full=True), "write": token is not None})
+        return web.json_response({**view.snapshot(full=True), "write": token is not None,
+                                  "faults_enabled": control is not None})
 
     async def sse(request: web.Request,
                   produce: Callable[[], Awaitable[dict[str, Any]]]) -> web.StreamResponse:
@@ -92,20 +97,36 @@ def make_app(view: Any, *, token: str | None = None, metrics: Callable[[], Await
                 return {"values": await reader.values()}
             return await sse(request, produce)
 
-    async def write(request: web.Request) -> web.Response:
-        device = device_of(request)
+    def refused(request: web.Request) -> web.Response | None:
+        """The answer to a request that may not change anything (None: it may)."""
         if token is None:
             return web.json_response({"error": f"the fleet page is read-only: no write token (set "
                                                f"${TOKEN_VARIABLE} or keep <state>/web-token)"}, status=403)
-        refused = check_token(request, token)
-        if refused is not None:
-            return web.json_response({"error": refused}, status=401,
+        why = check_token(request, token)
+        if why is not None:
+            return web.json_response({"error": why}, status=401,
                                      headers={"WWW-Authenticate": 'Bearer realm="cpppo-fleet"'})
+        return None
+
+    async def body_of(request: web.Request, *keys: str) -> dict[str, Any] | web.Response:
         try:
             body = await request.json()
-            target, value = str(body["target"]), str(body["value"])
-        except (ValueError, KeyError, TypeError):
-            return web.json_response({"error": 'expected JSON {"target": ..., "value": ...}'}, status=400)
+            if not isinstance(body, dict) or any(k not in body for k in keys):
+                raise ValueError
+            return body
+        except ValueError:
+            wanted = ", ".join(f'"{k}": ...' for k in keys)
+            return web.json_response({"error": f"expected JSON {{{wanted}}}"}, status=400)
+
+    async def write(request: web.Request) -> web.Response:
+        device = device_of(request)
+        no = refused(request)
+        if no is not None:
+            return no
+        body = await body_of(request, "target", "value")
+        if isinstance(body, web.Response):
+            return body
+        target, value = str(body["target"]), str(body["value"])
         async with DeviceReader(device, timeout) as reader:
             try:
                 await reader.write(target, value)
@@ -115,6 +136,32 @@ def make_app(view: Any, *, token: str | None = None, metrics: Callable[[], Await
                 return web.json_response({"error": _why(exc)}, status=502)
         log.info("%s: %s = %s (fleet page)", device.name, target, value)
         return web.json_response({"ok": True, "device": device.name, "target": target, "value": value})
+
+    async def fault(request: web.Request) -> web.Response:
+        from cpppo.faults import FaultError, parse_fault
+        from fleet import faults
+
+        device = device_of(request)
+        no = refused(request)
+        if no is not None:
+            return no
+        clearing = request.path.endswith("/clear")
+        body = {} if clearing else await body_of(request, "kind")
+        if isinstance(body, web.Response):
+            return body
+        try:
+            if clearing:
+                done, failed = await asyncio.to_thread(faults.clear, control, [device], "page")
+            else:
+                arg = None if body.get("arg") in (None, "") else str(body["arg"])
+                the_fault = parse_fault(str(body["kind"]), arg, duration=body.get("for") or None)
+                done, failed = await asyncio.to_thread(faults.apply, control, [device], the_fault, "page")
+        except FaultError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        if failed:
+            return web.json_response({"error": "; ".join(failed.values())}, status=502)
+        log.info("%s: fault %s (fleet page)", device.name, "cleared" if clearing else body["kind"])
+        return web.json_response({"ok": True, "device": device.name, "done": done})
 
     async def prometheus(_request: web.Request) -> web.Response:
         from fleet.metrics import CONTENT_TYPE
@@ -128,6 +175,9 @@ def make_app(view: Any, *, token: str | None = None, metrics: Callable[[], Await
     app.router.add_get("/api/devices/{name}", detail)
     app.router.add_get("/api/devices/{name}/events", values)
     app.router.add_post("/api/devices/{name}/write", write)
+    if control is not None:
+        app.router.add_post("/api/devices/{name}/fault", fault)
+        app.router.add_post("/api/devices/{name}/clear", fault)
     if metrics is not None:
         app.router.add_get("/metrics", prometheus)
     return app

@@ -112,8 +112,10 @@ async def start_web(plan: Plan, state_dir: Path, period: float = 1.0) -> FleetWe
             elapsed = asyncio.get_running_loop().time() - begun
             await asyncio.sleep(max(0.1, fleet.health_interval - elapsed))
 
+    from fleet.control import control_dir
+
     app = make_app(view, token=fleet_token(state_dir), metrics=metrics, period=period,
-                   timeout=plan.fleet.health_timeout)
+                   timeout=plan.fleet.health_timeout, control=control_dir(state_dir))
     host, port = web_address(plan)
     runner, bound, port = await start_site(app, host, port, "the fleet page")
     shown = bound if bound != "0.0.0.0" else socket.gethostbyname(socket.gethostname())

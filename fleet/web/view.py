@@ -90,7 +90,8 @@ class FleetView:
             "state": [index[r["state"]] for r in rows],
             "latency": [None if r["latency"] is None else round(r["latency"] * 1000, 2) for r in rows],
             "error": [r["error"] for r in rows], "checked": [r["checked"] for r in rows],
-            "restarts": [r["restarts"] for r in rows], "faults": [len(r["faults"]) for r in rows],
+            "restarts": [r["restarts"] for r in rows],
+            "faults": [", ".join(r["faults"]) or None for r in rows],
         }
         if full:
             out["devices"] = [[r["name"], r["kind"], r["address"], r["worker"]] for r in rows]

@@ -108,6 +108,8 @@
     applyFilter();
     $("readonly").hidden = !!fleet.write;
     $("send").disabled = !fleet.write;
+    $("faultform").hidden = !fleet.faults_enabled;
+    $("inject").disabled = $("clear").disabled = !fleet.write;
   }
 
   function update(data) {
@@ -123,7 +125,7 @@
     api.updates++;
     summary();
     if ($("state").value) applyFilter(); else requestDraw();  // a state filter follows the states
-    if (selected !== null) showState(selected);
+    if (selected !== null) { showState(selected); $("factive").textContent = fleet.faults[selected] || ""; }
     $("feed").textContent = "live · " + new Date(data.time * 1000).toLocaleTimeString();
   }
 
@@ -140,7 +142,8 @@
     $("dstate").innerHTML = "";
     const line = document.createElement("div");
     line.textContent = `${stateName(i)} · ${d[1]} at ${d[2]} · worker ${d[3]} · ` +
-      (lat === null ? "no latency" : lat.toFixed(2) + " ms") + ` · restarts ${fleet.restarts[i]} · faults ${fleet.faults[i]}` +
+      (lat === null ? "no latency" : lat.toFixed(2) + " ms") + ` · restarts ${fleet.restarts[i]}` +
+      (fleet.faults[i] ? ` · fault: ${fleet.faults[i]}` : "") +
       (fleet.error[i] ? ` · ${fleet.error[i]}` : "");
     line.className = "state-" + stateName(i);
     $("dstate").appendChild(line);
@@ -176,6 +179,8 @@
     $("detail").hidden = false; $("dname").textContent = name; $("values").textContent = "reading…";
     $("identity").innerHTML = ""; $("wresult").textContent = "";
     showState(i);
+    $("factive").textContent = fleet.faults[i] || "";
+    $("fresult").textContent = "";
     api.valueUpdates = 0;
     const answer = await fetch("/api/devices/" + encodeURIComponent(name));
     const data = await answer.json();
@@ -202,21 +207,40 @@
   }
   window.addEventListener("resize", layout);
   $("token").value = sessionStorage.getItem("cpppo-fleet-token") || "";
+  async function post(what, body) {  // a token-guarded change to the selected device
+    const token = $("token").value;
+    sessionStorage.setItem("cpppo-fleet-token", token);
+    const answer = await fetch("/api/devices/" + encodeURIComponent(fleet.devices[selected][0]) + "/" + what, {
+      method: "POST", headers: { "Content-Type": "application/json", Authorization: "Bearer " + token },
+      body: JSON.stringify(body),
+    });
+    return [answer, await answer.json()];
+  }
+
   $("write").addEventListener("submit", async (e) => {
     e.preventDefault();
     if (selected === null) return;
-    const token = $("token").value;
-    sessionStorage.setItem("cpppo-fleet-token", token);
-    const answer = await fetch("/api/devices/" + encodeURIComponent(fleet.devices[selected][0]) + "/write", {
-      method: "POST", headers: { "Content-Type": "application/json", Authorization: "Bearer " + token },
-      body: JSON.stringify({ target: $("target").value, value: $("value").value }),
-    });
-    const data = await answer.json();
+    const [answer, data] = await post("write", { target: $("target").value, value: $("value").value });
     const out = $("wresult");
     out.textContent = answer.ok ? `wrote ${data.target} = ${data.value}` : `${answer.status}: ${data.error}`;
     out.className = answer.ok ? "ok" : "err";
     api.lastWrite = { status: answer.status, data: data };
   });
+
+  async function faultAction(what, body) {
+    if (selected === null) return;
+    const [answer, data] = await post(what, body);
+    const out = $("fresult");
+    out.textContent = answer.ok ? `${what === "clear" ? "cleared" : "injected"} on ${data.done.length} device(s)`
+      : `${answer.status}: ${data.error}`;
+    out.className = answer.ok ? "ok" : "err";
+    api.lastFault = { status: answer.status, data: data };
+  }
+  $("faultform").addEventListener("submit", (e) => {
+    e.preventDefault();
+    faultAction("fault", { kind: $("fkind").value, arg: $("farg").value, for: $("ffor").value });
+  });
+  $("clear").addEventListener("click", () => faultAction("clear", {}));
 
   api.visibleNames = () => visible.map((i) => fleet.devices[i][0]);
   api.stateOf = (name) => { const i = fleet.devices.findIndex((d) => d[0] === name); return i < 0 ? null : stateName(i); };
