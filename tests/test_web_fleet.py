@@ -158,8 +158,8 @@ def test_faults_from_the_page_need_the_right_token(live: CliFleet) -> None:
 def test_a_page_without_a_token_is_read_only(live: CliFleet) -> None:
     with serving(make_app(FleetView(live.plan), token=None, control=live.state / "control")) as url:
         for given in (None, token(live)):
-            for what, body in (("write", {"target": "SCADA[0]", "value": "5"}), ("fault", {"kind": "offline"}),
-                               ("clear", {})):
+            for what, body in (("write", {"target": "SCADA[0]", "value": "5"}),
+                               ("fault", {"kind": "offline"}), ("clear", {})):
                 status, answer = post_json(url + f"api/devices/line1/{what}", body, given)
                 assert status == 403 and "read-only" in answer["error"]
         assert "line1" not in live.status()["faults"]
