@@ -97,8 +97,10 @@ async def start_web(plan: Plan, state_dir: Path, period: float = 1.0) -> FleetWe
     collector = FleetCollector(view)
     registry.register(collector)
 
-    async def metrics() -> bytes:  # never waits on a worker: their figures are kept fresh below
-        return generate_latest(registry)
+    async def metrics() -> bytes:
+        """Never waits on a worker (their figures are kept fresh below); rendered in a thread,
+        so that a large fleet's text (~1.5 kB a device) does not hold up the polls."""
+        return await asyncio.to_thread(generate_latest, registry)
 
     async def scrape_forever() -> None:
         """The workers' /metrics every health interval (a hung worker costs one timeout here,
