@@ -285,26 +285,36 @@ def synthetic_view(count: int, seed: int = 16) -> tuple[FleetView, dict[str, str
     return view, expected
 
 
+def load_page(driver: Any, url: str, expected: dict[str, str]) -> dict[str, float]:
+    """Load the page; its timings (ms after navigation began, and of drawing)."""
+    begun = time.monotonic()
+    driver.get(url)
+    driver.execute_async_script("window.fleet.ready.then(arguments[0])")
+    until(lambda: driver.execute_script("return window.fleet.renders") >= 1, 30, "the first render")
+    loaded = time.monotonic() - begun
+    timing = driver.execute_script("return {draw: window.fleet.firstRenderMs, ready: window.fleet.loadedAt, "
+                                   "rendered: window.fleet.firstRenderAt}")
+    assert page_state(driver) == expected
+    until(lambda: driver.execute_script("return window.fleet.updates") >= 2, 30, "live updates")
+    return {"loaded_s": round(loaded, 3), "first_draw_ms": round(timing["draw"], 1),
+            "redraw_ms": round(driver.execute_script("return window.fleet.lastRenderMs"), 1),
+            "status_loaded_ms": round(timing["ready"], 1), "first_render_ms": round(timing["rendered"], 1)}
+
+
 def test_page_with_10000_devices(tmp_path: Path) -> None:
+    """Timings are measured and reported, never asserted; the 100-device page, loaded in the
+    same run, is the peer."""
     view, expected = synthetic_view(10_000)
-    with serving(make_app(view, token=None)) as url, chromium(tmp_path, 1600, 1000) as driver:
-        begun = time.monotonic()
-        driver.get(url)
-        driver.execute_async_script("window.fleet.ready.then(arguments[0])")
-        until(lambda: driver.execute_script("return window.fleet.renders") >= 1, 30, "the first render")
-        loaded = time.monotonic() - begun
-        timing = driver.execute_script(
-            "return {draw: window.fleet.firstRenderMs, ready: window.fleet.loadedAt, "
-            "rendered: window.fleet.firstRenderAt, "
-            "nav: performance.timing.responseStart - performance.timing.navigationStart}")
-        assert page_state(driver) == expected
-        until(lambda: driver.execute_script("return window.fleet.updates") >= 2, 30, "live updates at 10,000")
-        redraws = driver.execute_script("return window.fleet.lastRenderMs")
-        screenshot(driver, tmp_path, "fleet-page-10000.png")
-    report = {"devices": 10_000, "page_loaded_to_first_render_s": round(loaded, 3),
-              "first_draw_ms": round(timing["draw"], 1), "redraw_ms": round(redraws, 1),
-              "status_loaded_ms_after_navigation": round(timing["ready"], 1),
-              "first_render_ms_after_navigation": round(timing["rendered"], 1)}
+    small, small_expected = synthetic_view(100)
+    with chromium(tmp_path, 1600, 1000) as driver:
+        with serving(make_app(small, token=None)) as url:
+            peer = load_page(driver, url, small_expected)
+        with serving(make_app(view, token=None)) as url:
+            big = load_page(driver, url, expected)
+            screenshot(driver, tmp_path, "fleet-page-10000.png")
+    ratio = big["first_render_ms"] / max(peer["first_render_ms"], 0.1)
+    report = {"devices": 10_000, **big, "peer_100_devices": peer,
+              "first_render_ratio_to_peer": round(ratio, 2)}
     print("10,000-device page:", report)
     (tmp_path / "render-10000.json").write_text(json.dumps(report))
     try:
