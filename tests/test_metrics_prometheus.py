@@ -1,7 +1,7 @@
 """A real Prometheus (Debian's ``prometheus``, started here on a loopback port with a config
 written here) scrapes a running fleet: ``cpppo_fleet_device_up`` for every device, the
-file_sd targets file discovered, and a hung worker's devices at 0 within a scrape interval
-of the health poller noticing (the measured delay is printed)."""
+file_sd targets file discovered, a hung worker's devices at 0 within a scrape interval of
+the health poller noticing (the measured delay is printed), and a killed worker's restart."""
 
 from __future__ import annotations
 
@@ -128,3 +128,15 @@ def test_prometheus_scrapes_the_fleet(tmp_path: Path, prometheus_for: Any) -> No
         until(lambda: prom.up() == dict.fromkeys(names, 1.0), 30, "back up in Prometheus")
         worker_up = prom.api("query", query="cpppo_fleet_worker_up")["result"]
         assert {r["metric"]["worker"] for r in worker_up} == {d.worker for d in fleet.plan.devices}
+
+        other = fleet.plan.devices[-1].worker  # a killed worker: supervisord restarts it
+        restarted = {d.name for d in fleet.plan.devices if d.worker == other}
+        os.kill(fleet.pids()[other], signal.SIGKILL)
+
+        def restarts() -> dict[str, float]:
+            result = prom.api("query", query="cpppo_fleet_device_restarts_total")["result"]
+            return {r["metric"]["device"]: float(r["value"][1]) for r in result}
+
+        until(lambda: restarts() == {n: 1.0 if n in restarted else 0.0 for n in names}, 30,
+              "the restart counted in Prometheus")
+        until(lambda: prom.up() == dict.fromkeys(names, 1.0), 30, "the restarted worker's devices up")
