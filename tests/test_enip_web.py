@@ -436,3 +436,23 @@ def test_oversized_traversal_and_unknown_methods_change_nothing(sim: Served) -> 
         answer = raw.recv(4096)
     assert answer.split(b" ")[1] == b"404" and b"root:" not in answer
     assert _state(sim) == before
+
+
+def test_enip_server_cli_web_token_flag_and_read_only_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CPPPO_WEB_TOKEN", raising=False)
+    for extra, writes in ((["--web-token", TOKEN], {None: 401, TOKEN: 200}), ([], {None: 403, TOKEN: 403})):
+        eport, wport = free_port(), free_port()
+        argv = python_module("cpppo.server.enip", "-a", f"127.0.0.1:{eport}", "--web", f"127.0.0.1:{wport}",
+                             *extra, "SCADA=INT[10]")
+        with running(argv, listen=("127.0.0.1", wport)):
+            for token, status in writes.items():
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                request = urllib.request.Request(f"http://127.0.0.1:{wport}/api/tags/SCADA/attribute[1]=5",
+                                                 headers=headers)
+                try:
+                    with urllib.request.urlopen(request, timeout=5) as answer:
+                        got = answer.status
+                except urllib.error.HTTPError as exc:
+                    got = exc.code
+                    exc.close()
+                assert got == status, (extra, token)
