@@ -18,7 +18,8 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Iterable
+import zlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,16 @@ def describe(exc: BaseException, timeout: float) -> str:
         return str(exc).splitlines()[0] if str(exc) else f"no answer within {timeout:g} s"
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def offset(name: str) -> float:
+    """A device's stable place in the health interval, in [0, 1): the same in every sweep and
+    every poller process (a hash of its name, not Python's salted ``hash``).
+
+    >>> offset("line001") == offset("line001"), 0 <= offset("x") < 1
+    (True, True)
+    """
+    return zlib.crc32(name.encode()) / 2**32
 
 
 class Poller:
@@ -79,13 +90,22 @@ class Poller:
             await self._drop(device.name)
         return HealthResult(device.name, True, time.monotonic() - begun, None, time.time())
 
-    async def sweep(self, devices: Iterable[PlannedDevice]) -> list[HealthResult]:
-        """Poll every device once, at most ``concurrency`` at a time; results in plan order."""
+    async def sweep(self, devices: Iterable[PlannedDevice], spread: float = 0.0,
+                    on_result: Callable[[HealthResult], None] | None = None) -> list[HealthResult]:
+        """Poll every device once, at most ``concurrency`` at a time; results in plan order.
+        ``spread``: start each device's poll at its own stable offset within that many seconds
+        (:func:`offset`), so polls do not queue behind each other and a latency is the
+        device's own; ``on_result`` is called as each poll ends."""
         limit = asyncio.Semaphore(self.concurrency)
 
         async def bounded(device: PlannedDevice) -> HealthResult:
+            if spread > 0:
+                await asyncio.sleep(offset(device.name) * spread)
             async with limit:
-                return await self.poll(device)
+                result = await self.poll(device)
+            if on_result is not None:
+                on_result(result)
+            return result
 
         return list(await asyncio.gather(*(bounded(d) for d in devices)))
 
@@ -140,12 +160,21 @@ class Schedule:
         failing: set[str] = set()
         sweeps = 0
         store = open_store(self.database)
+        web = await self._start_web()
+        plan = self.plan
         try:
             while not self.stopping.is_set() and (max_sweeps is None or sweeps < max_sweeps):
                 begun = time.monotonic()
                 self._reload()
-                results = await poller.sweep(self.plan.devices)
+                if web is not None and self.plan is not plan:
+                    plan = self.plan
+                    web.follow(plan)
+                spread = max(0.0, fleet.health_interval - fleet.health_timeout)
+                results = await poller.sweep(self.plan.devices, spread,
+                                             web.view.record if web is not None else None)
                 store = self._record(store, results, fleet.health_retention)
+                if web is not None:
+                    web.refresh(store)
                 sweeps += 1
                 now_failing = {r.device for r in results if not r.ok}
                 for r in results:
@@ -162,7 +191,21 @@ class Schedule:
                     await asyncio.wait_for(self.stopping.wait(), pause)
         finally:
             store.close()
+            if web is not None:
+                await web.close()
         await poller.close()
+
+    async def _start_web(self) -> Any:
+        """The fleet page and /metrics (:mod:`fleet.web.serve`); None, logged, when the
+        address cannot be bound (health polling matters more)."""
+        from cpppo.server.aioweb import WebBindError
+        from fleet.web.serve import start_web
+
+        try:
+            return await start_web(self.plan, self.state_dir)  # type: ignore[arg-type]
+        except WebBindError as exc:
+            log.error("%s", exc.strerror)
+            return None
 
     @property
     def database(self) -> Path:

@@ -202,7 +202,14 @@ async def serve_spec(spec: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)
-    await worker.run()
+    from fleet.metrics import serve_worker_metrics
+
+    metrics = await serve_worker_metrics(name, worker.servers, worker.devices, spec.get("state_dir"))
+    try:
+        await worker.run()
+    finally:
+        if metrics is not None:
+            await metrics.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from cpppo.server.enip import client
 from tests.support import free_port, python_module, running
 
 SPECS = ["SCADA=INT[1000]", "FLOAT=REAL", "TEXT=SSTRING[4]", "FLAG=BOOL"]
+TOKEN = "test-token-" + "x" * 20
 
 
 class Served:
@@ -40,9 +41,13 @@ class Served:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.web.port}/{path.lstrip('/')}"
 
-    def get(self, path: str, accept: str | None = None) -> tuple[int, Any]:
-        """(HTTP status, decoded JSON body) of GET ``path``; 4xx/5xx answers are returned too."""
-        request = urllib.request.Request(self.url(path), headers={"Accept": accept} if accept else {})
+    def get(self, path: str, accept: str | None = None, token: str | None = TOKEN) -> tuple[int, Any]:
+        """(HTTP status, decoded JSON body) of GET ``path`` (sending the write ``token``);
+        4xx/5xx answers are returned too."""
+        headers = {"Accept": accept} if accept else {}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(self.url(path), headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=5) as answer:
                 return answer.status, json.loads(answer.read())
@@ -60,7 +65,7 @@ class Served:
 
 
 @contextlib.contextmanager
-def served(specs: list[str] = SPECS, delay: Any = None) -> Iterator[Served]:
+def served(specs: list[str] = SPECS, delay: Any = None, token: str | None = TOKEN) -> Iterator[Served]:
     loop = asyncio.new_event_loop()
     done = threading.Event()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -69,7 +74,7 @@ def served(specs: list[str] = SPECS, delay: Any = None) -> Iterator[Served]:
     async def start() -> tuple[ServerHandle, WebHandle]:
         device = Device.from_specs(specs)
         server = await serve(device, "127.0.0.1", 0, udp=False, delay=delay)
-        web = await serve_web(device, server, "127.0.0.1", 0, on_done=done.set)
+        web = await serve_web(device, server, "127.0.0.1", 0, on_done=done.set, token=token)
         return server, web
 
     server, web = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
@@ -324,23 +329,26 @@ def test_only_get_and_head(sim: Served) -> None:
 
 
 @pytest.mark.parametrize(("head", "status"), [(b"GARBAGE\r\n\r\n", b"400"),
-                                              (b"GET /api HTTP/1.1\r\nX: " + b"y" * 20000, b"431")])
+                                              (b"GET /api HTTP/1.1\r\nX: " + b"y" * 20000, b"400")])
 def test_malformed_requests_get_an_answer_not_a_crash(sim: Served, head: bytes, status: bytes) -> None:
     with socket.create_connection(("127.0.0.1", sim.web.port), timeout=5) as raw:
         raw.sendall(head)
-        assert raw.recv(64).startswith(b"HTTP/1.1 " + status)
+        assert raw.recv(64).split(b" ")[1] == status  # HTTP/1.0 when the request line has no version
     assert sim.ok("api/tags/SCADA")["command"] == {}
 
 
 # --- the CLI ----------------------------------------------------------------------------------------
 
-def test_enip_server_cli_serves_the_web_api_until_done() -> None:
+def test_enip_server_cli_serves_the_web_api_until_done(monkeypatch: pytest.MonkeyPatch) -> None:
     eport, wport = free_port(), free_port()
+    monkeypatch.setenv("CPPPO_WEB_TOKEN", TOKEN)  # the token from the environment
     argv = python_module("cpppo.server.enip", "-v", "-a", f"127.0.0.1:{eport}", "--web",
-                         f"127.0.0.1:{wport}", "SCADA=INT[1000]", "--delay", "0.25-0.75")
+                         f":{wport}", "SCADA=INT[1000]", "--delay", "0.25-0.75")
     with running(argv, listen=("127.0.0.1", wport)) as proc:
         def get(path: str) -> Any:
-            with urllib.request.urlopen(f"http://127.0.0.1:{wport}/{path}", timeout=5) as answer:
+            request = urllib.request.Request(f"http://127.0.0.1:{wport}/{path}",
+                                             headers={"Authorization": f"Bearer {TOKEN}"})
+            with urllib.request.urlopen(request, timeout=5) as answer:
                 return json.loads(answer.read())
         assert get("api/options")["data"]["options"]["delay"] == {"value": 0.5, "range": "0.25-0.75"}
         get("api/options/delay/value=0")
@@ -366,3 +374,85 @@ def test_enip_server_cli_bad_web_address() -> None:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and "cannot serve the web API on 127.0.0.1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- the write token ---------------------------------------------------------------------------------
+
+WRITES = ["api/options/delay/value=0.5", "api/options/delay/range=0.1-0.2", "api/server/control/done=true",
+          "api/server/control/disable=true", "api/server/control/latency=0.5",
+          "api/server/control/timeout=0.5", "api/tags/SCADA/attribute[3]=4", "api/tags/FLOAT/attribute=2.5",
+          "api/tags/SCADA/error=8", "api/connections/*/eof=true",
+          "api?group=tags&match=SCADA&command=error&value=8"]
+
+
+def _state(sim: Served) -> dict[str, Any]:
+    return sim.ok("api")["data"]
+
+
+@pytest.mark.parametrize("path", WRITES)
+def test_every_write_needs_the_token(sim: Served, path: str) -> None:
+    before = _state(sim)
+    status, body = sim.get(path, token=None)
+    assert status == 401 and "Authorization: Bearer" in body["error"] and body["command"]["success"] is False
+    status, body = sim.get(path, token="wrong-" + TOKEN)
+    assert status == 401 and body["error"] == "wrong write token"
+    assert _state(sim) == before and not sim.done.is_set()  # nothing changed
+    status, body = sim.get(path)  # the right token
+    assert status == 200, body
+    if not path.startswith("api/connections"):  # (no connection is open to close)
+        assert body["command"]["success"] is True and _state(sim) != before
+
+
+@pytest.mark.parametrize("path", WRITES)
+def test_without_a_token_the_api_is_read_only(path: str) -> None:
+    with served(token=None) as sim:
+        before = _state(sim)
+        for token in (None, TOKEN):
+            status, body = sim.get(path, token=token)
+            assert status == 403 and "read-only" in body["error"]
+        assert _state(sim) == before
+        assert sim.get("api/tags/SCADA/attribute[3]", token=None)[0] == 200  # reads still work
+
+
+def test_oversized_traversal_and_unknown_methods_change_nothing(sim: Served) -> None:
+    before = _state(sim)
+    with socket.create_connection(("127.0.0.1", sim.web.port), timeout=5) as raw:  # a long request line
+        raw.sendall(b"GET /api/tags/SCADA/attribute[3]=" + b"9" * 20000 + b" HTTP/1.1\r\n\r\n")
+        assert raw.recv(64).split(b" ")[1].startswith(b"4")
+    for method in ("PUT", "DELETE", "PATCH", "OPTIONS"):
+        request = urllib.request.Request(sim.url("api/tags/SCADA/attribute[3]=9"), method=method,
+                                         headers={"Authorization": f"Bearer {TOKEN}"})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=5)
+        assert info.value.code == 405
+        info.value.close()
+    request = urllib.request.Request(sim.url("api"), data=b"x" * 100_000, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5)
+    assert 400 <= info.value.code < 500
+    info.value.close()
+    with socket.create_connection(("127.0.0.1", sim.web.port), timeout=5) as raw:  # no normalising to /api
+        raw.sendall(b"GET /x/../../etc/passwd HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        answer = raw.recv(4096)
+    assert answer.split(b" ")[1] == b"404" and b"root:" not in answer
+    assert _state(sim) == before
+
+
+def test_enip_server_cli_web_token_flag_and_read_only_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CPPPO_WEB_TOKEN", raising=False)
+    for extra, writes in ((["--web-token", TOKEN], {None: 401, TOKEN: 200}), ([], {None: 403, TOKEN: 403})):
+        eport, wport = free_port(), free_port()
+        argv = python_module("cpppo.server.enip", "-a", f"127.0.0.1:{eport}", "--web", f"127.0.0.1:{wport}",
+                             *extra, "SCADA=INT[10]")
+        with running(argv, listen=("127.0.0.1", wport)):
+            for token, status in writes.items():
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                request = urllib.request.Request(f"http://127.0.0.1:{wport}/api/tags/SCADA/attribute[1]=5",
+                                                 headers=headers)
+                try:
+                    with urllib.request.urlopen(request, timeout=5) as answer:
+                        got = answer.status
+                except urllib.error.HTTPError as exc:
+                    got = exc.code
+                    exc.close()
+                assert got == status, (extra, token)

@@ -105,6 +105,7 @@ class _Connection(asyncio.Protocol):
         handle = server.device.handle
         max_frame = server.settings.max_frame
         decode_from, encode = framer.decode_from, framer.encode
+        served = server.served
         position, size = 0, len(data)
         try:
             while position < size:
@@ -121,7 +122,12 @@ class _Connection(asyncio.Protocol):
                         continue
                     replies.append(reply)
                     continue
-                replies.append(encode(header.transaction_id, header.unit_id, handle(header.unit_id, pdu)))
+                reply = handle(header.unit_id, pdu)
+                function = pdu[0] if pdu else 0
+                served[function] += 1
+                if reply[:1] and reply[0] & 0x80:  # an exception reply
+                    server.failed[function] += 1
+                replies.append(encode(header.transaction_id, header.unit_id, reply))
         except FrameError as exc:
             log.info("%s: closing %s: %s", server, self.peer, exc)
             self._send(replies)
@@ -204,6 +210,8 @@ class ModbusServer:
         self.delay = delay_source(delay)
         self.settings = settings
         self.connections: set[_Connection] = set()
+        self.served: collections.Counter[int] = collections.Counter()  # function code -> requests
+        self.failed: collections.Counter[int] = collections.Counter()  # function code -> exception replies
         self.loop = asyncio.get_running_loop()
         self.host = ""
         self.port = 0

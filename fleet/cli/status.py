@@ -1,4 +1,5 @@
-"""``cpppo-fleet status`` (per-device table from the health store) and ``poll`` (one sweep now)."""
+"""``cpppo-fleet status`` (per-device table from the health store; ``--watch``: live) and
+``poll`` (one sweep now)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import typer
 from fleet.cli.common import EXIT_FAILED, FLEET_FILE, STATE_DIR, backend_for, command_hint, fail
 
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
+WATCH = typer.Option(False, "--watch", "-w", help="Refresh a live table in place (Ctrl-C ends it), "
+                                                  "worst devices first.")
+INTERVAL = typer.Option(1.0, "--interval", min=0.1, help="Seconds between --watch refreshes.")
+COUNT = typer.Option(0, "--count", min=0, help="Stop --watch after this many refreshes (0: never).")
 
 
 def _ms(seconds: float | None) -> str:
@@ -26,23 +31,13 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: bool = JSON,
-           faults_ok: bool = typer.Option(False, "--faults-ok",
-                                          help="Injected faults do not count: exit 0 when every device "
-                                               "is healthy or faulted on purpose.")) -> None:
-    """Per device: state, IP:port, worker, uptime, restarts, last health result and latency
-    (last, p50, p99), injected fault; exit 0 only when every device is healthy."""
+def _collect(plan, backend, quiet: bool = False):  # -> (programs, reports, starts, injected faults)
     from fleet.control import control_dir
     from fleet.faults import active
-    from fleet.report import device_reports, summary
-    from fleet.states import DeviceState
+    from fleet.report import device_reports
     from fleet.store import Store, StoreError
 
-    plan, backend = backend_for(path, state_dir)
     programs = backend.status()
-    if not programs and not as_json:
-        fail(f"fleet {plan.fleet.name!r} is not up (0 healthy / {len(plan.devices)} total); "
-             f"bring it up with: cpppo-fleet up {command_hint(path, state_dir)}")
     applied = backend.applied_plan() if programs else None
     history, starts, unserved = {}, {}, {}
     if programs and backend.state.database.exists():
@@ -50,15 +45,42 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
             with Store(backend.state.database) as store:
                 history, starts, unserved = store.history(), store.starts(), store.serve_errors()
         except StoreError as exc:
-            typer.echo(f"cpppo-fleet: {exc} (no health results to show; the health poller starts "
-                       "a new database)", err=True)
+            if not quiet:
+                typer.echo(f"cpppo-fleet: {exc} (no health results to show; the health poller starts "
+                           "a new database)", err=True)
     injected = active(control_dir(backend.state.root)) if programs else {}
     reports = device_reports(plan, applied, programs, history, starts, serve_errors=unserved, faults=injected)
+    return programs, reports, starts, injected
+
+
+def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: bool = JSON,
+           faults_ok: bool = typer.Option(False, "--faults-ok",
+                                          help="Injected faults do not count: exit 0 when every device "
+                                               "is healthy or faulted on purpose."),
+           watch: bool = WATCH, interval: float = INTERVAL, count: int = COUNT) -> None:
+    """Per device: state, IP:port, worker, uptime, restarts, last health result and latency
+    (last, p50, p99), injected fault; exit 0 only when every device is healthy.  ``--watch``:
+    a live table, worst devices first."""
+    from fleet.report import summary
+    from fleet.states import DeviceState
+    from fleet.web.serve import read_web
+
+    plan, backend = backend_for(path, state_dir)
+    if watch:
+        from fleet.cli.watch import watch as live
+
+        live(plan, lambda: _collect(plan, backend, quiet=True)[:3], interval, count)
+        return
+    programs, reports, _starts, injected = _collect(plan, backend)
+    if not programs and not as_json:
+        fail(f"fleet {plan.fleet.name!r} is not up (0 healthy / {len(plan.devices)} total); "
+             f"bring it up with: cpppo-fleet up {command_hint(path, state_dir)}")
     line = summary(reports)
     if as_json:
         typer.echo(json.dumps({
             "fleet": plan.fleet.name, "summary": line, "up": bool(programs),
             "healthy": sum(r.state is DeviceState.HEALTHY for r in reports), "total": len(reports),
+            **((read_web(backend.state.root) or {}) if programs else {}),
             "programs": {n: {"state": p.state.value, "pid": p.pid, "started": p.started}
                          for n, p in programs.items()},
             "devices": [r.to_json() for r in reports],
@@ -72,28 +94,33 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
         raise typer.Exit(EXIT_FAILED)
 
 
-_STYLE = {"healthy": "green", "down": "red", "failed": "red", "restarting": "yellow",
-          "starting": "yellow", "stopped": "dim", "unknown": "magenta", "faulted": "bright_magenta"}
+STYLE = {"healthy": "green", "down": "red", "failed": "red", "restarting": "yellow",
+         "starting": "yellow", "stopped": "dim", "unknown": "magenta", "faulted": "bright_magenta"}
 
 
 def _table(name: str, reports, line: str) -> None:
     from rich.console import Console
+
+    console = Console(width=max(140, Console().width))
+    console.print(device_table(name, reports))
+    console.print(line, markup=False, highlight=False)
+
+
+def device_table(name: str, reports, title: str | None = None):  # -> rich.table.Table
     from rich.table import Table
 
     now = time.time()
-    table = Table(title=f"fleet {name}", title_justify="left")
+    table = Table(title=title or f"fleet {name}", title_justify="left")
     for column in ("device", "kind", "state", "address", "worker", "uptime", "restarts", "checked",
                    "ms", "p50", "p99", "fault / error"):
         table.add_column(column, justify="right" if column in ("restarts", "ms", "p50", "p99") else "left")
     for r in reports:
         state = r.state.value
-        table.add_row(r.name, r.kind, f"[{_STYLE[state]}]{state}[/]", r.endpoint, r.worker,
+        table.add_row(r.name, r.kind, f"[{STYLE[state]}]{state}[/]", r.endpoint, r.worker,
                       _duration(r.uptime), str(r.restarts),
                       "" if r.checked is None else f"{now - r.checked:.0f}s ago",
                       _ms(r.latency), _ms(r.p50), _ms(r.p99), r.fault or r.error or "")
-    console = Console(width=max(140, Console().width))
-    console.print(table)
-    console.print(line, markup=False, highlight=False)
+    return table
 
 
 def poll(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: bool = JSON) -> None:

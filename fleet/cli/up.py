@@ -35,11 +35,25 @@ def up(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, only: list[s
     typer.echo(f"fleet {plan.fleet.name!r} is up: {state} in {_count(len(applied.workers), 'worker')} "
                f"(state in {backend.state.root})")
     typer.echo(f"  status: cpppo-fleet status {hint}")
+    web = wait_web(backend.state.root, 5.0 if healthy is not None else 0.0)
+    if web is not None:
+        typer.echo(f"  page:   {web['web']}")
+        typer.echo(f"  metrics: {web['metrics']}")
     typer.echo(f"  down:   cpppo-fleet down {hint}")
     if failing:
         first = failing[0]
         fail(f"{_count(len(failing), 'device')} not healthy; first: {first.device}: {first.error}",
              EXIT_FAILED)
+
+
+def wait_web(state_dir: Path, timeout: float) -> dict[str, str] | None:
+    """The fleet page's address once the health poller has recorded it (within ``timeout``)."""
+    from fleet.web.serve import read_web
+
+    deadline = time.monotonic() + timeout
+    while (web := read_web(state_dir)) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return web
 
 
 def _count(number: int, noun: str) -> str:

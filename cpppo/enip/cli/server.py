@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from cpppo.enip.device.connections import IOPolicy
 from cpppo.enip.device.model import Attribute, Device
 from cpppo.enip.server.io import IOEngine, parse_rpi_range, parse_t_o_port, serve_adapter
 from cpppo.enip.server.transport import Settings, serve
-from cpppo.enip.web import WebBindError, parse_web_address, serve_web
+from cpppo.enip.web import TOKEN_VARIABLE, WebBindError, parse_web_address, serve_web
 from cpppo.server.hosting import bind_error_text, ensure_fd_limit, new_event_loop, parse_delay
 
 __all__ = ["main", "parse_address", "parse_delay"]
@@ -62,7 +63,10 @@ def build_parser(prog: str = "enip_server", tags_required: bool = True) -> argpa
     ap.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
     ap.add_argument("-d", "--delay", help="delay every reply: #.# seconds, or a random #.#-#.# range")
     ap.add_argument("-w", "--web", default=None, metavar="[<interface>]:<port>",
-                    help="serve the web API (http://<interface>:<port>/api) there")
+                    help="serve the web API (http://<interface>:<port>/api) there (no interface: loopback)")
+    ap.add_argument("--web-token", default=None, metavar="TOKEN",
+                    help="allow changes through the web API to requests sending this token "
+                         "(default: $CPPPO_WEB_TOKEN; without one the web API is read-only)")
     ap.add_argument("-l", "--log", help="log to this file (rotating, 10 MB x 5)")
     ap.add_argument("-p", "--print", dest="print", action="store_true", default=False,
                     help="print a line for every tag read/write")
@@ -146,10 +150,12 @@ def io_policy(args: argparse.Namespace, host: str) -> IOPolicy:
 
 async def run(device: Device, host: str, port: int, delay: Any, settings: Settings,
               stop: asyncio.Event | None = None, web: tuple[str, int] | None = None,
-              assemblies: Assemblies | None = None, policy: IOPolicy | None = None) -> None:
+              assemblies: Assemblies | None = None, policy: IOPolicy | None = None,
+              web_token: str | None = None) -> None:
     """Serve ``device`` until ``stop`` is set (or SIGINT/SIGTERM, or the web API's
-    server/control/done); ``web``: (host, port) of the web API, if wanted; ``assemblies``:
-    the ``--assembly`` instances, served as a Class 1 adapter with ``policy``."""
+    server/control/done); ``web``: (host, port) of the web API, if wanted, and ``web_token``
+    the token its changes need (None: read-only); ``assemblies``: the ``--assembly``
+    instances, served as a Class 1 adapter with ``policy``."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -169,7 +175,7 @@ async def run(device: Device, host: str, port: int, delay: Any, settings: Settin
     web_api = None
     try:
         if web is not None:
-            web_api = await serve_web(device, server, *web, on_done=stop.set)
+            web_api = await serve_web(device, server, *web, on_done=stop.set, token=web_token)
             log.log(cpppo.log.NORMAL, "web API on http://%s:%d/api", web_api.host, web_api.port)
         await stop.wait()
     finally:
@@ -215,7 +221,8 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(run(device, host, port, delay, settings, web=web, assemblies=assemblies,
-                           policy=policy))
+                           policy=policy,
+                           web_token=args.web_token or os.environ.get(TOKEN_VARIABLE) or None))
     except WebBindError as exc:
         print(f"{prog}: error: {exc.strerror}", file=sys.stderr)
         return 1

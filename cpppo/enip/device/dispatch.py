@@ -9,6 +9,7 @@ SendRRData and ``Dispatcher.connected(connection_id, message, session)`` for Sen
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import random
@@ -60,6 +61,8 @@ class Dispatcher:
         self._generation = -1
         self._ids = itertools.count(random.randrange(1 << 16, 1 << 30))
         self.io = None  # a device.connections.ConnectionManager: Class 0/1 Forward Open/Close
+        self.served: collections.Counter[int] = collections.Counter()  # CIP service -> requests
+        self.failed: collections.Counter[int] = collections.Counter()  # CIP service -> error replies
 
     # --- entry points -----------------------------------------------------------------------------
 
@@ -81,7 +84,17 @@ class Dispatcher:
         return path
 
     def route(self, message: bytes, limit: int, session: Session, connected: bool = False) -> bytes:
-        """Process one request; always returns reply bytes (errors become error replies)."""
+        """Process one request; always returns reply bytes (errors become error replies).
+        Counts it in ``served`` (and ``failed`` for a reply with a general status other than
+        success or partial transfer) by its service code."""
+        reply = self._route(message, limit, session, connected)
+        service = message[0] & 0x7F if message else 0
+        self.served[service] += 1
+        if len(reply) > 2 and reply[2] not in (0, 6):  # 6: partial transfer, more to come
+            self.failed[service] += 1
+        return reply
+
+    def _route(self, message: bytes, limit: int, session: Session, connected: bool) -> bytes:
         try:
             service, raw_path, data = cip.split_request(message)
         except CodecError as exc:

@@ -1,11 +1,16 @@
-"""A small asyncio HTTP/1.1 server for the web API: GET (and HEAD) only, one request per
-connection, JSON answers (a minimal HTML page for browsers that ask for ``text/html``).
+"""The web API over HTTP, served by aiohttp on the caller's event loop (beside the EtherNet/IP
+server, so no thread ever touches the device).  GET (and HEAD) only; JSON answers, or a
+minimal HTML page for browsers that ask for ``text/html``.
 
 Routes: ``/api[/<group>[/<match>[/<command>[/<value>]]]]`` (a last term ``<command>=<value>``
 is the same as ``<command>/<value>``; a ``.json`` suffix forces JSON; the query options
 ``group``, ``match``, ``command``, ``value`` and ``since`` override the path), and ``/``, which
-redirects to ``/api``.  It runs on the caller's event loop, beside the EtherNet/IP server, so
-no thread ever touches the device.
+redirects to ``/api``.
+
+A request that changes something (it carries a ``<value>``) needs the write token, sent as
+``Authorization: Bearer <token>`` and compared in constant time; a server given no token is
+read-only.  aiohttp's limits bound requests (head lines, fields, body size): a request over
+them, an unknown method or page gets a 4xx answer and changes nothing.
 """
 
 from __future__ import annotations
@@ -18,35 +23,30 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
+
+from aiohttp import web
 
 from cpppo.enip.device.model import Device
 from cpppo.enip.server.transport import ServerHandle
 from cpppo.enip.web.api import APIError, WebAPI
-from cpppo.server.hosting import bind_error_text
+from cpppo.server.aioweb import WebBindError, check_token, start_site
 
-__all__ = ["WebBindError", "WebHandle", "parse_web_address", "serve_web"]
+__all__ = ["TOKEN_VARIABLE", "WebBindError", "WebHandle", "parse_web_address", "serve_web"]
 
 log = logging.getLogger(__name__)
 
-MAX_HEAD = 16384  # bytes of request line and headers accepted
-READ_TIMEOUT = 10.0  # seconds a client may take to send its request
-_REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            409: "Conflict", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-            503: "Service Unavailable"}
-_HTML = {"Content-Type": "text/html; charset=utf-8"}
-
-
-class WebBindError(OSError):
-    """The web API's address could not be bound (the message names it)."""
+TOKEN_VARIABLE = "CPPPO_WEB_TOKEN"  # the write token, when --web-token is not given
+MAX_BODY = 1024  # bytes of request body accepted (the API reads none)
+_HTML = "text/html"
 
 
 def parse_web_address(text: str) -> tuple[str, int]:
     """``[<interface>]:<port>`` (or a bare ``<port>``) -> (host, port); an empty interface is
-    all of them.
+    the loopback (give ``0.0.0.0:<port>`` to serve every interface).
 
-    >>> parse_web_address(":12345"), parse_web_address("127.0.0.1:8080"), parse_web_address("80")
-    (('0.0.0.0', 12345), ('127.0.0.1', 8080), ('0.0.0.0', 80))
+    >>> parse_web_address(":12345"), parse_web_address("0.0.0.0:8080"), parse_web_address("80")
+    (('127.0.0.1', 12345), ('0.0.0.0', 8080), ('127.0.0.1', 80))
     """
     host, sep, port_text = text.strip().rpartition(":")
     if not sep:
@@ -57,11 +57,12 @@ def parse_web_address(text: str) -> tuple[str, int]:
         raise ValueError(f"bad --web {text!r}: expected [<interface>]:<port>") from None
     if not 0 <= port <= 65535:
         raise ValueError(f"bad --web {text!r}: port must be 0-65535")
-    return host.strip("[]") or "0.0.0.0", port
+    return host.strip("[]") or "127.0.0.1", port
 
 
 def _api_terms(path: str) -> tuple[list[str | None], bool]:
-    """group, match, command, value from the path after ``/api``; and whether ``.json`` was given."""
+    """group, match, command, value from the (raw) path after ``/api``; and whether ``.json``
+    was given."""
     parts = path.strip("/").split("/", 3) if path.strip("/") else []
     terms: list[str | None] = [unquote(p) or None for p in parts] + [None] * (4 - len(parts))
     forced = False
@@ -80,30 +81,70 @@ def _html_page(title: str, body: str) -> str:
             f"</title></head>\n<body>\n<pre>{html.escape(body)}</pre>\n</body>\n</html>\n")
 
 
+def _answer(status: int, content: dict[str, Any], as_html: bool, title: str,
+            headers: dict[str, str] | None = None) -> web.Response:
+    text = json.dumps(content, sort_keys=True, indent=4, default=repr)
+    if as_html:
+        return web.Response(status=status, text=_html_page(f"{status} {title}" if status >= 400 else title,
+                                                           text), content_type=_HTML, headers=headers)
+    return web.Response(status=status, text=text, content_type="application/json", headers=headers)
+
+
+def _error(status: int, message: str, content: dict[str, Any] | None = None, as_html: bool = False,
+           title: str = "api", headers: dict[str, str] | None = None) -> web.Response:
+    """An error answer: the envelope with ``error`` and a failed command."""
+    envelope = dict(content) if content else {"alarm": [], "data": {}, "since": None, "until": time.time()}
+    envelope["command"] = {"message": message, "success": False}
+    envelope["error"] = message
+    return _answer(status, envelope, as_html, title, headers)
+
+
+@web.middleware
+async def _common(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """Headers on every answer; unknown methods and pages as JSON 4xx, never a traceback."""
+    if request.method not in ("GET", "HEAD"):
+        response = _error(405, f"method {request.method} is not supported (GET only)",
+                          headers={"Allow": "GET, HEAD"})
+    else:
+        try:
+            response = await handler(request)
+        except web.HTTPNotFound:
+            response = _error(404, f"no such page {request.path!r}: the API is at /api")
+        except web.HTTPException as exc:
+            response = _error(exc.status, exc.reason)
+    response.headers.setdefault("Cache-Control", "no-cache")
+    response.headers.setdefault("Access-Control-Allow-Origin", "*")
+    return response
+
+
 class WebHandle:
     """The serving web API: ``.host``, ``.port``, ``.api``, ``.close()``, ``await .wait_closed()``."""
 
-    def __init__(self, api: WebAPI) -> None:
+    def __init__(self, api: WebAPI, token: str | None = None) -> None:
         self.api = api
+        self.token = token or None
         self.host = ""
         self.port = 0
-        self.server: asyncio.base_events.Server | None = None
-        self.handlers: set[asyncio.Task[Any]] = set()
+        self.runner: web.AppRunner | None = None
+        self._closing: asyncio.Future[None] | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_common], client_max_size=MAX_BODY)
+        app.router.add_get("/", self._root)
+        app.router.add_get("/api", self._api)
+        app.router.add_get("/api/{tail:.*}", self._api)
+        return app
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        if self.runner is not None and self._closing is None:
+            self._closing = asyncio.ensure_future(self.runner.cleanup())
 
     async def wait_closed(self, timeout: float = 2.0) -> None:
-        """Let requests in progress finish (up to ``timeout``), then cancel what remains."""
-        pending = {task for task in self.handlers if not task.done()}
-        if pending:
-            _done, late = await asyncio.wait(pending, timeout=timeout)
-            for task in late:
-                task.cancel()
-        if self.server is not None:
+        """Let requests in progress finish (up to ``timeout``), then drop what remains."""
+        self.close()
+        if self._closing is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), timeout)
+                await asyncio.wait_for(asyncio.shield(self._closing), timeout)
 
     async def __aenter__(self) -> WebHandle:
         return self
@@ -112,114 +153,55 @@ class WebHandle:
         self.close()
         await self.wait_closed()
 
-    # --- one connection, one request -------------------------------------------------------------
+    async def _root(self, request: web.Request) -> web.Response:
+        return web.Response(status=302, text="see /api\n", headers={"Location": "/api"})
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.handlers.add(task)
-        try:
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
-            except asyncio.LimitOverrunError:
-                self._write(writer, "GET", 431, *self._error(431, "request head too large"))
-                return
-            except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-                return
-            self._write(writer, *await self._respond(head))
-            await writer.drain()
-        except Exception:  # a bug here must not take the simulator down
-            log.exception("web API: request failed")
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-            if task is not None:
-                self.handlers.discard(task)
+    def _authorized(self, request: web.Request) -> str | None:
+        """Why a write is refused (None: it may go ahead)."""
+        if self.token is None:
+            return (f"the web API is read-only: start the server with --web-token or ${TOKEN_VARIABLE} "
+                    "to allow changes")
+        return check_token(request, self.token)
 
-    @staticmethod
-    def _write(writer: asyncio.StreamWriter, method: str, status: int, headers: dict[str, str],
-               body: bytes) -> None:
-        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", f"Content-Length: {len(body)}",
-                 "Cache-Control: no-cache", "Access-Control-Allow-Origin: *", "Connection: close"]
-        lines += [f"{key}: {value}" for key, value in headers.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        if method != "HEAD":
-            writer.write(body)
-
-    @staticmethod
-    def _error(status: int, message: str, content: dict[str, Any] | None = None,
-               as_html: bool = False, title: str = "api") -> tuple[dict[str, str], bytes]:
-        """Headers and body of an error answer: the envelope with ``error`` and a failed command."""
-        envelope = dict(content) if content else {"alarm": [], "data": {}, "since": None,
-                                                  "until": time.time()}
-        envelope["command"] = {"message": message, "success": False}
-        envelope["error"] = message
-        text = json.dumps(envelope, sort_keys=True, indent=4, default=repr)
-        if as_html:
-            return _HTML, _html_page(f"{status} {title}", text).encode()
-        return {"Content-Type": "application/json"}, text.encode()
-
-    async def _respond(self, head: bytes) -> tuple[str, int, dict[str, str], bytes]:
-        """(method, status, headers, body) for one request head."""
-        lines = head.decode("latin-1").split("\r\n")
-        request = lines[0].split()
-        if len(request) != 3 or not request[2].startswith("HTTP/"):
-            return "GET", 400, *self._error(400, f"bad request line {lines[0][:80]!r}")
-        method, target, _version = request
-        headers = {}
-        for line in lines[1:]:
-            key, sep, value = line.partition(":")
-            if sep:
-                headers[key.strip().lower()] = value.strip()
-        if method not in ("GET", "HEAD"):
-            extra, body = self._error(405, f"method {method} is not supported (GET only)")
-            return method, 405, {**extra, "Allow": "GET, HEAD"}, body
-        url = urlsplit(target)
-        path = url.path
-        if path in ("", "/"):
-            return method, 302, {"Location": "/api", "Content-Type": "text/plain"}, b"see /api\n"
-        if path != "/api" and not path.startswith("/api/"):
-            return method, 404, *self._error(404, f"no such page {path!r}: the API is at /api")
-        terms, forced = _api_terms(path[4:])
-        queries = {key: values[0] for key, values in parse_qs(url.query).items()}
+    async def _api(self, request: web.Request) -> web.Response:
+        raw = request.rel_url.raw_path
+        terms, forced = _api_terms(raw[4:])
         for n, name in enumerate(("group", "match", "command", "value")):
-            if queries.get(name):
-                terms[n] = queries[name]
-        as_html = not forced and "text/html" in headers.get("accept", "") \
-            and "application/json" not in headers.get("accept", "")
+            if request.query.get(name):
+                terms[n] = request.query[name]
+        accept = request.headers.get("Accept", "")
+        as_html = not forced and _HTML in accept and "application/json" not in accept
         title = "/".join(["api", *(t or "" for t in terms[:3])]).rstrip("/")
+        since_text = request.query.get("since")
         try:
-            since = float(queries["since"]) if queries.get("since") else None
+            since = float(since_text) if since_text else None
         except ValueError:
-            message = f"since {queries['since']!r} is not a time"
-            return method, 400, *self._error(400, message, None, as_html, title)
+            return _error(400, f"since {since_text!r} is not a time", None, as_html, title)
+        if terms[3] is not None:
+            refused = self._authorized(request)
+            if refused is not None:
+                status = 403 if self.token is None else 401
+                return _error(status, refused, None, as_html, title,
+                              {"WWW-Authenticate": 'Bearer realm="cpppo"'} if status == 401 else None)
         try:
             content = await self.api.request(*terms, since=since)
         except APIError as exc:
-            return method, exc.status, *self._error(exc.status, exc.message, exc.content, as_html, title)
+            return _error(exc.status, exc.message, exc.content, as_html, title)
         except Exception as exc:
-            log.exception("web API: %s failed", path)
-            return method, 500, *self._error(500, f"internal error: {exc}", None, as_html, title)
-        text = json.dumps(content, sort_keys=True, indent=4, default=repr)
-        if as_html:
-            return method, 200, _HTML, _html_page(title, text).encode()
-        return method, 200, {"Content-Type": "application/json"}, text.encode()
+            log.exception("web API: %s failed", raw)
+            return _error(500, f"internal error: {exc}", None, as_html, title)
+        return _answer(200, content, as_html, title)
 
 
 async def serve_web(device: Device, server: ServerHandle, host: str = "127.0.0.1", port: int = 0, *,
-                    on_done: Callable[[], None] | None = None) -> WebHandle:
+                    on_done: Callable[[], None] | None = None, token: str | None = None) -> WebHandle:
     """Serve the web API for ``device`` / ``server`` on (host, port) of the running event loop.
 
     ``port=0`` picks a free port (``handle.port``); ``on_done`` is called when a client sets
-    ``server/control/done``.  Raises WebBindError if the address cannot be bound."""
-    handle = WebHandle(WebAPI(device, server, on_done))
-    try:
-        handle.server = await asyncio.start_server(handle._connection, host or "0.0.0.0", port,
-                                                   limit=MAX_HEAD, reuse_address=True)
-    except OSError as exc:
-        raise WebBindError(exc.errno, f"cannot serve the web API on {host or '0.0.0.0'}:{port}: "
-                                      f"{bind_error_text(exc)}") from None
-    handle.host, handle.port = handle.server.sockets[0].getsockname()[:2]
-    log.info("web API on http://%s:%d/api", handle.host, handle.port)
+    ``server/control/done``; ``token``: the write token (None: read-only).  Raises
+    WebBindError if the address cannot be bound."""
+    handle = WebHandle(WebAPI(device, server, on_done), token)
+    handle.runner, handle.host, handle.port = await start_site(handle.app(), host, port, "the web API")
+    log.info("web API on http://%s:%d/api%s", handle.host, handle.port,
+             "" if token else " (read-only: no write token)")
     return handle

@@ -1,0 +1,236 @@
+"""Prometheus metrics of the fleet (prometheus-client, text exposition format).
+
+The health poller serves ``/metrics`` (beside the fleet page, :mod:`fleet.web`):
+
+    cpppo_fleet_device_up{device,kind,address}               1: the last poll succeeded
+    cpppo_fleet_device_poll_latency_seconds{device}           histogram of successful polls
+    cpppo_fleet_device_last_check_timestamp_seconds{device}   when the last poll ended
+    cpppo_fleet_device_restarts_total{device}                 restarts of the device's worker
+    cpppo_fleet_device_faults_active{device}                  injected faults in force (0: none)
+    cpppo_fleet_devices{state}                                devices by state
+    cpppo_fleet_worker_up{worker}                             1: the worker's own /metrics answered
+    cpppo_fleet_worker_requests_total{worker,kind,code}       requests served, by CIP service / function code
+    cpppo_fleet_worker_error_replies_total{worker,kind,code}  error (exception) replies among them
+    cpppo_fleet_worker_connections{worker,kind}               client connections open now
+
+Each worker counts what it serves and serves its own small ``/metrics`` (:func:`worker_app`):
+on loopback at an ephemeral port recorded in ``<state>/metrics/<worker>.json`` (process
+backend), or at its first device's address, port :data:`WORKER_PORT` (docker, where the
+poller shares the devices' networks).  The poller scrapes them all when it is scraped and
+re-emits their families with a ``worker`` label, so one target gives the whole fleet (a
+Prometheus needs no per-worker discovery, and a dead worker shows as ``worker_up 0``).
+:func:`write_file_sd` writes ``<state>/file_sd.json``: every device's address, for probing
+the devices themselves (modbus_exporter, a blackbox prober).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from fleet.plan import Plan, PlannedDevice
+from fleet.web.view import STATES
+
+WORKER_PORT = 9179  # a docker worker's /metrics, at its first device's address
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+# --- a worker -----------------------------------------------------------------------------------
+
+class WorkerCollector(Collector):
+    """Counters of the servers of one worker (``{device name: server handle}``), read at scrape
+    time: ENIP counts CIP services (``Dispatcher.served/failed``), Modbus function codes."""
+
+    def __init__(self, worker: str, servers: dict[str, Any], kinds: dict[str, str]) -> None:
+        self.worker, self.servers, self.kinds = worker, servers, kinds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("cpppo_fleet_worker_requests", "Requests served, by CIP service "
+                                       "or Modbus function code", labels=["kind", "code"])
+        errors = CounterMetricFamily("cpppo_fleet_worker_error_replies", "Error replies (CIP status "
+                                     "other than success, Modbus exception)", labels=["kind", "code"])
+        connections = GaugeMetricFamily("cpppo_fleet_worker_connections", "Client connections open",
+                                        labels=["kind"])
+        served: dict[tuple[str, int], int] = {}
+        failed: dict[tuple[str, int], int] = {}
+        open_: dict[str, int] = {}
+        for name, server in list(self.servers.items()):
+            kind = self.kinds.get(name, "enip")
+            if kind == "enip":
+                counters = getattr(server.responder, "dispatcher", None)
+                if counters is None:
+                    continue
+                open_[kind] = open_.get(kind, 0) + len(server.sessions)
+            else:
+                counters = server
+                open_[kind] = open_.get(kind, 0) + len(server.connections)
+            for code, n in counters.served.items():
+                served[kind, code] = served.get((kind, code), 0) + n
+            for code, n in counters.failed.items():
+                failed[kind, code] = failed.get((kind, code), 0) + n
+        for (kind, code), n in sorted(served.items()):
+            requests.add_metric([kind, f"0x{code:02x}"], n)
+        for (kind, code), n in sorted(failed.items()):
+            errors.add_metric([kind, f"0x{code:02x}"], n)
+        for kind, n in sorted(open_.items()):
+            connections.add_metric([kind], n)
+        yield from (requests, errors, connections)
+
+
+def worker_metrics_path(state_dir: Path, worker: str) -> Path:
+    return Path(state_dir) / "metrics" / f"{worker}.json"
+
+
+async def serve_worker_metrics(worker: str, servers: dict[str, Any], devices: list[PlannedDevice],
+                               state_dir: str | None) -> Any:
+    """Serve the worker's ``/metrics``; returns the aiohttp runner (None when it cannot bind:
+    the devices matter more)."""
+    import logging
+
+    from aiohttp import web
+
+    from cpppo.server.aioweb import WebBindError, start_site
+
+    registry = CollectorRegistry()
+    registry.register(WorkerCollector(worker, servers, {d.name: d.kind for d in devices}))
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    host, port = ("127.0.0.1", 0) if state_dir else (devices[0].host if devices else "0.0.0.0", WORKER_PORT)
+    try:
+        runner, host, port = await start_site(app, host, port, f"{worker}'s metrics")
+    except WebBindError as exc:
+        logging.getLogger("fleet.worker").warning("%s", exc.strerror)
+        return None
+    if state_dir:
+        path = worker_metrics_path(Path(state_dir), worker)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"worker": worker, "pid": os.getpid(), "url": f"http://{host}:{port}/metrics"}))
+        os.replace(tmp, path)
+    return runner
+
+
+def worker_urls(plan: Plan, state_dir: Path) -> dict[str, str]:
+    """Where each worker of ``plan`` serves its /metrics."""
+    first: dict[str, PlannedDevice] = {}
+    for device in plan.devices:
+        first.setdefault(device.worker, device)
+    out = {}
+    for worker, device in first.items():
+        recorded = None
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            recorded = json.loads(worker_metrics_path(state_dir, worker).read_text())["url"]
+        if recorded is None and plan.fleet.backend == "docker":
+            recorded = f"http://{device.host}:{WORKER_PORT}/metrics"
+        if recorded is not None:
+            out[worker] = recorded
+    return out
+
+
+async def scrape_workers(urls: dict[str, str], timeout: float = 1.0) -> dict[str, str | None]:
+    """Each worker's /metrics text (None: it did not answer)."""
+    import aiohttp
+
+    async def one(session: aiohttp.ClientSession, url: str) -> str | None:
+        try:
+            async with session.get(url) as answer:
+                return await answer.text() if answer.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None
+
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    async with aiohttp.ClientSession(timeout=client_timeout) as session:
+        texts = await asyncio.gather(*(one(session, url) for url in urls.values()))
+    return dict(zip(urls, texts, strict=True))
+
+
+# --- the fleet ----------------------------------------------------------------------------------
+
+class FleetCollector(Collector):
+    """Per-device and per-fleet figures from the poller's view (see :class:`fleet.web.view.FleetView`)
+    and the workers' scraped families (set with :meth:`set_workers` before each scrape)."""
+
+    def __init__(self, view: Any) -> None:
+        self.view = view
+        self.workers: dict[str, str | None] = {}
+
+    def set_workers(self, texts: dict[str, str | None]) -> None:
+        self.workers = texts
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("cpppo_fleet_device_up", "1 if the device's last health poll succeeded",
+                               labels=["device", "kind", "address"])
+        checked = GaugeMetricFamily("cpppo_fleet_device_last_check_timestamp_seconds",
+                                    "When the device's last health poll ended", labels=["device"])
+        restarts = CounterMetricFamily("cpppo_fleet_device_restarts", "Restarts of the device's worker "
+                                       "since the fleet came up", labels=["device"])
+        faults = GaugeMetricFamily("cpppo_fleet_device_faults_active", "Injected faults in force",
+                                   labels=["device"])
+        states = GaugeMetricFamily("cpppo_fleet_devices", "Devices by state", labels=["state"])
+        counts = dict.fromkeys(STATES, 0)
+        for row in self.view.rows():
+            healthy = 1.0 if row["state"] == "healthy" else 0.0
+            up.add_metric([row["name"], row["kind"], row["address"]], healthy)
+            if row["checked"] is not None:
+                checked.add_metric([row["name"]], row["checked"])
+            restarts.add_metric([row["name"]], row["restarts"])
+            faults.add_metric([row["name"]], len(row["faults"]))
+            counts[row["state"]] = counts.get(row["state"], 0) + 1
+        for state, n in counts.items():
+            states.add_metric([state], n)
+        yield from (up, checked, restarts, faults, states)
+        yield from self._workers()
+
+    def _workers(self) -> Iterator[Metric]:
+        worker_up = GaugeMetricFamily("cpppo_fleet_worker_up", "1 if the worker's own /metrics answered",
+                                      labels=["worker"])
+        merged: dict[str, Metric] = {}
+        for worker, text in sorted(self.workers.items()):
+            worker_up.add_metric([worker], 0.0 if text is None else 1.0)
+            for family in _families(text):
+                into = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                for sample in family.samples:
+                    into.add_sample(sample.name, {"worker": worker, **sample.labels}, sample.value)
+        yield worker_up
+        yield from merged.values()
+
+
+def _families(text: str | None) -> Iterable[Metric]:
+    if not text:
+        return ()
+    try:
+        return list(text_string_to_metric_families(text))
+    except ValueError:
+        return ()
+
+
+def new_latency_histogram(registry: CollectorRegistry) -> Histogram:
+    return Histogram("cpppo_fleet_device_poll_latency_seconds", "Latency of successful health polls "
+                     "(the device's own: one List Identity and one read, or one register read, on an "
+                     "open connection)", ["device"], buckets=LATENCY_BUCKETS, registry=registry)
+
+
+def write_file_sd(plan: Plan, path: Path) -> None:
+    """A Prometheus ``file_sd_configs`` file: one target group per device kind, every device's
+    address, with ``device``, ``kind`` and ``fleet`` labels."""
+    groups = [{"targets": [d.endpoint], "labels": {"device": d.name, "kind": d.kind, "fleet": plan.fleet.name,
+                                                  "worker": d.worker}}
+              for d in plan.devices]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(groups, indent=1))
+    os.replace(tmp, path)

@@ -1,0 +1,141 @@
+"""The health poller's web side: the fleet page and ``/metrics`` on one aiohttp site, where
+``[fleet] web`` says (default ``127.0.0.1:0``: loopback, a free port, so two fleets never
+clash); the address it got goes to ``<state>/web.json`` for ``up`` and ``status``.
+
+The write token is ``$CPPPO_FLEET_TOKEN`` or, when that is unset, ``<state>/web-token``
+(generated, mode 0600).  ``<state>/file_sd.json`` lists every device for Prometheus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
+
+from fleet.metrics import FleetCollector, new_latency_histogram, scrape_workers, worker_urls, write_file_sd
+from fleet.plan import Plan
+from fleet.web.view import FleetView
+
+log = logging.getLogger("fleet.web")
+
+WEB_FILE = "web.json"
+TOKEN_FILE = "web-token"
+FILE_SD = "file_sd.json"
+
+
+@dataclass
+class FleetWeb:
+    """The running site: ``view`` (feed it results), ``url``, ``close()``."""
+
+    view: FleetView
+    runner: Any
+    url: str
+    state_dir: Path
+    scraper: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        if self.scraper is not None:
+            self.scraper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.scraper
+        await self.runner.cleanup()
+        (self.state_dir / WEB_FILE).unlink(missing_ok=True)
+
+    def refresh(self, store: Any) -> None:
+        """After a sweep: restarts and unservable devices from the store, active faults from
+        the control folder's record."""
+        import sqlite3
+
+        from fleet.control import control_dir
+        from fleet.faults import active
+        from fleet.store import StoreError
+
+        with contextlib.suppress(sqlite3.Error, StoreError):
+            self.view.set_store(store.starts(), store.serve_errors())
+        with contextlib.suppress(OSError, ValueError):
+            self.view.faults = {name: [fault.describe()]
+                                for name, fault in active(control_dir(self.state_dir)).items()}
+
+    def follow(self, plan: Plan) -> None:
+        """A new plan: the view and file_sd follow it."""
+        self.view.set_plan(plan)
+        write_file_sd(plan, self.state_dir / FILE_SD)
+
+
+def fleet_token(state_dir: Path) -> str:
+    from cpppo.server.aioweb import load_or_create_token
+    from fleet.web.app import TOKEN_VARIABLE
+
+    return os.environ.get(TOKEN_VARIABLE) or load_or_create_token(state_dir / TOKEN_FILE)
+
+
+def web_address(plan: Plan) -> tuple[str, int]:
+    text = getattr(plan.fleet, "web", "") or "127.0.0.1:0"
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if plan.fleet.backend == "docker" and host.startswith("127."):
+        host = "0.0.0.0"  # the poller's container: its loopback is nobody else's
+    return host, int(port)
+
+
+async def start_web(plan: Plan, state_dir: Path, period: float = 1.0) -> FleetWeb:
+    """Serve the page and /metrics for ``plan``; raises WebBindError (one line)."""
+    from cpppo.server.aioweb import start_site
+    from fleet.web.app import make_app
+
+    disable_created_metrics()  # no *_created series: one poller process, its start is no news
+    registry = CollectorRegistry()
+    view = FleetView(plan, new_latency_histogram(registry))
+    collector = FleetCollector(view)
+    registry.register(collector)
+
+    async def metrics() -> bytes:
+        """Never waits on a worker (their figures are kept fresh below); rendered in a thread,
+        so that a large fleet's text (~1.5 kB a device) does not hold up the polls."""
+        return await asyncio.to_thread(generate_latest, registry)
+
+    async def scrape_forever() -> None:
+        """The workers' /metrics every health interval (a hung worker costs one timeout here,
+        never a Prometheus scrape of the fleet)."""
+        fleet = plan.fleet
+        while True:
+            begun = asyncio.get_running_loop().time()
+            urls = worker_urls(view.plan, state_dir)
+            timeout = min(fleet.health_timeout, fleet.health_interval)
+            collector.set_workers(await scrape_workers(urls, timeout))
+            elapsed = asyncio.get_running_loop().time() - begun
+            await asyncio.sleep(max(0.1, fleet.health_interval - elapsed))
+
+    from fleet.control import control_dir
+
+    app = make_app(view, token=fleet_token(state_dir), metrics=metrics, period=period,
+                   timeout=plan.fleet.health_timeout, control=control_dir(state_dir))
+    host, port = web_address(plan)
+    runner, bound, port = await start_site(app, host, port, "the fleet page")
+    shown = bound if bound != "0.0.0.0" else socket.gethostbyname(socket.gethostname())
+    url = f"http://{shown}:{port}/"
+    record = {"web": url, "metrics": url + "metrics", "pid": os.getpid()}
+    tmp = state_dir / (WEB_FILE + ".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, state_dir / WEB_FILE)
+    web = FleetWeb(view, runner, url, state_dir, asyncio.ensure_future(scrape_forever()))
+    web.follow(plan)
+    log.info("fleet page on %s, metrics on %smetrics", url, url)
+    return web
+
+
+def read_web(state_dir: Path) -> dict[str, str] | None:
+    """``{"web": url, "metrics": url}`` of a running poller (None: none recorded)."""
+    try:
+        data = json.loads((Path(state_dir) / WEB_FILE).read_text())
+        return {"web": data["web"], "metrics": data["metrics"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

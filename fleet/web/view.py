@@ -1,0 +1,99 @@
+"""What the fleet page and ``/metrics`` show: the health poller's own view of every device,
+updated as each poll ends (:meth:`FleetView.record`) and from the state database after each
+sweep (restarts, devices a worker cannot serve).
+
+A device is ``healthy`` (its last poll succeeded), ``down`` (it failed, or its worker cannot
+serve it), ``starting`` (not polled yet), ``unknown`` (no poll for longer than two intervals
+and a timeout) or ``faulted`` (a fault is injected on purpose).  The poller knows no
+supervisor, so this is the device's side of ``status``: the same on both backends.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from fleet.plan import Plan, PlannedDevice
+from fleet.store import HealthResult, ServeError
+
+STATES = ("healthy", "down", "starting", "unknown", "faulted")
+HISTORY = 30  # latencies kept per device for its sparkline
+
+
+class FleetView:
+    """The poller's view of ``plan``'s devices."""
+
+    def __init__(self, plan: Plan, histogram: Any = None) -> None:
+        self.histogram = histogram  # a prometheus Histogram by device, fed on every success
+        self.last: dict[str, HealthResult] = {}
+        self.latencies: dict[str, collections.deque[float]] = {}
+        self.restarts: dict[str, int] = {}  # worker -> restarts
+        self.unserved: dict[str, str] = {}  # device -> why its worker cannot serve it
+        self.faults: dict[str, list[str]] = {}  # device -> active faults (none until faults exist)
+        self.set_plan(plan)
+
+    def set_plan(self, plan: Plan) -> None:
+        self.plan = plan
+        self.devices: dict[str, PlannedDevice] = {d.name: d for d in plan.devices}
+        self.version = hash(tuple(self.devices))
+        fleet = plan.fleet
+        self.stale_after = 2 * fleet.health_interval + fleet.health_timeout + 1.0
+
+    def record(self, result: HealthResult) -> None:
+        self.last[result.device] = result
+        if result.ok and result.latency is not None:
+            self.latencies.setdefault(result.device, collections.deque(maxlen=HISTORY)).append(result.latency)
+            if self.histogram is not None:
+                self.histogram.labels(result.device).observe(result.latency)
+
+    def set_store(self, starts: Mapping[str, list], serve_errors: Mapping[str, ServeError]) -> None:
+        self.restarts = {worker: max(0, len(runs) - 1) for worker, runs in starts.items()}
+        current = {worker: runs[-1][0] for worker, runs in starts.items() if runs}
+        self.unserved = {name: e.error for name, e in serve_errors.items() if current.get(e.worker) == e.pid}
+
+    def state(self, name: str, now: float) -> str:
+        if self.faults.get(name):
+            return "faulted"  # on purpose: whatever the polls say
+        if name in self.unserved:
+            return "down"
+        last = self.last.get(name)
+        if last is None:
+            return "starting"
+        if now - last.time > self.stale_after:
+            return "unknown"
+        return "healthy" if last.ok else "down"
+
+    def rows(self, now: float | None = None) -> list[dict[str, Any]]:
+        now = time.time() if now is None else now
+        out = []
+        for name, device in self.devices.items():
+            last = self.last.get(name)
+            out.append({"name": name, "kind": device.kind, "address": device.endpoint,
+                        "worker": device.worker,
+                        "state": self.state(name, now),
+                        "latency": last.latency if last is not None and last.ok else None,
+                        "error": self.unserved.get(name) or (last.error if last is not None else None),
+                        "checked": last.time if last is not None else None,
+                        "restarts": self.restarts.get(device.worker, 0),
+                        "faults": self.faults.get(name, [])})
+        return out
+
+    def snapshot(self, full: bool = True) -> dict[str, Any]:
+        """Columns of every device, in plan order (``full``: with names, kinds, addresses and
+        latency histories, which the page loads once per plan)."""
+        rows = self.rows()
+        index = {state: i for i, state in enumerate(STATES)}
+        out: dict[str, Any] = {
+            "fleet": self.plan.fleet.name, "time": time.time(), "version": self.version, "states": STATES,
+            "state": [index[r["state"]] for r in rows],
+            "latency": [None if r["latency"] is None else round(r["latency"] * 1000, 2) for r in rows],
+            "error": [r["error"] for r in rows], "checked": [r["checked"] for r in rows],
+            "restarts": [r["restarts"] for r in rows],
+            "faults": [", ".join(r["faults"]) or None for r in rows],
+        }
+        if full:
+            out["devices"] = [[r["name"], r["kind"], r["address"], r["worker"]] for r in rows]
+            out["history"] = [[round(v * 1000, 2) for v in self.latencies.get(r["name"], ())] for r in rows]
+        return out
