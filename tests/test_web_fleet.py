@@ -268,7 +268,9 @@ def synthetic_view(count: int, seed: int = 16) -> tuple[FleetView, dict[str, str
                                   f"10.{n >> 16}.{n >> 8 & 255}.{n & 255}", 44818 if n % 3 else 502,
                                   f"w{n // 100:03}", 0, n, (), enip if n % 3 else modbus)
                     for n in range(count))
-    view = FleetView(Plan(fleet=FleetSettings(name="synthetic"), devices=devices, workers=()))
+    # a long health interval: the results stay fresh however slowly a loaded machine loads the page
+    view = FleetView(Plan(fleet=FleetSettings(name="synthetic", health_interval=3600.0), devices=devices,
+                          workers=()))
     rng = random.Random(seed)
     now = time.time()
     expected = {}
