@@ -7,8 +7,10 @@ are all answered, in order), asks the device for the reply PDU and writes the re
 one write.  A malformed MBAP header (protocol id not 0, length outside 2..254) closes that
 connection only; a malformed PDU gets an exception reply.
 
-Limits are :class:`ServerSettings`: connections per server, the largest frame, an idle
-timeout, and how many delayed replies may wait before the server stops reading.
+Limits are :class:`ServerSettings`: connections per server (a new one over the cap evicts
+the longest idle; ``.evictions`` counts them), the largest frame, an idle timeout, and how
+many delayed replies may wait before the server stops reading (it stops too while the client
+does not read its replies).
 
 ``delay`` slows every reply: a float (seconds) or a ``(low, high)`` range drawn at random per
 reply; replies on a connection still leave in request order.
@@ -17,147 +19,63 @@ reply; replies on a connection still leave in request order.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 from dataclasses import dataclass
 
 from cpppo.modbus import framer
 from cpppo.modbus.device import ModbusDevice
 from cpppo.modbus.errors import FrameError
-from cpppo.server.hosting import Delay, delay_source, parse_delay
+from cpppo.server.hosting import Delay, RateLimitedLog, delay_source, parse_delay
+from cpppo.server.stream import ConnectionSet, StreamConnection
 
 __all__ = ["Delay", "ModbusServer", "ServerSettings", "delay_source", "parse_delay", "serve"]
 
 log = logging.getLogger(__name__)
+limited = RateLimitedLog(log)
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Per-server limits."""
+    """Per-server limits (see ``cpppo.server.stream`` for what the server does at each)."""
 
-    max_connections: int = 256            # further connections are closed at once
+    max_connections: int = 256            # one more evicts the connection idle the longest
     max_frame: int = framer.MAX_LENGTH    # largest MBAP length field accepted (unit id + PDU)
     idle_timeout: float | None = 600.0    # close a connection silent this long (None: never)
-    max_pending: int = 1000               # delayed replies queued before reading pauses
+    max_in_flight: int = 1000             # delayed replies waiting before reading pauses
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(StreamConnection):
     """One client connection to a server."""
 
-    __slots__ = ("_buffer", "_idle", "_last", "_paused", "_queue", "_timer", "peer", "server",
-                 "transport")
-
     def __init__(self, server: ModbusServer) -> None:
+        super().__init__(server.connections, server.settings, server)
         self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.peer: object = None
-        self._buffer = b""
-        self._queue: collections.deque[tuple[float, bytes]] = collections.deque()
-        self._timer: asyncio.TimerHandle | None = None
-        self._idle: asyncio.TimerHandle | None = None
-        self._last = 0.0
-        self._paused = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.peer = transport.get_extra_info("peername")
+    def process(self) -> None:
         server = self.server
-        if len(server.connections) >= server.settings.max_connections:
-            log.warning("%s: refusing %s: %d connections already", server, self.peer,
-                        len(server.connections))
-            transport.abort()
-            return
-        server.connections.add(self)
-        log.log(logging.INFO - 5, "%s: connection from %s", server, self.peer)
-        if server.settings.idle_timeout:
-            loop = server.loop
-            self._last = loop.time()
-            self._idle = loop.call_later(server.settings.idle_timeout, self._check_idle)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
-        for handle in (self._timer, self._idle):
-            if handle is not None:
-                handle.cancel()
-        self._queue.clear()
-        log.log(logging.INFO - 5, "%s: %s closed%s", self.server, self.peer, f": {exc}" if exc else "")
-
-    def _check_idle(self) -> None:
-        timeout = self.server.settings.idle_timeout or 0.0
-        quiet = self.server.loop.time() - self._last
-        if quiet >= timeout:
-            log.info("%s: closing %s, idle for %.1fs", self.server, self.peer, quiet)
-            self.transport.close()
-        else:
-            self._idle = self.server.loop.call_later(timeout - quiet, self._check_idle)
-
-    def data_received(self, data: bytes) -> None:
-        server = self.server
-        if self._idle is not None:
-            self._last = server.loop.time()
-        if self._buffer:
-            data = self._buffer + data
-        replies = []
+        data = self.buffer
         handle = server.device.handle
         max_frame = server.settings.max_frame
-        decode_from, encode = framer.decode_from, framer.encode
+        delay = server.delay
+        decode_from, encode, reply = framer.decode_from, framer.encode, self.reply
         position, size = 0, len(data)
         try:
-            while position < size:
+            while position < size and not self.blocked:
                 consumed, header, pdu = decode_from(data, position, max_frame)
                 if not consumed:
                     break
                 position += consumed
-                replies.append(encode(header.transaction_id, header.unit_id, handle(header.unit_id, pdu)))
+                self.requests += 1
+                reply(encode(header.transaction_id, header.unit_id, handle(header.unit_id, pdu)),
+                      None if delay is None else delay())
         except FrameError as exc:
-            log.info("%s: closing %s: %s", server, self.peer, exc)
-            self._send(replies)
-            self._buffer = b""
+            limited.log(logging.INFO, "%s: closing %s: %s", server, self.peer, exc)
+            self.flush()
+            data.clear()
             self.transport.close()
             return
-        self._buffer = data[position:] if position < size else b""
-        self._send(replies)
-
-    def _send(self, replies: list[bytes]) -> None:
-        if not replies:
-            return
-        delay = self.server.delay
-        if delay is None:
-            self.transport.write(b"".join(replies) if len(replies) > 1 else replies[0])
-            return
-        now = self.server.loop.time()
-        queue = self._queue
-        for reply in replies:
-            due = max(now + delay(), queue[-1][0] if queue else 0.0)
-            queue.append((due, reply))
-        if self._timer is None:
-            self._timer = self.server.loop.call_at(queue[0][0], self._flush)
-        if len(queue) > self.server.settings.max_pending and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()
-
-    def _flush(self) -> None:
-        self._timer = None
-        queue = self._queue
-        now = self.server.loop.time()
-        ready = []
-        while queue and queue[0][0] <= now:
-            ready.append(queue.popleft()[1])
-        if ready and not self.transport.is_closing():
-            self.transport.write(b"".join(ready))
-        if queue:
-            self._timer = self.server.loop.call_at(queue[0][0], self._flush)
-        if self._paused and len(queue) <= self.server.settings.max_pending // 2:
-            self._paused = False
-            self.transport.resume_reading()
-
-    def pause_writing(self) -> None:
-        """The client is not reading its replies: stop reading its requests."""
-        self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if not self._paused:
-            self.transport.resume_reading()
+        if position:
+            del data[:position]
 
 
 class ModbusServer:
@@ -168,11 +86,16 @@ class ModbusServer:
         self.device = device
         self.delay = delay_source(delay)
         self.settings = settings
-        self.connections: set[_Connection] = set()
+        self.connections: ConnectionSet = ConnectionSet()
         self.loop = asyncio.get_running_loop()
         self.host = ""
         self.port = 0
         self._server: asyncio.Server | None = None
+
+    @property
+    def evictions(self) -> int:
+        """Connections closed so far to make room for new ones (``max_connections``)."""
+        return self.connections.evictions
 
     def __str__(self) -> str:
         return f"modbus@{self.host}:{self.port}"

@@ -1,0 +1,226 @@
+"""What the EtherNet/IP and Modbus/TCP servers share about one TCP connection: a per-server
+cap that evicts rather than refuses, the idle timeout, backpressure, and delayed replies that
+leave in request order.
+
+A server keeps its open connections in a :class:`ConnectionSet` and its limits in a settings
+object with ``max_connections``, ``idle_timeout`` (seconds, None or 0: never) and
+``max_in_flight`` (replies a connection may have waiting).  Its protocol subclasses
+:class:`StreamConnection` and implements ``process()``: frame the requests in ``self.buffer``
+while ``not self.blocked``, answer each with ``self.reply(data, delay)`` and delete what it
+consumed.
+
+- **Cap**: a connection over ``max_connections`` evicts the one that has waited longest
+  without completing a request (the oldest connection that never framed one, else the one
+  idle the longest), so idle or slow connections cannot lock well-behaved clients out; the
+  set counts ``evictions``.
+- **Backpressure**: while the transport's write buffer is over its high-water mark, or
+  ``max_in_flight`` delayed replies wait, the connection stops framing requests and stops
+  reading; it goes on when the client has read (or the replies have left).  A client that
+  sends and never reads costs its write buffer, one read's worth of input and nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any, Protocol
+
+from cpppo.server.hosting import RateLimitedLog
+
+__all__ = ["ConnectionSet", "Limits", "StreamConnection"]
+
+log = logging.getLogger(__name__)
+limited = RateLimitedLog(log)
+
+FLUSH_BYTES = 65536  # replies gathered from one read are written once this many bytes are ready
+
+
+class Limits(Protocol):
+    """What a server's settings give every connection."""
+
+    max_connections: int
+    idle_timeout: float | None
+    max_in_flight: int
+
+
+class ConnectionSet(set):
+    """A server's open connections, with the count of connections evicted to admit new ones."""
+
+    evictions: int = 0
+    idle_closed: int = 0
+
+    def admit(self, connection: StreamConnection, cap: int) -> StreamConnection | None:
+        """Add ``connection``; if the set is full, first evict (abort) and return the member
+        that waited longest without completing a request."""
+        victim = None
+        if len(self) >= cap and self:
+            victim = min(self, key=_eviction_order)
+            self.discard(victim)
+            self.evictions += 1
+            if victim.transport is not None:
+                victim.transport.abort()
+        self.add(connection)
+        return victim
+
+
+def _eviction_order(connection: StreamConnection) -> tuple[bool, float]:
+    """Never-served connections first (oldest first), then the longest idle."""
+    if connection.requests:
+        return True, connection.last
+    return False, connection.opened
+
+
+class StreamConnection(asyncio.Protocol):
+    """One TCP connection of a server (see the module's documentation)."""
+
+    def __init__(self, members: ConnectionSet, limits: Limits, name: object = "") -> None:
+        self.members = members
+        self.limits = limits
+        self.name = name  # the server, for log records
+        self.transport: asyncio.Transport | None = None
+        self.peer: Any = None  # (host, port) of the client
+        self.buffer = bytearray()
+        self.opened = self.last = 0.0  # time.monotonic() of connecting and of the last bytes received
+        self.received = 0  # bytes received
+        self.requests = 0  # requests framed (the subclass counts them)
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._queue: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._write_paused = False
+        self._reading = True
+        self._drain_soon = False
+
+    # --- connection life -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.peer = transport.get_extra_info("peername")
+        self.opened = self.last = time.monotonic()
+        victim = self.members.admit(self, self.limits.max_connections)
+        if victim is not None:
+            limited.log(logging.INFO, "%s: %d connections: evicted %s (idle %.0fs) for %s", self.name,
+                        len(self.members), victim.peer, self.opened - victim.last, self.peer)
+        timeout = self.limits.idle_timeout
+        if timeout:
+            self._idle = asyncio.get_running_loop().call_later(timeout, self._check_idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.members.discard(self)
+        for handle in (self._timer, self._idle):
+            if handle is not None:
+                handle.cancel()
+        self._queue.clear()
+        self._out.clear()
+        self.buffer.clear()
+
+    def _check_idle(self) -> None:
+        timeout = self.limits.idle_timeout or 0.0
+        quiet = time.monotonic() - self.last
+        if quiet >= timeout:
+            self._idle = None
+            self.members.idle_closed += 1
+            log.log(logging.INFO - 5, "%s: closing %s, idle for %.0fs", self.name, self.peer, quiet)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._idle = asyncio.get_running_loop().call_later(timeout - quiet, self._check_idle)
+
+    # --- input -----------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.last = time.monotonic()
+        self.received += len(data)
+        self.buffer += data
+        self._drain()
+
+    def process(self) -> None:  # pragma: no cover - every server overrides it
+        """Frame and answer the requests in ``self.buffer`` while ``not self.blocked``."""
+        raise NotImplementedError
+
+    @property
+    def blocked(self) -> bool:
+        """True while no more requests should be answered: the client is not reading, too
+        many delayed replies wait, or the connection is closing."""
+        return self._write_paused or len(self._queue) >= self.limits.max_in_flight or (
+            self.transport is None or self.transport.is_closing())
+
+    def _drain(self) -> None:
+        self._drain_soon = False
+        if self.buffer and not self.blocked:
+            self.process()
+        self.flush()
+        self._set_reading(not self.blocked)
+
+    def _set_reading(self, reading: bool) -> None:
+        if reading == self._reading or self.transport is None or self.transport.is_closing():
+            return
+        self._reading = reading
+        if reading:
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
+
+    def _unblocked(self) -> None:
+        """Go on with buffered requests (on the next loop turn, never inside a transport call)."""
+        if not self._drain_soon and (self.buffer or not self._reading) and not self.blocked:
+            self._drain_soon = True
+            asyncio.get_running_loop().call_soon(self._drain)
+
+    # --- output ----------------------------------------------------------------------------------
+
+    def reply(self, data: bytes, delay: float | None = None) -> None:
+        """Send ``data`` now (gathered until ``flush``), or ``delay`` seconds from now but never
+        before an earlier reply."""
+        if delay is None and not self._queue:
+            self._out.append(data)
+            self._out_size += len(data)
+            if self._out_size >= FLUSH_BYTES:
+                self.flush()
+            return
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        due = loop.time() + (delay or 0.0)
+        if queue and queue[-1][0] > due:
+            due = queue[-1][0]
+        queue.append((due, data))
+        if self._timer is None:
+            self._timer = loop.call_at(queue[0][0], self._release)
+
+    def flush(self) -> None:
+        """Write the gathered replies in one write."""
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self._out_size = 0
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _release(self) -> None:
+        """Write the delayed replies that are due."""
+        self._timer = None
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        ready = []
+        while queue and queue[0][0] <= now:
+            ready.append(queue.popleft()[1])
+        if ready and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(ready))
+        if queue:
+            self._timer = loop.call_at(queue[0][0], self._release)
+        self._unblocked()
+
+    def pause_writing(self) -> None:
+        """The client is not reading its replies: stop answering and reading."""
+        self._write_paused = True
+        self._set_reading(False)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._unblocked()
