@@ -1,0 +1,219 @@
+"""Issue 12's defects, each as a regression test: a route nested hundreds deep is refused
+cheaply and without a traceback; a client that never reads its replies does not grow the
+server; idle (or one-byte-at-a-time) connections do not lock new clients out."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import resource
+import select
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cpppo.enip.codec import cip, cpf, encapsulation
+from cpppo.enip.codec.encapsulation import Command
+from cpppo.enip.codec.epath import Logical, Port
+from cpppo.enip.device.dispatch import MAX_ROUTE_HOPS, Dispatcher, Session
+from cpppo.enip.device.model import Device
+from cpppo.enip.server.background import serve_in_thread
+from tests.support import free_port, python_module, running
+from tests.test_enip_server import Wire, read
+from tests.test_modbus_support import HOST, exchange, frame, simulator
+
+UCS = cip.Service.UNCONNECTED_SEND
+MSP = cip.Service.MULTIPLE_SERVICE_PACKET
+ROUTER = (Logical("class", 2), Logical("instance", 1))
+
+
+def nested(depth: int, route: tuple = ()) -> bytes:
+    """Read Tag SCADA[0] wrapped in ``depth`` Unconnected Sends."""
+    message = read("SCADA", 0).encode()
+    for _ in range(depth):
+        message = cip.UnconnectedSend(message, route).request().encode()
+    return message
+
+
+def alternating(depth: int) -> bytes:
+    """Unconnected Send and Multiple Service Packet wrapped alternately ``depth`` times each."""
+    message = read("SCADA", 0).encode()
+    for _ in range(depth):
+        message = cip.UnconnectedSend(message, ()).request().encode()
+        message = cip.Request(MSP, ROUTER, cip.encode_multiple([message])).encode()
+    return message
+
+
+def cpu_per_request(dispatcher: Dispatcher, message: bytes, count: int = 300) -> float:
+    session = Session()
+    start = time.process_time()
+    for _ in range(count):
+        dispatcher.unconnected(message, session)
+    return (time.process_time() - start) / count
+
+
+def test_deep_routes_are_refused_like_a_controller():
+    dispatcher = Dispatcher(Device.from_specs(["SCADA=INT[10]"]))
+    assert cip.Reply.decode(dispatcher.unconnected(nested(MAX_ROUTE_HOPS), Session())).status == 0
+    for message in (nested(MAX_ROUTE_HOPS + 1), nested(300), nested(2, (Port(1, 0),) * 5)):
+        reply = cip.Reply.decode(dispatcher.unconnected(message, Session()))
+        assert (reply.service, reply.status, reply.ext_status) == (UCS, 0x01, (0x0315,))
+    reply = cip.Reply.decode(dispatcher.unconnected(alternating(300), Session()))
+    assert reply.service == MSP and reply.status == 0x1E
+
+
+def test_deep_route_costs_about_what_a_normal_request_costs():
+    """Under a millisecond of CPU, and within a small factor of one normal routed read
+    (before the fix: ~15 ms, 75 times a normal request, through a RecursionError)."""
+    dispatcher = Dispatcher(Device.from_specs(["SCADA=INT[10]"]))
+    normal = cpu_per_request(dispatcher, nested(1, (Port(1, 0),)))
+    deep = max(cpu_per_request(dispatcher, nested(300)), cpu_per_request(dispatcher, alternating(250)))
+    assert deep < 1e-3, f"{deep * 1e6:.0f} us per deep request"
+    assert deep < 15 * normal, f"deep {deep * 1e6:.0f} us vs normal {normal * 1e6:.0f} us"
+
+
+def test_deep_route_on_the_wire_logs_one_line_at_most(caplog):
+    caplog.set_level(logging.DEBUG)
+    with serve_in_thread(Device.from_specs(["SCADA=INT[10]"]), udp=False) as srv:
+        wire = Wire(srv.port)
+        try:
+            for message in (nested(300), alternating(250)) * 3:
+                reply = wire.rr(message)
+                assert reply.status in (0x01, 0x1E)
+            assert wire.routed(read("SCADA", 0)).status == 0
+        finally:
+            wire.close()
+    assert not [r for r in caplog.records if r.exc_info], "a client's request printed a traceback"
+    for record in caplog.records:
+        assert "\n" not in record.getMessage() and len(record.getMessage()) < 400
+
+
+# --- backpressure ----------------------------------------------------------------------------------
+
+def rss(pid: int) -> int:
+    """Resident set size of ``pid``, bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def large_connection(wire: Wire) -> int:
+    """Open a 4000-byte Large Forward Open connection; its O->T connection id."""
+    fo = cip.ForwardOpen(t_o_connection=0x7777, serial=wire.session & 0xFFFF, vendor=0x1337,
+                         originator_serial=9, o_t_params=0x42000FA0, t_o_params=0x42000FA0, large=True,
+                         path=(Port(1, 0), *ROUTER))
+    reply = wire.rr(fo.request().encode())
+    assert reply.status == 0
+    return cip.ForwardOpenReply.decode(reply.data).o_t_connection
+
+
+def flood(socks: list[socket.socket], frames: list[bytes], seconds: float, limit: int) -> int:
+    """Send each socket its frame over and over, never reading, for ``seconds`` or ``limit``
+    frames per socket; the number of bytes sent."""
+    for sock in socks:
+        sock.setblocking(False)
+    sent = dict.fromkeys(socks, 0)
+    pending = {sock: b"" for sock in socks}
+    deadline = time.monotonic() + seconds
+    burst = {sock: frame_ * 64 for sock, frame_ in zip(socks, frames, strict=True)}
+    budget = {sock: limit * len(frame_) for sock, frame_ in zip(socks, frames, strict=True)}
+    while time.monotonic() < deadline:
+        writable = [s for s in socks if sent[s] < budget[s]]
+        if not writable:
+            break
+        _, ready, _ = select.select([], writable, [], 0.1)
+        for sock in ready:
+            data = pending[sock] or burst[sock]
+            try:
+                n = sock.send(data)
+            except BlockingIOError:
+                continue
+            sent[sock] += n
+            pending[sock] = data[n:]
+    return sum(sent.values())
+
+
+def test_clients_that_never_read_do_not_grow_the_server():
+    port = free_port()
+    argv = python_module("cpppo.server.enip", "-a", f"127.0.0.1:{port}", "SCADA=INT[1000]")
+    with running(argv, listen=("127.0.0.1", port)) as proc:
+        hogs = [Wire(port) for _ in range(2)]
+        probe = Wire(port)
+        try:
+            frames = []
+            for hog in hogs:
+                hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+                connection = large_connection(hog)
+                unit = cpf.encode_unit_data(connection, 1, read("SCADA", 0, 1000).encode())
+                frames.append(encapsulation.encode(Command.SEND_UNIT_DATA, unit, session=hog.session))
+            assert probe.routed(read("SCADA", 0)).status == 0
+            before = rss(proc.pid)
+            # unbounded, the server would queue about 2 KB of reply per 70-byte request: 150 MB
+            sent = flood([hog.sock for hog in hogs], frames, seconds=4.0, limit=400_000)
+            after = rss(proc.pid)
+            assert probe.routed(read("SCADA", 0)).status == 0  # others are still served
+        finally:
+            for wire in (*hogs, probe):
+                wire.close()
+    growth = after - before
+    assert sent > 100_000, "the flood did not get going"
+    assert growth < 24 << 20, f"server grew {growth / 1e6:.1f} MB (from {before / 1e6:.1f} MB)"
+
+
+# --- idle connections ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def descriptors(needed: int) -> Iterator[None]:
+    """This process's own descriptor limit raised to ``needed`` for the block (skip if the
+    hard limit forbids it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"needs {needed} file descriptors, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, needed), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@contextlib.contextmanager
+def idle_crowd(port: int, count: int, partial: bytes) -> Iterator[list[socket.socket]]:
+    """``count`` connections to ``port``: half silent, half having sent one byte of a request
+    (as a slow client keeping itself alive would); all closed afterwards."""
+    socks: list[socket.socket] = []
+    try:
+        for n in range(count):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            socks.append(sock)
+            if n % 2:
+                sock.send(partial[:1])
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_enip_serves_a_new_client_while_2000_idle_connections_are_open():
+    with descriptors(4600), serve_in_thread(Device.from_specs(["SCADA=INT[10]"]), udp=False) as srv, \
+            idle_crowd(srv.port, 2000, encapsulation.encode(Command.LIST_IDENTITY)):
+        wire = Wire(srv.port)
+        try:
+            assert wire.routed(read("SCADA", 0)).status == 0
+        finally:
+            wire.close()
+        assert srv.evictions >= 2000 - 256 + 1 - 5  # connections the crowd lost to later ones
+        assert len(srv.sessions) <= 256
+
+
+def test_modbus_serves_a_new_client_while_2000_idle_connections_are_open():
+    request = frame(1, 1, bytes.fromhex("03 0000 0001"))
+    with descriptors(4600), simulator() as (_, server), idle_crowd(server.port, 2000, request):
+        answer = exchange(server.port, request, host=HOST, timeout=10, expect=11)
+        assert answer[7:] == bytes.fromhex("03 02 0063")
+        assert server.evictions >= 2000 - 256 + 1 - 5
+        assert len(server.connections) <= 256
