@@ -51,16 +51,15 @@ class _Connection(StreamConnection):
         super().__init__(server.connections, server.settings, server)
         self.server = server
 
-    def process(self) -> None:
+    def process(self, data: bytes | bytearray) -> int:
         server = self.server
-        data = self.buffer
         handle = server.device.handle
         max_frame = server.settings.max_frame
         delay = server.delay
         decode_from, encode, reply = framer.decode_from, framer.encode, self.reply
         position, size = 0, len(data)
         try:
-            while position < size and not self.blocked:
+            while position < size and not self.stalled:
                 consumed, header, pdu = decode_from(data, position, max_frame)
                 if not consumed:
                     break
@@ -71,11 +70,9 @@ class _Connection(StreamConnection):
         except FrameError as exc:
             limited.log(logging.INFO, "%s: closing %s: %s", server, self.peer, exc)
             self.flush()
-            data.clear()
             self.transport.close()
-            return
-        if position:
-            del data[:position]
+            return size
+        return position
 
 
 class ModbusServer:

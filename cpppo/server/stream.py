@@ -5,9 +5,9 @@ leave in request order.
 A server keeps its open connections in a :class:`ConnectionSet` and its limits in a settings
 object with ``max_connections``, ``idle_timeout`` (seconds, None or 0: never) and
 ``max_in_flight`` (replies a connection may have waiting).  Its protocol subclasses
-:class:`StreamConnection` and implements ``process()``: frame the requests in ``self.buffer``
-while ``not self.blocked``, answer each with ``self.reply(data, delay)`` and delete what it
-consumed.
+:class:`StreamConnection` and implements ``process(data)``: frame the requests at the front
+of ``data`` while ``not self.stalled``, answer each with ``self.reply(reply, delay)``, and
+return the number of bytes used.
 
 - **Cap**: a connection over ``max_connections`` evicts the one that has waited longest
   without completing a request (the oldest connection that never framed one, else the one
@@ -25,6 +25,7 @@ import asyncio
 import collections
 import logging
 import time
+from time import monotonic as _monotonic
 from typing import Any, Protocol
 
 from cpppo.server.hosting import RateLimitedLog
@@ -90,7 +91,8 @@ class StreamConnection(asyncio.Protocol):
         self._queue: collections.deque[tuple[float, bytes]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
         self._idle: asyncio.TimerHandle | None = None
-        self._write_paused = False
+        self.stalled = False  # no requests are answered while the client does not read, or
+        self._write_paused = False  # ``max_in_flight`` delayed replies wait
         self._reading = True
         self._drain_soon = False
 
@@ -132,28 +134,34 @@ class StreamConnection(asyncio.Protocol):
     # --- input -----------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self.last = time.monotonic()
+        self.last = _monotonic()
         self.received += len(data)
-        self.buffer += data
-        self._drain()
+        if self.buffer or self.stalled:
+            self.buffer += data
+            self._drain()
+            return
+        used = self.process(data)  # the common case: whole requests, nothing left over
+        if used < len(data):
+            self.buffer += memoryview(data)[used:]
+        if self._out:
+            self.flush()
+        if self.stalled:
+            self._set_reading(False)
 
-    def process(self) -> None:  # pragma: no cover - every server overrides it
-        """Frame and answer the requests in ``self.buffer`` while ``not self.blocked``."""
+    def process(self, data: bytes | bytearray) -> int:  # pragma: no cover - every server overrides it
+        """Frame and answer the requests at the front of ``data`` while ``not self.stalled``;
+        the number of bytes used."""
         raise NotImplementedError
-
-    @property
-    def blocked(self) -> bool:
-        """True while no more requests should be answered: the client is not reading, too
-        many delayed replies wait, or the connection is closing."""
-        return self._write_paused or len(self._queue) >= self.limits.max_in_flight or (
-            self.transport is None or self.transport.is_closing())
 
     def _drain(self) -> None:
         self._drain_soon = False
-        if self.buffer and not self.blocked:
-            self.process()
+        buffer = self.buffer
+        if buffer and not self.stalled and self.transport is not None and not self.transport.is_closing():
+            used = self.process(buffer)
+            if used:
+                del buffer[:used]
         self.flush()
-        self._set_reading(not self.blocked)
+        self._set_reading(not self.stalled)
 
     def _set_reading(self, reading: bool) -> None:
         if reading == self._reading or self.transport is None or self.transport.is_closing():
@@ -164,9 +172,11 @@ class StreamConnection(asyncio.Protocol):
         else:
             self.transport.pause_reading()
 
-    def _unblocked(self) -> None:
-        """Go on with buffered requests (on the next loop turn, never inside a transport call)."""
-        if not self._drain_soon and (self.buffer or not self._reading) and not self.blocked:
+    def _restall(self) -> None:
+        """Recompute ``stalled``; go on with buffered requests (on the next loop turn, never
+        inside a transport call) if it cleared."""
+        self.stalled = self._write_paused or len(self._queue) >= self.limits.max_in_flight
+        if not self.stalled and not self._drain_soon and (self.buffer or not self._reading):
             self._drain_soon = True
             asyncio.get_running_loop().call_soon(self._drain)
 
@@ -187,6 +197,8 @@ class StreamConnection(asyncio.Protocol):
         if queue and queue[-1][0] > due:
             due = queue[-1][0]
         queue.append((due, data))
+        if len(queue) >= self.limits.max_in_flight:
+            self.stalled = True
         if self._timer is None:
             self._timer = loop.call_at(queue[0][0], self._release)
 
@@ -214,13 +226,14 @@ class StreamConnection(asyncio.Protocol):
             self.transport.write(b"".join(ready))
         if queue:
             self._timer = loop.call_at(queue[0][0], self._release)
-        self._unblocked()
+        if self.stalled:
+            self._restall()
 
     def pause_writing(self) -> None:
         """The client is not reading its replies: stop answering and reading."""
-        self._write_paused = True
+        self._write_paused = self.stalled = True
         self._set_reading(False)
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._unblocked()
+        self._restall()

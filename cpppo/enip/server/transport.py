@@ -113,21 +113,20 @@ class _TCPSession(StreamConnection):
 
     # --- framing ---------------------------------------------------------------------------------
 
-    def process(self) -> None:
-        buffer = self.buffer
+    def process(self, buffer: bytes | bytearray) -> int:
         offset, size = 0, len(buffer)
         max_payload = self.settings.max_payload
         delay = self.server.delay
-        while size - offset >= 24 and not self.blocked:
+        transport = self.transport
+        while size - offset >= 24 and not self.stalled:
             command, length, handle, status, context, _options = _HEADER.unpack_from(buffer, offset)
             if length > max_payload:
                 limited.log(logging.INFO, "enip: closing %s: it sent a %d-byte payload", self.peer, length)
                 self.flush()  # reply at once (no delay), then close: the stream cannot resync
-                self.transport.write(encapsulation.encode(command, b"", session=handle,
-                                                          status=Status.INVALID_LENGTH, context=context))
-                self.transport.close()
-                buffer.clear()
-                return
+                transport.write(encapsulation.encode(command, b"", session=handle,
+                                                     status=Status.INVALID_LENGTH, context=context))
+                transport.close()
+                return size
             end = offset + 24 + length
             if end > size:
                 break
@@ -137,8 +136,9 @@ class _TCPSession(StreamConnection):
             reply = self.frame(command, handle, status, context, payload)
             if reply is not None:
                 self.reply(reply, None if delay is None else delay_seconds(delay))
-        if offset:
-            del buffer[:offset]
+            if transport.is_closing():
+                return size
+        return offset
 
     # --- commands --------------------------------------------------------------------------------
 
