@@ -21,6 +21,8 @@ from cpppo.enip.codec.epath import Logical, Port
 from cpppo.enip.device.dispatch import MAX_ROUTE_HOPS, Dispatcher, Session
 from cpppo.enip.device.model import Device
 from cpppo.enip.server.background import serve_in_thread
+from cpppo.enip.server.transport import Settings
+from cpppo.modbus.server import ServerSettings
 from tests.support import free_port, python_module, running
 from tests.test_enip_server import Wire, read
 from tests.test_modbus_support import HOST, exchange, frame, simulator
@@ -217,3 +219,51 @@ def test_modbus_serves_a_new_client_while_2000_idle_connections_are_open():
         assert answer[7:] == bytes.fromhex("03 02 0063")
         assert server.evictions >= 2000 - 256 + 1 - 5
         assert len(server.connections) <= 256
+
+
+# --- the bounds keep every reply, in order -------------------------------------------------------
+
+def test_in_flight_bound_pauses_and_resumes_without_losing_replies():
+    """With 4 delayed replies in flight at most, 200 pipelined requests are all answered, in order."""
+    settings = Settings(max_in_flight=4)
+    with serve_in_thread(Device.from_specs(["SCADA=INT[10]"]), udp=False, settings=settings,
+                         delay=0.001) as srv:
+        wire = Wire(srv.port)
+        try:
+            payload = cpf.encode_rr_data(read("SCADA", 0).encode())
+            wire.sock.sendall(b"".join(
+                encapsulation.encode(Command.SEND_RR_DATA, payload, session=wire.session,
+                                     context=n.to_bytes(8, "little")) for n in range(200)))
+            contexts, buffer = [], b""
+            while len(contexts) < 200:
+                consumed, header, _ = encapsulation.decode(buffer)
+                if consumed:
+                    contexts.append(int.from_bytes(header.context, "little"))
+                    buffer = buffer[consumed:]
+                else:
+                    chunk = wire.sock.recv(65536)
+                    assert chunk, f"closed after {len(contexts)} replies"
+                    buffer += chunk
+        finally:
+            wire.close()
+    assert contexts == list(range(200))
+
+
+def test_modbus_in_flight_bound_keeps_every_reply():
+    request = b"".join(frame(n, 1, bytes.fromhex("03 0000 0001")) for n in range(300))
+    with simulator(delay=0.001, settings=ServerSettings(max_in_flight=3)) as (_, server):
+        answer = exchange(server.port, request, timeout=10, expect=300 * 11)
+    assert [int.from_bytes(answer[n:n + 2], "big") for n in range(0, len(answer), 11)] == list(range(300))
+
+
+def test_a_server_failure_closes_one_connection_in_one_line(caplog):
+    caplog.set_level(logging.DEBUG)
+    request = frame(1, 1, bytes.fromhex("03 0000 0001"))
+    with simulator() as (_, server):
+        handle = server.device.handle
+        server.device.handle = lambda unit, pdu: 1 / 0  # a bug in a device, not the client's doing
+        assert exchange(server.port, request, timeout=5) == b""
+        server.device.handle = handle
+        assert exchange(server.port, request, timeout=5, expect=11)[7:] == bytes.fromhex("03 02 0063")
+    assert not [r for r in caplog.records if r.exc_info]
+    assert any("ZeroDivisionError" in r.getMessage() for r in caplog.records)

@@ -140,13 +140,26 @@ class StreamConnection(asyncio.Protocol):
             self.buffer += data
             self._drain()
             return
-        used = self.process(data)  # the common case: whole requests, nothing left over
+        try:
+            used = self.process(data)  # the common case: whole requests, nothing left over
+        except Exception as exc:
+            self._failed(exc)
+            return
         if used < len(data):
             self.buffer += memoryview(data)[used:]
         if self._out:
             self.flush()
         if self.stalled:
             self._set_reading(False)
+
+    def _failed(self, exc: Exception) -> None:
+        """A request the server could not answer (a bug, not the client's doing): say so in
+        one line and drop the connection, rather than let asyncio print a traceback."""
+        limited.log(logging.WARNING, "%s: closing %s: failed to answer it: %s", self.name, self.peer,
+                    RateLimitedLog.text(exc))
+        self.buffer.clear()
+        if self.transport is not None:
+            self.transport.abort()
 
     def process(self, data: bytes | bytearray) -> int:  # pragma: no cover - every server overrides it
         """Frame and answer the requests at the front of ``data`` while ``not self.stalled``;
@@ -157,7 +170,11 @@ class StreamConnection(asyncio.Protocol):
         self._drain_soon = False
         buffer = self.buffer
         if buffer and not self.stalled and self.transport is not None and not self.transport.is_closing():
-            used = self.process(buffer)
+            try:
+                used = self.process(buffer)
+            except Exception as exc:
+                self._failed(exc)
+                return
             if used:
                 del buffer[:used]
         self.flush()
