@@ -22,6 +22,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from cpppo.faults import follow_listening
 from cpppo.modbus import framer
 from cpppo.modbus.device import ModbusDevice
 from cpppo.modbus.errors import FrameError
@@ -51,11 +52,20 @@ class _Connection(StreamConnection):
         super().__init__(server.connections, server.settings, server)
         self.server = server
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        faults = self.server.device.faults
+        if faults.active is not None and faults.offline():
+            self.transport = transport  # type: ignore[assignment]
+            transport.abort()
+            return
+        super().connection_made(transport)
+
     def process(self, data: bytes | bytearray) -> int:
         server = self.server
         handle = server.device.handle
         max_frame = server.settings.max_frame
         delay = server.delay
+        faults = server.device.faults
         decode_from, encode, reply = framer.decode_from, framer.encode, self.reply
         position, size = 0, len(data)
         try:
@@ -65,6 +75,16 @@ class _Connection(StreamConnection):
                     break
                 position += consumed
                 self.requests += 1
+                if faults.active is not None:
+                    answer = self._faulted(header, pdu)
+                    if answer is None:
+                        if self.transport.is_closing():
+                            return size
+                        continue
+                    extra = faults.latency()
+                    wait = None if delay is None else delay()
+                    reply(answer, (wait or 0.0) + extra if extra else wait)
+                    continue
                 reply(encode(header.transaction_id, header.unit_id, handle(header.unit_id, pdu)),
                       None if delay is None else delay())
         except FrameError as exc:
@@ -73,6 +93,22 @@ class _Connection(StreamConnection):
             self.transport.close()
             return size
         return position
+
+    def _faulted(self, header: framer.MBAPHeader, pdu: bytes) -> bytes | None:
+        """One reply under an injected fault (cpppo.faults): none (timeout), a closed
+        connection (drop), an exception (error), garbage (corrupt); latency is in ``process``."""
+        faults = self.server.device.faults
+        if faults.silent():
+            return None
+        if faults.drop():
+            self.transport.abort()
+            return None
+        code = faults.error((f"0x{pdu[0]:02X}" if pdu else "",))
+        if code:
+            answer = bytes((pdu[0] | 0x80, code)) if pdu else b""
+        else:
+            answer = self.server.device.handle(header.unit_id, pdu)
+        return faults.corrupt(framer.encode(header.transaction_id, header.unit_id, answer))
 
 
 class ModbusServer:
@@ -87,6 +123,7 @@ class ModbusServer:
         self.loop = asyncio.get_running_loop()
         self.host = ""
         self.port = 0
+        self.enabled = False
         self._server: asyncio.Server | None = None
 
     @property
@@ -101,9 +138,20 @@ class ModbusServer:
         self._server = await self.loop.create_server(lambda: _Connection(self), host, port,
                                                      reuse_address=True, backlog=256)
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
+        self.enabled = True
+
+    def disable(self) -> None:
+        """Stop serving (an ``offline`` fault): close the port and every connection."""
+        self.close()
+
+    async def enable(self) -> None:
+        """Serve again on the same address after ``disable()`` (OSError if it is taken)."""
+        if not self.enabled:
+            await self._start(self.host, self.port)
 
     def close(self) -> None:
         """Stop listening and close every open connection."""
+        self.enabled = False
         if self._server is not None:
             self._server.close()
         for connection in list(self.connections):
@@ -131,5 +179,6 @@ async def serve(device: ModbusDevice, host: str = "0.0.0.0", port: int = 502, de
     ``port=0`` picks a free port (see ``.port``).  Raises OSError if the address is taken."""
     server = ModbusServer(device, delay, settings or ServerSettings())
     await server._start(host, port)
+    follow_listening(device.faults, server)
     log.info("%s: serving %s", server, device)
     return server

@@ -29,7 +29,9 @@ from typing import Any
 from cpppo.enip.codec import CodecError, cpf, encapsulation
 from cpppo.enip.codec.encapsulation import Command, Status
 from cpppo.enip.device.dispatch import Dispatcher, Session
+from cpppo.enip.device.faults import error_reply
 from cpppo.enip.device.model import Device
+from cpppo.faults import follow_listening
 from cpppo.server.hosting import Delay, RateLimitedLog, delay_seconds
 from cpppo.server.stream import ConnectionSet, StreamConnection
 
@@ -102,8 +104,13 @@ class _TCPSession(StreamConnection):
         self.handle = 0
         self.session = Session(max_connections=self.settings.max_forward_opens)
         self.local: Any = None
+        self.faults = server.device.faults  # injected faults (cpppo.faults), consulted per request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.faults.active is not None and self.faults.offline():
+            self.transport = transport  # type: ignore[assignment]
+            transport.abort()
+            return
         super().connection_made(transport)
         self.local = transport.get_extra_info("sockname")
 
@@ -134,11 +141,29 @@ class _TCPSession(StreamConnection):
             offset = end
             self.requests += 1
             reply = self.frame(command, handle, status, context, payload)
+            wait = None if delay is None else delay_seconds(delay)
+            if self.faults.active is not None:
+                reply = self._faulted(reply)
+                extra = self.faults.latency()
+                if extra:
+                    wait = (wait or 0.0) + extra
             if reply is not None:
-                self.reply(reply, None if delay is None else delay_seconds(delay))
+                self.reply(reply, wait)
             if transport.is_closing():
                 return size
         return offset
+
+    def _faulted(self, reply: bytes | None) -> bytes | None:
+        """What an injected fault makes of a reply: none (timeout), a closed connection (drop),
+        or garbage (corrupt); latency is added in ``process``, error statuses in ``frame``."""
+        faults = self.faults
+        if faults.silent():
+            return None
+        if faults.drop():
+            if self.transport is not None:
+                self.transport.abort()
+            return None
+        return faults.corrupt(reply) if reply is not None else None
 
     # --- commands --------------------------------------------------------------------------------
 
@@ -153,13 +178,15 @@ class _TCPSession(StreamConnection):
             try:
                 if command == Command.SEND_RR_DATA:
                     request = cpf.decode_rr_data(payload)
-                    answer = self.responder.dispatcher.unconnected(request.data, self.session)
+                    answer = ((self.faults.active is not None and error_reply(request.data, self.faults))
+                              or self.responder.dispatcher.unconnected(request.data, self.session))
                     return reply(cpf.encode_rr_data(answer))
                 unit = cpf.decode_unit_data(payload)
                 connection = self.session.connections.get(unit.connection)
                 if connection is None:
                     return reply(status=Status.INCORRECT_DATA)
-                answer = self.responder.dispatcher.connected(connection, unit.data, self.session)
+                answer = ((self.faults.active is not None and error_reply(unit.data, self.faults))
+                          or self.responder.dispatcher.connected(connection, unit.data, self.session))
                 return reply(cpf.encode_unit_data(connection.t_o, unit.sequence, answer))
             except CodecError as exc:
                 limited.log(logging.INFO, "enip: bad %s payload from %s: %s", Command(command).name,
@@ -314,5 +341,6 @@ async def serve(device: Device, host: str = "0.0.0.0", port: int = 44818, *, udp
     address cannot be bound."""
     handle = ServerHandle(device, host, delay, settings or Settings(), udp=udp, backlog=backlog)
     await handle._listen(port)
+    follow_listening(device.faults, handle)
     log.info("serving %s on %s:%d", device.identity.get("product_name"), host or "0.0.0.0", handle.port)
     return handle
