@@ -23,7 +23,7 @@ from typing import Any, ClassVar, NamedTuple
 from fleet.table import Table
 
 __all__ = ["KINDS", "EnipKind", "EnipOptions", "Kind", "ModbusKind", "ModbusOptions", "RegisterRead",
-           "TagRead", "kind"]
+           "ServerLimits", "TagRead", "kind", "limits", "read_limits"]
 
 
 class Kind(ABC):
@@ -64,8 +64,11 @@ class Kind(ABC):
         plan checks every device's own values)."""
 
     @abstractmethod
-    async def serve(self, model: Any, host: str, port: int, delay: Any) -> Any:
-        """Serve a built model; the handle has ``close()`` and ``wait_closed()``."""
+    async def serve(self, model: Any, host: str, port: int, delay: Any, options: Any = None,
+                    pool: Any = None) -> Any:
+        """Serve a built model; the handle has ``close()`` and ``wait_closed()``.  ``options``
+        (the kind's Options) gives the server's connection limits; ``pool`` (a
+        ``cpppo.server.stream.ConnectionSet``) caps the worker's connections as a whole."""
 
     @abstractmethod
     def client(self, host: str, port: int, options: Any, timeout: float) -> Any:
@@ -80,6 +83,34 @@ class Kind(ABC):
         """What :meth:`check` reads (structured: a TagRead, a RegisterRead)."""
 
 
+@dataclass(frozen=True)
+class ServerLimits:
+    """Connection limits every kind's [[device]] table may set (unset: the server's default)."""
+
+    max_connections: int | None = None  # connections per device; one more evicts the longest idle
+    idle_timeout: float | None = None  # seconds a connection may stay silent (0: forever)
+    max_in_flight: int | None = None  # delayed replies one connection may have waiting
+
+
+_LIMIT_TYPES = {"max_connections": (int,), "idle_timeout": (int, float), "max_in_flight": (int,)}
+
+
+def read_limits(t: Table) -> dict[str, Any]:
+    """The :class:`ServerLimits` keys a [[device]] table sets, checked."""
+    return {key: (float if float in kinds else int)(t.positive(key, None, kinds, zero=key == "idle_timeout"))
+            for key, kinds in _LIMIT_TYPES.items() if key in t.data}
+
+
+def limits(options: Any) -> dict[str, Any]:
+    """The limits ``options`` sets, as server settings keywords.
+
+    >>> limits(ModbusOptions(max_connections=16)), limits(None)
+    ({'max_connections': 16}, {})
+    """
+    return {f.name: getattr(options, f.name) for f in fields(ServerLimits)
+            if options is not None and getattr(options, f.name, None) is not None}
+
+
 class IdentityMismatch(Exception):
     """The device at the planned address answers as another device."""
 
@@ -92,7 +123,7 @@ class TagRead(NamedTuple):
 
 
 @dataclass(frozen=True)
-class EnipOptions:
+class EnipOptions(ServerLimits):
     """The ENIP keys of a [[device]] table."""
 
     tags: tuple[str, ...] = ()  # enip_server tag specs, as written: "SCADA=INT[1000]"
@@ -131,8 +162,8 @@ class EnipKind(Kind):
         if health_tag is not None and health_tag.split("[")[0].casefold() not in names:
             t.fail("health_tag", f"{health_tag!r} is not one of the device's tags")
         first = tags[0][1]
-        return EnipOptions(tags=tuple(text.strip() for text, _ in tags), route_path=route_path,
-                           simple=t.get("simple", bool, False, what="true or false"),
+        return EnipOptions(**read_limits(t), tags=tuple(text.strip() for text, _ in tags),
+                           route_path=route_path, simple=t.get("simple", bool, False, what="true or false"),
                            health_tag=health_tag or (f"{first.name}[0]" if first.length is not None
                                                      else first.name))
 
@@ -147,10 +178,12 @@ class EnipKind(Kind):
 
         parse_identity(identity)
 
-    async def serve(self, model: Any, host: str, port: int, delay: Any) -> Any:
-        from cpppo.enip.server.transport import serve
+    async def serve(self, model: Any, host: str, port: int, delay: Any, options: Any = None,
+                    pool: Any = None) -> Any:
+        from cpppo.enip.server.transport import Settings, serve
 
-        return await serve(model, host=host, port=port, udp=True, delay=delay)
+        return await serve(model, host=host, port=port, udp=True, delay=delay,
+                           settings=Settings(**limits(options)), pool=pool)
 
     def client(self, host: str, port: int, options: EnipOptions, timeout: float) -> Any:
         from cpppo.enip.client.aclient import AsyncClient
@@ -193,7 +226,7 @@ class RegisterRead(NamedTuple):
 
 
 @dataclass(frozen=True)
-class ModbusOptions:
+class ModbusOptions(ServerLimits):
     """The Modbus keys of a [[device]] table."""
 
     registers: tuple[str, ...] = ()  # modbus_sim register ranges, as written: "40001-40100=99"
@@ -227,7 +260,8 @@ class ModbusKind(Kind):
         reg = t.get("health_register", int, None, what="an integer")
         if reg is not None and not any(r.begin <= reg <= r.end for _, r in ranges):
             t.fail("health_register", f"{reg} is not in any of the device's register ranges")
-        return ModbusOptions(registers=tuple(text.strip() for text, _ in ranges), unit_ids=tuple(units),
+        return ModbusOptions(**read_limits(t), registers=tuple(text.strip() for text, _ in ranges),
+                             unit_ids=tuple(units),
                              health_register=reg if reg is not None else ranges[0][1].begin)
 
     def build(self, options: ModbusOptions, identity: Mapping[str, Any]) -> Any:
@@ -241,10 +275,15 @@ class ModbusKind(Kind):
 
         ModbusDevice({}, identity=dict(identity))
 
-    async def serve(self, model: Any, host: str, port: int, delay: Any) -> Any:
-        from cpppo.modbus.server import serve
+    async def serve(self, model: Any, host: str, port: int, delay: Any, options: Any = None,
+                    pool: Any = None) -> Any:
+        from cpppo.modbus.server import ServerSettings, serve
 
-        return await serve(model, host=host, port=port, delay=delay)
+        settings = limits(options)
+        if "idle_timeout" in settings:
+            settings["idle_timeout"] = settings["idle_timeout"] or None  # 0: never
+        return await serve(model, host=host, port=port, delay=delay, settings=ServerSettings(**settings),
+                           pool=pool)
 
     def client(self, host: str, port: int, options: ModbusOptions, timeout: float) -> Any:
         from cpppo.modbus.aclient import AsyncModbusClient

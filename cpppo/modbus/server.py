@@ -49,7 +49,7 @@ class _Connection(StreamConnection):
     """One client connection to a server."""
 
     def __init__(self, server: ModbusServer) -> None:
-        super().__init__(server.connections, server.settings, server)
+        super().__init__(server.connections, server.settings, server, server.pool)
         self.server = server
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -115,8 +115,10 @@ class ModbusServer:
     """A running server for one device: ``.host``, ``.port`` (the real one, for port 0),
     ``.connections``, ``close()`` and ``await wait_closed()``; also an async context manager."""
 
-    def __init__(self, device: ModbusDevice, delay: Delay, settings: ServerSettings) -> None:
+    def __init__(self, device: ModbusDevice, delay: Delay, settings: ServerSettings,
+                 pool: ConnectionSet | None = None) -> None:
         self.device = device
+        self.pool = pool
         self.delay = delay_source(delay)
         self.settings = settings
         self.connections: ConnectionSet = ConnectionSet()
@@ -174,10 +176,11 @@ class ModbusServer:
 
 
 async def serve(device: ModbusDevice, host: str = "0.0.0.0", port: int = 502, delay: Delay = None,
-                settings: ServerSettings | None = None) -> ModbusServer:
+                settings: ServerSettings | None = None, pool: ConnectionSet | None = None) -> ModbusServer:
     """Serve ``device`` on (``host``, ``port``) on the running event loop; returns the handle.
-    ``port=0`` picks a free port (see ``.port``).  Raises OSError if the address is taken."""
-    server = ModbusServer(device, delay, settings or ServerSettings())
+    ``port=0`` picks a free port (see ``.port``).  Raises OSError if the address is taken.
+    ``pool``: connections shared with other servers in this process, capped as a whole."""
+    server = ModbusServer(device, delay, settings or ServerSettings(), pool)
     await server._start(host, port)
     follow_listening(device.faults, server)
     log.info("%s: serving %s", server, device)

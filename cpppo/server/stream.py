@@ -12,7 +12,8 @@ return the number of bytes used.
 - **Cap**: a connection over ``max_connections`` evicts the one that has waited longest
   without completing a request (the oldest connection that never framed one, else the one
   idle the longest), so idle or slow connections cannot lock well-behaved clients out; the
-  set counts ``evictions``.
+  set counts ``evictions``.  Servers given one shared ``pool`` (a fleet worker's devices)
+  are capped together as well, the same way, by ``pool.cap``.
 - **Backpressure**: while the transport's write buffer is over its high-water mark, or
   ``max_in_flight`` delayed replies wait, the connection stops framing requests and stops
   reading; it goes on when the client has read (or the replies have left).  A client that
@@ -47,21 +48,24 @@ class Limits(Protocol):
 
 
 class ConnectionSet(set):
-    """A server's open connections, with the count of connections evicted to admit new ones."""
+    """Open connections (of a server, or of every server in a process: a *pool*, whose own
+    ``cap`` bounds them all), with the count of connections evicted to admit new ones."""
 
     evictions: int = 0
     idle_closed: int = 0
 
-    def admit(self, connection: StreamConnection, cap: int) -> StreamConnection | None:
-        """Add ``connection``; if the set is full, first evict (abort) and return the member
-        that waited longest without completing a request."""
+    def __init__(self, cap: int | None = None) -> None:
+        super().__init__()
+        self.cap = cap
+
+    def admit(self, connection: StreamConnection, cap: int | None) -> StreamConnection | None:
+        """Add ``connection``; if the set holds ``cap`` already, first evict (abort) and
+        return the member that waited longest without completing a request."""
         victim = None
-        if len(self) >= cap and self:
+        if cap and len(self) >= cap:
             victim = min(self, key=_eviction_order)
-            self.discard(victim)
             self.evictions += 1
-            if victim.transport is not None:
-                victim.transport.abort()
+            victim.evict()
         self.add(connection)
         return victim
 
@@ -76,8 +80,10 @@ def _eviction_order(connection: StreamConnection) -> tuple[bool, float]:
 class StreamConnection(asyncio.Protocol):
     """One TCP connection of a server (see the module's documentation)."""
 
-    def __init__(self, members: ConnectionSet, limits: Limits, name: object = "") -> None:
+    def __init__(self, members: ConnectionSet, limits: Limits, name: object = "",
+                 pool: ConnectionSet | None = None) -> None:
         self.members = members
+        self.pool = pool  # every server's connections in this process (capped), or None
         self.limits = limits
         self.name = name  # the server, for log records
         self.transport: asyncio.Transport | None = None
@@ -106,12 +112,27 @@ class StreamConnection(asyncio.Protocol):
         if victim is not None:
             limited.log(logging.INFO, "%s: %d connections: evicted %s (idle %.0fs) for %s", self.name,
                         len(self.members), victim.peer, self.opened - victim.last, self.peer)
+        if self.pool is not None:
+            victim = self.pool.admit(self, self.pool.cap)
+            if victim is not None:
+                limited.log(logging.INFO, "%d connections in the pool: evicted %s of %s (idle %.0fs) for %s",
+                            len(self.pool), victim.peer, victim.name, self.opened - victim.last, self.peer)
         timeout = self.limits.idle_timeout
         if timeout:
             self._idle = asyncio.get_running_loop().call_later(timeout, self._check_idle)
 
+    def evict(self) -> None:
+        """Make room: leave the sets at once and drop the connection."""
+        self.members.discard(self)
+        if self.pool is not None:
+            self.pool.discard(self)
+        if self.transport is not None:
+            self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.members.discard(self)
+        if self.pool is not None:
+            self.pool.discard(self)
         for handle in (self._timer, self._idle):
             if handle is not None:
                 handle.cancel()

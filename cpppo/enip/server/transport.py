@@ -97,7 +97,7 @@ class _Responder:
 
 class _TCPSession(StreamConnection):
     def __init__(self, server: ServerHandle) -> None:
-        super().__init__(server.sessions, server.settings, "enip")
+        super().__init__(server.sessions, server.settings, server, server.pool)
         self.server = server
         self.responder = server.responder
         self.settings = server.settings
@@ -262,9 +262,10 @@ class ServerHandle:
     enable()`` binds the same port again."""
 
     def __init__(self, device: Device, host: str, delay: Delay, settings: Settings, udp: bool = True,
-                 backlog: int = 128) -> None:
+                 backlog: int = 128, pool: ConnectionSet | None = None) -> None:
         self.device = device
         self.host = host
+        self.pool = pool
         self.delay = delay
         self.settings = settings
         self.with_udp = udp
@@ -280,6 +281,9 @@ class ServerHandle:
     def evictions(self) -> int:
         """Connections closed so far to make room for new ones (``Settings.max_connections``)."""
         return self.sessions.evictions
+
+    def __str__(self) -> str:
+        return f"enip@{self.host or '0.0.0.0'}:{self.port}"
 
     def close(self) -> None:
         self.enabled = False
@@ -334,12 +338,15 @@ class ServerHandle:
 
 
 async def serve(device: Device, host: str = "0.0.0.0", port: int = 44818, *, udp: bool = True,
-                delay: Delay = None, settings: Settings | None = None, backlog: int = 128) -> ServerHandle:
+                delay: Delay = None, settings: Settings | None = None, backlog: int = 128,
+                pool: ConnectionSet | None = None) -> ServerHandle:
     """Start serving ``device`` on (host, port) over TCP (and UDP for list requests).
+    ``pool``: connections shared with other servers in this process, capped as a whole
+    (``cpppo.server.stream``).
 
     ``port=0`` picks a free port (the same number for TCP and UDP).  Raises OSError if the
     address cannot be bound."""
-    handle = ServerHandle(device, host, delay, settings or Settings(), udp=udp, backlog=backlog)
+    handle = ServerHandle(device, host, delay, settings or Settings(), udp=udp, backlog=backlog, pool=pool)
     await handle._listen(port)
     follow_listening(device.faults, handle)
     log.info("serving %s on %s:%d", device.identity.get("product_name"), host or "0.0.0.0", handle.port)

@@ -42,7 +42,8 @@ def device_config(plan: Plan, spec: ContainerSpec, image: str, labels: dict[str,
     """create_container keywords (plus ``host_config`` and ``endpoints``) for a device container."""
     fleet = plan.fleet
     devices = [d.to_json() for d in spec.devices]
-    env = {SPEC_VARIABLE: json.dumps({"worker": spec.worker, "devices": devices}, separators=(",", ":"))}
+    worker = {"worker": spec.worker, "devices": devices, "max_connections": fleet.worker_max_connections}
+    env = {SPEC_VARIABLE: json.dumps(worker, separators=(",", ":"))}
     grouped = spec.extra_addresses
     host = dict(
         restart_policy={"Name": "unless-stopped"}, mem_limit=fleet.docker_memory,
