@@ -27,7 +27,7 @@ from cpppo.modbus import framer
 from cpppo.modbus.device import ModbusDevice
 from cpppo.modbus.errors import FrameError
 from cpppo.server.hosting import Delay, RateLimitedLog, delay_source, parse_delay
-from cpppo.server.stream import ConnectionSet, StreamConnection
+from cpppo.server.stream import BACKLOG, ConnectionSet, StreamConnection
 
 __all__ = ["Delay", "ModbusServer", "ServerSettings", "delay_source", "parse_delay", "serve"]
 
@@ -138,7 +138,7 @@ class ModbusServer:
 
     async def _start(self, host: str, port: int) -> None:
         self._server = await self.loop.create_server(lambda: _Connection(self), host, port,
-                                                     reuse_address=True, backlog=256)
+                                                     reuse_address=True, backlog=BACKLOG)
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
         self.enabled = True
 

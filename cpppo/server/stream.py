@@ -31,12 +31,15 @@ from typing import Any, Protocol
 
 from cpppo.server.hosting import RateLimitedLog
 
-__all__ = ["ConnectionSet", "Limits", "StreamConnection"]
+__all__ = ["BACKLOG", "ConnectionSet", "Limits", "StreamConnection"]
 
 log = logging.getLogger(__name__)
 limited = RateLimitedLog(log)
 
 FLUSH_BYTES = 65536  # replies gathered from one read are written once this many bytes are ready
+# Listen backlog: a burst of connections (a crowd of idle ones, say) must not overflow the
+# accept queue, or a well-behaved client's SYN is dropped and it waits a second to retry.
+BACKLOG = 1024
 
 
 class Limits(Protocol):

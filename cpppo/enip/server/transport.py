@@ -33,7 +33,7 @@ from cpppo.enip.device.faults import error_reply
 from cpppo.enip.device.model import Device
 from cpppo.faults import follow_listening
 from cpppo.server.hosting import Delay, RateLimitedLog, delay_seconds
-from cpppo.server.stream import ConnectionSet, StreamConnection
+from cpppo.server.stream import BACKLOG, ConnectionSet, StreamConnection
 
 __all__ = ["ServerHandle", "Settings", "serve"]
 
@@ -262,7 +262,7 @@ class ServerHandle:
     enable()`` binds the same port again."""
 
     def __init__(self, device: Device, host: str, delay: Delay, settings: Settings, udp: bool = True,
-                 backlog: int = 128, pool: ConnectionSet | None = None) -> None:
+                 backlog: int = BACKLOG, pool: ConnectionSet | None = None) -> None:
         self.device = device
         self.host = host
         self.pool = pool
@@ -338,7 +338,7 @@ class ServerHandle:
 
 
 async def serve(device: Device, host: str = "0.0.0.0", port: int = 44818, *, udp: bool = True,
-                delay: Delay = None, settings: Settings | None = None, backlog: int = 128,
+                delay: Delay = None, settings: Settings | None = None, backlog: int = BACKLOG,
                 pool: ConnectionSet | None = None) -> ServerHandle:
     """Start serving ``device`` on (host, port) over TCP (and UDP for list requests).
     ``pool``: connections shared with other servers in this process, capped as a whole
