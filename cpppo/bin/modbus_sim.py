@@ -123,8 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, port = parse_endpoint(args.address)
         device = ModbusDevice.from_specs(args.registers, unit_ids=parse_units(args.unit))
         delay = parse_delay(args.delay)
-        if args.max_connections < 1 or args.max_in_flight < 1 or args.idle_timeout < 0:
-            raise ValueError("--max-connections and --max-in-flight must be >= 1 and --idle-timeout >= 0")
+        for flag, value, least in (("--max-connections", args.max_connections, 1),
+                                   ("--max-in-flight", args.max_in_flight, 1),
+                                   ("--idle-timeout", args.idle_timeout, 0)):
+            if value < least:
+                raise ValueError(f"{flag} must be >= {least}, got {value:g}")
         settings = ServerSettings(max_connections=args.max_connections,
                                   idle_timeout=args.idle_timeout or None, max_in_flight=args.max_in_flight)
         ensure_fd_limit(args.max_connections + 64)

@@ -172,10 +172,12 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
             customize(device)
         settings = Settings(max_connections=args.max_connections, idle_timeout=args.idle_timeout,
                             max_payload=args.max_payload, max_in_flight=args.max_in_flight)
-        if min(args.max_connections, args.max_in_flight) < 1 or args.max_payload < 64 \
-                or args.idle_timeout < 0:
-            raise ValueError("--max-connections and --max-in-flight must be >= 1, --max-payload >= 64 "
-                             "and --idle-timeout >= 0")
+        for flag, value, least in (("--max-connections", args.max_connections, 1),
+                                   ("--max-in-flight", args.max_in_flight, 1),
+                                   ("--max-payload", args.max_payload, 64),
+                                   ("--idle-timeout", args.idle_timeout, 0)):
+            if value < least:
+                raise ValueError(f"{flag} must be >= {least}, got {value:g}")
         ensure_fd_limit(args.max_connections + 64)
     except (ValueError, OSError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
