@@ -57,6 +57,11 @@ class FuzzResult:
     def worst_probe(self) -> float:
         return max(self.probe_latencies, default=0.0)
 
+    @property
+    def p99_probe(self) -> float:
+        ordered = sorted(self.probe_latencies)
+        return ordered[int(len(ordered) * 0.99)] if ordered else 0.0
+
 
 # --- EtherNet/IP -----------------------------------------------------------------------------------
 
