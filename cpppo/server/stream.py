@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import time
 from time import monotonic as _monotonic
 from typing import Any, Protocol
 
@@ -110,7 +109,7 @@ class StreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername")
-        self.opened = self.last = time.monotonic()
+        self.opened = self.last = _monotonic()
         victim = self.members.admit(self, self.limits.max_connections)
         if victim is not None:
             limited.log(logging.INFO, "%s: %d connections: evicted %s (idle %.0fs) for %s", self.name,
@@ -145,7 +144,7 @@ class StreamConnection(asyncio.Protocol):
 
     def _check_idle(self) -> None:
         timeout = self.limits.idle_timeout or 0.0
-        quiet = time.monotonic() - self.last
+        quiet = _monotonic() - self.last
         if quiet >= timeout:
             self._idle = None
             self.members.idle_closed += 1
