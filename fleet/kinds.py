@@ -23,7 +23,7 @@ from typing import Any, ClassVar, NamedTuple
 from fleet.table import Table
 
 __all__ = ["KINDS", "EnipKind", "EnipOptions", "IOOptions", "Kind", "ModbusKind", "ModbusOptions",
-           "RegisterRead", "TagRead", "kind"]
+           "RegisterRead", "ServerLimits", "TagRead", "kind", "limits", "read_limits"]
 
 
 class Kind(ABC):
@@ -64,8 +64,11 @@ class Kind(ABC):
         plan checks every device's own values)."""
 
     @abstractmethod
-    async def serve(self, model: Any, host: str, port: int, delay: Any) -> Any:
-        """Serve a built model; the handle has ``close()`` and ``wait_closed()``."""
+    async def serve(self, model: Any, host: str, port: int, delay: Any, options: Any = None,
+                    pool: Any = None) -> Any:
+        """Serve a built model; the handle has ``close()`` and ``wait_closed()``.  ``options``
+        (the kind's Options) gives the server's connection limits; ``pool`` (a
+        ``cpppo.server.stream.ConnectionSet``) caps the worker's connections as a whole."""
 
     @abstractmethod
     def client(self, host: str, port: int, options: Any, timeout: float) -> Any:
@@ -80,6 +83,34 @@ class Kind(ABC):
         """What :meth:`check` reads (structured: a TagRead, a RegisterRead)."""
 
 
+@dataclass(frozen=True)
+class ServerLimits:
+    """Connection limits every kind's [[device]] table may set (unset: the server's default)."""
+
+    max_connections: int | None = None  # connections per device; one more evicts the longest idle
+    idle_timeout: float | None = None  # seconds a connection may stay silent (0: forever)
+    max_in_flight: int | None = None  # delayed replies one connection may have waiting
+
+
+_LIMIT_TYPES = {"max_connections": (int,), "idle_timeout": (int, float), "max_in_flight": (int,)}
+
+
+def read_limits(t: Table) -> dict[str, Any]:
+    """The :class:`ServerLimits` keys a [[device]] table sets, checked."""
+    return {key: (float if float in kinds else int)(t.positive(key, None, kinds, zero=key == "idle_timeout"))
+            for key, kinds in _LIMIT_TYPES.items() if key in t.data}
+
+
+def limits(options: Any) -> dict[str, Any]:
+    """The limits ``options`` sets, as server settings keywords.
+
+    >>> limits(ModbusOptions(max_connections=16)), limits(None)
+    ({'max_connections': 16}, {})
+    """
+    return {f.name: getattr(options, f.name) for f in fields(ServerLimits)
+            if options is not None and getattr(options, f.name, None) is not None}
+
+
 class IdentityMismatch(Exception):
     """The device at the planned address answers as another device."""
 
@@ -92,7 +123,7 @@ class TagRead(NamedTuple):
 
 
 @dataclass(frozen=True)
-class EnipOptions:
+class EnipOptions(ServerLimits):
     """The ENIP keys of a [[device]] table."""
 
     tags: tuple[str, ...] = ()  # enip_server tag specs, as written: "SCADA=INT[1000]"
@@ -194,7 +225,7 @@ class EnipKind(Kind):
             t.fail("health_tag", f"{health_tag!r} is not one of the device's tags")
         first = tags[0][1]
         texts = tuple(text.strip() for text, _ in tags)
-        return EnipOptions(tags=texts, route_path=route_path, io=_io_options(t, texts),
+        return EnipOptions(**read_limits(t), tags=texts, route_path=route_path, io=_io_options(t, texts),
                            simple=t.get("simple", bool, False, what="true or false"),
                            health_tag=health_tag or (f"{first.name}[0]" if first.length is not None
                                                      else first.name))
@@ -222,17 +253,20 @@ class EnipKind(Kind):
 
         parse_identity(identity)
 
-    async def serve(self, model: Any, host: str, port: int, delay: Any) -> Any:
-        from cpppo.enip.server.transport import serve
+    async def serve(self, model: Any, host: str, port: int, delay: Any, options: Any = None,
+                    pool: Any = None) -> Any:
+        from cpppo.enip.server.transport import Settings, serve
 
+        settings = Settings(**limits(options))
         if model.io is not None:  # an I/O adapter: the worker's one IOEngine sends every RPI
             from cpppo.enip.server.io import AdapterHandle, IOEngine, serve_adapter
 
             io_port = model.io.policy.io_port
             server, endpoint = await serve_adapter(model, model.io, host, port, engine=IOEngine.of_loop(),
-                                                   io_port=io_port, udp=True, delay=delay)
+                                                   io_port=io_port, udp=True, delay=delay, settings=settings,
+                                                   pool=pool)
             return AdapterHandle(server, endpoint)
-        return await serve(model, host=host, port=port, udp=True, delay=delay)
+        return await serve(model, host=host, port=port, udp=True, delay=delay, settings=settings, pool=pool)
 
     def client(self, host: str, port: int, options: EnipOptions, timeout: float) -> Any:
         from cpppo.enip.client.aclient import AsyncClient
@@ -275,7 +309,7 @@ class RegisterRead(NamedTuple):
 
 
 @dataclass(frozen=True)
-class ModbusOptions:
+class ModbusOptions(ServerLimits):
     """The Modbus keys of a [[device]] table."""
 
     registers: tuple[str, ...] = ()  # modbus_sim register ranges, as written: "40001-40100=99"
@@ -309,7 +343,8 @@ class ModbusKind(Kind):
         reg = t.get("health_register", int, None, what="an integer")
         if reg is not None and not any(r.begin <= reg <= r.end for _, r in ranges):
             t.fail("health_register", f"{reg} is not in any of the device's register ranges")
-        return ModbusOptions(registers=tuple(text.strip() for text, _ in ranges), unit_ids=tuple(units),
+        return ModbusOptions(**read_limits(t), registers=tuple(text.strip() for text, _ in ranges),
+                             unit_ids=tuple(units),
                              health_register=reg if reg is not None else ranges[0][1].begin)
 
     def build(self, options: ModbusOptions, identity: Mapping[str, Any]) -> Any:
@@ -323,10 +358,15 @@ class ModbusKind(Kind):
 
         ModbusDevice({}, identity=dict(identity))
 
-    async def serve(self, model: Any, host: str, port: int, delay: Any) -> Any:
-        from cpppo.modbus.server import serve
+    async def serve(self, model: Any, host: str, port: int, delay: Any, options: Any = None,
+                    pool: Any = None) -> Any:
+        from cpppo.modbus.server import ServerSettings, serve
 
-        return await serve(model, host=host, port=port, delay=delay)
+        settings = limits(options)
+        if "idle_timeout" in settings:
+            settings["idle_timeout"] = settings["idle_timeout"] or None  # 0: never
+        return await serve(model, host=host, port=port, delay=delay, settings=ServerSettings(**settings),
+                           pool=pool)
 
     def client(self, host: str, port: int, options: ModbusOptions, timeout: float) -> Any:
         from cpppo.modbus.aclient import AsyncModbusClient

@@ -55,17 +55,33 @@ def build(device: PlannedDevice) -> Any:
     return KINDS[device.kind].build(device.options, device.identity_dict)
 
 
-async def start(device: PlannedDevice, faults: FaultState | None = None) -> Any:
+async def start(device: PlannedDevice, faults: FaultState | None = None, pool: Any = None) -> Any:
     """Serve one device; returns the server handle (``close()``, ``wait_closed()``).  A model
     that cannot be built raises :class:`Unservable`; a socket that cannot be bound, OSError.
-    ``faults``: the device's fault slot (the worker keeps it across restarts of the device)."""
+    ``faults``: the device's fault slot (the worker keeps it across restarts of the device);
+    ``pool``: the worker's connections (a capped ``cpppo.server.stream.ConnectionSet``)."""
     try:
         model = build(device)
     except ValueError as exc:
         raise Unservable(str(exc)) from None
     if faults is not None:
         model.faults = faults
-    return await KINDS[device.kind].serve(model, device.host, device.port, device.delay)
+    return await KINDS[device.kind].serve(model, device.host, device.port, device.delay, device.options, pool)
+
+
+def connection_cap(configured: int, devices: int, fd_limit: int | None = None) -> int:
+    """How many connections one worker accepts across its devices (one more evicts the longest
+    idle of them): ``configured`` (fleet.toml ``worker_max_connections``), but never more than
+    the open-files limit leaves after each device's listening sockets and a margin, so idle
+    connections cannot exhaust the worker's descriptors and lock every device out.
+
+    >>> connection_cap(0, 100, fd_limit=1024), connection_cap(500, 100, fd_limit=1024)
+    (760, 500)
+    """
+    if fd_limit is None:
+        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    room = max(fd_limit - 2 * devices - 64, 16)
+    return min(configured, room) if configured else room
 
 
 class Unservable(Exception):
@@ -96,9 +112,13 @@ class Worker:
     """The devices of one worker spec, served on the running loop."""
 
     def __init__(self, name: str, devices: list[PlannedDevice],
-                 report: Callable[[dict[str, str], set[str]], None] | None = None) -> None:
+                 report: Callable[[dict[str, str], set[str]], None] | None = None,
+                 max_connections: int = 0) -> None:
+        from cpppo.server.stream import ConnectionSet
+
         self.name = name
         self.devices = devices
+        self.pool = ConnectionSet(connection_cap(max_connections, len(devices)))  # ``.evictions`` counts
         self.servers: dict[str, Any] = {}
         self.errors: dict[str, str] = {}  # device -> why it cannot be served (last attempt)
         self.failed: set[str] = set()  # devices given up on (Unservable): never retried
@@ -113,7 +133,7 @@ class Worker:
         failed = []
         for i in range(0, len(pending), START_BATCH):
             batch = pending[i:i + START_BATCH]
-            results = await asyncio.gather(*(start(d, self.faults[d.name]) for d in batch),
+            results = await asyncio.gather(*(start(d, self.faults[d.name], self.pool) for d in batch),
                                            return_exceptions=True)
             for device, result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):
@@ -188,7 +208,8 @@ async def serve_spec(spec: dict[str, Any]) -> None:
         write(lambda store: store.record_start(name, pid))
     report = None if write is None else (
         lambda errors, failed: write(lambda store: store.record_serve_errors(name, pid, errors, failed)))
-    worker = Worker(name, [PlannedDevice.from_json(d) for d in spec["devices"]], report)
+    worker = Worker(name, [PlannedDevice.from_json(d) for d in spec["devices"]], report,
+                    spec.get("max_connections", 0))
     control = spec.get("control_dir") or (spec.get("state_dir") and str(Path(spec["state_dir"]) / "control"))
     if control:
         from fleet.faults import Event

@@ -93,6 +93,7 @@ SERVER_CASES = [
     case("-a|{free}|-c|{tmp}/missing.cfg|X=INT", 2, "no such configuration file"),
     case("-a|{free}|-l|{file}/log|X=INT", 2, "cannot write log file"),
     case("-a|{free}|--max-connections|0|X=INT", 2, "--max-connections must be >= 1"),
+    case("-a|{free}|--max-in-flight|0|X=INT", 2, "--max-in-flight must be >= 1, got 0"),
 ]
 
 
@@ -230,6 +231,7 @@ def test_python_m_poll_test(places, argv, code, needle, one_line) -> None:
     case("-a|{free}|-u|0-300|40001", 2, "bad unit ids '0-300'"),
     case("-a|{free}|-d|abc|40001", 2, "bad --delay 'abc'"),
     case("-a|{free}|--max-connections|0|40001", 2, "--max-connections must be >= 1"),
+    case("-a|{free}|--max-in-flight|0|40001", 2, "--max-in-flight must be >= 1, got 0"),
     case("-a|{free}|-l|{file}/log|40001", 2, "cannot write log file"),
 ])
 def test_modbus_sim(places, argv, code, needle, one_line) -> None:

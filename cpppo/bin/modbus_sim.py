@@ -77,9 +77,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="unit id(s) to answer, e.g. 1 or 1,2,5-7 (default: any)")
     parser.add_argument("-d", "--delay", default=None,
                         help="delay every reply by #.# seconds, or a random #.#-#.# seconds")
-    parser.add_argument("--max-connections", type=int, default=256, help="(default: 256)")
+    parser.add_argument("--max-connections", type=int, default=256,
+                        help="concurrent connections; one more evicts the longest idle (default: 256)")
     parser.add_argument("--idle-timeout", type=float, default=600.0,
-                        help="close connections idle this many seconds (default: 600)")
+                        help="close connections idle this many seconds, 0: never (default: 600)")
+    parser.add_argument("--max-in-flight", type=int, default=1000,
+                        help="delayed replies a connection may have waiting before its requests wait "
+                             "(default: 1000)")
     parser.add_argument("registers", nargs="+", help="<begin>[-<end>][=<value>[,<value>...]]")
     return parser
 
@@ -113,17 +117,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     cpppo_log.configure(args.verbose + 1, args.log)
     from cpppo.modbus.device import ModbusDevice
     from cpppo.modbus.server import ServerSettings
-    from cpppo.server.hosting import parse_delay
+    from cpppo.server.hosting import ensure_fd_limit, parse_delay
 
     try:
         host, port = parse_endpoint(args.address)
         device = ModbusDevice.from_specs(args.registers, unit_ids=parse_units(args.unit))
         delay = parse_delay(args.delay)
-        if args.max_connections < 1 or args.idle_timeout < 0:
-            raise ValueError("--max-connections must be >= 1 and --idle-timeout >= 0")
+        for flag, value, least in (("--max-connections", args.max_connections, 1),
+                                   ("--max-in-flight", args.max_in_flight, 1),
+                                   ("--idle-timeout", args.idle_timeout, 0)):
+            if value < least:
+                raise ValueError(f"{flag} must be >= {least}, got {value:g}")
         settings = ServerSettings(max_connections=args.max_connections,
-                                  idle_timeout=args.idle_timeout or None)
-    except ValueError as exc:
+                                  idle_timeout=args.idle_timeout or None, max_in_flight=args.max_in_flight)
+        ensure_fd_limit(args.max_connections + 64)
+    except (ValueError, OSError) as exc:
         print(f"modbus_sim: {exc}", file=sys.stderr)
         return 2
     with asyncio.Runner(loop_factory=new_event_loop) as runner:

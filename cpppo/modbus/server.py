@@ -7,8 +7,10 @@ are all answered, in order), asks the device for the reply PDU and writes the re
 one write.  A malformed MBAP header (protocol id not 0, length outside 2..254) closes that
 connection only; a malformed PDU gets an exception reply.
 
-Limits are :class:`ServerSettings`: connections per server, the largest frame, an idle
-timeout, and how many delayed replies may wait before the server stops reading.
+Limits are :class:`ServerSettings`: connections per server (a new one over the cap evicts
+the longest idle; ``.evictions`` counts them), the largest frame, an idle timeout, and how
+many delayed replies may wait before the server stops reading (it stops too while the client
+does not read its replies).
 
 ``delay`` slows every reply: a float (seconds) or a ``(low, high)`` range drawn at random per
 reply; replies on a connection still leave in request order.
@@ -25,121 +27,83 @@ from cpppo.faults import follow_listening
 from cpppo.modbus import framer
 from cpppo.modbus.device import ModbusDevice
 from cpppo.modbus.errors import FrameError
-from cpppo.server.hosting import Delay, delay_source, parse_delay
+from cpppo.server.hosting import Delay, RateLimitedLog, delay_source, parse_delay
+from cpppo.server.stream import BACKLOG, ConnectionSet, StreamConnection
 
 __all__ = ["Delay", "ModbusServer", "ServerSettings", "delay_source", "parse_delay", "serve"]
 
 log = logging.getLogger(__name__)
+limited = RateLimitedLog(log)
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Per-server limits."""
+    """Per-server limits (see ``cpppo.server.stream`` for what the server does at each)."""
 
-    max_connections: int = 256            # further connections are closed at once
+    max_connections: int = 256            # one more evicts the connection idle the longest
     max_frame: int = framer.MAX_LENGTH    # largest MBAP length field accepted (unit id + PDU)
     idle_timeout: float | None = 600.0    # close a connection silent this long (None: never)
-    max_pending: int = 1000               # delayed replies queued before reading pauses
+    max_in_flight: int = 1000             # delayed replies waiting before reading pauses
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(StreamConnection):
     """One client connection to a server."""
 
-    __slots__ = ("_buffer", "_idle", "_last", "_paused", "_queue", "_timer", "peer", "server",
-                 "transport")
-
     def __init__(self, server: ModbusServer) -> None:
+        super().__init__(server.connections, server.settings, server, server.pool)
         self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.peer: object = None
-        self._buffer = b""
-        self._queue: collections.deque[tuple[float, bytes]] = collections.deque()
-        self._timer: asyncio.TimerHandle | None = None
-        self._idle: asyncio.TimerHandle | None = None
-        self._last = 0.0
-        self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.peer = transport.get_extra_info("peername")
-        server = self.server
-        if server.device.faults.active is not None and server.device.faults.offline():
+        faults = self.server.device.faults
+        if faults.active is not None and faults.offline():
+            self.transport = transport  # type: ignore[assignment]
             transport.abort()
             return
-        if len(server.connections) >= server.settings.max_connections:
-            log.warning("%s: refusing %s: %d connections already", server, self.peer,
-                        len(server.connections))
-            transport.abort()
-            return
-        server.connections.add(self)
-        log.log(logging.INFO - 5, "%s: connection from %s", server, self.peer)
-        if server.settings.idle_timeout:
-            loop = server.loop
-            self._last = loop.time()
-            self._idle = loop.call_later(server.settings.idle_timeout, self._check_idle)
+        super().connection_made(transport)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
-        for handle in (self._timer, self._idle):
-            if handle is not None:
-                handle.cancel()
-        self._queue.clear()
-        log.log(logging.INFO - 5, "%s: %s closed%s", self.server, self.peer, f": {exc}" if exc else "")
-
-    def _check_idle(self) -> None:
-        timeout = self.server.settings.idle_timeout or 0.0
-        quiet = self.server.loop.time() - self._last
-        if quiet >= timeout:
-            log.info("%s: closing %s, idle for %.1fs", self.server, self.peer, quiet)
-            self.transport.close()
-        else:
-            self._idle = self.server.loop.call_later(timeout - quiet, self._check_idle)
-
-    def data_received(self, data: bytes) -> None:
+    def process(self, data: bytes | bytearray) -> int:
         server = self.server
-        if self._idle is not None:
-            self._last = server.loop.time()
-        if self._buffer:
-            data = self._buffer + data
-        replies = []
         handle = server.device.handle
         max_frame = server.settings.max_frame
-        decode_from, encode = framer.decode_from, framer.encode
+        delay = server.delay
+        faults = server.device.faults
         served = server.served
+        decode_from, encode, reply = framer.decode_from, framer.encode, self.reply
         position, size = 0, len(data)
         try:
-            while position < size:
+            while position < size and not self.stalled:
                 consumed, header, pdu = decode_from(data, position, max_frame)
                 if not consumed:
                     break
                 position += consumed
-                if server.device.faults.active is not None:
-                    reply = self._faulted(header, pdu)
-                    if reply is None:
+                self.requests += 1
+                if faults.active is not None:
+                    answer = self._faulted(header, pdu)
+                    if answer is None:
                         if self.transport.is_closing():
-                            self._buffer = b""
-                            return
+                            return size
                         continue
-                    replies.append(reply)
+                    extra = faults.latency()
+                    wait = None if delay is None else delay()
+                    reply(answer, (wait or 0.0) + extra if extra else wait)
                     continue
-                reply = handle(header.unit_id, pdu)
+                answer = handle(header.unit_id, pdu)
                 function = pdu[0] if pdu else 0
                 served[function] += 1
-                if reply[:1] and reply[0] & 0x80:  # an exception reply
+                if answer[:1] and answer[0] & 0x80:  # an exception reply
                     server.failed[function] += 1
-                replies.append(encode(header.transaction_id, header.unit_id, reply))
+                reply(encode(header.transaction_id, header.unit_id, answer),
+                      None if delay is None else delay())
         except FrameError as exc:
-            log.info("%s: closing %s: %s", server, self.peer, exc)
-            self._send(replies)
-            self._buffer = b""
+            limited.log(logging.INFO, "%s: closing %s: %s", server, self.peer, exc)
+            self.flush()
             self.transport.close()
-            return
-        self._buffer = data[position:] if position < size else b""
-        self._send(replies)
+            return size
+        return position
 
     def _faulted(self, header: framer.MBAPHeader, pdu: bytes) -> bytes | None:
         """One reply under an injected fault (cpppo.faults): none (timeout), a closed
-        connection (drop), an exception (error), garbage (corrupt); latency is in ``_send``."""
+        connection (drop), an exception (error), garbage (corrupt); latency is in ``process``."""
         faults = self.server.device.faults
         if faults.silent():
             return None
@@ -153,63 +117,18 @@ class _Connection(asyncio.Protocol):
             answer = self.server.device.handle(header.unit_id, pdu)
         return faults.corrupt(framer.encode(header.transaction_id, header.unit_id, answer))
 
-    def _send(self, replies: list[bytes]) -> None:
-        if not replies:
-            return
-        delay = self.server.delay
-        faults = self.server.device.faults
-        if faults.active is not None and faults.latency():
-            base = delay
-
-            def delay() -> float:  # the configured delay plus the fault's, drawn per reply
-                return (base() if base is not None else 0.0) + faults.latency()
-        if delay is None:
-            self.transport.write(b"".join(replies) if len(replies) > 1 else replies[0])
-            return
-        now = self.server.loop.time()
-        queue = self._queue
-        for reply in replies:
-            due = max(now + delay(), queue[-1][0] if queue else 0.0)
-            queue.append((due, reply))
-        if self._timer is None:
-            self._timer = self.server.loop.call_at(queue[0][0], self._flush)
-        if len(queue) > self.server.settings.max_pending and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()
-
-    def _flush(self) -> None:
-        self._timer = None
-        queue = self._queue
-        now = self.server.loop.time()
-        ready = []
-        while queue and queue[0][0] <= now:
-            ready.append(queue.popleft()[1])
-        if ready and not self.transport.is_closing():
-            self.transport.write(b"".join(ready))
-        if queue:
-            self._timer = self.server.loop.call_at(queue[0][0], self._flush)
-        if self._paused and len(queue) <= self.server.settings.max_pending // 2:
-            self._paused = False
-            self.transport.resume_reading()
-
-    def pause_writing(self) -> None:
-        """The client is not reading its replies: stop reading its requests."""
-        self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if not self._paused:
-            self.transport.resume_reading()
-
 
 class ModbusServer:
     """A running server for one device: ``.host``, ``.port`` (the real one, for port 0),
     ``.connections``, ``close()`` and ``await wait_closed()``; also an async context manager."""
 
-    def __init__(self, device: ModbusDevice, delay: Delay, settings: ServerSettings) -> None:
+    def __init__(self, device: ModbusDevice, delay: Delay, settings: ServerSettings,
+                 pool: ConnectionSet | None = None) -> None:
         self.device = device
+        self.pool = pool
         self.delay = delay_source(delay)
         self.settings = settings
-        self.connections: set[_Connection] = set()
+        self.connections: ConnectionSet = ConnectionSet()
         self.served: collections.Counter[int] = collections.Counter()  # function code -> requests
         self.failed: collections.Counter[int] = collections.Counter()  # function code -> exception replies
         self.loop = asyncio.get_running_loop()
@@ -218,12 +137,17 @@ class ModbusServer:
         self.enabled = False
         self._server: asyncio.Server | None = None
 
+    @property
+    def evictions(self) -> int:
+        """Connections closed so far to make room for new ones (``max_connections``)."""
+        return self.connections.evictions
+
     def __str__(self) -> str:
         return f"modbus@{self.host}:{self.port}"
 
     async def _start(self, host: str, port: int) -> None:
         self._server = await self.loop.create_server(lambda: _Connection(self), host, port,
-                                                     reuse_address=True, backlog=256)
+                                                     reuse_address=True, backlog=BACKLOG)
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
         self.enabled = True
 
@@ -261,10 +185,11 @@ class ModbusServer:
 
 
 async def serve(device: ModbusDevice, host: str = "0.0.0.0", port: int = 502, delay: Delay = None,
-                settings: ServerSettings | None = None) -> ModbusServer:
+                settings: ServerSettings | None = None, pool: ConnectionSet | None = None) -> ModbusServer:
     """Serve ``device`` on (``host``, ``port``) on the running event loop; returns the handle.
-    ``port=0`` picks a free port (see ``.port``).  Raises OSError if the address is taken."""
-    server = ModbusServer(device, delay, settings or ServerSettings())
+    ``port=0`` picks a free port (see ``.port``).  Raises OSError if the address is taken.
+    ``pool``: connections shared with other servers in this process, capped as a whole."""
+    server = ModbusServer(device, delay, settings or ServerSettings(), pool)
     await server._start(host, port)
     follow_listening(device.faults, server)
     log.info("%s: serving %s", server, device)

@@ -1,5 +1,6 @@
 """What every simulator process shares, whatever its protocol: response delays, the
-file-descriptor limit for many devices per process, and the uvloop event loop.
+file-descriptor limit for many devices per process, the uvloop event loop, and a rate-limited
+one-line log for what clients get wrong (``RateLimitedLog``).
 
 A response ``Delay`` is None (answer at once), a constant number of seconds, or a ``(low,
 high)`` range from which each reply draws its own delay uniformly, as the ``-d/--delay #.#[-#.#]``
@@ -18,10 +19,11 @@ import logging
 import os
 import random
 import resource
+import time
 from collections.abc import Callable
 
-__all__ = ["Delay", "bind_error_text", "delay_seconds", "delay_source", "ensure_fd_limit", "new_event_loop",
-           "parse_delay"]
+__all__ = ["Delay", "RateLimitedLog", "bind_error_text", "delay_seconds", "delay_source", "ensure_fd_limit",
+           "new_event_loop", "parse_delay"]
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +108,52 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+class RateLimitedLog:
+    """One-line log records about what clients send, at most ``burst`` per ``interval`` seconds
+    per instance; what is dropped is counted and said in the next record that gets through.
+
+    A client must not be able to fill the log (or spend the server's time formatting
+    tracebacks): servers report a malformed or hostile request through one of these, never
+    with ``log.exception``.  ``text(exc)`` is an exception as one short line.
+
+    >>> limited = RateLimitedLog(logging.getLogger("doctest"), interval=60.0, burst=2)
+    >>> [limited.log(logging.WARNING, "bad frame %d", n) for n in range(5)]
+    [True, True, False, False, False]
+    >>> limited.suppressed
+    3
+    >>> RateLimitedLog.text(ValueError("line one\\nline two"))
+    'ValueError: line one line two'
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0, burst: int = 10) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.burst = burst
+        self.suppressed = 0
+        self._window = -interval
+        self._count = 0
+
+    def log(self, level: int, msg: str, *args: object) -> bool:
+        """Log ``msg % args`` in one line unless this window's burst is spent; True if logged."""
+        if not self.logger.isEnabledFor(level):
+            return False
+        now = time.monotonic()
+        if now - self._window >= self.interval:
+            self._window, self._count = now, 0
+        if self._count >= self.burst:
+            self.suppressed += 1
+            return False
+        self._count += 1
+        if self.suppressed:
+            msg, args = msg + " (%d similar records suppressed)", (*args, self.suppressed)
+            self.suppressed = 0
+        self.logger.log(level, msg, *args)
+        return True
+
+    @staticmethod
+    def text(exc: BaseException, limit: int = 200) -> str:
+        """``Type: message`` on one line, at most ``limit`` characters."""
+        line = " ".join(f"{type(exc).__name__}: {exc}".split())
+        return line if len(line) <= limit else line[:limit - 3] + "..."

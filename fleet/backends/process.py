@@ -116,6 +116,7 @@ class ProcessBackend(Backend):
                 "worker": worker.name,
                 "state_dir": str(self.state.root),
                 "devices": [d.to_json() for d in applied.worker_devices(worker.name)],
+                "max_connections": applied.fleet.worker_max_connections,
             }
             events = self.plan.fault_events(worker.name)  # over the whole fleet: as planned
             if events:

@@ -76,7 +76,11 @@ def build_parser(prog: str = "enip_server", tags_required: bool = True) -> argpa
     ap.add_argument("-S", "--simple", action="store_true", help="a simple non-routing device (no route path)")
     ap.add_argument("-c", "--config", action="append", default=[], help="extra cpppo.cfg file (repeatable)")
     ap.add_argument("--max-connections", type=int, default=Settings.max_connections,
-                    help=f"concurrent TCP connections (default {Settings.max_connections})")
+                    help=f"concurrent TCP connections; one more evicts the longest idle "
+                         f"(default {Settings.max_connections})")
+    ap.add_argument("--max-in-flight", type=int, default=Settings.max_in_flight,
+                    help=f"delayed replies a connection may have waiting before its requests wait "
+                         f"(default {Settings.max_in_flight})")
     ap.add_argument("--idle-timeout", type=float, default=Settings.idle_timeout,
                     help=f"close TCP connections idle this long, seconds (default {Settings.idle_timeout:g})")
     ap.add_argument("--max-payload", type=int, default=Settings.max_payload,
@@ -207,9 +211,13 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
         if customize is not None:
             customize(device)
         settings = Settings(max_connections=args.max_connections, idle_timeout=args.idle_timeout,
-                            max_payload=args.max_payload)
-        if args.max_connections < 1 or args.max_payload < 64:
-            raise ValueError("--max-connections must be >= 1 and --max-payload >= 64")
+                            max_payload=args.max_payload, max_in_flight=args.max_in_flight)
+        for flag, value, least in (("--max-connections", args.max_connections, 1),
+                                   ("--max-in-flight", args.max_in_flight, 1),
+                                   ("--max-payload", args.max_payload, 64),
+                                   ("--idle-timeout", args.idle_timeout, 0)):
+            if value < least:
+                raise ValueError(f"{flag} must be >= {least}, got {value:g}")
         ensure_fd_limit(args.max_connections + 64)
         policy = io_policy(args, host)
         assemblies = Assemblies.from_specs(device, args.assembly) if args.assembly else None

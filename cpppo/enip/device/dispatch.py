@@ -20,12 +20,18 @@ from cpppo.enip.codec.cip import Reply, Service, ServiceError, Status
 from cpppo.enip.codec.epath import Logical, Port, Segment, Symbolic
 from cpppo.enip.device import services
 from cpppo.enip.device.model import Device
+from cpppo.server.hosting import RateLimitedLog
 
-__all__ = ["UNCONNECTED_LIMIT", "Connection", "Dispatcher", "Session"]
+__all__ = ["MAX_ROUTE_HOPS", "UNCONNECTED_LIMIT", "Connection", "Dispatcher", "Session"]
 
 log = logging.getLogger(__name__)
+limited = RateLimitedLog(log)
 
 UNCONNECTED_LIMIT = 504  # bytes of CIP reply an unconnected (UCMM) message may carry
+# Hops an unconnected request may take: each Unconnected Send counts its route's port
+# segments (at least one).  A longer route (or Unconnected Sends nested deeper) is refused
+# as a controller refuses a path it cannot follow: 0x01 with extended status 0x0315.
+MAX_ROUTE_HOPS = 8
 _CM = (6, 1)
 _MR = (2, 1)
 
@@ -83,22 +89,24 @@ class Dispatcher:
                 self._paths[raw] = path
         return path
 
-    def route(self, message: bytes, limit: int, session: Session, connected: bool = False) -> bytes:
-        """Process one request; always returns reply bytes (errors become error replies).
-        Counts it in ``served`` (and ``failed`` for a reply with a general status other than
-        success or partial transfer) by its service code."""
-        reply = self._route(message, limit, session, connected)
+    def route(self, message: bytes, limit: int, session: Session, connected: bool = False,
+              hops: int = 0) -> bytes:
+        """Process one request that has come ``hops`` hops; always returns reply bytes (errors
+        become error replies, never exceptions or tracebacks).  Counts it in ``served`` (and
+        ``failed`` for a reply with a general status other than success or partial transfer)
+        by its service code."""
+        reply = self._route(message, limit, session, connected, hops)
         service = message[0] & 0x7F if message else 0
         self.served[service] += 1
         if len(reply) > 2 and reply[2] not in (0, 6):  # 6: partial transfer, more to come
             self.failed[service] += 1
         return reply
 
-    def _route(self, message: bytes, limit: int, session: Session, connected: bool) -> bytes:
+    def _route(self, message: bytes, limit: int, session: Session, connected: bool, hops: int) -> bytes:
         try:
             service, raw_path, data = cip.split_request(message)
         except CodecError as exc:
-            log.info("malformed CIP request: %s", exc)
+            limited.log(logging.INFO, "malformed CIP request: %s", exc)
             service = message[0] & 0x7F if message else 0
             return Reply(service, Status.PATH_SEGMENT_ERROR if len(message) >= 2 else Status.NOT_ENOUGH_DATA
                          ).encode()
@@ -111,15 +119,16 @@ class Dispatcher:
                 path = self._path(raw_path)
             except CodecError as exc:
                 raise ServiceError(Status.PATH_SEGMENT_ERROR, (), str(exc)) from None
-            return self._dispatch(service, path, data, limit, session, connected)
+            return self._dispatch(service, path, data, limit, session, connected, hops)
         except ServiceError as exc:
             log.debug("service 0x%02x failed: %s", service, exc.reason)
             return Reply(service, exc.status, exc.ext_status).encode()
         except CodecError as exc:
             log.debug("service 0x%02x has bad data: %s", service, exc)
             return Reply(service, Status.INVALID_PARAMETER).encode()
-        except Exception:  # a user Attribute raised: report it, keep serving
-            log.exception("service 0x%02x failed unexpectedly", service)
+        except Exception as exc:  # a user Attribute raised: report it in one line, keep serving
+            limited.log(logging.WARNING, "service 0x%02x failed unexpectedly: %s", service,
+                        RateLimitedLog.text(exc))
             return Reply(service, Status.GENERAL_ERROR).encode()
 
     def _target(self, raw_path: bytes) -> services.Target:
@@ -150,17 +159,17 @@ class Dispatcher:
         return Reply(service).encode()
 
     def _dispatch(self, service: int, path: tuple[Segment, ...], data: bytes, limit: int,
-                  session: Session, connected: bool) -> bytes:
+                  session: Session, connected: bool, hops: int = 0) -> bytes:
         where = _class_instance(path)
         if where == _CM:
             if service == Service.UNCONNECTED_SEND and not connected:
-                return self._unconnected_send(data, session)
+                return self._unconnected_send(data, session, hops)
             if service in (Service.FORWARD_OPEN, Service.LARGE_FORWARD_OPEN):
                 return self._forward_open(service, data, session)
             if service == Service.FORWARD_CLOSE:
                 return self._forward_close(data, session)
         if where == _MR and service == Service.MULTIPLE_SERVICE_PACKET:
-            return self._multiple(data, limit, session, connected)
+            return self._multiple(data, limit, session, connected, hops)
         room = limit - 4
         if service == Service.GET_INSTANCE_ATTRIBUTE_LIST:
             scope = _symbol_scope(path)
@@ -215,17 +224,21 @@ class Dispatcher:
             raise ServiceError(Status.CONNECTION_FAILURE, (Status.EXT_INVALID_PORT,), "route port mismatch")
         raise ServiceError(Status.CONNECTION_FAILURE, (Status.EXT_INVALID_LINK,), "route link mismatch")
 
-    def _unconnected_send(self, data: bytes, session: Session) -> bytes:
+    def _unconnected_send(self, data: bytes, session: Session, hops: int) -> bytes:
         try:
             send = cip.UnconnectedSend.decode(data)
         except CodecError as exc:
             raise ServiceError(Status.NOT_ENOUGH_DATA, (), str(exc)) from None
+        hops += max(1, sum(isinstance(segment, Port) for segment in send.route_path))
+        if hops > MAX_ROUTE_HOPS:
+            raise ServiceError(Status.CONNECTION_FAILURE, (Status.EXT_INVALID_SEGMENT,),
+                               f"route of more than {MAX_ROUTE_HOPS} hops")
         self._check_route(send.route_path)
         if not send.message:
             raise ServiceError(Status.NOT_ENOUGH_DATA, (), "empty Unconnected Send message")
-        return self.route(send.message, UNCONNECTED_LIMIT, session)
+        return self.route(send.message, UNCONNECTED_LIMIT, session, hops=hops)
 
-    def _multiple(self, data: bytes, limit: int, session: Session, connected: bool) -> bytes:
+    def _multiple(self, data: bytes, limit: int, session: Session, connected: bool, hops: int) -> bytes:
         try:
             requests = cip.decode_multiple(data)
         except CodecError as exc:
@@ -235,7 +248,7 @@ class Dispatcher:
             if request[:1] == bytes((Service.MULTIPLE_SERVICE_PACKET,)):
                 reply = Reply(request[0], Status.SERVICE_NOT_SUPPORTED).encode()
             else:
-                reply = self.route(request, max(limit - used, 16), session, connected)
+                reply = self.route(request, max(limit - used, 16), session, connected, hops)
             failed = failed or reply[2] not in (0, Status.PARTIAL_TRANSFER)
             used += len(reply)
             replies.append(reply)

@@ -41,8 +41,14 @@ __all__ = ["PROGRAM_SYMBOL_TYPE", "Target", "get_attribute_list", "get_attribute
            "get_attributes_all", "get_instance_attribute_list", "read_modify_write_tag", "read_tag",
            "read_template", "resolve", "set_attribute_single", "symbol_entries", "write_tag"]
 
-OUT_OF_RANGE = ServiceError(Status.GENERAL_ERROR, (Status.EXT_OUT_OF_RANGE,), "beyond the end of the tag")
-BAD_TYPE = ServiceError(Status.GENERAL_ERROR, (Status.EXT_BAD_TYPE,), "data type does not match the tag")
+def out_of_range() -> ServiceError:
+    """A fresh error each time: a shared instance re-raised keeps every traceback (and the
+    frames, and the sessions in them) it was ever raised with."""
+    return ServiceError(Status.GENERAL_ERROR, (Status.EXT_OUT_OF_RANGE,), "beyond the end of the tag")
+
+
+def bad_type() -> ServiceError:
+    return ServiceError(Status.GENERAL_ERROR, (Status.EXT_BAD_TYPE,), "data type does not match the tag")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +96,7 @@ def _index(segments: tuple[Segment, ...], attribute: Attribute) -> tuple[int, tu
     """A leading array index (checked against ``attribute``), or 0; and what follows it."""
     if segments and isinstance(segments[0], Logical) and segments[0].kind == "element":
         if segments[0].value >= len(attribute):
-            raise OUT_OF_RANGE
+            raise out_of_range()
         return segments[0].value, segments[1:]
     return 0, segments
 
@@ -148,11 +154,11 @@ def _values(attribute: Attribute, start: int, count: int) -> list[Any]:
     if attribute.error:
         raise ServiceError(attribute.error, (), f"{attribute.name} is faulted")
     if count < 1 or start + count > len(attribute):
-        raise OUT_OF_RANGE
+        raise out_of_range()
     try:
         values = attribute[start:start + count]
     except IndexError:
-        raise OUT_OF_RANGE from None
+        raise out_of_range() from None
     return list(values) if isinstance(values, (list, tuple)) else [values]
 
 
@@ -173,7 +179,7 @@ def read_tag(target: Target, elements: int, room: int, offset: int | None = None
     head = logix.encode_type(ctype.code, ctype.handle)
     start = offset or 0
     if start > len(data) or (start == len(data) and start):
-        raise OUT_OF_RANGE
+        raise out_of_range()
     end = start + _room(ctype, room - len(head))
     status = Status.SUCCESS if end >= len(data) else Status.PARTIAL_TRANSFER
     return status, head + data[start:end]
@@ -186,9 +192,9 @@ def _incoming_type(tag_type: CIPType, code: int, handle: int | None) -> CIPType:
             return LOGIX_STRING
         if handle is None and code in (STRING.code, SSTRING.code):
             return BY_CODE[code]
-        raise BAD_TYPE
+        raise bad_type()
     if handle is not None or code != tag_type.code:
-        raise BAD_TYPE
+        raise bad_type()
     return tag_type
 
 
@@ -200,7 +206,7 @@ def write_tag(target: Target, request: logix.WriteTag | logix.WriteTagFragmented
     incoming = _incoming_type(attribute.parser, request.type_code, request.handle)
     start, count = target.element, request.elements
     if count < 1 or start + count > len(attribute):
-        raise OUT_OF_RANGE
+        raise out_of_range()
     fragmented = isinstance(request, logix.WriteTagFragmented)
     offset = request.offset if fragmented else 0  # type: ignore[union-attr]
     try:
@@ -227,7 +233,7 @@ def _write_fixed(attribute: Attribute, start: int, count: int, offset: int, data
     size: int = ctype.size  # type: ignore[assignment]
     total = count * size
     if offset >= total:
-        raise OUT_OF_RANGE
+        raise out_of_range()
     data = data[:total - offset]  # extra bytes beyond the elements are ignored
     if offset == 0 and len(data) == total:
         attribute[start:start + count] = ctype.decode(data)
@@ -266,7 +272,7 @@ def read_modify_write_tag(target: Target, data: bytes) -> None:
         raise ServiceError(Status.NOT_ENOUGH_DATA, (), str(exc)) from None
     ctype = attribute.parser
     if ctype.handle is not None or ctype.code not in _MASKABLE or not ctype.size:
-        raise BAD_TYPE
+        raise bad_type()
     if request.size not in (1, 2, 4, 8) or request.size > ctype.size:
         raise ServiceError(Status.INVALID_PARAMETER_VALUE, (),
                            f"{request.size}-byte masks for a {ctype.size}-byte {ctype.name}")
@@ -339,7 +345,7 @@ def read_template(data: bytes, room: int) -> tuple[int, bytes]:
         raise ServiceError(Status.NOT_ENOUGH_DATA if len(data) < 6 else Status.TOO_MUCH_DATA)
     offset, count = struct.unpack("<IH", data)
     if offset >= len(STRING_TEMPLATE):
-        raise OUT_OF_RANGE
+        raise out_of_range()
     end = min(offset + count, offset + room, len(STRING_TEMPLATE))
     done = end >= len(STRING_TEMPLATE) or end == offset + count  # all of it, or all that was asked
     status = Status.SUCCESS if done else Status.PARTIAL_TRANSFER

@@ -23,7 +23,6 @@ import logging
 import random
 import socket
 import struct
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +32,13 @@ from cpppo.enip.device.dispatch import Dispatcher, Session
 from cpppo.enip.device.faults import error_reply
 from cpppo.enip.device.model import Device
 from cpppo.faults import follow_listening
-from cpppo.server.hosting import Delay, delay_seconds
+from cpppo.server.hosting import Delay, RateLimitedLog, delay_seconds
+from cpppo.server.stream import BACKLOG, ConnectionSet, StreamConnection
 
 __all__ = ["ServerHandle", "Settings", "serve"]
 
 log = logging.getLogger(__name__)
+limited = RateLimitedLog(log)
 
 _HEADER = struct.Struct("<HHII8sI")
 _LIST_COMMANDS = (Command.LIST_IDENTITY, Command.LIST_SERVICES, Command.LIST_INTERFACES, Command.LEGACY)
@@ -47,12 +48,16 @@ _LIST_COMMANDS = (Command.LIST_IDENTITY, Command.LIST_SERVICES, Command.LIST_INT
 class Settings:
     """Transport limits.  ``max_payload``: the largest encapsulation payload accepted (a larger
     length gets a 0x0065 reply and the connection is closed); ``idle_timeout``: seconds a TCP
-    connection may stay silent; ``max_connections``: concurrent TCP connections per device."""
+    connection may stay silent (0: forever); ``max_connections``: concurrent TCP connections
+    per device (one more evicts the connection idle the longest, see ``cpppo.server.stream``);
+    ``max_in_flight``: delayed replies one connection may have waiting before the server stops
+    reading its requests (the write buffer's high-water mark bounds undelayed ones)."""
 
     max_connections: int = 256
     max_payload: int = 8192
     idle_timeout: float = 120.0
     max_forward_opens: int = 32
+    max_in_flight: int = 256
 
 
 class _Responder:
@@ -91,76 +96,46 @@ class _Responder:
         return cpf.encode_items([cpf.Item(cpf.LIST_IDENTITY, item.encode())])
 
 
-class _TCPSession(asyncio.Protocol):
+class _TCPSession(StreamConnection):
     def __init__(self, server: ServerHandle) -> None:
+        super().__init__(server.sessions, server.settings, server, server.pool)
         self.server = server
         self.responder = server.responder
         self.settings = server.settings
-        self.buffer = bytearray()
-        self.transport: asyncio.Transport | None = None
         self.handle = 0
         self.session = Session(max_connections=self.settings.max_forward_opens)
-        self.last = time.monotonic()
-        self.idle_timer: asyncio.TimerHandle | None = None
-        self.next_send = 0.0
         self.local: Any = None
-        self.peer: Any = None  # (host, port) of the client, for the web API's connections group
-        self.received = 0  # bytes received
-        self.requests = 0  # encapsulation messages framed
         self.faults = server.device.faults  # injected faults (cpppo.faults), consulted per request
 
-    # --- connection life -------------------------------------------------------------------------
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
         if self.faults.active is not None and self.faults.offline():
+            self.transport = transport  # type: ignore[assignment]
             transport.abort()
             return
-        if len(self.server.sessions) >= self.settings.max_connections:
-            log.warning("refusing a connection: %d connections already", len(self.server.sessions))
-            transport.close()
-            return
-        self.server.sessions.add(self)
+        super().connection_made(transport)
         self.local = transport.get_extra_info("sockname")
-        self.peer = transport.get_extra_info("peername")
         self.session.peer = self.peer[0] if self.peer else ""
-        if self.settings.idle_timeout:
-            self.idle_timer = asyncio.get_running_loop().call_later(self.settings.idle_timeout, self._idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.sessions.discard(self)
-        if self.idle_timer:
-            self.idle_timer.cancel()
+        super().connection_lost(exc)
         self.session.connections.clear()
-
-    def _idle(self) -> None:
-        quiet = time.monotonic() - self.last
-        if quiet >= self.settings.idle_timeout:
-            log.info("closing an idle connection after %.0fs", quiet)
-            if self.transport:
-                self.transport.close()
-            return
-        loop = asyncio.get_running_loop()
-        self.idle_timer = loop.call_later(self.settings.idle_timeout - quiet, self._idle)
 
     # --- framing ---------------------------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
-        self.last = time.monotonic()
-        self.received += len(data)
-        buffer = self.buffer
-        buffer += data
+    def process(self, buffer: bytes | bytearray) -> int:
         offset, size = 0, len(buffer)
-        while size - offset >= 24:
+        max_payload = self.settings.max_payload
+        delay = self.server.delay
+        transport = self.transport
+        while size - offset >= 24 and not self.stalled:
             command, length, handle, status, context, _options = _HEADER.unpack_from(buffer, offset)
-            if length > self.settings.max_payload:
-                log.info("closing a connection that sent a %d-byte payload", length)
-                if self.transport:  # reply at once (no delay), then close: the stream cannot resync
-                    self.transport.write(encapsulation.encode(command, b"", session=handle,
-                                                              status=Status.INVALID_LENGTH, context=context))
-                    self.transport.close()
-                buffer.clear()
-                return
+            if length > max_payload:
+                limited.log(logging.INFO, "enip: closing %s: it sent a %d-byte payload", self.peer, length)
+                self.flush()  # reply at once (no delay), then close: the stream cannot resync
+                transport.write(encapsulation.encode(command, b"", session=handle,
+                                                     status=Status.INVALID_LENGTH, context=context))
+                transport.close()
+                return size
             end = offset + 24 + length
             if end > size:
                 break
@@ -168,32 +143,21 @@ class _TCPSession(asyncio.Protocol):
             offset = end
             self.requests += 1
             reply = self.frame(command, handle, status, context, payload)
+            wait = None if delay is None else delay_seconds(delay)
             if self.faults.active is not None:
                 reply = self._faulted(reply)
+                extra = self.faults.latency()
+                if extra:
+                    wait = (wait or 0.0) + extra
             if reply is not None:
-                self._send(reply)
-            if self.transport is None or self.transport.is_closing():
-                buffer.clear()
-                return
-        if offset:
-            del buffer[:offset]
-
-    def _send(self, reply: bytes) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        delay = self.server.delay
-        extra = self.faults.latency() if self.faults.active is not None else 0.0
-        if delay is None and not extra:
-            self.transport.write(reply)
-            return
-        loop = asyncio.get_running_loop()
-        when = max(loop.time() + delay_seconds(delay) + extra, self.next_send)
-        self.next_send = when
-        loop.call_at(when, self._write_later, reply)
+                self.reply(reply, wait)
+            if transport.is_closing():
+                return size
+        return offset
 
     def _faulted(self, reply: bytes | None) -> bytes | None:
         """What an injected fault makes of a reply: none (timeout), a closed connection (drop),
-        or garbage (corrupt); latency is added in ``_send``, error statuses in ``frame``."""
+        or garbage (corrupt); latency is added in ``process``, error statuses in ``frame``."""
         faults = self.faults
         if faults.silent():
             return None
@@ -202,10 +166,6 @@ class _TCPSession(asyncio.Protocol):
                 self.transport.abort()
             return None
         return faults.corrupt(reply) if reply is not None else None
-
-    def _write_later(self, reply: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(reply)
 
     # --- commands --------------------------------------------------------------------------------
 
@@ -233,7 +193,8 @@ class _TCPSession(asyncio.Protocol):
                           or self.responder.dispatcher.connected(connection, unit.data, self.session))
                 return reply(cpf.encode_unit_data(connection.t_o, unit.sequence, answer))
             except CodecError as exc:
-                log.info("bad %s payload: %s", Command(command).name, exc)
+                limited.log(logging.INFO, "enip: bad %s payload from %s: %s", Command(command).name,
+                            self.peer, RateLimitedLog.text(exc))
                 return reply(status=Status.INCORRECT_DATA)
         if command == Command.REGISTER_SESSION:
             try:
@@ -266,10 +227,7 @@ class _UDPEndpoint(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            consumed, header, _payload = encapsulation.decode(data)
-        except CodecError:  # pragma: no cover - decode raises nothing for short input
-            return
+        consumed, header, _payload = encapsulation.decode(data)
         if header is None or consumed != len(data) or header.command == Command.NOP:
             return
         if header.command in _LIST_COMMANDS:
@@ -308,20 +266,29 @@ class ServerHandle:
     enable()`` binds the same port again."""
 
     def __init__(self, device: Device, host: str, delay: Delay, settings: Settings, udp: bool = True,
-                 backlog: int = 128, io: Any = None) -> None:
+                 backlog: int = BACKLOG, pool: ConnectionSet | None = None, io: Any = None) -> None:
         self.device = device
         self.io = io
         self.host = host
+        self.pool = pool
         self.delay = delay
         self.settings = settings
         self.with_udp = udp
         self.backlog = backlog
         self.enabled = False
         self.port = 0
-        self.sessions: set[_TCPSession] = set()
+        self.sessions: ConnectionSet = ConnectionSet()
         self.tcp: asyncio.base_events.Server | None = None
         self.udp: asyncio.DatagramTransport | None = None
         self.responder: _Responder = None  # type: ignore[assignment]
+
+    @property
+    def evictions(self) -> int:
+        """Connections closed so far to make room for new ones (``Settings.max_connections``)."""
+        return self.sessions.evictions
+
+    def __str__(self) -> str:
+        return f"enip@{self.host or '0.0.0.0'}:{self.port}"
 
     def close(self) -> None:
         self.enabled = False
@@ -376,14 +343,17 @@ class ServerHandle:
 
 
 async def serve(device: Device, host: str = "0.0.0.0", port: int = 44818, *, udp: bool = True,
-                delay: Delay = None, settings: Settings | None = None, backlog: int = 128,
-                io: Any = None) -> ServerHandle:
+                delay: Delay = None, settings: Settings | None = None, backlog: int = BACKLOG,
+                pool: ConnectionSet | None = None, io: Any = None) -> ServerHandle:
     """Start serving ``device`` on (host, port) over TCP (and UDP for list requests).
+    ``pool``: connections shared with other servers in this process, capped as a whole
+    (``cpppo.server.stream``).
 
     ``port=0`` picks a free port (the same number for TCP and UDP).  ``io``: the device's
     Class 0/1 ``ConnectionManager`` (``cpppo.enip.server.io.serve_adapter``).  Raises OSError if
     the address cannot be bound."""
-    handle = ServerHandle(device, host, delay, settings or Settings(), udp=udp, backlog=backlog, io=io)
+    handle = ServerHandle(device, host, delay, settings or Settings(), udp=udp, backlog=backlog, pool=pool,
+                          io=io)
     await handle._listen(port)
     follow_listening(device.faults, handle)
     log.info("serving %s on %s:%d", device.identity.get("product_name"), host or "0.0.0.0", handle.port)

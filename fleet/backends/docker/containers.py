@@ -47,7 +47,8 @@ def device_config(plan: Plan, spec: ContainerSpec, image: str, labels: dict[str,
     when the fleet's fault schedule started."""
     fleet = plan.fleet
     devices = [d.to_json() for d in spec.devices]
-    worker_spec: dict[str, Any] = {"worker": spec.worker, "devices": devices}
+    worker_spec: dict[str, Any] = {"worker": spec.worker, "devices": devices,
+                                   "max_connections": fleet.worker_max_connections}
     if control is not None:
         worker_spec.update(control_dir=CONTROL_MOUNT, control_group=os.getgid())
         events = plan.fault_events(spec.worker)
