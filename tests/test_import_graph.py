@@ -9,8 +9,6 @@ import ast
 import functools
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("cpppo", "fleet")
 #: the spec's import paths, kept as thin modules re-exporting the code in cpppo/enip/
@@ -145,9 +143,7 @@ def test_no_import_cycles_in_cpppo() -> None:
 
 def test_no_import_cycles_in_fleet() -> None:
     loops = [c for c in cycles(graph()) if not all(m.startswith("cpppo") for m in c)]
-    if loops:
-        pytest.xfail(f"fleet/ import cycles (the fleet half of issue 11): {loops}")
-    assert loops == []
+    assert loops == [], f"fleet/ import cycles: {loops}"
 
 
 def test_nothing_imports_the_spec_reexports() -> None:

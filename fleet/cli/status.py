@@ -10,25 +10,13 @@ from pathlib import Path
 import typer
 
 from fleet.cli.common import EXIT_FAILED, FLEET_FILE, STATE_DIR, backend_for, command_hint, fail
+from fleet.cli.table import device_table, ms
 
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 WATCH = typer.Option(False, "--watch", "-w", help="Refresh a live table in place (Ctrl-C ends it), "
                                                   "worst devices first.")
 INTERVAL = typer.Option(1.0, "--interval", min=0.1, help="Seconds between --watch refreshes.")
 COUNT = typer.Option(0, "--count", min=0, help="Stop --watch after this many refreshes (0: never).")
-
-
-def _ms(seconds: float | None) -> str:
-    return "" if seconds is None else f"{seconds * 1000:.1f}"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(seconds)
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _collect(plan, backend, quiet: bool = False):  # -> (programs, reports, starts, injected faults)
@@ -94,33 +82,12 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
         raise typer.Exit(EXIT_FAILED)
 
 
-STYLE = {"healthy": "green", "down": "red", "failed": "red", "restarting": "yellow",
-         "starting": "yellow", "stopped": "dim", "unknown": "magenta", "faulted": "bright_magenta"}
-
-
 def _table(name: str, reports, line: str) -> None:
     from rich.console import Console
 
     console = Console(width=max(140, Console().width))
     console.print(device_table(name, reports))
     console.print(line, markup=False, highlight=False)
-
-
-def device_table(name: str, reports, title: str | None = None):  # -> rich.table.Table
-    from rich.table import Table
-
-    now = time.time()
-    table = Table(title=title or f"fleet {name}", title_justify="left")
-    for column in ("device", "kind", "state", "address", "worker", "uptime", "restarts", "checked",
-                   "ms", "p50", "p99", "fault / error"):
-        table.add_column(column, justify="right" if column in ("restarts", "ms", "p50", "p99") else "left")
-    for r in reports:
-        state = r.state.value
-        table.add_row(r.name, r.kind, f"[{STYLE[state]}]{state}[/]", r.endpoint, r.worker,
-                      _duration(r.uptime), str(r.restarts),
-                      "" if r.checked is None else f"{now - r.checked:.0f}s ago",
-                      _ms(r.latency), _ms(r.p50), _ms(r.p99), r.fault or r.error or "")
-    return table
 
 
 def poll(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: bool = JSON) -> None:
@@ -147,7 +114,7 @@ def poll(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: b
     else:
         width = max(len(r.device) for r in results)
         for r in results:
-            outcome = f"ok {_ms(r.latency)} ms" if r.ok else f"FAIL {r.error}"
+            outcome = f"ok {ms(r.latency)} ms" if r.ok else f"FAIL {r.error}"
             typer.echo(f"{r.device:<{width}}  {outcome}")
         typer.echo(f"{ok} healthy / {len(results)} polled in {elapsed:.2f} s")
     if ok != len(results):

@@ -46,7 +46,7 @@ def watch(plan: Any, collect: Callable[[], tuple[Any, list, Mapping]], interval:
     from rich.live import Live
     from rich.text import Text
 
-    from fleet.cli.status import device_table
+    from fleet.cli.table import device_table
 
     console = Console(width=None if sys.stdout.isatty() else 160)
 
