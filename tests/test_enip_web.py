@@ -248,6 +248,27 @@ def test_disable_closes_the_port_and_connections_and_enable_restores(sim: Served
         assert run_ops(conn, "SCADA[0]") == [(0, [0])]
 
 
+def test_faults_through_the_web_api_are_the_fleets_faults(sim: Served) -> None:
+    """server/control/fault takes what `cpppo-fleet fault` takes; the device's FaultState (the
+    one the fleet's control channel sets) is what changes, and clear restores service."""
+    with sim.connector() as conn:
+        body = sim.ok("api/server/control/fault=error%200x08")
+        assert body["command"]["success"] and "error 0x08" in body["command"]["message"]
+        assert sim.device.faults.active.kind == "error"
+        assert run_ops(conn, "SCADA[0]")[0][0] == 0x08
+        sim.ok("api/server/control/fault=clear")
+        assert sim.device.faults.active is None and run_ops(conn, "SCADA[0]") == [(0, [0])]
+    sim.ok("api/server/control/fault=offline%20for%2030s")
+    with pytest.raises(client.ENIPConnectionError):
+        sim.connector(timeout=1.0)
+    assert sim.device.faults.active.until is not None
+    sim.ok("api/server/control/fault=clear")
+    with sim.connector() as conn:
+        assert run_ops(conn, "SCADA[0]") == [(0, [0])]
+    status, body = sim.get("api/server/control/fault=melt")
+    assert status == 400 and "unknown fault kind 'melt'" in body["error"]
+
+
 def test_done_stops_the_server_and_signals_the_owner(sim: Served) -> None:
     body = sim.ok("api/server/control/done/true")
     assert body["data"]["server"]["control"]["done"] is True
@@ -382,7 +403,7 @@ WRITES = ["api/options/delay/value=0.5", "api/options/delay/range=0.1-0.2", "api
           "api/server/control/disable=true", "api/server/control/latency=0.5",
           "api/server/control/timeout=0.5", "api/tags/SCADA/attribute[3]=4", "api/tags/FLOAT/attribute=2.5",
           "api/tags/SCADA/error=8", "api/connections/*/eof=true",
-          "api?group=tags&match=SCADA&command=error&value=8"]
+          "api?group=tags&match=SCADA&command=error&value=8", "api/server/control/fault=timeout"]
 
 
 def _state(sim: Served) -> dict[str, Any]:

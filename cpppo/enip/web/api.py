@@ -4,7 +4,8 @@ live device and server, answered as the JSON envelope upstream cpppo gives.
 Groups and their entities (``match`` and ``group`` are shell globs, case-insensitive):
 
     options/delay           value (seconds, constant), range ("lo-hi", random per reply, or null)
-    server/control          done, disable (booleans), latency, timeout (seconds)
+    server/control          done, disable (booleans), latency, timeout (seconds), fault
+                            (``KIND [ARG] [for DURATION]`` as ``cpppo-fleet fault``, or ``clear``)
     tags/<tag name>         attribute (summary; attribute[i] one element), error (CIP status)
     connections/<a_b_c_d_port>   eof (true closes it), interface, port, received, requests
 
@@ -121,7 +122,7 @@ class _Delay(_Entity):
 
 
 class _Control(_Entity):
-    commands = ("done", "disable", "latency", "timeout")
+    commands = ("done", "disable", "latency", "timeout", "fault")
 
     def __init__(self, server: ServerHandle, on_done: Callable[[], None] | None) -> None:
         self.server = server
@@ -131,10 +132,48 @@ class _Control(_Entity):
         self.timeout = 0.2
 
     def data(self) -> dict[str, Any]:
-        return {"disable": not self.server.enabled and not self.done, "done": self.done,
+        data = {"disable": not self.server.enabled and not self.done, "done": self.done,
                 "latency": self.latency, "timeout": self.timeout}
+        fault = self.server.device.faults.current()
+        if fault is not None:  # only while one is injected: otherwise the answer spec 2.1.8 shows
+            data["fault"] = fault.describe()
+        return data
+
+    async def _fault(self, text: str) -> Any:
+        """``fault``: ``KIND [ARG] [for DURATION]`` as ``cpppo-fleet fault`` takes them
+        (``latency 200ms..800ms``, ``error 0x08``, ``offline for 30s``), or ``clear``."""
+        from cpppo.faults import FaultError, parse_fault
+
+        faults = self.server.device.faults
+        words = text.split()
+        if words in ([], ["clear"], ["none"], ["null"]):
+            faults.clear()
+            await self._listen()
+            return None
+        duration = None
+        if len(words) >= 2 and words[-2] == "for":
+            duration, words = words[-1], words[:-2]
+        if not 1 <= len(words) <= 2:
+            raise APIError(400, f"fault {text!r}: expected KIND [ARG] [for DURATION], or clear")
+        try:
+            fault = parse_fault(words[0], words[1] if len(words) == 2 else None, duration=duration)
+        except FaultError as exc:
+            raise APIError(400, str(exc)) from None
+        faults.set(fault)
+        return fault.describe()
+
+    async def _listen(self) -> None:
+        try:
+            await self.server.enable()
+        except OSError as exc:
+            raise APIError(503, f"cannot listen on port {self.server.port} again: "
+                                f"{exc.strerror or exc}") from None
 
     async def set(self, name: str, index: str | None, text: str) -> Any:
+        if name == "fault":
+            if self.done:
+                raise APIError(409, "the server is done")
+            return await self._fault(text)
         if name in ("latency", "timeout"):
             value = _seconds(text)
             if value <= 0:
@@ -142,17 +181,19 @@ class _Control(_Entity):
             setattr(self, name, value)
             return value
         flag = parse_bool(text)
-        if name == "disable":
+        if name == "disable":  # the same as an ``offline`` fault (cpppo.faults), until enabled again
             if self.done:
                 raise APIError(409, "the server is done")
+            faults = self.server.device.faults
             if flag:
+                from cpppo.faults import parse_fault
+
+                faults.set(parse_fault("offline"))
                 self.server.disable()
             else:
-                try:
-                    await self.server.enable()
-                except OSError as exc:
-                    raise APIError(503, f"cannot listen on port {self.server.port} again: "
-                                        f"{exc.strerror or exc}") from None
+                if faults.active is not None and faults.active.kind in ("offline", "flap"):
+                    faults.clear()
+                await self._listen()
             return flag
         if flag and not self.done:
             self.done = True
