@@ -191,7 +191,8 @@ def constructed(table: dict) -> bool:
     """Whether the protocol library builds every device of the group, as the worker calls it
     (identity strings are patterns on n; integer fields parsed by the library itself)."""
     for n in range(table["first"], table["first"] + table["count"]):
-        identity = {k: format_pattern(v, n) if isinstance(v, str) else v for k, v in table["identity"].items()}
+        identity = {k: format_pattern(v, n) if isinstance(v, str) else v
+                    for k, v in table["identity"].items()}
         try:
             if table["kind"] == "enip":
                 Device.from_specs(table["tags"], identity=identity)

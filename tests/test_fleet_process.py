@@ -106,7 +106,7 @@ def test_only_subset_then_converges_after_an_interrupted_up(fleet: CliFleet) -> 
 
     # an `up` of the whole fleet that died half-way: configuration written, nothing applied
     full = ProcessBackend(fleet.plan, fleet.state)
-    full._write_files(full._applied(None))
+    full._write_files(full.applied_for(None, running=False)[0])
     fleet.cli("up")
     until(fleet.all_healthy, what="all healthy after converging")
     assert set(fleet.pids()) >= {"w000", "w001"}

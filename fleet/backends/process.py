@@ -12,11 +12,11 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import fleet.backends.supervisor_conf as supervisor_conf
 from fleet import addresses
-from fleet.backends import supervisor_conf
 from fleet.backends.base import (
     HEALTH_PROGRAM,
     Backend,
@@ -30,11 +30,9 @@ from fleet.backends.base import (
 from fleet.backends.lock import state_lock
 from fleet.plan import Plan
 from fleet.states import ProcessState
-from fleet.store import Store, StoreError, open_store
+from fleet.store import Store, StoreError
 
-START_TIMEOUT = 120.0  # seconds for every program to reach RUNNING
 STOP_TIMEOUT = 30.0  # seconds for supervisord to exit after shutdown
-_SETTLED = {"RUNNING", "FATAL"}
 _IDLE = {"STOPPED", "EXITED", "FATAL"}
 
 
@@ -93,21 +91,6 @@ class ProcessBackend(Backend):
         return pid if _cmdline_mentions(pid, str(supervisor_conf.conf_path(self.state))) else None
 
     # -- up -------------------------------------------------------------------------------
-    def _selection(self, only: Sequence[str] | None, running: bool) -> list[str] | None:
-        """Patterns selected so far (None: everything): ``--only`` adds to a running fleet."""
-        previous = read_json(self.state.selection) if running else []
-        if not only or previous is None:
-            return None
-        return sorted(set(previous or []) | set(only))
-
-    def _applied(self, selection: list[str] | None) -> Plan:
-        devices = self.plan.select(selection)
-        if not devices:
-            raise BackendError(f"--only {' '.join(selection or [])}: no device matches")
-        names = {d.worker for d in devices}
-        workers = tuple(w for w in self.plan.workers if w.name in names)
-        return Plan(fleet=self.plan.fleet, devices=devices, workers=workers)
-
     def _write_files(self, applied: Plan) -> list[tuple[str, str]]:
         self.state.make()
         workers = []
@@ -120,7 +103,7 @@ class ProcessBackend(Backend):
             text = json.dumps(spec, indent=1, sort_keys=True)
             write_atomic(self.state.worker_spec(worker.name), text)
             workers.append((worker.name, hashlib.sha1(text.encode()).hexdigest()[:16]))
-        write_atomic(self.state.plan, applied.dumps())
+        self.write_applied(applied)
         conf = supervisor_conf.render(self.state, self.plan.fleet.name, workers, len(applied.devices))
         write_atomic(supervisor_conf.conf_path(self.state), conf)
         return workers
@@ -154,47 +137,28 @@ class ProcessBackend(Backend):
 
     def _up(self, only: Sequence[str] | None, progress: Progress) -> Plan:
         running = self.answering()
-        selection = self._selection(only, running)
-        applied = self._applied(selection)
+        applied, selection = self.applied_for(only, running)
         progress(0, len(applied.workers) + 1, "writing configuration")
         self._write_files(applied)
-        write_atomic(self.state.selection, json.dumps(selection))
+        self.write_selection(selection)
         self._add_addresses(applied)
         if running:
             self._reload()
         else:
             self._stop_orphans()  # left by a supervisord that was killed
-            try:
-                with open_store(self.state.database) as store:
-                    store.forget_starts()
-            except StoreError as exc:
-                raise BackendError(str(exc)) from None
+            self.forget_starts()
             self._start_supervisord()
         rpc = self._rpc()
         for info in rpc.getAllProcessInfo():
             if info["statename"] in _IDLE:
                 with contextlib.suppress(xmlrpc.client.Fault):
                     rpc.startProcess(info["name"], False)
-        self._wait_running([w.name for w in applied.workers] + [HEALTH_PROGRAM], progress)
+        self.wait_running([w.name for w in applied.workers] + [HEALTH_PROGRAM], progress)
         return applied
 
-    def _wait_running(self, names: Iterable[str], progress: Progress) -> None:
-        names = set(names)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            infos = {i["name"]: i for i in self._rpc().getAllProcessInfo() if i["name"] in names}
-            done = sum(1 for i in infos.values() if i["statename"] in _SETTLED)
-            progress(done, len(names), "starting workers")
-            fatal = sorted(n for n, i in infos.items() if i["statename"] == "FATAL")
-            if fatal:
-                raise BackendError(f"{fatal[0]} could not be started: {self._last_line(fatal[0])}")
-            if done == len(names):
-                return
-            if time.monotonic() > deadline:
-                late = sorted(n for n, i in infos.items() if i["statename"] not in _SETTLED)
-                raise BackendError(f"{late[0]} still not running after {START_TIMEOUT:.0f} s: "
-                                   f"{self._last_line(late[0])}")
-            time.sleep(0.1)
+    def program_states(self, names: set[str]) -> dict[str, ProcessState]:
+        return {i["name"]: ProcessState.from_supervisor(i["statename"])
+                for i in self._rpc().getAllProcessInfo() if i["name"] in names}
 
     # -- down -----------------------------------------------------------------------------
     def down(self, progress: Progress = no_progress) -> None:
@@ -285,7 +249,7 @@ class ProcessBackend(Backend):
                 rpc.startProcess(name, False)
             except xmlrpc.client.Fault as exc:
                 raise BackendError(f"{name}: {exc.faultString}") from None
-        self._wait_running(programs, progress)
+        self.wait_running(programs, progress)
 
 
 @contextlib.contextmanager
