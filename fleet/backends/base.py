@@ -106,6 +106,13 @@ class Backend(ABC):
     def __init__(self, plan: Plan, state_dir: Path) -> None:
         self.plan = plan
         self.state = StateDir(state_dir)
+        self.interrupted: dict[str, tuple[str, ...]] = {}  # by the last up(): worker -> its devices
+
+    def interrupts(self, before: Plan | None, workers: set[str]) -> None:
+        """Note that ``up`` restarts these workers: the devices they served (in the plan
+        applied ``before``) are interrupted (``up`` says which)."""
+        served = {w: tuple(d.name for d in before.worker_devices(w)) for w in workers} if before else {}
+        self.interrupted = {w: devices for w, devices in sorted(served.items()) if devices}
 
     @abstractmethod
     def up(self, only: Sequence[str] | None = None, progress: Progress = no_progress) -> Plan:
@@ -182,6 +189,11 @@ class Backend(ABC):
                 raise BackendError(f"{late[0]} still not running after {timeout:.0f} s: "
                                    f"{self._last_line(late[0])}")
             time.sleep(0.1)
+
+    def orphans(self) -> dict[str, ProgramStatus]:
+        """Programs of this fleet still running although their supervisor is gone (what ``up``
+        will replace), by name; empty when the supervisor answers or nothing is left."""
+        return {}
 
     def _last_line(self, program: str) -> str:
         """The last line a program wrote, to say why it did not start."""

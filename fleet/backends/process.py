@@ -91,9 +91,14 @@ class ProcessBackend(Backend):
         return pid if _cmdline_mentions(pid, str(supervisor_conf.conf_path(self.state))) else None
 
     # -- up -------------------------------------------------------------------------------
-    def _write_files(self, applied: Plan) -> list[tuple[str, str]]:
+    def _write_files(self, applied: Plan, running: bool = False) -> list[str]:
+        """Write the worker specs, plan.json and supervisord.conf; return the workers that only
+        grew (devices added, none changed): their programs stay as they are (same digest in the
+        conf), and ``up`` asks them to serve the new devices."""
         self.state.make()
-        workers = []
+        digests_path = self.state.workers / "digests.json"
+        kept = (read_json(digests_path, {}) or {}) if running else {}
+        workers, grown = [], []
         for worker in applied.workers:
             spec = {
                 "worker": worker.name,
@@ -101,12 +106,18 @@ class ProcessBackend(Backend):
                 "devices": [d.to_json() for d in applied.worker_devices(worker.name)],
             }
             text = json.dumps(spec, indent=1, sort_keys=True)
-            write_atomic(self.state.worker_spec(worker.name), text)
-            workers.append((worker.name, hashlib.sha1(text.encode()).hexdigest()[:16]))
+            path = self.state.worker_spec(worker.name)
+            digest = hashlib.sha1(text.encode()).hexdigest()[:16]
+            if worker.name in kept and running and _grows(read_json(path), json.loads(text)):
+                digest = kept[worker.name]
+                grown.append(worker.name)
+            write_atomic(path, text)
+            workers.append((worker.name, digest))
+        write_atomic(digests_path, json.dumps(dict(workers), indent=1, sort_keys=True))
         self.write_applied(applied)
         conf = supervisor_conf.render(self.state, self.plan.fleet.name, workers, len(applied.devices))
         write_atomic(supervisor_conf.conf_path(self.state), conf)
-        return workers
+        return grown
 
     def _add_addresses(self, applied: Plan) -> None:
         if applied.fleet.addressing != "alias":
@@ -138,13 +149,18 @@ class ProcessBackend(Backend):
     def _up(self, only: Sequence[str] | None, progress: Progress) -> Plan:
         running = self.answering()
         applied, selection = self.applied_for(only, running)
+        before = self.applied_plan()
+        old = dict(read_json(self.state.workers / "digests.json", {}) or {}) if running else {}
         progress(0, len(applied.workers) + 1, "writing configuration")
-        self._write_files(applied)
+        grown = self._write_files(applied, running)
         self.write_selection(selection)
         self._add_addresses(applied)
         if running:
+            new = dict(read_json(self.state.workers / "digests.json", {}) or {})
+            self.interrupts(before, {w for w, digest in old.items() if new.get(w) != digest})
             self._reload()
         else:
+            self.interrupts(before, set(self.orphans()))
             self._stop_orphans()  # left by a supervisord that was killed
             self.forget_starts()
             self._start_supervisord()
@@ -154,6 +170,10 @@ class ProcessBackend(Backend):
                 with contextlib.suppress(xmlrpc.client.Fault):
                     rpc.startProcess(info["name"], False)
         self.wait_running([w.name for w in applied.workers] + [HEALTH_PROGRAM], progress)
+        rpc = self._rpc()
+        for name in grown:  # serve the devices added to their specs, the others untouched
+            with contextlib.suppress(xmlrpc.client.Fault):
+                rpc.signalProcess(name, "HUP")
         return applied
 
     def program_states(self, names: set[str]) -> dict[str, ProcessState]:
@@ -193,19 +213,34 @@ class ProcessBackend(Backend):
                 path.unlink()
         progress(3, 3, "down")
 
-    def _stop_orphans(self) -> None:
-        """Workers or poller left running without supervisord (it was killed): by recorded pid."""
+    def _recorded(self) -> dict[str, list[tuple[int, float]]]:
+        """Every start the store recorded, by program: [(pid, time), ...] (none if unreadable)."""
         if not self.state.database.exists():
-            return
+            return {}
         try:
             with Store(self.state.database) as store:
-                starts = store.starts()
+                return store.starts()
         except StoreError:
-            return  # no record of the pids: nothing we can safely stop
-        for records in starts.values():
+            return {}  # no record of the pids: nothing we can safely name
+
+    def _stop_orphans(self) -> None:
+        """Workers or poller left running without supervisord (it was killed): by recorded pid."""
+        for records in self._recorded().values():
             for pid, _ in records:
                 if _cmdline_mentions(pid, str(self.state.root)):
                     _stop_pid(pid, 10.0)
+
+    def orphans(self) -> dict[str, ProgramStatus]:
+        if self.answering():
+            return {}
+        out = {}
+        for program, records in self._recorded().items():
+            for pid, started in reversed(records):
+                if _cmdline_mentions(pid, str(self.state.root)) and _alive(pid):
+                    out[program] = ProgramStatus(program, ProcessState.RUNNING, pid, started,
+                                                 "running without its supervisor")
+                    break
+        return out
 
     # -- status, logs, restart --------------------------------------------------------------
     def status(self) -> dict[str, ProgramStatus]:
@@ -299,3 +334,14 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def _grows(old: object, new: dict) -> bool:
+    """Whether worker spec ``new`` only adds devices to ``old`` (every other key, and every
+    device already there, unchanged)."""
+    if not isinstance(old, dict) or not isinstance(old.get("devices"), list):
+        return False
+    if {k: v for k, v in old.items() if k != "devices"} != {k: v for k, v in new.items() if k != "devices"}:
+        return False
+    added = {d["name"]: d for d in new["devices"]}
+    return all(added.get(d.get("name")) == d for d in old["devices"]) and len(added) > len(old["devices"])

@@ -35,12 +35,16 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
 
     plan, backend = backend_for(path, state_dir)
     programs = backend.status()
-    if not programs and not as_json:
+    orphans = {} if programs else backend.orphans()  # its supervisor died; they still run
+    if not programs and not orphans and not as_json:
         fail(f"fleet {plan.fleet.name!r} is not up (0 healthy / {len(plan.devices)} total); "
              f"bring it up with: cpppo-fleet up {command_hint(path, state_dir)}")
-    applied = backend.applied_plan() if programs else None
+    applied = backend.applied_plan() if programs or orphans else None
     history, starts, unserved = {}, {}, {}
-    if programs and backend.state.database.exists():
+    if orphans:  # no supervised poller to trust: ask the devices themselves, now
+        programs = orphans
+        history = _check_now(applied or plan, orphans)
+    elif programs and backend.state.database.exists():
         try:
             with Store(backend.state.database) as store:
                 history, starts, unserved = store.history(), store.starts(), store.serve_errors()
@@ -49,9 +53,18 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
                        "a new database)", err=True)
     reports = device_reports(plan, applied, programs, history, starts, serve_errors=unserved)
     line = summary(reports)
+    notice = ""
+    if orphans:
+        hint = command_hint(path, state_dir)
+        answering = sum(r.state is DeviceState.HEALTHY for r in reports)
+        notice = (f"the supervisor is gone: {answering} devices still answer, served by "
+                  f"{len(orphans)} programs running without it; `cpppo-fleet up {hint}` replaces them "
+                  f"(interrupting those devices), `cpppo-fleet down {hint}` stops them")
     if as_json:
         typer.echo(json.dumps({
-            "fleet": plan.fleet.name, "summary": line, "up": bool(programs),
+            "fleet": plan.fleet.name, "summary": f"{line}; {notice}" if notice else line,
+            "up": bool(programs) and not orphans,
+            "supervisor": "gone" if orphans else ("running" if programs else "down"),
             "healthy": sum(r.state is DeviceState.HEALTHY for r in reports), "total": len(reports),
             "programs": {n: {"state": p.state.value, "pid": p.pid, "started": p.started}
                          for n, p in programs.items()},
@@ -59,8 +72,20 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
         }, indent=1))
     else:
         _table(plan.fleet.name, reports, line)
-    if not all(r.state is DeviceState.HEALTHY for r in reports):
+        if notice:
+            typer.echo(f"cpppo-fleet: {notice}", err=True)
+    if orphans or not all(r.state is DeviceState.HEALTHY for r in reports):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _check_now(plan, programs) -> dict:
+    """The history of one health sweep, now, of the devices of these programs (workers)."""
+    from fleet.health import run_sweep
+    from fleet.store import DeviceHistory
+
+    devices = [d for d in plan.devices if d.worker in programs]
+    results = run_sweep(devices, plan.fleet.health_timeout, plan.fleet.health_concurrency)
+    return {r.device: DeviceHistory(r, (r.latency,) if r.ok else ()) for r in results}
 
 
 _STYLE = {"healthy": "green", "down": "red", "failed": "red", "restarting": "yellow",

@@ -214,8 +214,10 @@ class DockerBackend(Backend):
                 contextlib.suppress(docker.errors.NotFound):
             self.api.remove_container(container["Id"], force=True, v=True)
 
-    def _converge(self, configs: dict[str, dict[str, Any]], progress: Progress) -> None:
-        """Make the fleet's containers match ``configs`` (program -> create keywords)."""
+    def _converge(self, configs: dict[str, dict[str, Any]], progress: Progress,
+                  before: Plan | None = None) -> None:
+        """Make the fleet's containers match ``configs`` (program -> create keywords); running
+        workers replaced are noted as interrupting the devices they served in ``before``."""
         import docker.errors
 
         listed = self._listed()
@@ -231,6 +233,7 @@ class DockerBackend(Backend):
                 keep.add(program)
             else:
                 stale.append(found)
+        self.interrupts(before, {p for p, c in listed.items() if c in stale and c.get("State") == "running"})
         parallel(stale, self._remove, progress,
                  "removing stale containers")
 
@@ -253,6 +256,7 @@ class DockerBackend(Backend):
         progress(0, 1, "device image")
         image = self.image()
         self.state.make()
+        before = self.applied_plan()
         self.write_applied(applied)
         if not listed:
             self.forget_starts()
@@ -261,7 +265,7 @@ class DockerBackend(Backend):
         wanted = {c.worker: self._device_config(c, image) for c in self.containers
                   if c.worker in {w.name for w in applied.workers}}
         wanted[HEALTH_PROGRAM] = self._poller_config(image)
-        self._converge(wanted, progress)
+        self._converge(wanted, progress, before)
         self.write_selection(selection)
         self.wait_running(wanted, progress)
         return applied
