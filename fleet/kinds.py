@@ -8,7 +8,7 @@ poller checks one, and its metrics labels.  Validation and the worker share
 call the worker makes, so a fleet that validates is a fleet the workers serve.
 
 Adding a kind (Modbus/RTU, ...) is one more entry in :data:`KINDS`; adding a key to a kind is
-one line in its ``Options``: ``name: type = key(default, reader)`` (:mod:`fleet.table`).  The protocol
+one more field in its ``Options`` and one more line in its ``options()``.  The protocol
 libraries are imported inside the methods: ``cpppo-fleet --help`` stays light.
 """
 
@@ -17,10 +17,10 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, NamedTuple
 
-from fleet.table import Table, flag, key, keys_of, read_keys, specs
+from fleet.table import Table
 
 __all__ = ["KINDS", "EnipKind", "EnipOptions", "Kind", "ModbusKind", "ModbusOptions", "RegisterRead",
            "TagRead", "kind"]
@@ -32,23 +32,23 @@ class Kind(ABC):
     name: ClassVar[str]  # the ``kind = "..."`` of fleet.toml
     default_port: ClassVar[int]  # port of a device whose table gives none
     spec_key: ClassVar[str]  # the key holding the device's data specs (tags, registers)
-    Options: ClassVar[type]  # frozen dataclass of the kind's own keys (fleet.table.key fields)
+    Options: ClassVar[type]  # frozen dataclass of the kind's own keys, with their defaults
     identity: ClassVar[Mapping[str, type]]  # identity keys fleet.toml accepts: int or str
-
-    protocol: ClassVar[str]  # the wire protocol, for labels and messages
 
     @property
     def keys(self) -> frozenset[str]:
         """The kind's own fleet.toml keys."""
-        return keys_of(self.Options)
+        return frozenset(f.name for f in fields(self.Options))
 
     def metrics_labels(self) -> dict[str, str]:
         """Labels every metric of a device of this kind carries."""
         return {"kind": self.name, "protocol": self.protocol}
 
+    protocol: ClassVar[str]  # the wire protocol, for labels and messages
+
+    @abstractmethod
     def options(self, t: Table) -> Any:
         """Read and check the kind's keys of one [[device]] table (ConfigError naming the key)."""
-        return read_keys(t, self.Options)
 
     def options_from_json(self, data: Mapping[str, Any]) -> Any:
         """``Options`` from its JSON form (lists back to tuples)."""
@@ -91,44 +91,19 @@ class TagRead(NamedTuple):
     tag: str  # "SCADA[0]", "Speed"
 
 
-def _tag_spec(text: str) -> Any:
-    from cpppo.enip.device.model import parse_tag_spec
+@dataclass(frozen=True)
+class EnipOptions:
+    """The ENIP keys of a [[device]] table."""
 
-    return parse_tag_spec(text)
-
-
-def _route_path(t: Table, key: str, default: Any, values: dict[str, Any]) -> str | bool | None:
-    route_path = t.get(key, (str, bool), default, what="a string such as '1/0' or false")
-    if route_path is True or (isinstance(route_path, str) and not _ROUTE.fullmatch(route_path)):
-        t.fail(key, f"must be a '<port>/<link>' string (such as '1/0') or false, got {route_path!r}")
-    return route_path
-
-
-def _health_tag(t: Table, key: str, default: str, values: dict[str, Any]) -> str:
-    """A tag of the device (default: the first tag, its first element if an array)."""
-    specs = [_tag_spec(text) for text in values["tags"]]
-    health_tag = t.get(key, str, None, what="a string")
-    if health_tag is None:
-        return f"{specs[0].name}[0]" if specs[0].length is not None else specs[0].name
-    if health_tag.split("[")[0].casefold() not in {spec.name.casefold() for spec in specs}:
-        t.fail(key, f"{health_tag!r} is not one of the device's tags")
-    return health_tag
+    tags: tuple[str, ...] = ()  # enip_server tag specs, as written: "SCADA=INT[1000]"
+    route_path: str | bool | None = None  # "1/0", false (none accepted) or unset (any)
+    simple: bool = False  # a simple (non-routing) CIP device
+    health_tag: str = ""  # the tag the health poller reads; default: the first tag's first element
 
 
 _ROUTE = re.compile(r"[0-9]+/([0-9]+|[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+)")
 # identity fields compared with the plan after a List Identity
 CHECKED_IDENTITY = ("product_name", "serial_number", "vendor_id", "product_type", "product_code")
-
-
-@dataclass(frozen=True)
-class EnipOptions:
-    """The ENIP keys of a [[device]] table, one line each (read in this order)."""
-
-    tags: tuple[str, ...] = key((), specs(_tag_spec, "an ENIP device needs at least one tag, "
-                                                     "such as 'SCADA=INT[100]'"))  # "SCADA=INT[1000]"
-    route_path: str | bool | None = key(None, _route_path)  # "1/0", false (none accepted), unset (any)
-    simple: bool = key(False, flag())  # a simple (non-routing) CIP device
-    health_tag: str = key("", _health_tag)  # the tag the health poller reads
 
 
 class EnipKind(Kind):
@@ -141,6 +116,25 @@ class EnipKind(Kind):
         "vendor_id": int, "product_type": int, "product_code": int, "serial_number": int,
         "status": int, "state": int, "revision": str, "product_name": str,
     }
+
+    def options(self, t: Table) -> EnipOptions:
+        from cpppo.enip.device.model import parse_tag_spec
+
+        tags = t.specs("tags", parse_tag_spec,
+                       "an ENIP device needs at least one tag, such as 'SCADA=INT[100]'")
+        route_path = t.get("route_path", (str, bool), None, what="a string such as '1/0' or false")
+        if route_path is True or (isinstance(route_path, str) and not _ROUTE.fullmatch(route_path)):
+            t.fail("route_path",
+                   f"must be a '<port>/<link>' string (such as '1/0') or false, got {route_path!r}")
+        names = {spec.name.casefold() for _, spec in tags}
+        health_tag = t.get("health_tag", str, None, what="a string")
+        if health_tag is not None and health_tag.split("[")[0].casefold() not in names:
+            t.fail("health_tag", f"{health_tag!r} is not one of the device's tags")
+        first = tags[0][1]
+        return EnipOptions(tags=tuple(text.strip() for text, _ in tags), route_path=route_path,
+                           simple=t.get("simple", bool, False, what="true or false"),
+                           health_tag=health_tag or (f"{first.name}[0]" if first.length is not None
+                                                     else first.name))
 
     def build(self, options: EnipOptions, identity: Mapping[str, Any]) -> Any:
         from cpppo.enip.device.model import Device
@@ -165,10 +159,10 @@ class EnipKind(Kind):
 
     async def check(self, client: Any, options: EnipOptions, identity: Mapping[str, Any]) -> None:
         ident = await client.list_identity()
-        for field in CHECKED_IDENTITY:
-            want = identity.get(field)
-            if want is not None and ident.get(field) != want:
-                raise IdentityMismatch(f"identity {field} is {ident.get(field)!r}, the plan says {want!r} "
+        for key in CHECKED_IDENTITY:
+            want = identity.get(key)
+            if want is not None and ident.get(key) != want:
+                raise IdentityMismatch(f"identity {key} is {ident.get(key)!r}, the plan says {want!r} "
                                        "(another device at this address?)")
         await client.read(options.health_tag)
 
@@ -198,38 +192,13 @@ class RegisterRead(NamedTuple):
     offset: int  # zero-based address in the table
 
 
-def _register_spec(text: str) -> Any:
-    from cpppo.modbus.address import parse_spec
-
-    return parse_spec(text)
-
-
-def _unit_ids(t: Table, key: str, default: tuple[int, ...], values: dict[str, Any]) -> tuple[int, ...]:
-    units = t.get(key, list, list(default), what="a list of integers")
-    if not units or not all(type(u) is int and 0 <= u <= 255 for u in units):
-        t.fail(key, f"must be a non-empty list of integers 0..255, got {units!r}")
-    return tuple(units)
-
-
-def _health_register(t: Table, key: str, default: int, values: dict[str, Any]) -> int:
-    """A register of the device (default: the first configured)."""
-    ranges = [_register_spec(text) for text in values["registers"]]
-    reg = t.get(key, int, None, what="an integer")
-    if reg is None:
-        return ranges[0].begin
-    if not any(r.begin <= reg <= r.end for r in ranges):
-        t.fail(key, f"{reg} is not in any of the device's register ranges")
-    return reg
-
-
 @dataclass(frozen=True)
 class ModbusOptions:
-    """The Modbus keys of a [[device]] table, one line each (read in this order)."""
+    """The Modbus keys of a [[device]] table."""
 
-    registers: tuple[str, ...] = key((), specs(_register_spec, "a Modbus device needs at least one "
-                                                               "range, such as '40001-40100=0'"))
-    unit_ids: tuple[int, ...] = key((1,), _unit_ids)  # unit ids answered
-    health_register: int = key(0, _health_register)  # the register the health poller reads
+    registers: tuple[str, ...] = ()  # modbus_sim register ranges, as written: "40001-40100=99"
+    unit_ids: tuple[int, ...] = (1,)  # unit ids answered
+    health_register: int = 0  # the register the health poller reads; default: the first configured
 
 
 class ModbusKind(Kind):
@@ -246,6 +215,20 @@ class ModbusKind(Kind):
         "HOLDING_REGISTERS": "read_holding_registers", "INPUT_REGISTERS": "read_input_registers",
         "COILS": "read_coils", "DISCRETE_INPUTS": "read_discrete_inputs",
     }
+
+    def options(self, t: Table) -> ModbusOptions:
+        from cpppo.modbus.address import parse_spec
+
+        ranges = t.specs("registers", parse_spec,
+                         "a Modbus device needs at least one range, such as '40001-40100=0'")
+        units = t.get("unit_ids", list, [1], what="a list of integers")
+        if not units or not all(type(u) is int and 0 <= u <= 255 for u in units):
+            t.fail("unit_ids", f"must be a non-empty list of integers 0..255, got {units!r}")
+        reg = t.get("health_register", int, None, what="an integer")
+        if reg is not None and not any(r.begin <= reg <= r.end for _, r in ranges):
+            t.fail("health_register", f"{reg} is not in any of the device's register ranges")
+        return ModbusOptions(registers=tuple(text.strip() for text, _ in ranges), unit_ids=tuple(units),
+                             health_register=reg if reg is not None else ranges[0][1].begin)
 
     def build(self, options: ModbusOptions, identity: Mapping[str, Any]) -> Any:
         from cpppo.modbus.device import ModbusDevice

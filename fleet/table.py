@@ -8,9 +8,7 @@ Every check of a fleet.toml value goes through :class:`Table`, so every problem 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable
-from dataclasses import field, fields
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -87,97 +85,3 @@ class Table:
         if not texts:
             self.fail(key, needed)
         return tuple((text, self.checked(key, lambda text=text: parse(text))) for text in texts or ())
-
-
-# -- keys declared on the dataclass that holds them ---------------------------------------------
-# A settings dataclass (FleetSettings, DeviceGroup, a kind's Options) declares each of its
-# fleet.toml keys as ``name: type = key(default, reader)``; :func:`read_keys` reads them all, in
-# field order, so that adding a key is that one line.  A reader gets the table, the key, the
-# default and the values read so far (for keys that depend on others).
-Reader = Callable[[Table, str, Any, dict[str, Any]], Any]
-
-
-def key(default: Any, read: Reader) -> Any:
-    """A dataclass field that is a fleet.toml key read (and checked) by ``read``."""
-    return field(default=default, metadata={"read": read})
-
-
-def keys_of(cls: type) -> frozenset[str]:
-    """The fleet.toml keys a dataclass declares with :func:`key`."""
-    return frozenset(f.name for f in fields(cls) if "read" in f.metadata)
-
-
-def read_keys(t: Table, cls: type[T], **given: Any) -> T:
-    """An instance of dataclass ``cls``: ``given`` values, then every :func:`key` field read
-    from ``t`` in field order."""
-    values = dict(given)
-    for f in fields(cls):  # type: ignore[arg-type]
-        if f.name not in values and "read" in f.metadata:
-            values[f.name] = f.metadata["read"](t, f.name, f.default, values)
-    return cls(**values)
-
-
-def text(what: str = "a string", pattern: re.Pattern[str] | None = None, shape: str = "",
-         required: str = "", lower: bool = False) -> Reader:
-    """A string: ``required`` says what is missing when it is; ``pattern`` is what it must
-    match (``shape`` says so in words)."""
-    def read(t: Table, name: str, default: Any, values: dict[str, Any]) -> Any:
-        value = t.get(name, str, None, what=what)
-        if value is None:
-            if required:
-                t.fail(name, f"missing ({required})")
-            return default
-        value = value.lower() if lower else value
-        if pattern is not None and not pattern.fullmatch(value):
-            t.fail(name, f"must be {shape or what}, got {value!r}")
-        return value
-    return read
-
-
-def choice(*choices: str) -> Reader:
-    """One of ``choices``."""
-    return lambda t, name, default, values: t.choice(name, choices, default)
-
-
-def number(kinds: tuple[type, ...] = (int,), zero: bool = False, most: int | None = None) -> Reader:
-    """A finite number > 0 (>= 0 with ``zero``), at most ``most``; floats come back as float."""
-    def read(t: Table, name: str, default: Any, values: dict[str, Any]) -> Any:
-        value = t.positive(name, default, kinds, zero=zero)
-        if most is not None and value > most:
-            t.fail(name, f"must be {'0' if zero else '1'}..{most}, got {value}")
-        return float(value) if float in kinds else value
-    return read
-
-
-def integer(lo: int, hi: int) -> Reader:
-    """An integer lo..hi."""
-    def read(t: Table, name: str, default: Any, values: dict[str, Any]) -> Any:
-        value = t.get(name, int, default, what="an integer")
-        if not lo <= value <= hi:
-            t.fail(name, f"must be {lo}..{hi}, got {value}")
-        return value
-    return read
-
-
-def flag(what: str = "true or false") -> Reader:
-    return lambda t, name, default, values: t.get(name, bool, default, what=what)
-
-
-def checked(kind: type, what: str, check: Callable[[Any], Any]) -> Reader:
-    """A value of type ``kind`` (or missing: the default) that ``check`` accepts (its
-    ValueError is the message)."""
-    def read(t: Table, name: str, default: Any, values: dict[str, Any]) -> Any:
-        value = t.get(name, kind, None, what=what)
-        if value is None:
-            return default
-        t.checked(name, lambda: check(value))
-        return value
-    return read
-
-
-def specs(parse: Callable[[str], Any], needed: str) -> Reader:
-    """A non-empty list of spec strings, each accepted by ``parse`` (the protocol library's
-    grammar: its ValueError is the message); the texts, stripped."""
-    def read(t: Table, name: str, default: Any, values: dict[str, Any]) -> tuple[str, ...]:
-        return tuple(text.strip() for text, _ in t.specs(name, parse, needed))
-    return read

@@ -1,10 +1,9 @@
 """The ``[[device]]`` tables of fleet.toml: :class:`DeviceGroup` and its reader.
 
-The keys every kind shares are :class:`DeviceGroup`'s fields, each declared with its default and
-its reader (:func:`fleet.table.key`); the keys of one kind are that kind's ``Options`` in
-:mod:`fleet.kinds`, declared the same way.  Adding a key is one line in either.  Each group's
-device model is built once here (:meth:`fleet.kinds.Kind.build`, no sockets) exactly as its
-worker will build it, and every
+The keys every kind shares are :class:`DeviceGroup`'s fields, read by :func:`read_group`; the
+keys of one kind are that kind's ``Options`` in :mod:`fleet.kinds`.  Adding a shared key is one
+field here and one line in :func:`read_group`.  Each group's device model is built once here
+(:meth:`fleet.kinds.Kind.build`, no sockets) exactly as its worker will build it, and every
 device's own identity values are checked by the protocol library in ``fleet.plan``: what
 validates is what the workers serve.
 """
@@ -13,97 +12,37 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 from fleet.config.pools import read_pool
 from fleet.config.settings import NAME_OK
 from fleet.kinds import KINDS, Kind
 from fleet.patterns import format_pattern
-from fleet.table import ConfigError, Table, checked, key, keys_of, number, read_keys, text
+from fleet.table import ConfigError, Table
 
 MAX_DEVICES = 100_000  # devices in one fleet (a /16 pool holds 65,534)
 
 
-def _name(t: Table, key: str, default: str, values: dict[str, Any]) -> str:
-    """The name pattern: it must give the first device a valid name, and each device its own."""
-    pattern = text(required="a pattern such as 'line{n:03}'")(t, key, default, values)
-    first, count = values["first"], values["count"]
-    sample = t.checked(key, lambda: _pattern(pattern, first))
-    if not NAME_OK.fullmatch(sample):
-        t.fail(key, f"device names must be letters, digits, '.', '_' or '-', got {sample!r}")
-    if count > 1 and sample == format_pattern(pattern, first + 1):
-        t.fail(key, f"pattern {pattern!r} gives every device the same name; use {{n}}")
-    return pattern
-
-
-def _address(value: str) -> None:
-    try:
-        ipaddress.IPv4Address(value)
-    except ValueError:
-        raise ValueError(f"not an IPv4 address: {value!r}") from None
-
-
-def _address_pool(t: Table, key: str, default: tuple[str, ...],
-                  values: dict[str, Any]) -> tuple[str, ...]:
-    pool = read_pool(t, key) or default
-    if values["address"] and pool:
-        t.fail(key, "give either address or address_pool, not both")
-    return pool
-
-
-def _identity(t: Table, key: str, default: tuple, values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """Identity values (strings are patterns on n), checked by the kind's protocol library for
-    the first device (fleet.plan checks the others')."""
-    kind, first = KINDS[values["kind"]], values["first"]
-    identity = t.get(key, dict, {}, what="a table")
-    allowed = kind.identity
-    for name, value in identity.items():
-        if name not in allowed:
-            t.fail(key, f"unknown identity key {name!r} (allowed: {', '.join(sorted(allowed))})")
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            t.fail(key, f"{name} must be an integer or a string pattern, got {value!r}")
-    items = tuple(sorted(identity.items()))
-    t.checked(key, lambda: kind.check_identity(identity_values(kind, items, first)))
-    return items
-
-
-def _delay(t: Table, key: str, default: Any, values: dict[str, Any]) -> float | tuple[float, float] | None:
-    value = t.get(key, (int, float, list), None, what="seconds or [lo, hi]")
-    if value is None:
-        return None
-    if isinstance(value, list):
-        if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            t.fail(key, f"must be seconds or [lo, hi], got {value!r}")
-        lo, hi = float(value[0]), float(value[1])
-        if not 0 <= lo <= hi < math.inf:
-            t.fail(key, f"needs 0 <= lo <= hi, got {value!r}")
-        return (lo, hi)
-    if not 0 <= value < math.inf:
-        t.fail(key, f"must be finite and >= 0, got {value!r}")
-    return float(value)
-
-
 @dataclass(frozen=True)
 class DeviceGroup:
-    """One ``[[device]]`` table: ``count`` devices of one kind.  Each key every kind has is one
-    line here, ``name: type = key(default, reader)``, read in this order."""
+    """One ``[[device]]`` table: ``count`` devices of one kind."""
 
     index: int  # position in the file's device array (for messages)
     kind: str  # a key of fleet.kinds.KINDS: "enip", "modbus"
-    count: int = key(1, number(most=MAX_DEVICES))  # how many devices
-    first: int = key(1, number(zero=True))  # n of the first device
-    name: str = key("", _name)  # name pattern, formatted with n: "line{n:03}"
-    port: int = key(0, number(zero=True, most=65535))  # TCP (and ENIP UDP) port; 0: the kind's own
-    port_step: int = key(0, number(zero=True))  # port increment from one device to the next
-    address: str | None = key(None, checked(str, "a string", _address))  # one IP for all, not the pool
-    address_pool: tuple[str, ...] = key((), _address_pool)  # the group's own pool, not the fleet's
-    identity: tuple[tuple[str, Any], ...] = key((), _identity)  # identity values; strings patterned on n
-    delay: float | tuple[float, float] | None = key(None, _delay)  # reply delay, seconds or (lo, hi)
+    count: int  # how many devices
+    name: str  # name pattern, formatted with n: "line{n:03}"
+    first: int = 1  # n of the first device
+    port: int = 0  # TCP (and, for ENIP, UDP) port; 0 means the kind's standard port
+    port_step: int = 0  # port increment from one device to the next (with a fixed address)
+    address: str | None = None  # a fixed IP for every device of the group, instead of the pool
+    address_pool: tuple[str, ...] = ()  # the group's own pool, instead of the fleet's
+    identity: tuple[tuple[str, Any], ...] = ()  # identity values; strings patterned on n
+    delay: float | tuple[float, float] | None = None  # reply delay, seconds or (lo, hi)
     options: Any = None  # the kind's own keys: a fleet.kinds Options (EnipOptions, ModbusOptions)
 
 
-COMMON_KEYS = keys_of(DeviceGroup) | {"kind"}
+COMMON_KEYS = frozenset(f.name for f in fields(DeviceGroup)) - {"index", "options"}
 
 
 def read_group(src: str, index: int, data: dict[str, Any]) -> DeviceGroup:
@@ -114,13 +53,40 @@ def read_group(src: str, index: int, data: dict[str, Any]) -> DeviceGroup:
     if kind is None:
         raise ConfigError(src, table, "kind", f"must be one of {', '.join(KINDS)}, got {name!r}")
     t = Table(src, table, data, COMMON_KEYS | kind.keys)
-    group = read_keys(t, DeviceGroup, index=index, kind=kind.name)
-    group = replace(group, port=group.port or kind.default_port, options=kind.options(t))
+    count = t.positive("count", 1)
+    if count > MAX_DEVICES:
+        t.fail("count", f"must be at most {MAX_DEVICES}, got {count}")
+    first = t.positive("first", 1, zero=True)
+    pattern = t.get("name", str, None, what="a string")
+    if pattern is None:
+        t.fail("name", "missing (a pattern such as 'line{n:03}')")
+    sample = t.checked("name", lambda: _pattern(pattern, first))
+    if not NAME_OK.fullmatch(sample):
+        t.fail("name", f"device names must be letters, digits, '.', '_' or '-', got {sample!r}")
+    if count > 1 and sample == format_pattern(pattern, first + 1):
+        t.fail("name", f"pattern {pattern!r} gives every device the same name; use {{n}}")
+    port = t.positive("port", 0, zero=True)
+    if port > 65535:
+        t.fail("port", f"must be 0..65535, got {port}")
+    port_step = t.positive("port_step", 0, zero=True)
+    address = t.get("address", str, None, what="a string")
+    if address is not None:
+        try:
+            ipaddress.IPv4Address(address)
+        except ValueError:
+            t.fail("address", f"not an IPv4 address: {address!r}")
+    pool = read_pool(t, "address_pool") or ()
+    if address and pool:
+        t.fail("address_pool", "give either address or address_pool, not both")
+    identity = _identity(t, kind, first)
+    delay = _delay(t)
+    options = kind.options(t)
     # the dry run: the worker's own construction, for the first device (the others differ only
     # in their identity values, which fleet.plan checks device by device)
-    identity = identity_values(kind, group.identity, group.first)
-    t.checked(kind.spec_key, lambda: kind.build(group.options, identity))
-    return group
+    t.checked(kind.spec_key, lambda: kind.build(options, identity_values(kind, identity, first)))
+    return DeviceGroup(index=index, kind=kind.name, count=count, name=pattern, first=first,
+                       port=port or kind.default_port, port_step=port_step, address=address,
+                       address_pool=pool, identity=identity, delay=delay, options=options)
 
 
 def _pattern(pattern: str, n: int) -> str:
@@ -128,6 +94,19 @@ def _pattern(pattern: str, n: int) -> str:
         return format_pattern(pattern, n)
     except ValueError as exc:
         raise ValueError(f"bad pattern {pattern!r}: {exc}") from None
+
+
+def _identity(t: Table, kind: Kind, first: int) -> tuple[tuple[str, Any], ...]:
+    identity = t.get("identity", dict, {}, what="a table")
+    allowed = kind.identity
+    for key, value in identity.items():
+        if key not in allowed:
+            t.fail("identity", f"unknown identity key {key!r} (allowed: {', '.join(sorted(allowed))})")
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            t.fail("identity", f"{key} must be an integer or a string pattern, got {value!r}")
+    items = tuple(sorted(identity.items()))
+    t.checked("identity", lambda: kind.check_identity(identity_values(kind, items, first)))
+    return items
 
 
 def identity_value(kind: Kind, key: str, value: int | str, n: int) -> int | str:
@@ -155,3 +134,19 @@ def identity_value(kind: Kind, key: str, value: int | str, n: int) -> int | str:
 def identity_values(kind: Kind, identity: tuple[tuple[str, Any], ...], n: int) -> dict[str, Any]:
     """Device ``n``'s identity values (ValueError naming a bad pattern)."""
     return {key: identity_value(kind, key, value, n) for key, value in identity}
+
+
+def _delay(t: Table) -> float | tuple[float, float] | None:
+    value = t.get("delay", (int, float, list), None, what="seconds or [lo, hi]")
+    if value is None:
+        return None
+    if isinstance(value, list):
+        if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            t.fail("delay", f"must be seconds or [lo, hi], got {value!r}")
+        lo, hi = float(value[0]), float(value[1])
+        if not 0 <= lo <= hi < math.inf:
+            t.fail("delay", f"needs 0 <= lo <= hi, got {value!r}")
+        return (lo, hi)
+    if not 0 <= value < math.inf:
+        t.fail("delay", f"must be finite and >= 0, got {value!r}")
+    return float(value)

@@ -43,11 +43,6 @@ def read_pool(t: Table, key: str) -> tuple[str, ...] | None:
     return pool
 
 
-def pool_key(t: Table, key: str, default: tuple[str, ...], values: dict) -> tuple[str, ...]:
-    """An address-pool key (a fleet.table reader): the pool, or ``default`` when missing."""
-    return read_pool(t, key) or default
-
-
 def check_pools_disjoint(t: Table, key: str, pools: tuple[str, ...]) -> None:
     spans = sorted(((r.start, r.stop, p) for r, p in ((pool_addresses(p), p) for p in pools)))
     for (_, stop, a), (start, _, b) in itertools.pairwise(spans):
