@@ -237,11 +237,13 @@ class Schedule:
 
 def wait_healthy(database: Path, devices: Sequence[PlannedDevice], asked: float, timeout: float,
                  pids: Callable[[], Mapping[str, int | None]],
-                 progress: Callable[[int, int, str], None]) -> tuple[int, list[HealthResult]]:
+                 progress: Callable[[int, int, str], None],
+                 excused: Callable[[], Iterable[str]] = lambda: ()) -> tuple[int, list[HealthResult]]:
     """Wait until the supervised poller has seen every device healthy since ``asked`` (see
     :func:`request_sweep`), or ``timeout``; ``pids()`` gives each running worker's pid.  A
     device its running worker cannot serve fails with the worker's reason, and when only such
-    devices are left the wait ends at once.  Returns (healthy, the last failing results)."""
+    devices are left the wait ends at once; devices ``excused()`` (misbehaving on purpose)
+    are not waited for.  Returns (healthy, the last failing results)."""
     total, deadline = len(devices), time.monotonic() + timeout
     while True:
         try:
@@ -249,10 +251,10 @@ def wait_healthy(database: Path, devices: Sequence[PlannedDevice], asked: float,
                 history, errors = store.history([d.name for d in devices]), store.serve_errors()
         except StoreError:
             history, errors = {}, {}  # not there yet, or being replaced by the poller
-        running = pids()
+        running, skip = pids(), set(excused())
         unserved = {name: e for name, e in errors.items() if running.get(e.worker) == e.pid}
         failing = []
-        for device in devices:
+        for device in (d for d in devices if d.name not in skip):
             last = history[device.name].last if device.name in history else None
             if device.name in unserved:
                 failing.append(HealthResult(device.name, False, None, unserved[device.name].error, asked))

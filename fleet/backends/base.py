@@ -13,7 +13,7 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fleet.plan import Plan
@@ -148,7 +148,7 @@ class Backend(ABC):
             raise BackendError(f"--only {' '.join(selection or [])}: no device matches")
         names = {d.worker for d in devices}
         workers = tuple(w for w in self.plan.workers if w.name in names)
-        return Plan(fleet=self.plan.fleet, devices=devices, workers=workers), selection
+        return replace(self.plan, devices=devices, workers=workers), selection  # the rest as planned
 
     def write_applied(self, applied: Plan) -> None:
         """Record the plan being brought up (the health poller follows it)."""
