@@ -19,7 +19,7 @@ import sqlite3
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,28 +131,59 @@ def run_sweep(devices: Iterable[PlannedDevice], timeout: float, concurrency: int
         return runner.run(sweep_once(list(devices), timeout, concurrency))
 
 
+QUICK = 0.2  # seconds between re-polls of the devices not yet healthy, after a change
+SETTLE = 60.0  # for how long after a change (a new plan, a sweep request) they are re-polled so often
+REQUEST = "sweep.request"  # in the state folder: `up` writes it to ask for a sweep now
+
+
+def request_sweep(state_dir: Path) -> float:
+    """Ask the supervised poller of ``state_dir`` for a sweep now, and quick re-polls of the
+    devices not yet healthy; returns the time asked (results from then on answer it)."""
+    asked = time.time()
+    (Path(state_dir) / REQUEST).write_text(f"{asked}\n")
+    return asked
+
+
 class Schedule:
-    """The supervised poller: a sweep every ``health_interval``, following plan.json."""
+    """The supervised poller: a sweep every ``health_interval``, following plan.json.  After a
+    change (plan.json rewritten, or a sweep requested by ``up``) it sweeps at once, then
+    re-polls the devices not yet healthy every QUICK seconds for SETTLE seconds, so that a
+    fleet coming up is seen healthy as soon as it is."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
         self.plan_path = self.state_dir / "plan.json"
-        self.plan_mtime = 0.0
+        self.mtimes: dict[str, float] = {}  # plan.json's and the request's, as last seen
         self.plan: Plan | None = None
+        self.settle_until = time.monotonic() + SETTLE  # the fleet has just come up
         self.stopping = asyncio.Event()
 
-    def _reload(self) -> None:
+    def _touched(self, name: str) -> bool:
+        """Whether the state folder's file ``name`` changed since the last look."""
+        try:
+            mtime = (self.state_dir / name).stat().st_mtime
+        except OSError:
+            return False
+        changed = self.mtimes.get(name) != mtime
+        self.mtimes[name] = mtime
+        return changed
+
+    def _changed(self) -> bool:
+        """Reload a rewritten plan.json; True (and settle again) after a new plan or a request."""
         import json
 
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            mtime = self.plan_path.stat().st_mtime
-            if mtime != self.plan_mtime:
+        changed = self._touched(REQUEST)
+        if self._touched("plan.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError):
                 self.plan = Plan.from_json(json.loads(self.plan_path.read_text()))
-                self.plan_mtime = mtime
                 log.info("following %d devices", len(self.plan.devices))
+                changed = True
+        if changed:
+            self.settle_until = time.monotonic() + SETTLE
+        return changed
 
     async def run(self, max_sweeps: int | None = None) -> None:
-        self._reload()
+        self._changed()
         if self.plan is None:
             raise SystemExit(f"fleet.health: no plan in {self.plan_path}")
         fleet = self.plan.fleet
@@ -165,11 +196,14 @@ class Schedule:
         try:
             while not self.stopping.is_set() and (max_sweeps is None or sweeps < max_sweeps):
                 begun = time.monotonic()
-                self._reload()
+                self._changed()
                 if web is not None and self.plan is not plan:
                     plan = self.plan
                     web.follow(plan)
-                spread = max(0.0, fleet.health_interval - fleet.health_timeout)
+                # spread over the interval (a latency figure is the device's own), except while
+                # settling after a change: then `up` is waiting, so sweep at once
+                settling = time.monotonic() < self.settle_until
+                spread = 0.0 if settling else max(0.0, fleet.health_interval - fleet.health_timeout)
                 results = await poller.sweep(self.plan.devices, spread,
                                              web.view.record if web is not None else None)
                 store = self._record(store, results, fleet.health_retention)
@@ -186,9 +220,7 @@ class Schedule:
                     log.info("sweep %d: %d/%d healthy in %.2f s", sweeps, len(results) - len(now_failing),
                              len(results), time.monotonic() - begun)
                 failing = now_failing
-                pause = max(0.0, fleet.health_interval - (time.monotonic() - begun))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), pause)
+                store, failing = await self._settle(poller, store, failing, begun + fleet.health_interval)
         finally:
             store.close()
             if web is not None:
@@ -207,25 +239,79 @@ class Schedule:
             log.error("%s", exc.strerror)
             return None
 
+    async def _settle(self, poller: Poller, store: Store, failing: set[str],
+                      next_sweep: float) -> tuple[Store, set[str]]:
+        """Wait for the next sweep (or a change, or stop), re-polling the ``failing`` devices
+        every QUICK seconds while settling; returns the store and the devices still failing."""
+        assert self.plan is not None
+        while not self.stopping.is_set() and time.monotonic() < next_sweep:
+            pause = min(QUICK, max(0.0, next_sweep - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), pause)
+            if self.stopping.is_set() or self._changed():
+                break  # stopping, or a new plan or a request: sweep everything now
+            if failing and time.monotonic() < self.settle_until:
+                results = await poller.sweep([d for d in self.plan.devices if d.name in failing])
+                store = self._record(store, results, self.plan.fleet.health_retention, again=True)
+                healed = {r.device for r in results if r.ok}
+                for name in sorted(healed):
+                    log.info("%s: healthy", name)
+                failing -= healed
+        return store, failing
+
     @property
     def database(self) -> Path:
         return self.state_dir / "health.sqlite"
 
-    def _record(self, store: Store, results: list[HealthResult], retention: int) -> Store:
+    def _record(self, store: Store, results: list[HealthResult], retention: int,
+                again: bool = False) -> Store:
         """Record a sweep; a database deleted, replaced or damaged under us is started afresh
         (``status`` reads the file at the path, not the one we have open)."""
-        if store.replaced():
-            log.warning("%s was deleted or replaced: starting a new one", self.database)
+        if store.replaced() or store.damaged():
+            log.warning("%s was deleted, replaced or damaged: starting a new one", self.database)
             store.close()
             store = open_store(self.database)
         try:
-            store.record(results, retention)
+            store.record(results, retention, again)
         except (sqlite3.Error, StoreError) as exc:
             log.warning("%s: starting a new one", str(exc).splitlines()[0])
             store.close()
             store = open_store(self.database)
-            store.record(results, retention)
+            store.record(results, retention, again)
         return store
+
+
+def wait_healthy(database: Path, devices: Sequence[PlannedDevice], asked: float, timeout: float,
+                 pids: Callable[[], Mapping[str, int | None]],
+                 progress: Callable[[int, int, str], None],
+                 excused: Callable[[], Iterable[str]] = lambda: ()) -> tuple[int, list[HealthResult]]:
+    """Wait until the supervised poller has seen every device healthy since ``asked`` (see
+    :func:`request_sweep`), or ``timeout``; ``pids()`` gives each running worker's pid.  A
+    device its running worker cannot serve fails with the worker's reason, and when only such
+    devices are left the wait ends at once; devices ``excused()`` (misbehaving on purpose)
+    are not waited for.  Returns (healthy, the last failing results)."""
+    total, deadline = len(devices), time.monotonic() + timeout
+    while True:
+        try:
+            with Store(database) as store:
+                history, errors = store.history([d.name for d in devices]), store.serve_errors()
+        except StoreError:
+            history, errors = {}, {}  # not there yet, or being replaced by the poller
+        running, skip = pids(), set(excused())
+        unserved = {name: e for name, e in errors.items() if running.get(e.worker) == e.pid}
+        failing = []
+        for device in (d for d in devices if d.name not in skip):
+            last = history[device.name].last if device.name in history else None
+            if device.name in unserved:
+                failing.append(HealthResult(device.name, False, None, unserved[device.name].error, asked))
+            elif last is None or last.time < asked:
+                failing.append(HealthResult(device.name, False, None, "no health result yet", asked))
+            elif not last.ok:
+                failing.append(last)
+        progress(total - len(failing), total, "devices healthy")
+        if not failing or time.monotonic() > deadline or all(r.device in unserved for r in failing):
+            return total - len(failing), failing
+        time.sleep(QUICK)
 
 
 def sweep_and_print(state_dir: Path) -> int:

@@ -219,6 +219,10 @@ class EnipKind(Kind):
         if route_path is True or (isinstance(route_path, str) and not _ROUTE.fullmatch(route_path)):
             t.fail("route_path",
                    f"must be a '<port>/<link>' string (such as '1/0') or false, got {route_path!r}")
+        if isinstance(route_path, str):  # the numbers' ranges: the library's own check
+            from cpppo.enip.codec.epath import parse_route_path
+
+            t.checked("route_path", lambda: parse_route_path(route_path))
         names = {spec.name.casefold() for _, spec in tags}
         health_tag = t.get("health_tag", str, None, what="a string")
         if health_tag is not None and health_tag.split("[")[0].casefold() not in names:

@@ -100,6 +100,22 @@ class Store:
         and closing the file here would drop SQLite's POSIX locks of this process.)"""
         return _inode(self.path) != self.inode
 
+    def damaged(self) -> bool:
+        """Whether the file at the path is no longer a sound database (overwritten under us:
+        a connection that writes to its WAL would not notice).  A second connection of this
+        process is safe for SQLite's locks, and it reads the file's header afresh."""
+        try:
+            probe = sqlite3.connect(self.path, timeout=5.0)
+        except sqlite3.Error:
+            return False
+        try:
+            probe.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.DatabaseError as exc:
+            return type(exc) is sqlite3.DatabaseError  # not a database, or corrupt (not: busy)
+        finally:
+            probe.close()
+        return False
+
     def close(self) -> None:
         self.db.close()
 
@@ -109,27 +125,28 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def record(self, results: Iterable[HealthResult], retention: int) -> int:
+    def record(self, results: Iterable[HealthResult], retention: int, again: bool = False) -> int:
         """Store one sweep's results (all, or some devices'); keep the last ``retention`` results
         of each device (and none older than ``HORIZON * retention`` sweeps, so that devices no
-        longer polled go too); return the sweep number."""
+        longer polled go too); return the sweep number.  ``again``: re-polls of some devices,
+        added to the latest sweep (quick re-polls do not age the other devices' results)."""
         results = list(results)
         try:
-            return self._record(results, retention)
+            return self._record(results, retention, again)
         except sqlite3.Error as exc:
             raise StoreError(self.path, exc) from None
 
-    def _record(self, results: list[HealthResult], retention: int) -> int:
+    def _record(self, results: list[HealthResult], retention: int, again: bool) -> int:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")  # one writer at a time computes the next sweep
             (last,) = self.db.execute("SELECT COALESCE(MAX(sweep), 0) FROM results").fetchone()
-            sweep = last + 1
+            sweep = max(last, 1) if again else last + 1
             self.db.executemany(
                 "INSERT INTO results (sweep, time, device, ok, latency, error) VALUES (?, ?, ?, ?, ?, ?)",
                 [(sweep, r.time or time.time(), r.device, int(r.ok), r.latency, r.error) for r in results])
             self.db.executemany(
-                "DELETE FROM results WHERE device = ?1 AND sweep <= (SELECT sweep FROM results "
-                "WHERE device = ?1 ORDER BY sweep DESC LIMIT 1 OFFSET ?2)",
+                "DELETE FROM results WHERE device = ?1 AND rowid <= (SELECT rowid FROM results "
+                "WHERE device = ?1 ORDER BY rowid DESC LIMIT 1 OFFSET ?2)",
                 [(name, retention) for name in {r.device for r in results}])
             self.db.execute("DELETE FROM results WHERE sweep <= ?", (sweep - HORIZON * retention,))
         return sweep

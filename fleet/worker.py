@@ -126,6 +126,19 @@ class Worker:
         self.stopping = asyncio.Event()
         self.faults = {d.name: FaultState() for d in devices}  # what the control channel changes
         self.control: Any = None
+        self.grown = asyncio.Event()  # devices were added (grow): serve them now
+
+    def grow(self, devices: list[PlannedDevice]) -> list[str]:
+        """Add the devices not yet hosted (a fleet growing: ``up`` after ``up --only``); the
+        running ones are not touched.  Returns the names added."""
+        known = {d.name for d in self.devices}
+        added = [d for d in devices if d.name not in known]
+        if added:
+            self.devices.extend(added)
+            for device in added:  # the control channel reaches them too (the dict is shared with it)
+                self.faults.setdefault(device.name, FaultState())
+            self.grown.set()
+        return [d.name for d in added]
 
     async def start_pending(self) -> list[PlannedDevice]:
         """Try to serve every device not yet served; return those that failed."""
@@ -157,14 +170,21 @@ class Worker:
         failed = await self.start_pending()
         log.info("%s: serving %d of %s (pid %d)", self.name, len(self.servers), devices(len(self.devices)),
                  os.getpid())
-        while failed and not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), RETRY_SECONDS)
-            if not self.stopping.is_set():
-                failed = await self.start_pending()
-                if not failed:
-                    log.info("%s: now serving all %s", self.name, devices(len(self.devices)))
-        await self.stopping.wait()
+        while not self.stopping.is_set():
+            waits = [asyncio.ensure_future(e.wait()) for e in (self.stopping, self.grown)]
+            await asyncio.wait(waits, timeout=RETRY_SECONDS if failed else None,
+                               return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+            if self.stopping.is_set():
+                break
+            if self.grown.is_set():
+                self.grown.clear()
+                log.info("%s: now hosting %s", self.name, devices(len(self.devices)))
+            retried = bool(failed)
+            failed = await self.start_pending()
+            if retried and not failed:
+                log.info("%s: now serving all %s", self.name, devices(len(self.devices)))
         await self.close()
 
     async def serve_control(self, control: Path, events: list[Any], epoch: float | None = None,
@@ -199,8 +219,9 @@ def _store_writer(database: Path, worker: str) -> Callable[[Callable[[Any], None
     return write
 
 
-async def serve_spec(spec: dict[str, Any]) -> None:
-    """Serve a worker spec until SIGTERM/SIGINT."""
+async def serve_spec(spec: dict[str, Any], source: Path | None = None) -> None:
+    """Serve a worker spec until SIGTERM/SIGINT; on SIGHUP, serve the devices added to the
+    spec file ``source`` (a growing fleet) without touching the others."""
     name, pid = spec["worker"], os.getpid()
     write = None
     if spec.get("state_dir"):
@@ -223,6 +244,8 @@ async def serve_spec(spec: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)
+    if source is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: _grow(worker, source))
     from fleet.metrics import serve_worker_metrics
 
     metrics = await serve_worker_metrics(name, worker.servers, worker.devices, spec.get("state_dir"))
@@ -233,6 +256,18 @@ async def serve_spec(spec: dict[str, Any]) -> None:
             await metrics.cleanup()
 
 
+def _grow(worker: Worker, source: Path) -> None:
+    """Re-read the spec file and host the devices added to it."""
+    try:
+        spec = json.loads(source.read_text())
+        added = worker.grow([PlannedDevice.from_json(d) for d in spec["devices"]])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: cannot re-read %s: %s", worker.name, source, exc)
+        return
+    if added:
+        log.info("%s: adding %s", worker.name, ", ".join(added))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, stream=sys.stdout,
@@ -241,20 +276,21 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m fleet.worker <worker-spec.json>", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until serve_spec handles it: re-read the spec
     try:
         spec = json.loads(Path(args[0]).read_text())
     except (OSError, ValueError) as exc:
         print(f"fleet.worker: cannot read {args[0]}: {exc}", file=sys.stderr)
         return 2
-    return run(spec)
+    return run(spec, Path(args[0]))
 
 
-def run(spec: dict[str, Any]) -> int:
+def run(spec: dict[str, Any], source: Path | None = None) -> int:
     """Serve a worker spec until stopped (SIGTERM/SIGINT): raise the open-files limit, then run
     :func:`serve_spec` on uvloop where available.  Returns the exit status."""
     raise_fd_limit()
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(serve_spec(spec))
+        runner.run(serve_spec(spec, source))
     return 0
 
 

@@ -71,6 +71,11 @@ def verdict(text: str) -> Plan | ConfigError:
      "identity revision must be 'major.minor'"),
     ({"kind": "modbus", "registers": ["40001"], "identity": {"vendor_name": "x" * 241}}, "identity",
      "longer than 240 bytes"),
+    ({"kind": "enip", "tags": ["X=INT"], "route_path": "1/99999"}, "route_path",
+     "route path link number must be 0-255: 99999"),
+    ({"kind": "enip", "tags": ["X=INT"], "route_path": "0/1"}, "route_path",
+     "route path port must be 1-65535"),
+    ({"kind": "enip", "tags": ["X=INT"], "route_path": "2/10.0.0.9"}, None, None),
 ])
 def test_what_the_workers_refuse_validate_refuses(group: dict, key: str | None, needle: str | None) -> None:
     result = verdict(fleet_text(**group))
@@ -181,8 +186,11 @@ def modbus_identity(draw: st.DrawFn) -> dict:
 def group(draw: st.DrawFn) -> dict:
     first, count = draw(st.sampled_from([0, 1, 5, 95])), draw(st.integers(1, 6))
     if draw(st.booleans()):
-        return {"kind": "enip", "first": first, "count": count, "identity": draw(enip_identity()),
-                "tags": draw(st.lists(tag_spec(), min_size=1, max_size=4))}
+        table = {"kind": "enip", "first": first, "count": count, "identity": draw(enip_identity()),
+                 "tags": draw(st.lists(tag_spec(), min_size=1, max_size=4))}
+        if draw(st.booleans()):
+            table["route_path"] = draw(st.sampled_from(["1/0", "1/99999", "0/1", "2/10.0.0.9", "1/x", False]))
+        return table
     return {"kind": "modbus", "first": first, "count": count, "identity": draw(modbus_identity()),
             "registers": draw(st.lists(register_spec(), min_size=1, max_size=3))}
 
@@ -195,7 +203,7 @@ def constructed(table: dict) -> bool:
                     for k, v in table["identity"].items()}
         try:
             if table["kind"] == "enip":
-                Device.from_specs(table["tags"], identity=identity)
+                Device.from_specs(table["tags"], identity=identity, route_path=table.get("route_path"))
             else:
                 ModbusDevice.from_specs(table["registers"], unit_ids=(1,), identity=identity)
         except ValueError:
@@ -210,7 +218,8 @@ def test_validate_and_the_workers_agree(table: dict) -> None:
     served = constructed(table)
     assert isinstance(result, Plan) == served, (table, str(result))
     if isinstance(result, ConfigError):
-        assert result.table == "device[0]" and result.key in ("tags", "registers", "identity"), str(result)
+        assert result.table == "device[0]" and result.key in ("tags", "registers", "identity",
+                                                              "route_path"), str(result)
         return
     for device in result.devices:  # the worker's own path: the spec's JSON, then build
         KINDS[device.kind].build(PlannedDevice.from_json(device.to_json()).options, device.identity_dict)

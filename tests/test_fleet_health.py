@@ -121,3 +121,27 @@ def test_report_combines_process_state_and_health() -> None:
     assert summary(list(reports.values())) == "1 healthy / 5 total, 1 down, 3 starting"
     stopped = device_reports(plan, None, {}, history, {}, now)
     assert {r.state for r in stopped} == {DeviceState.STOPPED}
+
+
+def test_up_waits_on_the_pollers_results_since_it_asked(tmp_path: Path) -> None:
+    """``up`` reads the supervised poller's verdict: a result from before it asked does not
+    count, a device its worker cannot serve fails with the worker's reason, and an excused
+    device (misbehaving on purpose) is not waited for."""
+    from fleet.health import request_sweep, wait_healthy
+
+    plan = small_plan(44818)  # line1, line2, drive1, pump1, pump2, all on w000
+    asked = request_sweep(tmp_path)
+    assert (tmp_path / "sweep.request").read_text().strip() == str(asked)
+    database = tmp_path / "health.sqlite"
+    with Store(database) as store:
+        store.record([HealthResult("line1", True, 0.001, None, asked + 1),
+                      HealthResult("line2", True, 0.001, None, asked - 1),
+                      HealthResult("drive1", False, None, "no answer", asked + 1)], retention=5)
+        store.record_serve_errors("w000", 7, {"pump1": "cannot serve at x: taken"})
+    seen: list[tuple[int, int]] = []
+    healthy, failing = wait_healthy(database, plan.devices, asked, 0.0, lambda: {"w000": 7},
+                                    lambda done, total, what: seen.append((done, total)),
+                                    excused=lambda: {"pump2"})
+    assert healthy == 2 and seen[-1] == (2, 5)  # line1, and pump2 excused
+    assert {r.device: r.error for r in failing} == {"line2": "no health result yet", "drive1": "no answer",
+                                                     "pump1": "cannot serve at x: taken"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 from collections.abc import Iterator
@@ -16,11 +15,8 @@ from tests.support import free_port
 
 pytestmark = pytest.mark.slow
 
-HAVE_ENIP = all(importlib.util.find_spec(m) is not None for m in
-                ("cpppo.enip.server.transport", "cpppo.enip.client.aclient"))
 
-
-def fleet_text(octet: int, port: int, enip: bool = HAVE_ENIP) -> str:
+def fleet_text(octet: int, port: int, enip: bool = True) -> str:
     text = f"""
 [fleet]
 name = "test{octet}"
@@ -68,7 +64,7 @@ def test_up_is_idempotent_recovers_from_sigkill_and_down_leaves_nothing(fleet: C
     assert status["healthy"] == status["total"] == len(fleet.plan.devices), status["summary"]
     conf = fleet.state / "supervisord.conf"
     before, mtime = fleet.pids(), conf.stat().st_mtime_ns
-    assert set(before) == {"w000", "w001", "health"} | ({"w002"} if HAVE_ENIP else set())
+    assert set(before) == {"w000", "w001", "w002", "health"}
 
     fleet.cli("up")  # twice: nothing changes
     assert fleet.pids() == before and conf.stat().st_mtime_ns == mtime
@@ -106,7 +102,7 @@ def test_only_subset_then_converges_after_an_interrupted_up(fleet: CliFleet) -> 
 
     # an `up` of the whole fleet that died half-way: configuration written, nothing applied
     full = ProcessBackend(fleet.plan, fleet.state)
-    full._write_files(full._applied(None))
+    full._write_files(full.applied_for(None, running=False)[0])
     fleet.cli("up")
     until(fleet.all_healthy, what="all healthy after converging")
     assert set(fleet.pids()) >= {"w000", "w001"}

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fleet.plan import Plan
 from fleet.states import ProcessState
 
 HEALTH_PROGRAM = "health"  # the name of the health poller among a backend's programs
+START_TIMEOUT = 120.0  # seconds for every program to be running
 
 # progress(done, total, what): backends report long operations through this; the CLI draws it
 Progress = Callable[[int, int, str], None]
@@ -104,6 +106,13 @@ class Backend(ABC):
     def __init__(self, plan: Plan, state_dir: Path) -> None:
         self.plan = plan
         self.state = StateDir(state_dir)
+        self.interrupted: dict[str, tuple[str, ...]] = {}  # by the last up(): worker -> its devices
+
+    def interrupts(self, before: Plan | None, workers: set[str]) -> None:
+        """Note that ``up`` restarts these workers: the devices they served (in the plan
+        applied ``before``) are interrupted (``up`` says which)."""
+        served = {w: tuple(d.name for d in before.worker_devices(w)) for w in workers} if before else {}
+        self.interrupted = {w: devices for w, devices in sorted(served.items()) if devices}
 
     @abstractmethod
     def up(self, only: Sequence[str] | None = None, progress: Progress = no_progress) -> Plan:
@@ -127,6 +136,64 @@ class Backend(ABC):
     @abstractmethod
     def restart(self, programs: Sequence[str], progress: Progress = no_progress) -> None:
         """Restart these workers (or the poller); returns once they run again."""
+
+    # -- what both backends share: the selection, the applied plan, waiting for programs -----
+    def applied_for(self, only: Sequence[str] | None, running: bool) -> tuple[Plan, list[str] | None]:
+        """The plan to apply and the selection it comes from: ``--only`` patterns add to those
+        selected so far while the fleet runs (None: everything)."""
+        previous = read_json(self.state.selection) if running else []
+        selection = None if not only or previous is None else sorted(set(previous or []) | set(only))
+        devices = self.plan.select(selection)
+        if not devices:
+            raise BackendError(f"--only {' '.join(selection or [])}: no device matches")
+        names = {d.worker for d in devices}
+        workers = tuple(w for w in self.plan.workers if w.name in names)
+        return replace(self.plan, devices=devices, workers=workers), selection  # the rest as planned
+
+    def write_applied(self, applied: Plan) -> None:
+        """Record the plan being brought up (the health poller follows it)."""
+        write_atomic(self.state.plan, applied.dumps())
+
+    def write_selection(self, selection: list[str] | None) -> None:
+        write_atomic(self.state.selection, json.dumps(selection))
+
+    def forget_starts(self) -> None:
+        """A fresh fleet: restart counts (and serve errors) begin again."""
+        from fleet.store import StoreError, open_store
+
+        try:
+            with open_store(self.state.database) as store:
+                store.forget_starts()
+        except StoreError as exc:
+            raise BackendError(str(exc)) from None
+
+    def program_states(self, names: set[str]) -> dict[str, ProcessState]:
+        """The state of each of these programs the backend knows of (cheaper than status())."""
+        return {n: p.state for n, p in self.status().items() if n in names}
+
+    def wait_running(self, names: Iterable[str], progress: Progress, timeout: float = START_TIMEOUT) -> None:
+        """Return once every program named runs; BackendError (with the program's last output
+        line) when one cannot be started or ``timeout`` passes."""
+        names = set(names)
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.program_states(names)
+            fatal = sorted(n for n, s in states.items() if s is ProcessState.FATAL)
+            if fatal:
+                raise BackendError(f"{fatal[0]} could not be started: {self._last_line(fatal[0])}")
+            late = sorted(n for n in names if states.get(n) is not ProcessState.RUNNING)
+            progress(len(names) - len(late), len(names), "starting workers")
+            if not late:
+                return
+            if time.monotonic() > deadline:
+                raise BackendError(f"{late[0]} still not running after {timeout:.0f} s: "
+                                   f"{self._last_line(late[0])}")
+            time.sleep(0.1)
+
+    def orphans(self) -> dict[str, ProgramStatus]:
+        """Programs of this fleet still running although their supervisor is gone (what ``up``
+        will replace), by name; empty when the supervisor answers or nothing is left."""
+        return {}
 
     def _last_line(self, program: str) -> str:
         """The last line a program wrote, to say why it did not start."""

@@ -12,11 +12,11 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import fleet.backends.supervisor_conf as supervisor_conf
 from fleet import addresses
-from fleet.backends import supervisor_conf
 from fleet.backends.base import (
     HEALTH_PROGRAM,
     Backend,
@@ -30,11 +30,9 @@ from fleet.backends.base import (
 from fleet.backends.lock import state_lock
 from fleet.plan import Plan
 from fleet.states import ProcessState
-from fleet.store import Store, StoreError, open_store
+from fleet.store import Store, StoreError
 
-START_TIMEOUT = 120.0  # seconds for every program to reach RUNNING
 STOP_TIMEOUT = 30.0  # seconds for supervisord to exit after shutdown
-_SETTLED = {"RUNNING", "FATAL"}
 _IDLE = {"STOPPED", "EXITED", "FATAL"}
 
 
@@ -93,24 +91,14 @@ class ProcessBackend(Backend):
         return pid if _cmdline_mentions(pid, str(supervisor_conf.conf_path(self.state))) else None
 
     # -- up -------------------------------------------------------------------------------
-    def _selection(self, only: Sequence[str] | None, running: bool) -> list[str] | None:
-        """Patterns selected so far (None: everything): ``--only`` adds to a running fleet."""
-        previous = read_json(self.state.selection) if running else []
-        if not only or previous is None:
-            return None
-        return sorted(set(previous or []) | set(only))
-
-    def _applied(self, selection: list[str] | None) -> Plan:
-        devices = self.plan.select(selection)
-        if not devices:
-            raise BackendError(f"--only {' '.join(selection or [])}: no device matches")
-        names = {d.worker for d in devices}
-        workers = tuple(w for w in self.plan.workers if w.name in names)
-        return Plan(fleet=self.plan.fleet, devices=devices, workers=workers, faults=self.plan.faults)
-
-    def _write_files(self, applied: Plan) -> list[tuple[str, str]]:
+    def _write_files(self, applied: Plan, running: bool = False) -> list[str]:
+        """Write the worker specs, plan.json and supervisord.conf; return the workers that only
+        grew (devices added, none changed): their programs stay as they are (same digest in the
+        conf), and ``up`` asks them to serve the new devices."""
         self.state.make()
-        workers = []
+        digests_path = self.state.workers / "digests.json"
+        kept = (read_json(digests_path, {}) or {}) if running else {}
+        workers, grown = [], []
         for worker in applied.workers:
             spec = {
                 "worker": worker.name,
@@ -122,12 +110,18 @@ class ProcessBackend(Backend):
             if events:
                 spec["fault_events"] = events
             text = json.dumps(spec, indent=1, sort_keys=True)
-            write_atomic(self.state.worker_spec(worker.name), text)
-            workers.append((worker.name, hashlib.sha1(text.encode()).hexdigest()[:16]))
-        write_atomic(self.state.plan, applied.dumps())
+            path = self.state.worker_spec(worker.name)
+            digest = hashlib.sha1(text.encode()).hexdigest()[:16]
+            if worker.name in kept and running and _grows(read_json(path), json.loads(text)):
+                digest = kept[worker.name]
+                grown.append(worker.name)
+            write_atomic(path, text)
+            workers.append((worker.name, digest))
+        write_atomic(digests_path, json.dumps(dict(workers), indent=1, sort_keys=True))
+        self.write_applied(applied)
         conf = supervisor_conf.render(self.state, self.plan.fleet.name, workers, len(applied.devices))
         write_atomic(supervisor_conf.conf_path(self.state), conf)
-        return workers
+        return grown
 
     def _add_addresses(self, applied: Plan) -> None:
         if applied.fleet.addressing != "alias":
@@ -158,47 +152,37 @@ class ProcessBackend(Backend):
 
     def _up(self, only: Sequence[str] | None, progress: Progress) -> Plan:
         running = self.answering()
-        selection = self._selection(only, running)
-        applied = self._applied(selection)
+        applied, selection = self.applied_for(only, running)
+        before = self.applied_plan()
+        old = dict(read_json(self.state.workers / "digests.json", {}) or {}) if running else {}
         progress(0, len(applied.workers) + 1, "writing configuration")
-        self._write_files(applied)
-        write_atomic(self.state.selection, json.dumps(selection))
+        grown = self._write_files(applied, running)
+        self.write_selection(selection)
         self._add_addresses(applied)
         if running:
+            new = dict(read_json(self.state.workers / "digests.json", {}) or {})
+            self.interrupts(before, {w for w, digest in old.items() if new.get(w) != digest})
             self._reload()
         else:
+            self.interrupts(before, set(self.orphans()))
             self._stop_orphans()  # left by a supervisord that was killed
-            try:
-                with open_store(self.state.database) as store:
-                    store.forget_starts()
-            except StoreError as exc:
-                raise BackendError(str(exc)) from None
+            self.forget_starts()
             self._start_supervisord()
         rpc = self._rpc()
         for info in rpc.getAllProcessInfo():
             if info["statename"] in _IDLE:
                 with contextlib.suppress(xmlrpc.client.Fault):
                     rpc.startProcess(info["name"], False)
-        self._wait_running([w.name for w in applied.workers] + [HEALTH_PROGRAM], progress)
+        self.wait_running([w.name for w in applied.workers] + [HEALTH_PROGRAM], progress)
+        rpc = self._rpc()
+        for name in grown:  # serve the devices added to their specs, the others untouched
+            with contextlib.suppress(xmlrpc.client.Fault):
+                rpc.signalProcess(name, "HUP")
         return applied
 
-    def _wait_running(self, names: Iterable[str], progress: Progress) -> None:
-        names = set(names)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            infos = {i["name"]: i for i in self._rpc().getAllProcessInfo() if i["name"] in names}
-            done = sum(1 for i in infos.values() if i["statename"] in _SETTLED)
-            progress(done, len(names), "starting workers")
-            fatal = sorted(n for n, i in infos.items() if i["statename"] == "FATAL")
-            if fatal:
-                raise BackendError(f"{fatal[0]} could not be started: {self._last_line(fatal[0])}")
-            if done == len(names):
-                return
-            if time.monotonic() > deadline:
-                late = sorted(n for n, i in infos.items() if i["statename"] not in _SETTLED)
-                raise BackendError(f"{late[0]} still not running after {START_TIMEOUT:.0f} s: "
-                                   f"{self._last_line(late[0])}")
-            time.sleep(0.1)
+    def program_states(self, names: set[str]) -> dict[str, ProcessState]:
+        return {i["name"]: ProcessState.from_supervisor(i["statename"])
+                for i in self._rpc().getAllProcessInfo() if i["name"] in names}
 
     # -- down -----------------------------------------------------------------------------
     def down(self, progress: Progress = no_progress) -> None:
@@ -236,19 +220,34 @@ class ProcessBackend(Backend):
         reset(self.state.root)
         progress(3, 3, "down")
 
-    def _stop_orphans(self) -> None:
-        """Workers or poller left running without supervisord (it was killed): by recorded pid."""
+    def _recorded(self) -> dict[str, list[tuple[int, float]]]:
+        """Every start the store recorded, by program: [(pid, time), ...] (none if unreadable)."""
         if not self.state.database.exists():
-            return
+            return {}
         try:
             with Store(self.state.database) as store:
-                starts = store.starts()
+                return store.starts()
         except StoreError:
-            return  # no record of the pids: nothing we can safely stop
-        for records in starts.values():
+            return {}  # no record of the pids: nothing we can safely name
+
+    def _stop_orphans(self) -> None:
+        """Workers or poller left running without supervisord (it was killed): by recorded pid."""
+        for records in self._recorded().values():
             for pid, _ in records:
                 if _cmdline_mentions(pid, str(self.state.root)):
                     _stop_pid(pid, 10.0)
+
+    def orphans(self) -> dict[str, ProgramStatus]:
+        if self.answering():
+            return {}
+        out = {}
+        for program, records in self._recorded().items():
+            for pid, started in reversed(records):
+                if _cmdline_mentions(pid, str(self.state.root)) and _alive(pid):
+                    out[program] = ProgramStatus(program, ProcessState.RUNNING, pid, started,
+                                                 "running without its supervisor")
+                    break
+        return out
 
     # -- status, logs, restart --------------------------------------------------------------
     def status(self) -> dict[str, ProgramStatus]:
@@ -292,7 +291,7 @@ class ProcessBackend(Backend):
                 rpc.startProcess(name, False)
             except xmlrpc.client.Fault as exc:
                 raise BackendError(f"{name}: {exc.faultString}") from None
-        self._wait_running(programs, progress)
+        self.wait_running(programs, progress)
 
 
 @contextlib.contextmanager
@@ -342,3 +341,14 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def _grows(old: object, new: dict) -> bool:
+    """Whether worker spec ``new`` only adds devices to ``old`` (every other key, and every
+    device already there, unchanged)."""
+    if not isinstance(old, dict) or not isinstance(old.get("devices"), list):
+        return False
+    if {k: v for k, v in old.items() if k != "devices"} != {k: v for k, v in new.items() if k != "devices"}:
+        return False
+    added = {d["name"]: d for d in new["devices"]}
+    return all(added.get(d.get("name")) == d for d in old["devices"]) and len(added) > len(old["devices"])

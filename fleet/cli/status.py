@@ -19,16 +19,20 @@ INTERVAL = typer.Option(1.0, "--interval", min=0.1, help="Seconds between --watc
 COUNT = typer.Option(0, "--count", min=0, help="Stop --watch after this many refreshes (0: never).")
 
 
-def _collect(plan, backend, quiet: bool = False):  # -> (programs, reports, starts, injected faults)
+def _collect(plan, backend, quiet: bool = False):  # -> (programs, reports, starts, faults, orphans)
     from fleet.control import control_dir
     from fleet.faults import active
     from fleet.report import device_reports
     from fleet.store import Store, StoreError
 
     programs = backend.status()
-    applied = backend.applied_plan() if programs else None
+    orphans = {} if programs else backend.orphans()  # its supervisor died; they still run
+    applied = backend.applied_plan() if programs or orphans else None
     history, starts, unserved = {}, {}, {}
-    if programs and backend.state.database.exists():
+    if orphans:  # no supervised poller to trust: ask the devices themselves, now
+        programs = orphans
+        history = _check_now(applied or plan, orphans)
+    elif programs and backend.state.database.exists():
         try:
             with Store(backend.state.database) as store:
                 history, starts, unserved = store.history(), store.starts(), store.serve_errors()
@@ -38,7 +42,7 @@ def _collect(plan, backend, quiet: bool = False):  # -> (programs, reports, star
                            "a new database)", err=True)
     injected = active(control_dir(backend.state.root)) if programs else {}
     reports = device_reports(plan, applied, programs, history, starts, serve_errors=unserved, faults=injected)
-    return programs, reports, starts, injected
+    return programs, reports, starts, injected, orphans
 
 
 def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: bool = JSON,
@@ -59,14 +63,23 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
 
         live(plan, lambda: _collect(plan, backend, quiet=True)[:3], interval, count)
         return
-    programs, reports, _starts, injected = _collect(plan, backend)
+    programs, reports, _starts, injected, orphans = _collect(plan, backend)
     if not programs and not as_json:
         fail(f"fleet {plan.fleet.name!r} is not up (0 healthy / {len(plan.devices)} total); "
              f"bring it up with: cpppo-fleet up {command_hint(path, state_dir)}")
     line = summary(reports)
+    notice = ""
+    if orphans:
+        hint = command_hint(path, state_dir)
+        answering = sum(r.state is DeviceState.HEALTHY for r in reports)
+        notice = (f"the supervisor is gone: {answering} devices still answer, served by "
+                  f"{len(orphans)} programs running without it; `cpppo-fleet up {hint}` replaces them "
+                  f"(interrupting those devices), `cpppo-fleet down {hint}` stops them")
     if as_json:
         typer.echo(json.dumps({
-            "fleet": plan.fleet.name, "summary": line, "up": bool(programs),
+            "fleet": plan.fleet.name, "summary": f"{line}; {notice}" if notice else line,
+            "up": bool(programs) and not orphans,
+            "supervisor": "gone" if orphans else ("running" if programs else "down"),
             "healthy": sum(r.state is DeviceState.HEALTHY for r in reports), "total": len(reports),
             **((read_web(backend.state.root) or {}) if programs else {}),
             "programs": {n: {"state": p.state.value, "pid": p.pid, "started": p.started}
@@ -77,9 +90,21 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
         }, indent=1))
     else:
         _table(plan.fleet.name, reports, line)
+        if notice:
+            typer.echo(f"cpppo-fleet: {notice}", err=True)
     fine = {DeviceState.HEALTHY, DeviceState.FAULTED} if faults_ok else {DeviceState.HEALTHY}
-    if not all(r.state in fine for r in reports):
+    if orphans or not all(r.state in fine for r in reports):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _check_now(plan, programs) -> dict:
+    """The history of one health sweep, now, of the devices of these programs (workers)."""
+    from fleet.health import run_sweep
+    from fleet.store import DeviceHistory
+
+    devices = [d for d in plan.devices if d.worker in programs]
+    results = run_sweep(devices, plan.fleet.health_timeout, plan.fleet.health_concurrency)
+    return {r.device: DeviceHistory(r, (r.latency,) if r.ok else ()) for r in results}
 
 
 def _table(name: str, reports, line: str) -> None:

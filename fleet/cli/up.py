@@ -26,9 +26,11 @@ def up(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, only: list[s
             applied = backend.up(only, progress)
         except BackendError as exc:
             fail(str(exc))
-        healthy, total, failing = (wait_healthy(backend, applied, timeout, progress) if wait
+        healthy, total, failing = (_wait(backend, applied, timeout, progress) if wait
                                    else (None, len(applied.devices), []))
     hint = command_hint(path, state_dir)
+    for worker, devices in backend.interrupted.items():
+        typer.echo(f"restarted {worker}, interrupting {_count(len(devices), 'device')}: {', '.join(devices)}")
     state = f"{_count(total, 'device')} started"
     if healthy is not None:
         state = f"{healthy}/{total} devices healthy"
@@ -61,44 +63,16 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
-def wait_healthy(backend, applied, timeout: float, progress) -> tuple[int, int, list]:
-    """Poll the not-yet-healthy devices until all answer or ``timeout``; results go to the store.
-    A device its worker cannot serve (address taken, ...) fails with the worker's reason, and
-    when only such devices are left the wait ends at once.
-    A device under an injected fault (``cpppo-fleet fault``, a ``[[fault]]`` schedule) is
-    misbehaving on purpose: it is not waited for.
-    Returns (healthy, total, last failing results)."""
-    from dataclasses import replace
-
+def _wait(backend, applied, timeout: float, progress) -> tuple[int, int, list]:
+    """Ask the fleet's health poller for a sweep now and wait for its verdict on every device
+    just brought up: (healthy, total, last failing results).  Devices under an injected fault
+    (``cpppo-fleet fault``, a ``[[fault]]`` schedule) misbehave on purpose: not waited for."""
     from fleet.control import control_dir
     from fleet.faults import active
-    from fleet.health import run_sweep
-    from fleet.store import StoreError, open_store
+    from fleet.health import request_sweep, wait_healthy
 
-    fleet = applied.fleet
-    pending = list(applied.devices)
-    total = len(pending)
-    deadline = time.monotonic() + timeout
-    failing: list = []
-    try:
-        store = open_store(backend.state.database)
-    except StoreError as exc:
-        fail(str(exc))
-    with store:
-        while pending:
-            progress(total - len(pending), total, "devices healthy")
-            results = run_sweep(pending, min(fleet.health_timeout, 2.0), fleet.health_concurrency)
-            pids = {name: p.pid for name, p in backend.status().items()}
-            unserved = {name: e for name, e in store.serve_errors().items() if pids.get(e.worker) == e.pid}
-            results = [replace(r, ok=False, latency=None, error=unserved[r.device].error)
-                       if r.device in unserved else r for r in results]
-            store.record(results, fleet.health_retention)
-            injected = active(control_dir(backend.state.root))
-            ok = {r.device for r in results if r.ok or r.device in injected}
-            failing = [r for r in results if r.device not in ok]
-            pending = [d for d in pending if d.name not in ok]
-            if not pending or time.monotonic() > deadline or all(d.name in unserved for d in pending):
-                break
-            time.sleep(0.2)
-    progress(total - len(pending), total, "devices healthy")
-    return total - len(pending), total, failing if pending else []
+    asked = request_sweep(backend.state.root)
+    healthy, failing = wait_healthy(backend.state.database, applied.devices, asked, timeout,
+                                    lambda: {name: p.pid for name, p in backend.status().items()}, progress,
+                                    excused=lambda: active(control_dir(backend.state.root)))
+    return healthy, len(applied.devices), failing

@@ -17,7 +17,6 @@ fleet leaves no process behind on the host.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import time
@@ -34,8 +33,6 @@ from fleet.backends.base import (
     ProgramStatus,
     Progress,
     no_progress,
-    read_json,
-    write_atomic,
 )
 from fleet.backends.docker.containers import (
     LABEL,
@@ -47,11 +44,10 @@ from fleet.backends.docker.containers import digest as _digest
 from fleet.backends.docker.layout import ContainerSpec, NetworkSpec, containers, networks
 from fleet.plan import Plan
 from fleet.states import ProcessState
-from fleet.store import Store, StoreError, open_store
+from fleet.store import Store, StoreError
 
 LABELS_VARIABLE = "CPPPO_FLEET_DOCKER_LABELS"  # extra labels, "k=v,k2=v2"
 PARALLEL = 16  # docker API calls in flight during up / down / status
-START_TIMEOUT = 120.0  # seconds for every container to be running
 
 # docker's container states -> ProcessState
 _STATES = {
@@ -165,17 +161,6 @@ class DockerBackend(Backend):
         return self.client.images.get(build_device_image(self.client, log=log)).id
 
     # -- up ---------------------------------------------------------------------------------
-    def _applied(self, only: Sequence[str] | None, running: bool) -> tuple[Plan, list[str] | None]:
-        previous = read_json(self.state.selection) if running else []
-        selection = None if not only or previous is None else sorted(set(previous or []) | set(only))
-        devices = self.plan.select(selection)
-        if not devices:
-            raise BackendError(f"--only {' '.join(selection or [])}: no device matches")
-        names = {d.worker for d in devices}
-        workers = tuple(w for w in self.plan.workers if w.name in names)
-        plan = Plan(fleet=self.plan.fleet, devices=devices, workers=workers, faults=self.plan.faults)
-        return plan, selection
-
     def _ensure_networks(self) -> None:
         import docker.types
 
@@ -233,8 +218,10 @@ class DockerBackend(Backend):
                 contextlib.suppress(docker.errors.NotFound):
             self.api.remove_container(container["Id"], force=True, v=True)
 
-    def _converge(self, configs: dict[str, dict[str, Any]], progress: Progress) -> None:
-        """Make the fleet's containers match ``configs`` (program -> create keywords)."""
+    def _converge(self, configs: dict[str, dict[str, Any]], progress: Progress,
+                  before: Plan | None = None) -> None:
+        """Make the fleet's containers match ``configs`` (program -> create keywords); running
+        workers replaced are noted as interrupting the devices they served in ``before``."""
         import docker.errors
 
         listed = self._listed()
@@ -250,6 +237,7 @@ class DockerBackend(Backend):
                 keep.add(program)
             else:
                 stale.append(found)
+        self.interrupts(before, {p for p, c in listed.items() if c in stale and c.get("State") == "running"})
         parallel(stale, self._remove, progress,
                  "removing stale containers")
 
@@ -268,40 +256,27 @@ class DockerBackend(Backend):
 
     def up(self, only: Sequence[str] | None = None, progress: Progress = no_progress) -> Plan:
         listed = self._listed()
-        applied, selection = self._applied(only, bool(listed))
+        applied, selection = self.applied_for(only, bool(listed))
         progress(0, 1, "device image")
         image = self.image()
         self.state.make()
-        write_atomic(self.state.plan, applied.dumps())
+        before = self.applied_plan()
+        self.write_applied(applied)
         if not listed:
-            try:
-                with open_store(self.state.database) as store:
-                    store.forget_starts()
-            except StoreError as exc:
-                raise BackendError(str(exc)) from None
+            self.forget_starts()
         progress(0, len(self.networks), "networks")
         self._ensure_networks()
         wanted = {c.worker: self._device_config(c, image) for c in self.containers
                   if c.worker in {w.name for w in applied.workers}}
         wanted[HEALTH_PROGRAM] = self._poller_config(image)
-        self._converge(wanted, progress)
-        write_atomic(self.state.selection, json.dumps(selection))
-        self._wait_running(wanted, progress)
+        self._converge(wanted, progress, before)
+        self.write_selection(selection)
+        self.wait_running(wanted, progress)
         return applied
 
-    def _wait_running(self, programs: Iterable[str], progress: Progress) -> None:
-        programs = set(programs)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            listed = self._listed()
-            late = sorted(p for p in programs if listed.get(p, {}).get("State") != "running")
-            progress(len(programs) - len(late), len(programs), "running")
-            if not late:
-                return
-            if time.monotonic() > deadline:
-                raise BackendError(f"{late[0]} still not running after {START_TIMEOUT:.0f} s: "
-                                   f"{self._last_line(late[0])}")
-            time.sleep(0.2)
+    def program_states(self, names: set[str]) -> dict[str, ProcessState]:
+        return {p: _STATES.get(c.get("State", ""), ProcessState.UNKNOWN)
+                for p, c in self._listed().items() if p in names}
 
     # -- down -------------------------------------------------------------------------------
     def down(self, progress: Progress = no_progress) -> None:
@@ -392,4 +367,4 @@ class DockerBackend(Backend):
                 self.api.restart(listed[program]["Id"], timeout=5)
 
         parallel(programs, restart, progress, "restarting")
-        self._wait_running(programs, progress)
+        self.wait_running(programs, progress)

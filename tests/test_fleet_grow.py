@@ -1,0 +1,135 @@
+"""A fleet that grows and a fleet whose supervisor died (issue 12, fleet items 4 and 5), on the
+process backend.
+
+Growing: ``up --only 'drive_0*'`` then ``up`` adds the other devices to the running worker
+that hosts both sets: the drives keep running (same process, values written still there, no
+restart counted); when a worker must restart, ``up`` says which devices it interrupts.
+Supervisor gone: with supervisord killed, ``status`` says so, how many devices still answer
+and that ``up`` replaces them; ``up`` says which devices that interrupts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleet.backends.base import BackendError
+from tests.fleet_support import CliFleet, until
+from tests.support import free_port
+
+pytestmark = pytest.mark.slow
+
+OCTET = 20 + os.getpid() % 200
+
+
+def fleet_text(block: int, port: int, pumps: str = '["40001-40010=7"]') -> str:
+    return f"""
+[fleet]
+name = "grow{block}"
+address_pool = "127.88.{OCTET}.{16 * block}/28"
+health_interval = 0.5
+health_timeout = 1.0
+devices_per_worker = 4
+
+[[device]]
+kind = "modbus"
+count = 2
+name = "drive_{{n:02}}"
+port = {port}
+registers = ["40001-40010=1"]
+
+[[device]]
+kind = "modbus"
+count = 2
+name = "pump{{n}}"
+port = {port}
+registers = {pumps}
+"""
+
+
+@pytest.fixture
+def fleets(tmp_path: Path) -> Iterator[list[CliFleet]]:
+    made: list[CliFleet] = []
+    yield made
+    for fleet in made:
+        try:
+            fleet.backend.down()
+        except BackendError:
+            pass
+
+
+def make(fleets: list[CliFleet], tmp: Path, block: int) -> CliFleet:
+    port = free_port(f"127.88.{OCTET}.{16 * block + 1}")
+    fleet = CliFleet(tmp, fleet_text(block, port))
+    fleets.append(fleet)
+    return fleet
+
+
+def register(fleet: CliFleet, device: str, value: int | None = None) -> int:
+    """Holding register 40001 of ``device`` (written first when ``value`` is given)."""
+    from cpppo.modbus.aclient import AsyncModbusClient
+
+    planned = fleet.plan.device(device)
+
+    async def go() -> int:
+        async with AsyncModbusClient(planned.host, planned.port, timeout=2.0) as client:
+            if value is not None:
+                await client.write_register(0, value)
+            return (await client.read_holding_registers(0, 1))[0]
+
+    return asyncio.run(go())
+
+
+def test_growing_a_fleet_adds_devices_without_interrupting_the_running_ones(tmp_path: Path, fleets) -> None:
+    fleet = make(fleets, tmp_path, 10)
+    out = fleet.cli("up", "--only", "drive_0*")
+    assert "2/2 devices healthy in 1 worker" in out and "restarted" not in out
+    pid = fleet.pids()["w000"]
+    assert register(fleet, "drive_01", 4242) == 4242
+
+    out = fleet.cli("up")
+    assert "4/4 devices healthy in 1 worker" in out, out
+    assert "restarted" not in out, out
+    assert fleet.pids()["w000"] == pid  # the same process: nothing was restarted
+    assert register(fleet, "drive_01") == 4242  # and the value written before is still there
+    devices = fleet.devices()
+    assert {d["restarts"] for d in devices.values()} == {0}
+    assert all(d["state"] == "healthy" for d in devices.values()), devices
+    assert "now hosting 4 devices" in fleet.cli("logs", "w000")
+
+
+def test_a_worker_that_must_restart_says_which_devices_it_interrupts(tmp_path: Path, fleets) -> None:
+    fleet = make(fleets, tmp_path, 11)
+    fleet.cli("up")
+    pid = fleet.pids()["w000"]
+    # the pumps' registers change: the worker hosting them must restart, drives and all
+    fleet.path.write_text(fleet.path.read_text().replace('["40001-40010=7"]', '["40001-40020=9"]'))
+    out = fleet.cli("up")
+    assert "restarted w000, interrupting 4 devices: drive_01, drive_02, pump1, pump2" in out, out
+    assert "4/4 devices healthy" in out and fleet.pids()["w000"] != pid
+
+
+def test_status_after_the_supervisor_died_tells_the_truth(tmp_path: Path, fleets) -> None:
+    fleet = make(fleets, tmp_path, 12)
+    fleet.cli("up")
+    orphans = fleet.pids()
+    os.kill(fleet.backend._supervisord_pid(), signal.SIGKILL)
+    until(lambda: not fleet.backend.answering(), what="supervisord gone")
+
+    out = fleet.cli("status", code=1)
+    assert "the supervisor is gone: 4 devices still answer" in out, out
+    assert f"cpppo-fleet up {fleet.path} --state-dir {fleet.state}` replaces them" in out
+    status = fleet.status(code=1)
+    assert status["supervisor"] == "gone" and status["up"] is False
+    assert status["healthy"] == 4 and {d["state"] for d in status["devices"]} == {"healthy"}
+    assert {n: p["pid"] for n, p in status["programs"].items()} == orphans
+
+    out = fleet.cli("up")
+    assert "restarted w000, interrupting 4 devices" in out and "4/4 devices healthy" in out, out
+    status = fleet.status(code=0)
+    assert status["supervisor"] == "running" and status["up"] is True
