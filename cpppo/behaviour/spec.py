@@ -13,7 +13,7 @@ a ``Driver``.
 Parameters are expressions of ``n`` (the device's number in its group) and ``i`` (the
 element of an array), so that devices and elements do not move in lockstep; the first
 argument of ``expr``, ``lag`` and ``integral`` is an expression over the device's other
-values, evaluated at each read.  Every kind also takes ``noise`` (standard deviation),
+values, evaluated at each read (``what`` names them in errors: tag, register).  Every kind also takes ``noise`` (standard deviation),
 ``spike`` (height; negative for a dip), ``spike_rate`` (per second), ``spike_width``
 (seconds), ``update`` (seconds between changes) and ``seed``.
 """
@@ -157,7 +157,7 @@ def _counter_bounds(vtype: ValueType, params: dict[str, Any]) -> None:
 
 
 def _shape(spec: BehaviourSpec, vtype: ValueType, constants: Mapping[str, Any], known: Collection[str],
-           base: Callable[[str], str]) -> tuple[sh.Shape, dict[str, Any]]:
+           base: Callable[[str], str], what: str) -> tuple[sh.Shape, dict[str, Any]]:
     kind = KINDS[spec.kind]
     params = {name: _static(spec, name, node, constants) for name, node in spec.params.items()
               if name != kind.dynamic}
@@ -166,7 +166,7 @@ def _shape(spec: BehaviourSpec, vtype: ValueType, constants: Mapping[str, Any], 
         source = ast.unparse(spec.params[kind.dynamic])
         unknown = sorted(name for name in spec.inputs if name not in known)
         if unknown:
-            raise ValueError(f"behaviour {spec.text!r}: unknown tag {unknown[0]!r}")
+            raise ValueError(f"behaviour {spec.text!r}: unknown {what} {unknown[0]!r}")
         expression = sh.Expression(source, spec.inputs, constants)
         if spec.kind == "expr":
             return expression, common
@@ -192,7 +192,7 @@ def _shape(spec: BehaviourSpec, vtype: ValueType, constants: Mapping[str, Any], 
 
 
 def build_driver(spec: BehaviourSpec | str, plant: Plant, vtype: ValueType, length: int = 1, *, n: int = 0,
-                 known: Collection[str] = (), base: Callable[[str], str] = str) -> Driver:
+                 known: Collection[str] = (), base: Callable[[str], str] = str, what: str = "tag") -> Driver:
     """The Driver of ``spec`` for a value of type ``vtype`` and ``length`` elements on device
     number ``n``; ``known``: the names expressions may read; ``base``: maps a playback file
     name to its path.  ValueError naming the problem."""
@@ -201,6 +201,6 @@ def build_driver(spec: BehaviourSpec | str, plant: Plant, vtype: ValueType, leng
     per_element = any("i" in _names(node) for node in spec.params.values())
     constants = {"n": n, "i": 0, "pi": math.pi, "e": math.e, "true": True, "false": False}
     elements = range(length) if per_element else range(1)
-    built = [_shape(spec, vtype, {**constants, "i": i}, known, base) for i in elements]
+    built = [_shape(spec, vtype, {**constants, "i": i}, known, base, what) for i in elements]
     common = built[0][1]
     return Driver(plant, [shape for shape, _ in built], vtype, length, kind=spec.kind, **common)

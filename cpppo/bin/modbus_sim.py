@@ -31,9 +31,15 @@ Register ranges and their initial values:
   300001-365536 input registers, 40001-99999 and 400001-465536 holding registers.
   Values repeat to fill a range; registers without a value start at 0.  Only the
   registers named are served; others answer exception 2 (illegal data address).
+  A :<type> (int16, uint16, int32, uint32, float32; :lo after a 32-bit type puts the
+  low word first) sets what the registers hold; a ~<behaviour> makes them move
+  (sine, ramp, square, steps, counter, walk, expr, lag, integral, playback, ...; see
+  the README), and a client write to them is refused with exception 2.
 
 example:
   modbus_sim -a :1502 40001-40100=99 1-16=0 30001-30010=5
+  modbus_sim -a :1502 1=0 '30001-30002:float32~expr(r1 * 120 + noise(2))' \
+             '30003~counter(rate=1)' '30004~sine(amplitude=100, period=60, offset=500)'
 """
 
 
@@ -80,7 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-connections", type=int, default=256, help="(default: 256)")
     parser.add_argument("--idle-timeout", type=float, default=600.0,
                         help="close connections idle this many seconds (default: 600)")
-    parser.add_argument("registers", nargs="+", help="<begin>[-<end>][=<value>[,<value>...]]")
+    parser.add_argument("--index", type=int, default=0, metavar="N",
+                        help="the device's number n, which behaviour parameters may use (default 0)")
+    parser.add_argument("--retain", default=None, metavar="FILE",
+                        help="keep client writes in this journal; they survive a restart (or SIGKILL)")
+    parser.add_argument("registers", nargs="+",
+                        help="<begin>[-<end>][:<type>[:hi|lo]][=<value>[,<value>...]][~<behaviour>]")
     return parser
 
 
@@ -117,13 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         host, port = parse_endpoint(args.address)
-        device = ModbusDevice.from_specs(args.registers, unit_ids=parse_units(args.unit))
+        device = ModbusDevice.from_specs(args.registers, unit_ids=parse_units(args.unit), n=args.index,
+                                         retain=args.retain)
         delay = parse_delay(args.delay)
         if args.max_connections < 1 or args.idle_timeout < 0:
             raise ValueError("--max-connections must be >= 1 and --idle-timeout >= 0")
         settings = ServerSettings(max_connections=args.max_connections,
                                   idle_timeout=args.idle_timeout or None)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"modbus_sim: {exc}", file=sys.stderr)
         return 2
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
