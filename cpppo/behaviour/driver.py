@@ -52,7 +52,7 @@ class ValueType:
             raw = self.low
         elif raw > self.high:
             raw = self.high
-        return float(raw) if kind == "float" else int(round(raw))
+        return float(raw) if kind == "float" else round(raw)
 
     def check(self, bounds: tuple[float, float] | None, what: str) -> None:
         """ValueError if ``bounds`` (a shape's lowest and highest value) do not fit the type."""
@@ -96,7 +96,7 @@ class Driver:
 
     def _raw(self, shape: Shape, moment: Moment, element: int) -> Any:
         raw = shape.value(moment)
-        if isinstance(raw, str) or isinstance(raw, bool) and not self.vtype.numeric:
+        if isinstance(raw, str) or (isinstance(raw, bool) and not self.vtype.numeric):
             return raw
         if self._text:
             return datetime.fromtimestamp(raw, UTC).isoformat(timespec="milliseconds")
@@ -185,7 +185,7 @@ class Plant:
             state[node] = 1
             for nxt in sorted(graph.get(node, ())):
                 if state.get(nxt) == 1:
-                    cycle = path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt]
+                    cycle = [*path[path.index(nxt):], nxt] if nxt in path else [node, nxt]
                     raise ValueError(f"expressions form a cycle: {' -> '.join(cycle)}")
                 if nxt not in state and nxt in graph:
                     visit(nxt, [*path, nxt])

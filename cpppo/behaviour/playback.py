@@ -44,7 +44,8 @@ def _csv_series(path: Path) -> list[tuple[float, Any]]:
                 except Exception:
                     if not points and number == 1:
                         continue  # a header line
-                    raise ValueError(f"{path}:{number}: {when!r} is neither seconds nor a timestamp") from None
+                    raise ValueError(f"{path}:{number}: {when!r} is neither seconds nor a "
+                                     "timestamp") from None
             numeric = _number(value)
             points.append((seconds, value if numeric is None else numeric))
     return points
@@ -84,10 +85,7 @@ def load_series(file: str, name: str | None = None, element: int = 0) -> list[tu
     the file and the problem if it is missing, unreadable or empty."""
     path = Path(file)
     try:
-        if path.suffix.lower() == ".csv":
-            points = _csv_series(path)
-        else:
-            points = _history_series(path, name, element)
+        points = _csv_series(path) if path.suffix.lower() == ".csv" else _history_series(path, name, element)
     except OSError as exc:
         raise ValueError(f"playback file {file}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:

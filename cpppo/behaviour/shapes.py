@@ -58,7 +58,8 @@ class Sine(Shape):
     phase: float = 0.0
 
     def value(self, moment: Moment) -> float:
-        return self.offset + self.amplitude * math.sin(2 * math.pi * _phase(moment.wall, self.period, self.phase))
+        turn = _phase(moment.wall, self.period, self.phase)
+        return self.offset + self.amplitude * math.sin(2 * math.pi * turn)
 
     def bounds(self) -> tuple[float, float]:
         a = abs(self.amplitude)
@@ -209,7 +210,8 @@ class Expression(Shape):
         self.source = source
         self.inputs = inputs
         self._moment: Moment | None = None
-        self._evaluator = simpleeval.EvalWithCompoundTypes(functions=dict(FUNCTIONS), names=_Names(self, constants))
+        self._evaluator = simpleeval.EvalWithCompoundTypes(functions=dict(FUNCTIONS),
+                                                           names=_Names(self, constants))
         self._evaluator.functions.update(noise=self._noise, uniform=self._uniform)
         self._parsed = self._evaluator.parse(source)
 

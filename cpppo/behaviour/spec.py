@@ -13,7 +13,7 @@ a ``Driver``.
 Parameters are expressions of ``n`` (the device's number in its group) and ``i`` (the
 element of an array), so that devices and elements do not move in lockstep; the first
 argument of ``expr``, ``lag`` and ``integral`` is an expression over the device's other
-values, evaluated at each read (``what`` names them in errors: tag, register).  Every kind also takes ``noise`` (standard deviation),
+values, evaluated at each read.  Every kind also takes ``noise`` (standard deviation),
 ``spike`` (height; negative for a dip), ``spike_rate`` (per second), ``spike_width``
 (seconds), ``update`` (seconds between changes) and ``seed``.
 """
@@ -92,11 +92,13 @@ def parse_behaviour(text: str) -> BehaviourSpec:
     if isinstance(tree, ast.Name):
         tree = ast.Call(func=tree, args=[], keywords=[])
     if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name)):
-        raise ValueError(f"behaviour {text!r}: expected kind(parameter=value, ...), e.g. sine(amplitude=10, period=60)")
+        raise ValueError(f"behaviour {text!r}: expected kind(parameter=value, ...), "
+                         "e.g. sine(amplitude=10, period=60)")
     kind_name = ALIASES.get(tree.func.id, tree.func.id)
     kind = KINDS.get(kind_name)
     if kind is None:
-        raise ValueError(f"unknown behaviour {tree.func.id!r} (one of {', '.join(sorted([*KINDS, *ALIASES]))})")
+        known = ", ".join(sorted([*KINDS, *ALIASES]))
+        raise ValueError(f"unknown behaviour {tree.func.id!r} (one of {known})")
     if len(tree.args) > len(kind.positional):
         raise ValueError(f"behaviour {text!r}: {kind_name} takes at most {len(kind.positional)} "
                          "positional parameters")
@@ -123,7 +125,7 @@ def _static(spec: BehaviourSpec, name: str, node: ast.expr, constants: Mapping[s
             ast.unparse(node))
     except Exception as exc:
         raise ValueError(f"behaviour {spec.text!r}: {name}: {exc}") from None
-    if name in POSITIVE or name in COMMON and name not in ("seed", "spike"):
+    if name in POSITIVE or (name in COMMON and name not in ("seed", "spike")):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
                 value <= 0 if name in POSITIVE else value < 0):
             need = "a number > 0" if name in POSITIVE else "a number >= 0"
@@ -179,7 +181,8 @@ def _shape(spec: BehaviourSpec, vtype: ValueType, constants: Mapping[str, Any], 
         params["update"] = common.pop("update", 1.0)
         params["seed"] = common.get("seed")
     if spec.kind == "playback":
-        series = load_series(base(params.pop("file")), params.pop("name", None), int(params.pop("element", 0)))
+        file, name = base(params.pop("file")), params.pop("name", None)
+        series = load_series(file, name, int(params.pop("element", 0)))
         shape: sh.Shape = Playback(series, **params)
     else:
         shape = {"sine": sh.Sine, "ramp": sh.Ramp, "triangle": sh.Triangle, "square": sh.Square,

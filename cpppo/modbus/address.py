@@ -205,7 +205,8 @@ def parse_range(text: str, default: int | None = None) -> TypedRange:
                 if rtype.words == 1:
                     raise ValueError(f"word order applies to 32-bit types, not {type_name}")
                 rtype = RegisterType(rtype.name, rtype.fmt, rtype.words, low_first=True)
-        words = tuple(w for v in match.group(5).split(",") for w in _number(v, rtype)) if match.group(5) else ()
+        values = match.group(5).split(",") if match.group(5) else ()
+        words = tuple(w for v in values for w in _number(v, rtype))
         first, last = span(begin)
         end = int(match.group(2)) if match.group(2) else begin + max(len(words), rtype.words) - 1
         if not begin <= end <= last:

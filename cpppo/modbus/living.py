@@ -47,8 +47,9 @@ class ModbusPlant:
         self._names: dict[str, tuple[Table, int, RegisterType]] = {}
         for spec in ranges:
             table, offset = locate(spec.begin)
+            step = spec.type.words
             for k in range(spec.count):
-                self._names[f"r{spec.begin + k * spec.type.words}"] = (table, offset + k * spec.type.words, spec.type)
+                self._names[f"r{spec.begin + k * step}"] = (table, offset + k * step, spec.type)
         self._driven: dict[Table, list[_Driven]] = {}
         for spec in ranges:
             if spec.behaviour is None:
@@ -58,13 +59,16 @@ class ModbusPlant:
                 driver = build_driver(spec.behaviour, self.plant, value_type(spec.type), spec.count, n=n,
                                       known=self._names, base=base, what="register")
             except ValueError as exc:
-                where = f"register {spec.begin}" if spec.begin == spec.end else f"registers {spec.begin}-{spec.end}"
+                where = (f"registers {spec.begin}-{spec.end}" if spec.end > spec.begin
+                         else f"register {spec.begin}")
                 raise ValueError(f"{where}: {exc}") from None
-            self._driven.setdefault(table, []).append(_Driven(f"r{spec.begin}", offset, spec.end - spec.begin + 1, spec.type, driver))
+            size = spec.end - spec.begin + 1
+            item = _Driven(f"r{spec.begin}", offset, size, spec.type, driver)
+            self._driven.setdefault(table, []).append(item)
             self.plant.add(f"r{spec.begin}", driver)
-        self._starts = {t: [d.offset for d in sorted(ds, key=lambda d: d.offset)] for t, ds in self._driven.items()}
-        for table in self._driven:
-            self._driven[table].sort(key=lambda d: d.offset)
+        for driven in self._driven.values():
+            driven.sort(key=lambda d: d.offset)
+        self._starts = {t: [d.offset for d in ds] for t, ds in self._driven.items()}
         self.plant.check_cycles(self._owner)
 
     def __bool__(self) -> bool:

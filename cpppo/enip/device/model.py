@@ -188,7 +188,8 @@ class TagSpec:
     behaviour: str | None = None  # cpppo.behaviour grammar, e.g. "sine(amplitude=10, period=60)"
 
     def __repr__(self) -> str:
-        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("values", "behaviour") if getattr(self, k) is not None)
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("values", "behaviour")
+                        if getattr(self, k) is not None)
         return (f"TagSpec(name={self.name!r}, type={self.type.name}, length={self.length!r}, "
                 f"address={self.address!r}{extra})")
 
@@ -253,8 +254,8 @@ def parse_tag_spec(spec: str) -> TagSpec:
 
     >>> parse_tag_spec("SCADA@22/1/1=INT[1000]")
     TagSpec(name='SCADA', type=INT, length=1000, address=(22, 1, 1))
-    >>> parse_tag_spec("Speed=REAL=1500~lag(Speed_SP, tau=5)")
-    TagSpec(name='Speed', type=REAL, length=None, address=None, values=(1500.0,), behaviour='lag(Speed_SP, tau=5)')
+    >>> parse_tag_spec("Speed=REAL=1500~lag(Speed_SP, tau=5)").behaviour
+    'lag(Speed_SP, tau=5)'
     """
     match = _SPEC.match(spec)
     rest = match["rest"] if match else ""
