@@ -152,11 +152,14 @@ class Plant:
     """A device's behaviours: its clock, drivers by name and the ``frozen`` switch.
 
     ``resolve``: a function from a name in an expression to the current value (the
-    integration sets it: the ENIP model reads a tag, the Modbus device a register)."""
+    integration sets it: the ENIP model reads a tag, the Modbus device a register).
+    ``faults``: the device's :class:`cpppo.faults.FaultState`, if any: values stop moving
+    while a ``freeze`` fault is active, as when ``freeze()`` is called."""
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, faults: Any = None) -> None:
         self.clock = clock or SystemClock()
-        self.frozen = False
+        self._frozen = False
+        self.faults = faults
         self.drivers: dict[str, Driver] = {}
         self.names = _PlantNames(self)
         self.resolve: Callable[[str], Any] = self._unresolved
@@ -168,9 +171,17 @@ class Plant:
     def __bool__(self) -> bool:
         return bool(self.drivers)
 
+    @property
+    def frozen(self) -> bool:
+        """Whether values hold still now (``freeze()``, or an active freeze fault)."""
+        if self._frozen:
+            return True
+        faults = self.faults
+        return faults is not None and faults.active is not None and faults.frozen()
+
     def freeze(self, frozen: bool = True) -> None:
         """Stop (or restart) every value moving: reads return the last values produced."""
-        self.frozen = frozen
+        self._frozen = frozen
 
     def add(self, name: str, driver: Driver) -> None:
         self.drivers[name] = driver

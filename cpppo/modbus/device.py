@@ -110,7 +110,8 @@ class ModbusDevice:
         device = cls(tables, unit_ids=unit_ids, identity=identity)
         if any(spec.behaviour for spec in ranges):
             from cpppo.modbus.living import ModbusPlant
-            device.living = ModbusPlant(device.tables, ranges, n=n, clock=clock, base=base)
+            device.living = ModbusPlant(device.tables, ranges, n=n, clock=clock, base=base,
+                                        faults=getattr(device, "faults", None))
         if retain is not None:
             device.retain(retain)
         return device
