@@ -113,8 +113,9 @@ class Steps(Shape):
     smooth: bool = False
 
     def value(self, moment: Moment) -> Any:
-        position = _phase(moment.wall, self.dwell * len(self.values), self.phase) * len(self.values)
-        index = int(position) % len(self.values)
+        count = len(self.values)
+        position = (moment.wall / self.dwell + self.phase * count) % count
+        index = int(position) % count
         here = self.values[index]
         if not self.smooth or isinstance(here, str):
             return here
