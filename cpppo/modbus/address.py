@@ -163,8 +163,8 @@ def _number(text: str, rtype: RegisterType) -> tuple[int, ...]:
         except (ValueError, SyntaxError):
             value = None
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ValueError(f"value {text!r} is not a number (e.g. 42, 0x2A"
-                             f"{', 1.5' if rtype.fmt == 'f' else ''})") from None
+            raise ValueError(f"value {text!r} is not a number (e.g. 42, 1.5)" if rtype.fmt == "f" else
+                             f"value {text!r} is not a whole number (e.g. 42, 0x2A)") from None
     if rtype is REGISTER_TYPES["uint16"] and not 0 <= value <= 0xFFFF:
         raise ValueError(f"value {text} is outside 0..65535")
     return rtype.encode(value)
