@@ -11,12 +11,14 @@ import pytest
 from cpppo.behaviour import FakeClock, Journal, Plant, ValueType, build_driver, parse_behaviour
 from cpppo.enip.device.model import Device, parse_tag_spec
 from cpppo.history.files import HistoryWriter
+from cpppo.modbus.address import RegisterType
 from cpppo.modbus.device import ModbusDevice
 
 REAL = ValueType("REAL", "float", -3.4e38, 3.4e38)
 INT = ValueType("INT", "int", -32768, 32767)
 BOOL = ValueType("BOOL", "bool", 0, 1)
 TEXT = ValueType("STRING", "str", capacity=82)
+REGISTER_F32_LO = RegisterType("float32", "f", 2, low_first=True)
 
 
 @pytest.fixture
@@ -347,3 +349,21 @@ def test_modbus_writes_are_retained(tmp_path):
     device.handle(1, bytes.fromhex("16 0000 fff0 0005"))  # mask write 40001
     again = ModbusDevice.from_specs(["40001-40010=0", "1-8=0"], retain=journal)
     assert again.read(40001, 4) == [5, 0, 7, 8] and again.read(1, 8) == [0, 0, 0, 1, 0, 0, 0, 0]
+
+
+def test_the_readme_examples_build():
+    import re
+    import shlex
+
+    from tests.support import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    section = re.search(r"^## A living plant\n(.*?)(?=^## )", text, re.S | re.M).group(1)
+    block = re.search(r"```sh\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
+    assert [c[0] for c in commands] == ["enip_server", "modbus_sim"]
+    enip = Device.from_specs(commands[0][3:], clock=FakeClock())
+    modbus = ModbusDevice.from_specs(commands[1][3:], clock=FakeClock())
+    enip.tag("Pump_Run").attribute[0] = True
+    assert 100 < enip.tag("Flow").attribute[0] < 140 and enip.tag("Recipe").attribute[0] == "white bread"
+    assert 140 <= REGISTER_F32_LO.decode(modbus.read(30004, 2)) <= 320
