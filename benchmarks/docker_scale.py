@@ -38,6 +38,7 @@ from fleet.backends.docker.backend import DockerBackend  # noqa: E402
 from fleet.backends.docker.image import build_device_image, build_upstream_image  # noqa: E402
 from fleet.config import parse  # noqa: E402
 from fleet.health import run_sweep  # noqa: E402
+from fleet.kinds import EnipOptions  # noqa: E402
 from fleet.plan import PlannedDevice, expand  # noqa: E402
 
 BENCH_LABEL = "cpppo-fleet.bench"
@@ -133,8 +134,8 @@ def peer(client, n: int, image: str, bench_id: str, timeout: float) -> dict[str,
     for i, container in enumerate(containers):
         container.reload()
         host = container.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
-        devices.append(PlannedDevice(f"peer{i:04}", "enip", host, 44818, "", 0, i, (), (),
-                                     health_read="SCADA[0]"))
+        devices.append(PlannedDevice(f"peer{i:04}", "enip", host, 44818, "", 0, i, (),
+                                     EnipOptions(tags=("SCADA=INT[1000]",), health_tag="SCADA[0]")))
     started = time.monotonic() - begun
     healthy = wait_healthy(devices, timeout)
     up = None if healthy is None else started + healthy

@@ -22,21 +22,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from fleet.kinds import KINDS, IdentityMismatch
 from fleet.plan import Plan, PlannedDevice
 from fleet.store import HealthResult, Store, StoreError, open_store
 
 log = logging.getLogger("fleet.health")
-
-# identity fields compared with the plan after a List Identity
-CHECKED_IDENTITY = ("product_name", "serial_number", "vendor_id", "product_type", "product_code")
-_MODBUS_READS = {
-    "holding registers": "read_holding_registers", "input registers": "read_input_registers",
-    "coils": "read_coils", "discrete inputs": "read_discrete_inputs",
-}
-
-
-class IdentityMismatch(Exception):
-    """The device at the planned address answers List Identity as another device."""
 
 
 def describe(exc: BaseException, timeout: float) -> str:
@@ -47,21 +37,6 @@ def describe(exc: BaseException, timeout: float) -> str:
         return str(exc).splitlines()[0] if str(exc) else f"no answer within {timeout:g} s"
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def enip_route(device: PlannedDevice) -> dict[str, Any]:
-    """AsyncClient keywords that address ``device`` the way it expects (simple, or a route path).
-
-    >>> from fleet.plan import PlannedDevice
-    >>> enip_route(PlannedDevice("d", "enip", "h", 1, "w", 0, 1, (), (), route_path="1/2"))
-    {'route_path': [{'port': 1, 'link': 2}]}
-    """
-    if device.simple or device.route_path is False:
-        return {"simple": True}
-    if isinstance(device.route_path, str):
-        port, _, link = device.route_path.partition("/")
-        return {"route_path": [{"port": int(port, 0), "link": int(link, 0) if link.isdigit() else link}]}
-    return {}
 
 
 class Poller:
@@ -76,16 +51,7 @@ class Poller:
     async def _client(self, device: PlannedDevice) -> Any:
         client = self.clients.get(device.name)
         if client is None:
-            if device.kind == "enip":
-                from cpppo.enip.client.aclient import AsyncClient
-
-                client = AsyncClient(device.host, device.port, timeout=self.timeout,
-                                     **enip_route(device))
-            else:
-                from cpppo.modbus.aclient import AsyncModbusClient
-
-                client = AsyncModbusClient(device.host, device.port, unit=device.unit_ids[0],
-                                           timeout=self.timeout)
+            client = KINDS[device.kind].client(device.host, device.port, device.options, self.timeout)
             await client.__aenter__()
             self.clients[device.name] = client
         return client
@@ -98,17 +64,7 @@ class Poller:
 
     async def _check(self, device: PlannedDevice) -> None:
         client = await self._client(device)
-        if device.kind == "enip":
-            ident = await client.list_identity()
-            for key in CHECKED_IDENTITY:
-                want = device.identity_dict.get(key)
-                if want is not None and ident.get(key) != want:
-                    raise IdentityMismatch(f"identity {key} is {ident.get(key)!r}, the plan says {want!r} "
-                                           "(another device at this address?)")
-            await client.read(device.health_read)
-        else:
-            table, _, offset = device.health_read.partition(":")
-            await getattr(client, _MODBUS_READS[table])(int(offset), 1)
+        await KINDS[device.kind].check(client, device.options, device.identity_dict)
 
     async def poll(self, device: PlannedDevice) -> HealthResult:
         """Poll one device (never raises)."""

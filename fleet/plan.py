@@ -34,11 +34,11 @@ from fleet.config import (
     DeviceGroup,
     FleetConfig,
     FleetSettings,
-    identity_value,
+    identity_values,
     pool_addresses,
 )
+from fleet.kinds import KINDS
 from fleet.patterns import format_pattern
-from fleet.registers import register_block
 
 
 @dataclass(frozen=True)
@@ -46,19 +46,15 @@ class PlannedDevice:
     """One device, ready to serve and to poll."""
 
     name: str  # unique in the fleet
-    kind: str  # "enip" or "modbus"
+    kind: str  # a key of fleet.kinds.KINDS: "enip", "modbus"
     host: str  # its own IP address
     port: int  # TCP (and ENIP UDP) port
     worker: str  # the worker process hosting it
     group: int  # index of its [[device]] table
     n: int  # its number within the group's pattern
-    specs: tuple[str, ...]  # tag specs (ENIP) or register ranges (Modbus), as written
     identity: tuple[tuple[str, Any], ...]  # identity values for this device
+    options: Any  # the kind's own settings (fleet.kinds: EnipOptions, ModbusOptions)
     delay: float | tuple[float, float] | None = None  # reply delay
-    route_path: str | bool | None = None  # ENIP route path ("1/0", false, unset)
-    simple: bool = False  # ENIP simple device
-    unit_ids: tuple[int, ...] = (1,)  # Modbus unit ids
-    health_read: str = ""  # ENIP: tag to read; Modbus: "<table>:<zero-based address>"
 
     @property
     def endpoint(self) -> str:
@@ -68,6 +64,11 @@ class PlannedDevice:
     def identity_dict(self) -> dict[str, Any]:
         return dict(self.identity)
 
+    @property
+    def health(self) -> Any:
+        """What the health poller reads (a fleet.kinds TagRead or RegisterRead)."""
+        return KINDS[self.kind].health(self.options)
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["identity"] = dict(self.identity)
@@ -76,9 +77,8 @@ class PlannedDevice:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PlannedDevice:
         data = dict(data)
-        data["specs"] = tuple(data["specs"])
         data["identity"] = tuple(sorted(data["identity"].items()))
-        data["unit_ids"] = tuple(data["unit_ids"])
+        data["options"] = KINDS[data["kind"]].options_from_json(data["options"])
         if isinstance(data.get("delay"), list):
             data["delay"] = tuple(data["delay"])
         return cls(**data)
@@ -99,6 +99,17 @@ class Plan:
     fleet: FleetSettings
     devices: tuple[PlannedDevice, ...]
     workers: tuple[PlannedWorker, ...] = field(default_factory=tuple)
+    faults: tuple[Any, ...] = ()  # [[fault]] schedule rows (fleet.faults.ScheduleRow)
+
+    def fault_events(self, worker: str) -> list[dict[str, Any]]:
+        """The scheduled fault events of ``worker``'s devices, for its spec."""
+        if not self.faults:
+            return []
+        from fleet.faults import expand_schedule
+
+        mine = {d.name for d in self.worker_devices(worker)}
+        return [asdict(e) for e in expand_schedule(self.faults, [d.name for d in self.devices])
+                if e.device in mine]
 
     def device(self, name: str) -> PlannedDevice:
         for device in self.devices:
@@ -119,15 +130,18 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return {"fleet": asdict(self.fleet), "devices": [d.to_json() for d in self.devices],
-                "workers": [asdict(w) for w in self.workers]}
+                "workers": [asdict(w) for w in self.workers], "faults": [r.to_json() for r in self.faults]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
         fleet = dict(data["fleet"])
         fleet["address_pool"] = tuple(fleet["address_pool"])
+        from fleet.faults import ScheduleRow
+
         return cls(fleet=FleetSettings(**fleet),
                    devices=tuple(PlannedDevice.from_json(d) for d in data["devices"]),
-                   workers=tuple(PlannedWorker(w["name"], tuple(w["devices"])) for w in data["workers"]))
+                   workers=tuple(PlannedWorker(w["name"], tuple(w["devices"])) for w in data["workers"]),
+                   faults=tuple(ScheduleRow.from_json(r) for r in data.get("faults", [])))
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=1, sort_keys=True)
@@ -221,23 +235,23 @@ def expand(config: FleetConfig) -> Plan:
         chunk = devices[w:w + per]
         workers.append(PlannedWorker(name, tuple(d.name for d in chunk)))
         planned.extend(_with_worker(d, name) for d in chunk)
-    return Plan(fleet=config.fleet, devices=tuple(planned), workers=tuple(workers))
+    names = [d.name for d in planned]
+    for i, row in enumerate(config.faults):
+        if not any(fnmatch.fnmatchcase(n, row.devices) for n in names):
+            raise ConfigError(src, f"fault[{i}]", "devices",
+                              f"{row.devices!r} matches no device of the fleet")
+    return Plan(fleet=config.fleet, devices=tuple(planned), workers=tuple(workers),
+                faults=tuple(config.faults))
 
 
 def _device(group: DeviceGroup, name: str, n: int, host: str, port: int) -> PlannedDevice:
-    identity = tuple((k, identity_value(group.kind, k, v, n)) for k, v in group.identity)
-    if group.kind == "enip":
-        specs = tuple(tag.spec for tag in group.tags)
-        health = group.health_tag or ""
-    else:
-        specs = tuple(r.spec for r in group.registers)
-        table, offset = register_block(group.health_register or group.registers[0].first)
-        health = f"{table}:{offset}"
-    return PlannedDevice(
-        name=name, kind=group.kind, host=host, port=port, worker="", group=group.index, n=n,
-        specs=specs, identity=identity, delay=group.delay, route_path=group.route_path,
-        simple=group.simple, unit_ids=group.unit_ids, health_read=health,
-    )
+    """Device ``n`` of ``group``; ValueError when its own identity values are refused."""
+    kind = KINDS[group.kind]
+    identity = identity_values(kind, group.identity, n)
+    if group.identity and n != group.first:  # the first one was built by the config's dry run
+        kind.check_identity(identity)
+    return PlannedDevice(name=name, kind=group.kind, host=host, port=port, worker="", group=group.index, n=n,
+                         identity=tuple(identity.items()), options=group.options, delay=group.delay)
 
 
 def _with_worker(device: PlannedDevice, worker: str) -> PlannedDevice:

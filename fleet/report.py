@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from fleet.backends.base import ProgramStatus
 from fleet.plan import Plan
@@ -18,7 +19,7 @@ class DeviceReport:
     """One row of ``cpppo-fleet status``."""
 
     name: str  # device name
-    kind: str  # "enip" or "modbus"
+    kind: str  # a key of fleet.kinds.KINDS
     endpoint: str  # IP:port
     worker: str  # worker hosting it
     state: DeviceState  # see fleet.states
@@ -30,6 +31,7 @@ class DeviceReport:
     latency: float | None  # last successful poll's latency, seconds
     p50: float | None  # median latency over the retained polls
     p99: float | None  # 99th percentile latency over the retained polls
+    fault: str | None = None  # the injected fault, as status shows it ("latency 300ms until 12:03:10")
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -52,10 +54,13 @@ def percentile(values: Sequence[float], fraction: float) -> float | None:
 def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, ProgramStatus],
                    history: Mapping[str, DeviceHistory], starts: Mapping[str, list],
                    now: float | None = None,
-                   serve_errors: Mapping[str, ServeError] | None = None) -> list[DeviceReport]:
+                   serve_errors: Mapping[str, ServeError] | None = None,
+                   faults: Mapping[str, Any] | None = None) -> list[DeviceReport]:
     """A report for every device of the plan (those not brought up are STOPPED).  A device its
     running worker says it cannot serve (``serve_errors``) is DOWN with that error, whatever
-    answers at its address."""
+    answers at its address, or FAILED when the worker gave up on it.  A running device with an
+    injected fault (``faults``: device -> :class:`cpppo.faults.Fault`) is FAULTED, whatever its
+    polls say."""
     now = time.time() if now is None else now
     selected = {d.name for d in applied.devices} if applied else set()
     fleet = plan.fleet
@@ -73,17 +78,26 @@ def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, Prog
         lats = hist.latencies if hist else ()
         error = last.error if last else None
         unserved = (serve_errors or {}).get(device.name)
+        state = None
         if unserved is not None and program is not None and unserved.pid == program.pid:
             last_ok, fresh, error = False, True, unserved.error
+            state = DeviceState.FAILED if unserved.final else None  # its worker gave up on it
+        state = state or device_state(process, last_ok, fresh)
+        fault = (faults or {}).get(device.name)
+        shown = None
+        if fault is not None and process is ProcessState.RUNNING:
+            state = DeviceState.FAULTED
+            shown = fault.describe() + ("" if fault.until is None else
+                                        time.strftime(" until %H:%M:%S", time.localtime(fault.until)))
         out.append(DeviceReport(
             name=device.name, kind=device.kind, endpoint=device.endpoint, worker=device.worker,
-            state=device_state(process, last_ok, fresh),
+            state=state,
             uptime=now - started if started else None,
             restarts=max(0, len(starts.get(device.worker, [])) - 1),
             last_ok=last.ok if last else None, error=error,
             checked=last.time if last else None,
             latency=last.latency if last and last.ok else None,
-            p50=percentile(lats, 0.50), p99=percentile(lats, 0.99),
+            p50=percentile(lats, 0.50), p99=percentile(lats, 0.99), fault=shown,
         ))
     return out
 

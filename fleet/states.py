@@ -37,8 +37,9 @@ class DeviceState(Enum):
     HEALTHY = "healthy"  # the last poll since its worker started succeeded
     DOWN = "down"  # its worker runs but the last poll failed (the error says why)
     RESTARTING = "restarting"  # its worker exited and is being restarted
-    FAILED = "failed"  # its worker could not be started; the supervisor gave up
+    FAILED = "failed"  # its worker could not be started (the supervisor gave up), or gave up on it
     UNKNOWN = "unknown"  # no fresh health result (is the health poller running?)
+    FAULTED = "faulted"  # running under an injected fault (cpppo-fleet fault): misbehaving on purpose
 
 
 # Which state may follow which: the life of a device.
@@ -54,7 +55,11 @@ TRANSITIONS: dict[DeviceState, frozenset[DeviceState]] = {
     DeviceState.FAILED: frozenset({DeviceState.STARTING, DeviceState.STOPPED}),
     DeviceState.UNKNOWN: frozenset({DeviceState.HEALTHY, DeviceState.DOWN, DeviceState.RESTARTING,
                                     DeviceState.STARTING, DeviceState.STOPPED}),
+    DeviceState.FAULTED: frozenset({DeviceState.HEALTHY, DeviceState.DOWN, DeviceState.RESTARTING,
+                                    DeviceState.STARTING, DeviceState.STOPPED, DeviceState.UNKNOWN}),
 }
+for _state in (DeviceState.STARTING, DeviceState.HEALTHY, DeviceState.DOWN, DeviceState.UNKNOWN):
+    TRANSITIONS[_state] |= {DeviceState.FAULTED}  # a fault may be injected into any running device
 
 _BY_PROCESS = {
     ProcessState.STOPPED: DeviceState.STOPPED,

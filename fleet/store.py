@@ -23,8 +23,10 @@ CREATE INDEX IF NOT EXISTS results_device ON results (device, sweep);
 CREATE TABLE IF NOT EXISTS starts (worker TEXT NOT NULL, pid INTEGER NOT NULL, time REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS serve_errors (
     device TEXT PRIMARY KEY, worker TEXT NOT NULL, pid INTEGER NOT NULL, time REAL NOT NULL,
-    error TEXT NOT NULL);
+    error TEXT NOT NULL, final INTEGER NOT NULL DEFAULT 0);
 """
+# columns added since a table was first created: (table, column, definition)
+ADDED_COLUMNS = (("serve_errors", "final", "INTEGER NOT NULL DEFAULT 0"),)
 HORIZON = 10  # results older than HORIZON * retention sweeps go, whoever they belong to
 
 
@@ -60,6 +62,7 @@ class ServeError:
     pid: int  # the worker process that failed
     time: float  # epoch seconds of the latest attempt
     error: str  # one line: "[Errno 98] ... address already in use"
+    final: bool = False  # the worker gave up on it (its model cannot be built): it will not retry
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,10 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            for table, column, definition in ADDED_COLUMNS:  # a database made by an older version
+                present = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         except sqlite3.Error as exc:
             self.db.close()
             raise StoreError(self.path, exc) from None
@@ -157,18 +164,21 @@ class Store:
             self.db.execute("DELETE FROM starts")
             self.db.execute("DELETE FROM serve_errors")
 
-    def record_serve_errors(self, worker: str, pid: int, errors: dict[str, str]) -> None:
-        """The devices worker ``worker`` (process ``pid``) cannot serve now (empty: it serves all)."""
+    def record_serve_errors(self, worker: str, pid: int, errors: dict[str, str],
+                            final: set[str] | frozenset[str] = frozenset()) -> None:
+        """The devices worker ``worker`` (process ``pid``) cannot serve now (empty: it serves all);
+        those in ``final`` it gave up on."""
         now = time.time()
         with self.db:
             self.db.execute("DELETE FROM serve_errors WHERE worker = ?", (worker,))
-            self.db.executemany("INSERT OR REPLACE INTO serve_errors VALUES (?, ?, ?, ?, ?)",
-                                [(device, worker, pid, now, error) for device, error in errors.items()])
+            self.db.executemany("INSERT OR REPLACE INTO serve_errors VALUES (?, ?, ?, ?, ?, ?)",
+                                [(device, worker, pid, now, error, int(device in final))
+                                 for device, error in errors.items()])
 
     def serve_errors(self) -> dict[str, ServeError]:
         """device -> why its worker cannot serve it."""
-        rows = self._read("SELECT device, worker, pid, time, error FROM serve_errors")
-        return {row[0]: ServeError(*row) for row in rows}
+        rows = self._read("SELECT device, worker, pid, time, error, final FROM serve_errors")
+        return {row[0]: ServeError(*row[:5], final=bool(row[5])) for row in rows}
 
     def _read(self, sql: str) -> list[tuple]:
         try:

@@ -7,7 +7,9 @@ many-devices-in-one-process APIs: ``cpppo.enip.device.model.Device.from_specs`` 
 ``cpppo.enip.server.transport.serve`` and ``cpppo.modbus.device.ModbusDevice.from_specs`` +
 ``cpppo.modbus.server.serve``.  A device that cannot be served (its address is taken, say)
 is logged, recorded in the state database (``status`` shows why it is down) and retried every
-few seconds while the others keep running.  SIGTERM closes all.
+few seconds while the others keep running; one whose model cannot be built (a spec its
+protocol library refuses, which ``validate`` refuses too) is recorded as failed and not
+retried.  SIGTERM closes all.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cpppo.faults import FaultState
 from cpppo.server.hosting import new_event_loop
+from fleet.kinds import KINDS
 from fleet.plan import PlannedDevice
 
 log = logging.getLogger("fleet.worker")
@@ -46,28 +50,27 @@ def raise_fd_limit() -> int:
 
 
 def build(device: PlannedDevice) -> Any:
-    """The device model for a planned device (ValueError for a bad spec)."""
-    if device.kind == "enip":
-        from cpppo.enip.device.model import Device
-
-        return Device.from_specs(list(device.specs), identity=device.identity_dict,
-                                 route_path=device.route_path, simple=device.simple)
-    from cpppo.modbus.device import ModbusDevice
-
-    return ModbusDevice.from_specs(list(device.specs), unit_ids=device.unit_ids,
-                                   identity=device.identity_dict)
+    """The device model for a planned device (ValueError naming what its kind refuses); the
+    same call ``validate`` makes for each group (fleet.config.devices)."""
+    return KINDS[device.kind].build(device.options, device.identity_dict)
 
 
-async def start(device: PlannedDevice) -> Any:
-    """Serve one device; returns the server handle (``close()``, ``wait_closed()``)."""
-    model = build(device)
-    if device.kind == "enip":
-        from cpppo.enip.server.transport import serve
+async def start(device: PlannedDevice, faults: FaultState | None = None) -> Any:
+    """Serve one device; returns the server handle (``close()``, ``wait_closed()``).  A model
+    that cannot be built raises :class:`Unservable`; a socket that cannot be bound, OSError.
+    ``faults``: the device's fault slot (the worker keeps it across restarts of the device)."""
+    try:
+        model = build(device)
+    except ValueError as exc:
+        raise Unservable(str(exc)) from None
+    if faults is not None:
+        model.faults = faults
+    return await KINDS[device.kind].serve(model, device.host, device.port, device.delay)
 
-        return await serve(model, host=device.host, port=device.port, udp=True, delay=device.delay)
-    from cpppo.modbus.server import serve as serve_modbus
 
-    return await serve_modbus(model, host=device.host, port=device.port, delay=device.delay)
+class Unservable(Exception):
+    """A device its kind cannot build (a spec the protocol library refuses): retrying will not
+    help, so the worker gives up on it (``status`` shows it failed, with this reason)."""
 
 
 def devices(count: int) -> str:
@@ -93,21 +96,25 @@ class Worker:
     """The devices of one worker spec, served on the running loop."""
 
     def __init__(self, name: str, devices: list[PlannedDevice],
-                 report: Callable[[dict[str, str]], None] | None = None) -> None:
+                 report: Callable[[dict[str, str], set[str]], None] | None = None) -> None:
         self.name = name
         self.devices = devices
         self.servers: dict[str, Any] = {}
         self.errors: dict[str, str] = {}  # device -> why it cannot be served (last attempt)
-        self.report = report  # called with ``errors`` after every attempt
+        self.failed: set[str] = set()  # devices given up on (Unservable): never retried
+        self.report = report  # called with ``errors`` and ``failed`` after every attempt
         self.stopping = asyncio.Event()
+        self.faults = {d.name: FaultState() for d in devices}  # what the control channel changes
+        self.control: Any = None
 
     async def start_pending(self) -> list[PlannedDevice]:
         """Try to serve every device not yet served; return those that failed."""
-        pending = [d for d in self.devices if d.name not in self.servers]
+        pending = [d for d in self.devices if d.name not in self.servers and d.name not in self.failed]
         failed = []
         for i in range(0, len(pending), START_BATCH):
             batch = pending[i:i + START_BATCH]
-            results = await asyncio.gather(*(start(d) for d in batch), return_exceptions=True)
+            results = await asyncio.gather(*(start(d, self.faults[d.name]) for d in batch),
+                                           return_exceptions=True)
             for device, result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):
                     if not isinstance(result, Exception):
@@ -115,12 +122,15 @@ class Worker:
                     why = _why(result)
                     log.error("%s: cannot serve at %s: %s", device.name, device.endpoint, why)
                     self.errors[device.name] = f"cannot serve at {device.endpoint}: {why}"
-                    failed.append(device)
+                    if isinstance(result, Unservable):
+                        self.failed.add(device.name)
+                    else:
+                        failed.append(device)
                 else:
                     self.servers[device.name] = result
                     self.errors.pop(device.name, None)
         if self.report is not None:
-            self.report(dict(self.errors))
+            self.report(dict(self.errors), set(self.failed))
         return failed
 
     async def run(self) -> None:
@@ -137,7 +147,15 @@ class Worker:
         await self.stopping.wait()
         await self.close()
 
+    async def serve_control(self, control: Path, events: list[Any], epoch: float | None = None) -> None:
+        """Serve the fault control socket in ``control`` and run this worker's scheduled faults."""
+        from fleet.faults import attach
+
+        self.control = await attach(self.name, control, self.faults, events, epoch)
+
     async def close(self) -> None:
+        if self.control is not None:
+            self.control.close()
         for server in self.servers.values():
             server.close()
         await asyncio.gather(*(s.wait_closed() for s in self.servers.values()), return_exceptions=True)
@@ -168,8 +186,17 @@ async def serve_spec(spec: dict[str, Any]) -> None:
         write = _store_writer(Path(spec["state_dir"]) / "health.sqlite", name)
         write(lambda store: store.record_start(name, pid))
     report = None if write is None else (
-        lambda errors: write(lambda store: store.record_serve_errors(name, pid, errors)))
+        lambda errors, failed: write(lambda store: store.record_serve_errors(name, pid, errors, failed)))
     worker = Worker(name, [PlannedDevice.from_json(d) for d in spec["devices"]], report)
+    control = spec.get("control_dir") or (spec.get("state_dir") and str(Path(spec["state_dir"]) / "control"))
+    if control:
+        from fleet.faults import Event
+
+        events = [Event(**e) for e in spec.get("fault_events", [])]
+        try:
+            await worker.serve_control(Path(control), events, spec.get("fault_epoch"))
+        except OSError as exc:  # the devices matter more than the control channel
+            log.error("%s: no control socket in %s: %s", name, control, exc.strerror or exc)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)

@@ -317,7 +317,7 @@ def fleet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     case("plan|badkind.toml", 2, "key 'kind': must be one of enip, modbus, got 'profinet'"),
     case("plan|dupname.toml", 2, "device[1]: key 'name': duplicate device name 'pump1'"),
     case("plan|badtag.toml", 2, "device[1]: key 'tags': bad tag spec 'X=INT['"),
-    case("plan|badreg.toml", 2, "device[0]: key 'registers': bad register range 'X=INT['"),
+    case("plan|badreg.toml", 2, "device[0]: key 'registers': bad register spec 'X=INT['"),
     case("up|badkey.toml", 2, "key 'bogus': unknown key"),
     case("status|badtype.toml", 2, "key 'count': must be an integer"),
     case("poll|dupname.toml", 2, "duplicate device name 'pump1'"),

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cpppo.modbus.address import Table
 from fleet.cli import app
 from fleet.config import ConfigError, load, parse
+from fleet.kinds import KINDS, RegisterRead, TagRead
 from fleet.plan import Plan, expand
-from fleet.registers import parse_register_spec
 from fleet.states import TRANSITIONS, DeviceState, ProcessState, allowed, device_state
-from fleet.tags import parse_tag_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,8 +58,8 @@ def test_expansion_names_addresses_ports_workers() -> None:
     assert [w.name for w in plan.workers] == ["w000", "w001"]
     assert plan.workers[1].devices == ("line05", "pump1", "pump2", "pump3")
     assert plan.devices[2].identity_dict == {"product_name": "L61", "serial_number": 0x10003, "vendor_id": 1}
-    assert plan.devices[0].health_read == "SCADA[0]"
-    assert plan.devices[5].health_read == "holding registers:0"
+    assert plan.devices[0].health == TagRead("SCADA[0]")
+    assert plan.devices[5].health == RegisterRead(Table.HOLDING_REGISTERS, 0)
 
 
 def test_one_process_per_device_and_json_round_trip() -> None:
@@ -88,8 +88,8 @@ def test_fixed_address_with_port_step() -> None:
     (BASE + ENIP.replace("count = 5", "count = 0"), "key 'count': must be > 0"),
     (BASE + MODBUS + ENIP.replace('"Speed=REAL"', '"Speed=FLOAT"'),
      "device[1]: key 'tags': bad tag spec 'Speed"),
-    (BASE + ENIP.replace('"Speed=REAL"', '"SCADA=DINT"'), "key 'tags': tag 'scada' declared twice"),
-    (BASE + MODBUS.replace("40001-40010=7", "20001-20010"), "key 'registers': bad register range"),
+    (BASE + ENIP.replace('"Speed=REAL"', '"SCADA=DINT"'), "key 'tags': duplicate tag 'SCADA'"),
+    (BASE + MODBUS.replace("40001-40010=7", "20001-20010"), "key 'registers': bad register spec"),
     (BASE + MODBUS + MODBUS, "device[1]: key 'name': duplicate device name 'pump1' (also in device[0])"),
     (BASE + MODBUS.replace("pump{n}", "pump"), "key 'name': pattern 'pump' gives every device the same name"),
     (BASE + MODBUS.replace("pump{n}", "pump{m}"), "key 'name': bad pattern"),
@@ -125,13 +125,26 @@ def test_example_fleet_toml_is_a_big_mixed_plant() -> None:
 
 
 def test_tag_and_register_specs() -> None:
-    assert parse_tag_spec("Motor_Velocity@0x93/3/10=REAL").health_read == "Motor_Velocity"
-    assert parse_tag_spec("TEXT=SSTRING[100]").length == 100
-    with pytest.raises(ValueError, match="address must be"):
-        parse_tag_spec("X@1/2=INT")
-    assert parse_register_spec("400001-400010=1,2").table == "holding registers"
-    with pytest.raises(ValueError, match="more than one Modbus block"):
-        parse_register_spec("9990-10010")
+    """fleet.toml's tags and registers are read by the protocol libraries' own grammar."""
+    enip, modbus = KINDS["enip"], KINDS["modbus"]
+
+    def options(kind, specs):
+        return kind.options(one_key_table(kind.spec_key, specs))
+
+    assert enip.health(options(enip, ["Motor_Velocity@0x93/3/10=REAL"])) == TagRead("Motor_Velocity")
+    assert options(enip, ["TEXT=SSTRING[100]"]).health_tag == "TEXT[0]"
+    with pytest.raises(ConfigError, match="address must be"):
+        options(enip, ["X@1/2=INT"])
+    assert modbus.health(options(modbus, ["400001-400010=1,2"])) == RegisterRead(Table.HOLDING_REGISTERS, 0)
+    with pytest.raises(ConfigError, match="not a range within 1-9999"):
+        options(modbus, ["9990-10010"])
+
+
+def one_key_table(key: str, specs: list[str]):
+    """A [[device]] table holding only ``key``."""
+    from fleet.table import Table as ConfigTable
+
+    return ConfigTable("f.toml", "device[0]", {key: specs}, {key})
 
 
 def test_device_states_in_one_place() -> None:

@@ -227,7 +227,6 @@ def test_a_device_with_another_identity_than_planned_is_unhealthy() -> None:
     from fleet.health import Poller
     from fleet.worker import Worker
 
-    pytest.importorskip("cpppo.enip.server.transport")
     plan = served_plan(7, """
 [fleet]
 name = "ident"

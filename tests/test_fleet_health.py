@@ -19,8 +19,6 @@ from fleet.store import HealthResult, Store
 from fleet.worker import Worker
 from tests.support import free_port
 
-pytest.importorskip("cpppo.enip.server.transport")
-
 OCTET = 150 + os.getpid() % 50
 
 

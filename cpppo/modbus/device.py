@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from cpppo.faults import FaultState
 from cpppo.modbus import pdu
 from cpppo.modbus.address import Table, TypedRange, locate, parse_range
 from cpppo.modbus.datastore import DataTable, IllegalAddress
@@ -80,6 +81,7 @@ class ModbusDevice:
         self.identity = _identity_objects(identity)
         self.conformity = 0x83 if any(oid >= 0x80 for oid in self.identity) else 0x82
         self.lock = threading.Lock()
+        self.faults = FaultState()  # injected faults (cpppo.faults), consulted by the servers
         self.requests = 0
         self.living: Any = None  # cpppo.modbus.living.ModbusPlant, when ranges have behaviours
         self.journal: Any = None  # cpppo.behaviour.Journal, when client writes are retained

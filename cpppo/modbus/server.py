@@ -21,6 +21,7 @@ import collections
 import logging
 from dataclasses import dataclass
 
+from cpppo.faults import follow_listening
 from cpppo.modbus import framer
 from cpppo.modbus.device import ModbusDevice
 from cpppo.modbus.errors import FrameError
@@ -62,6 +63,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername")
         server = self.server
+        if server.device.faults.active is not None and server.device.faults.offline():
+            transport.abort()
+            return
         if len(server.connections) >= server.settings.max_connections:
             log.warning("%s: refusing %s: %d connections already", server, self.peer,
                         len(server.connections))
@@ -108,6 +112,15 @@ class _Connection(asyncio.Protocol):
                 if not consumed:
                     break
                 position += consumed
+                if server.device.faults.active is not None:
+                    reply = self._faulted(header, pdu)
+                    if reply is None:
+                        if self.transport.is_closing():
+                            self._buffer = b""
+                            return
+                        continue
+                    replies.append(reply)
+                    continue
                 replies.append(encode(header.transaction_id, header.unit_id, handle(header.unit_id, pdu)))
         except FrameError as exc:
             log.info("%s: closing %s: %s", server, self.peer, exc)
@@ -118,10 +131,32 @@ class _Connection(asyncio.Protocol):
         self._buffer = data[position:] if position < size else b""
         self._send(replies)
 
+    def _faulted(self, header: framer.MBAPHeader, pdu: bytes) -> bytes | None:
+        """One reply under an injected fault (cpppo.faults): none (timeout), a closed
+        connection (drop), an exception (error), garbage (corrupt); latency is in ``_send``."""
+        faults = self.server.device.faults
+        if faults.silent():
+            return None
+        if faults.drop():
+            self.transport.abort()
+            return None
+        code = faults.error((f"0x{pdu[0]:02X}" if pdu else "",))
+        if code:
+            answer = bytes((pdu[0] | 0x80, code)) if pdu else b""
+        else:
+            answer = self.server.device.handle(header.unit_id, pdu)
+        return faults.corrupt(framer.encode(header.transaction_id, header.unit_id, answer))
+
     def _send(self, replies: list[bytes]) -> None:
         if not replies:
             return
         delay = self.server.delay
+        faults = self.server.device.faults
+        if faults.active is not None and faults.latency():
+            base = delay
+
+            def delay() -> float:  # the configured delay plus the fault's, drawn per reply
+                return (base() if base is not None else 0.0) + faults.latency()
         if delay is None:
             self.transport.write(b"".join(replies) if len(replies) > 1 else replies[0])
             return
@@ -172,6 +207,7 @@ class ModbusServer:
         self.loop = asyncio.get_running_loop()
         self.host = ""
         self.port = 0
+        self.enabled = False
         self._server: asyncio.Server | None = None
 
     def __str__(self) -> str:
@@ -181,9 +217,20 @@ class ModbusServer:
         self._server = await self.loop.create_server(lambda: _Connection(self), host, port,
                                                      reuse_address=True, backlog=256)
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
+        self.enabled = True
+
+    def disable(self) -> None:
+        """Stop serving (an ``offline`` fault): close the port and every connection."""
+        self.close()
+
+    async def enable(self) -> None:
+        """Serve again on the same address after ``disable()`` (OSError if it is taken)."""
+        if not self.enabled:
+            await self._start(self.host, self.port)
 
     def close(self) -> None:
         """Stop listening and close every open connection."""
+        self.enabled = False
         if self._server is not None:
             self._server.close()
         for connection in list(self.connections):
@@ -211,5 +258,6 @@ async def serve(device: ModbusDevice, host: str = "0.0.0.0", port: int = 502, de
     ``port=0`` picks a free port (see ``.port``).  Raises OSError if the address is taken."""
     server = ModbusServer(device, delay, settings or ServerSettings())
     await server._start(host, port)
+    follow_listening(device.faults, server)
     log.info("%s: serving %s", server, device)
     return server

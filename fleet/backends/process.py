@@ -106,7 +106,7 @@ class ProcessBackend(Backend):
             raise BackendError(f"--only {' '.join(selection or [])}: no device matches")
         names = {d.worker for d in devices}
         workers = tuple(w for w in self.plan.workers if w.name in names)
-        return Plan(fleet=self.plan.fleet, devices=devices, workers=workers)
+        return Plan(fleet=self.plan.fleet, devices=devices, workers=workers, faults=self.plan.faults)
 
     def _write_files(self, applied: Plan) -> list[tuple[str, str]]:
         self.state.make()
@@ -117,6 +117,9 @@ class ProcessBackend(Backend):
                 "state_dir": str(self.state.root),
                 "devices": [d.to_json() for d in applied.worker_devices(worker.name)],
             }
+            events = self.plan.fault_events(worker.name)  # over the whole fleet: as planned
+            if events:
+                spec["fault_events"] = events
             text = json.dumps(spec, indent=1, sort_keys=True)
             write_atomic(self.state.worker_spec(worker.name), text)
             workers.append((worker.name, hashlib.sha1(text.encode()).hexdigest()[:16]))

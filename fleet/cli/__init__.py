@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from fleet import __version__
-from fleet.cli import build, down, logs, plan, restart, status, up
+from fleet.cli import build, down, fault, logs, plan, restart, status, up
 
 app = typer.Typer(
     name="cpppo-fleet",
@@ -44,6 +44,8 @@ app.command("poll")(status.poll)
 app.command("logs")(logs.logs)
 app.command("restart")(restart.restart)
 app.command("build")(build.build)
+app.command("fault")(fault.fault)
+app.command("faults")(fault.faults_)
 
 
 def main(argv: list[str] | None = None) -> int:

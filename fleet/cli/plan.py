@@ -30,7 +30,9 @@ def validate(path: Path = FLEET_FILE) -> None:
 
 
 def _summary(fleet_plan) -> str:
-    kinds = {k: sum(1 for d in fleet_plan.devices if d.kind == k) for k in ("enip", "modbus")}
+    from fleet.kinds import KINDS
+
+    kinds = ", ".join(f"{sum(1 for d in fleet_plan.devices if d.kind == k)} {k}" for k in KINDS)
     return (f"fleet {fleet_plan.fleet.name!r}: {len(fleet_plan.devices)} devices "
-            f"({kinds['enip']} enip, {kinds['modbus']} modbus) in {len(fleet_plan.workers)} workers, "
+            f"({kinds}) in {len(fleet_plan.workers)} workers, "
             f"backend {fleet_plan.fleet.backend}, addressing {fleet_plan.fleet.addressing}")

@@ -26,9 +26,14 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: bool = JSON) -> None:
+def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: bool = JSON,
+           faults_ok: bool = typer.Option(False, "--faults-ok",
+                                          help="Injected faults do not count: exit 0 when every device "
+                                               "is healthy or faulted on purpose.")) -> None:
     """Per device: state, IP:port, worker, uptime, restarts, last health result and latency
-    (last, p50, p99); exit 0 only when every device is healthy."""
+    (last, p50, p99), injected fault; exit 0 only when every device is healthy."""
+    from fleet.control import control_dir
+    from fleet.faults import active
     from fleet.report import device_reports, summary
     from fleet.states import DeviceState
     from fleet.store import Store, StoreError
@@ -47,7 +52,8 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
         except StoreError as exc:
             typer.echo(f"cpppo-fleet: {exc} (no health results to show; the health poller starts "
                        "a new database)", err=True)
-    reports = device_reports(plan, applied, programs, history, starts, serve_errors=unserved)
+    injected = active(control_dir(backend.state.root)) if programs else {}
+    reports = device_reports(plan, applied, programs, history, starts, serve_errors=unserved, faults=injected)
     line = summary(reports)
     if as_json:
         typer.echo(json.dumps({
@@ -56,15 +62,18 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
             "programs": {n: {"state": p.state.value, "pid": p.pid, "started": p.started}
                          for n, p in programs.items()},
             "devices": [r.to_json() for r in reports],
+            "faults": {name: {**f.to_dict(), "describe": f.describe()}
+                       for name, f in sorted(injected.items())},
         }, indent=1))
     else:
         _table(plan.fleet.name, reports, line)
-    if not all(r.state is DeviceState.HEALTHY for r in reports):
+    fine = {DeviceState.HEALTHY, DeviceState.FAULTED} if faults_ok else {DeviceState.HEALTHY}
+    if not all(r.state in fine for r in reports):
         raise typer.Exit(EXIT_FAILED)
 
 
 _STYLE = {"healthy": "green", "down": "red", "failed": "red", "restarting": "yellow",
-          "starting": "yellow", "stopped": "dim", "unknown": "magenta"}
+          "starting": "yellow", "stopped": "dim", "unknown": "magenta", "faulted": "bright_magenta"}
 
 
 def _table(name: str, reports, line: str) -> None:
@@ -74,14 +83,14 @@ def _table(name: str, reports, line: str) -> None:
     now = time.time()
     table = Table(title=f"fleet {name}", title_justify="left")
     for column in ("device", "kind", "state", "address", "worker", "uptime", "restarts", "checked",
-                   "ms", "p50", "p99", "error"):
+                   "ms", "p50", "p99", "fault / error"):
         table.add_column(column, justify="right" if column in ("restarts", "ms", "p50", "p99") else "left")
     for r in reports:
         state = r.state.value
         table.add_row(r.name, r.kind, f"[{_STYLE[state]}]{state}[/]", r.endpoint, r.worker,
                       _duration(r.uptime), str(r.restarts),
                       "" if r.checked is None else f"{now - r.checked:.0f}s ago",
-                      _ms(r.latency), _ms(r.p50), _ms(r.p99), r.error or "")
+                      _ms(r.latency), _ms(r.p50), _ms(r.p99), r.fault or r.error or "")
     console = Console(width=max(140, Console().width))
     console.print(table)
     console.print(line, markup=False, highlight=False)

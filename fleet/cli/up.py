@@ -51,9 +51,13 @@ def wait_healthy(backend, applied, timeout: float, progress) -> tuple[int, int, 
     """Poll the not-yet-healthy devices until all answer or ``timeout``; results go to the store.
     A device its worker cannot serve (address taken, ...) fails with the worker's reason, and
     when only such devices are left the wait ends at once.
+    A device under an injected fault (``cpppo-fleet fault``, a ``[[fault]]`` schedule) is
+    misbehaving on purpose: it is not waited for.
     Returns (healthy, total, last failing results)."""
     from dataclasses import replace
 
+    from fleet.control import control_dir
+    from fleet.faults import active
     from fleet.health import run_sweep
     from fleet.store import StoreError, open_store
 
@@ -75,8 +79,9 @@ def wait_healthy(backend, applied, timeout: float, progress) -> tuple[int, int, 
             results = [replace(r, ok=False, latency=None, error=unserved[r.device].error)
                        if r.device in unserved else r for r in results]
             store.record(results, fleet.health_retention)
-            ok = {r.device for r in results if r.ok}
-            failing = [r for r in results if not r.ok]
+            injected = active(control_dir(backend.state.root))
+            ok = {r.device for r in results if r.ok or r.device in injected}
+            failing = [r for r in results if r.device not in ok]
             pending = [d for d in pending if d.name not in ok]
             if not pending or time.monotonic() > deadline or all(d.name in unserved for d in pending):
                 break

@@ -29,8 +29,9 @@ from typing import Any
 from cpppo.enip.codec.cip import ServiceError, Status
 from cpppo.enip.codec.epath import Port
 from cpppo.enip.codec.types import DINT, LOGIX_STRING_CHARS, SINT, TYPES, CIPType
+from cpppo.faults import FaultState
 
-__all__ = ["Attribute", "Device", "StringMember", "Tag", "TagSpec", "parse_tag_spec"]
+__all__ = ["Attribute", "Device", "StringMember", "Tag", "TagSpec", "parse_identity", "parse_tag_spec"]
 
 
 class Attribute:
@@ -203,9 +204,11 @@ class TagSpec:
         return [self.values[i % len(self.values)] for i in range(self.length)]
 
 
-_SPEC = re.compile(r"""^\s*(?P<name>[A-Za-z_][\w:.]*)
+# the whole text (fullmatch: no trailing newline), ASCII names: Logix symbols are ASCII
+_SPEC = re.compile(r"""\s*(?P<name>[A-Za-z_][\w:.]*)
     (?:@(?P<address>[^=]+))?
-    \s*=\s*(?P<type>[A-Za-z]+)\s*(?:\[\s*(?P<length>[^\]]*)\s*\])?\s*(?P<rest>.*?)\s*$""", re.X | re.S)
+    \s*=\s*(?P<type>[A-Za-z]+)\s*(?:\[\s*(?P<length>[^\]]*)\s*\])?\s*(?P<rest>.*?)\s*""",
+                   re.X | re.S | re.ASCII)
 _GRAMMAR = "<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>][=<value>[,...]][~<behaviour>]"
 
 
@@ -257,7 +260,7 @@ def parse_tag_spec(spec: str) -> TagSpec:
     >>> parse_tag_spec("Speed=REAL=1500~lag(Speed_SP, tau=5)").behaviour
     'lag(Speed_SP, tau=5)'
     """
-    match = _SPEC.match(spec)
+    match = _SPEC.fullmatch(spec)
     rest = match["rest"] if match else ""
     if not match or (rest and rest[0] not in "=~"):
         raise ValueError(f"bad tag spec {spec!r}: expected {_GRAMMAR}")
@@ -365,7 +368,13 @@ DEFAULT_TCPIP: dict[str, Any] = {
 }
 
 
-def _identity(values: Mapping[str, Any] | None) -> dict[str, Any]:
+def parse_identity(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The identity ``values`` over the defaults, checked against their CIP sizes; ValueError
+    naming the field.  Aliases (``product_type``, ``serial``, ...) name the same fields.
+
+    >>> parse_identity({"product_type": "0x0E", "serial": 7})["device_type"]
+    14
+    """
     result = dict(DEFAULT_IDENTITY)
     for key, value in (values or {}).items():
         key = _IDENTITY_ALIASES.get(key, key)
@@ -373,7 +382,10 @@ def _identity(values: Mapping[str, Any] | None) -> dict[str, Any]:
             raise ValueError(f"unknown identity field {key!r} (one of {', '.join(DEFAULT_IDENTITY)})")
         if key == "revision":
             if isinstance(value, str) and "." in value:
-                value = tuple(int(p) for p in value.split(".", 1))
+                try:
+                    value = tuple(int(p, 0) for p in value.split(".", 1))
+                except ValueError:
+                    raise ValueError(f"identity revision must be 'major.minor', not {value!r}") from None
             elif isinstance(value, int):
                 value = (value & 0xFF, value >> 8)
             if not (isinstance(value, (tuple, list)) and len(value) == 2):
@@ -383,6 +395,8 @@ def _identity(values: Mapping[str, Any] | None) -> dict[str, Any]:
             value = str(value)
             if len(value) > 32:
                 raise ValueError(f"identity {key} must be at most 32 characters: {value!r}")
+            if not all(ord(c) < 256 for c in value):  # sent as ISO-8859-1 (SHORT_STRING)
+                raise ValueError(f"identity {key} must be ISO-8859-1 (Latin-1) text: {value!r}")
         else:
             try:
                 value = int(value, 0) if isinstance(value, str) else int(value)
@@ -413,6 +427,7 @@ class Device:
     attribute_class: type[Attribute] = Attribute
     plant: Any = None  # cpppo.behaviour.Plant: the clock and drivers of the tags' behaviours
     journal: Any = None  # cpppo.behaviour.Journal: retained writes
+    faults: FaultState = field(default_factory=FaultState, repr=False)  # injected faults (cpppo.faults)
 
     @classmethod
     def from_specs(cls, specs: Iterable[str], identity: Mapping[str, Any] | None = None, *,
@@ -434,7 +449,7 @@ class Device:
         unknown_tcpip = set(tcpip or {}) - set(DEFAULT_TCPIP)
         if unknown_tcpip:
             raise ValueError(f"unknown TCPIP field(s): {', '.join(sorted(unknown_tcpip))}")
-        device = cls(identity=_identity(identity), tcpip={**DEFAULT_TCPIP, **(tcpip or {})},
+        device = cls(identity=parse_identity(identity), tcpip={**DEFAULT_TCPIP, **(tcpip or {})},
                      route_path=False if simple else route_path, attribute_class=attribute_class)
         from cpppo.enip.device.objects import install_standard_objects
         install_standard_objects(device)

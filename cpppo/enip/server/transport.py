@@ -30,7 +30,9 @@ from typing import Any
 from cpppo.enip.codec import CodecError, cpf, encapsulation
 from cpppo.enip.codec.encapsulation import Command, Status
 from cpppo.enip.device.dispatch import Dispatcher, Session
+from cpppo.enip.device.faults import error_reply
 from cpppo.enip.device.model import Device
+from cpppo.faults import follow_listening
 from cpppo.server.hosting import Delay, delay_seconds
 
 __all__ = ["ServerHandle", "Settings", "serve"]
@@ -104,11 +106,15 @@ class _TCPSession(asyncio.Protocol):
         self.peer: Any = None  # (host, port) of the client, for the web API's connections group
         self.received = 0  # bytes received
         self.requests = 0  # encapsulation messages framed
+        self.faults = server.device.faults  # injected faults (cpppo.faults), consulted per request
 
     # --- connection life -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self.faults.active is not None and self.faults.offline():
+            transport.abort()
+            return
         if len(self.server.sessions) >= self.settings.max_connections:
             log.warning("refusing a connection: %d connections already", len(self.server.sessions))
             transport.close()
@@ -160,6 +166,8 @@ class _TCPSession(asyncio.Protocol):
             offset = end
             self.requests += 1
             reply = self.frame(command, handle, status, context, payload)
+            if self.faults.active is not None:
+                reply = self._faulted(reply)
             if reply is not None:
                 self._send(reply)
             if self.transport is None or self.transport.is_closing():
@@ -172,13 +180,26 @@ class _TCPSession(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         delay = self.server.delay
-        if delay is None:
+        extra = self.faults.latency() if self.faults.active is not None else 0.0
+        if delay is None and not extra:
             self.transport.write(reply)
             return
         loop = asyncio.get_running_loop()
-        when = max(loop.time() + delay_seconds(delay), self.next_send)
+        when = max(loop.time() + delay_seconds(delay) + extra, self.next_send)
         self.next_send = when
         loop.call_at(when, self._write_later, reply)
+
+    def _faulted(self, reply: bytes | None) -> bytes | None:
+        """What an injected fault makes of a reply: none (timeout), a closed connection (drop),
+        or garbage (corrupt); latency is added in ``_send``, error statuses in ``frame``."""
+        faults = self.faults
+        if faults.silent():
+            return None
+        if faults.drop():
+            if self.transport is not None:
+                self.transport.abort()
+            return None
+        return faults.corrupt(reply) if reply is not None else None
 
     def _write_later(self, reply: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -197,13 +218,15 @@ class _TCPSession(asyncio.Protocol):
             try:
                 if command == Command.SEND_RR_DATA:
                     request = cpf.decode_rr_data(payload)
-                    answer = self.responder.dispatcher.unconnected(request.data, self.session)
+                    answer = ((self.faults.active is not None and error_reply(request.data, self.faults))
+                              or self.responder.dispatcher.unconnected(request.data, self.session))
                     return reply(cpf.encode_rr_data(answer))
                 unit = cpf.decode_unit_data(payload)
                 connection = self.session.connections.get(unit.connection)
                 if connection is None:
                     return reply(status=Status.INCORRECT_DATA)
-                answer = self.responder.dispatcher.connected(connection, unit.data, self.session)
+                answer = ((self.faults.active is not None and error_reply(unit.data, self.faults))
+                          or self.responder.dispatcher.connected(connection, unit.data, self.session))
                 return reply(cpf.encode_unit_data(connection.t_o, unit.sequence, answer))
             except CodecError as exc:
                 log.info("bad %s payload: %s", Command(command).name, exc)
@@ -355,5 +378,6 @@ async def serve(device: Device, host: str = "0.0.0.0", port: int = 44818, *, udp
     address cannot be bound."""
     handle = ServerHandle(device, host, delay, settings or Settings(), udp=udp, backlog=backlog)
     await handle._listen(port)
+    follow_listening(device.faults, handle)
     log.info("serving %s on %s:%d", device.identity.get("product_name"), host or "0.0.0.0", handle.port)
     return handle

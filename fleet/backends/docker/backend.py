@@ -173,7 +173,8 @@ class DockerBackend(Backend):
             raise BackendError(f"--only {' '.join(selection or [])}: no device matches")
         names = {d.worker for d in devices}
         workers = tuple(w for w in self.plan.workers if w.name in names)
-        return Plan(fleet=self.plan.fleet, devices=devices, workers=workers), selection
+        plan = Plan(fleet=self.plan.fleet, devices=devices, workers=workers, faults=self.plan.faults)
+        return plan, selection
 
     def _ensure_networks(self) -> None:
         import docker.types

@@ -1,0 +1,269 @@
+"""Device kinds as a table: one :class:`Kind` per protocol, in :data:`KINDS`.
+
+A kind knows everything the fleet does differently for its devices: its own fleet.toml keys
+and their defaults (an ``Options`` dataclass and :meth:`Kind.options`, which reads them),
+its identity keys, its default port, how a worker builds and serves a device, how the health
+poller checks one, and its metrics labels.  Validation and the worker share
+:meth:`Kind.build`: ``validate`` builds each group's device model (no sockets) with the same
+call the worker makes, so a fleet that validates is a fleet the workers serve.
+
+Adding a kind (Modbus/RTU, ...) is one more entry in :data:`KINDS`; adding a key to a kind is
+one more field in its ``Options`` and one more line in its ``options()``.  The protocol
+libraries are imported inside the methods: ``cpppo-fleet --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, NamedTuple
+
+from fleet.table import Table
+
+__all__ = ["KINDS", "EnipKind", "EnipOptions", "Kind", "ModbusKind", "ModbusOptions", "RegisterRead",
+           "TagRead", "kind"]
+
+
+class Kind(ABC):
+    """What the fleet knows of one device kind."""
+
+    name: ClassVar[str]  # the ``kind = "..."`` of fleet.toml
+    default_port: ClassVar[int]  # port of a device whose table gives none
+    spec_key: ClassVar[str]  # the key holding the device's data specs (tags, registers)
+    Options: ClassVar[type]  # frozen dataclass of the kind's own keys, with their defaults
+    identity: ClassVar[Mapping[str, type]]  # identity keys fleet.toml accepts: int or str
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """The kind's own fleet.toml keys."""
+        return frozenset(f.name for f in fields(self.Options))
+
+    def metrics_labels(self) -> dict[str, str]:
+        """Labels every metric of a device of this kind carries."""
+        return {"kind": self.name, "protocol": self.protocol}
+
+    protocol: ClassVar[str]  # the wire protocol, for labels and messages
+
+    @abstractmethod
+    def options(self, t: Table) -> Any:
+        """Read and check the kind's keys of one [[device]] table (ConfigError naming the key)."""
+
+    def options_from_json(self, data: Mapping[str, Any]) -> Any:
+        """``Options`` from its JSON form (lists back to tuples)."""
+        return self.Options(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    @abstractmethod
+    def build(self, options: Any, identity: Mapping[str, Any]) -> Any:
+        """The device model (no sockets); ValueError naming what the protocol library refuses."""
+
+    @abstractmethod
+    def check_identity(self, identity: Mapping[str, Any]) -> None:
+        """ValueError if the protocol library would refuse these identity values (cheap: the
+        plan checks every device's own values)."""
+
+    @abstractmethod
+    async def serve(self, model: Any, host: str, port: int, delay: Any) -> Any:
+        """Serve a built model; the handle has ``close()`` and ``wait_closed()``."""
+
+    @abstractmethod
+    def client(self, host: str, port: int, options: Any, timeout: float) -> Any:
+        """An (unopened) asyncio client of a device, for the health poller."""
+
+    @abstractmethod
+    async def check(self, client: Any, options: Any, identity: Mapping[str, Any]) -> None:
+        """One health check through an open ``client``; raises when the device is not well."""
+
+    @abstractmethod
+    def health(self, options: Any) -> NamedTuple:
+        """What :meth:`check` reads (structured: a TagRead, a RegisterRead)."""
+
+
+class IdentityMismatch(Exception):
+    """The device at the planned address answers as another device."""
+
+
+# -- EtherNet/IP --------------------------------------------------------------------------------
+class TagRead(NamedTuple):
+    """The health read of an ENIP device: one tag (element)."""
+
+    tag: str  # "SCADA[0]", "Speed"
+
+
+@dataclass(frozen=True)
+class EnipOptions:
+    """The ENIP keys of a [[device]] table."""
+
+    tags: tuple[str, ...] = ()  # enip_server tag specs, as written: "SCADA=INT[1000]"
+    route_path: str | bool | None = None  # "1/0", false (none accepted) or unset (any)
+    simple: bool = False  # a simple (non-routing) CIP device
+    health_tag: str = ""  # the tag the health poller reads; default: the first tag's first element
+
+
+_ROUTE = re.compile(r"[0-9]+/([0-9]+|[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+)")
+# identity fields compared with the plan after a List Identity
+CHECKED_IDENTITY = ("product_name", "serial_number", "vendor_id", "product_type", "product_code")
+
+
+class EnipKind(Kind):
+    name = "enip"
+    protocol = "EtherNet/IP"
+    default_port = 44818
+    spec_key = "tags"
+    Options = EnipOptions
+    identity = {
+        "vendor_id": int, "product_type": int, "product_code": int, "serial_number": int,
+        "status": int, "state": int, "revision": str, "product_name": str,
+    }
+
+    def options(self, t: Table) -> EnipOptions:
+        from cpppo.enip.device.model import parse_tag_spec
+
+        tags = t.specs("tags", parse_tag_spec,
+                       "an ENIP device needs at least one tag, such as 'SCADA=INT[100]'")
+        route_path = t.get("route_path", (str, bool), None, what="a string such as '1/0' or false")
+        if route_path is True or (isinstance(route_path, str) and not _ROUTE.fullmatch(route_path)):
+            t.fail("route_path",
+                   f"must be a '<port>/<link>' string (such as '1/0') or false, got {route_path!r}")
+        names = {spec.name.casefold() for _, spec in tags}
+        health_tag = t.get("health_tag", str, None, what="a string")
+        if health_tag is not None and health_tag.split("[")[0].casefold() not in names:
+            t.fail("health_tag", f"{health_tag!r} is not one of the device's tags")
+        first = tags[0][1]
+        return EnipOptions(tags=tuple(text.strip() for text, _ in tags), route_path=route_path,
+                           simple=t.get("simple", bool, False, what="true or false"),
+                           health_tag=health_tag or (f"{first.name}[0]" if first.length is not None
+                                                     else first.name))
+
+    def build(self, options: EnipOptions, identity: Mapping[str, Any]) -> Any:
+        from cpppo.enip.device.model import Device
+
+        return Device.from_specs(list(options.tags), identity=dict(identity), route_path=options.route_path,
+                                 simple=options.simple)
+
+    def check_identity(self, identity: Mapping[str, Any]) -> None:
+        from cpppo.enip.device.model import parse_identity
+
+        parse_identity(identity)
+
+    async def serve(self, model: Any, host: str, port: int, delay: Any) -> Any:
+        from cpppo.enip.server.transport import serve
+
+        return await serve(model, host=host, port=port, udp=True, delay=delay)
+
+    def client(self, host: str, port: int, options: EnipOptions, timeout: float) -> Any:
+        from cpppo.enip.client.aclient import AsyncClient
+
+        return AsyncClient(host, port, timeout=timeout, **enip_route(options))
+
+    async def check(self, client: Any, options: EnipOptions, identity: Mapping[str, Any]) -> None:
+        ident = await client.list_identity()
+        for key in CHECKED_IDENTITY:
+            want = identity.get(key)
+            if want is not None and ident.get(key) != want:
+                raise IdentityMismatch(f"identity {key} is {ident.get(key)!r}, the plan says {want!r} "
+                                       "(another device at this address?)")
+        await client.read(options.health_tag)
+
+    def health(self, options: EnipOptions) -> TagRead:
+        return TagRead(options.health_tag)
+
+
+def enip_route(options: EnipOptions) -> dict[str, Any]:
+    """AsyncClient keywords that address a device the way it expects (simple, or a route path).
+
+    >>> enip_route(EnipOptions(route_path="1/2"))
+    {'route_path': [{'port': 1, 'link': 2}]}
+    """
+    if options.simple or options.route_path is False:
+        return {"simple": True}
+    if isinstance(options.route_path, str):
+        port, _, link = options.route_path.partition("/")
+        return {"route_path": [{"port": int(port, 0), "link": int(link, 0) if link.isdigit() else link}]}
+    return {}
+
+
+# -- Modbus/TCP ---------------------------------------------------------------------------------
+class RegisterRead(NamedTuple):
+    """The health read of a Modbus device: one register (or bit) of one table."""
+
+    table: Any  # cpppo.modbus.address.Table
+    offset: int  # zero-based address in the table
+
+
+@dataclass(frozen=True)
+class ModbusOptions:
+    """The Modbus keys of a [[device]] table."""
+
+    registers: tuple[str, ...] = ()  # modbus_sim register ranges, as written: "40001-40100=99"
+    unit_ids: tuple[int, ...] = (1,)  # unit ids answered
+    health_register: int = 0  # the register the health poller reads; default: the first configured
+
+
+class ModbusKind(Kind):
+    name = "modbus"
+    protocol = "Modbus/TCP"
+    default_port = 502
+    spec_key = "registers"
+    Options = ModbusOptions
+    identity = {
+        "vendor_name": str, "product_code": str, "major_minor_revision": str, "vendor_url": str,
+        "product_name": str, "model_name": str, "user_application_name": str,
+    }
+    _READS: ClassVar[dict[str, str]] = {
+        "HOLDING_REGISTERS": "read_holding_registers", "INPUT_REGISTERS": "read_input_registers",
+        "COILS": "read_coils", "DISCRETE_INPUTS": "read_discrete_inputs",
+    }
+
+    def options(self, t: Table) -> ModbusOptions:
+        from cpppo.modbus.address import parse_spec
+
+        ranges = t.specs("registers", parse_spec,
+                         "a Modbus device needs at least one range, such as '40001-40100=0'")
+        units = t.get("unit_ids", list, [1], what="a list of integers")
+        if not units or not all(type(u) is int and 0 <= u <= 255 for u in units):
+            t.fail("unit_ids", f"must be a non-empty list of integers 0..255, got {units!r}")
+        reg = t.get("health_register", int, None, what="an integer")
+        if reg is not None and not any(r.begin <= reg <= r.end for _, r in ranges):
+            t.fail("health_register", f"{reg} is not in any of the device's register ranges")
+        return ModbusOptions(registers=tuple(text.strip() for text, _ in ranges), unit_ids=tuple(units),
+                             health_register=reg if reg is not None else ranges[0][1].begin)
+
+    def build(self, options: ModbusOptions, identity: Mapping[str, Any]) -> Any:
+        from cpppo.modbus.device import ModbusDevice
+
+        return ModbusDevice.from_specs(list(options.registers), unit_ids=options.unit_ids,
+                                       identity=dict(identity))
+
+    def check_identity(self, identity: Mapping[str, Any]) -> None:
+        from cpppo.modbus.device import ModbusDevice
+
+        ModbusDevice({}, identity=dict(identity))
+
+    async def serve(self, model: Any, host: str, port: int, delay: Any) -> Any:
+        from cpppo.modbus.server import serve
+
+        return await serve(model, host=host, port=port, delay=delay)
+
+    def client(self, host: str, port: int, options: ModbusOptions, timeout: float) -> Any:
+        from cpppo.modbus.aclient import AsyncModbusClient
+
+        return AsyncModbusClient(host, port, unit=options.unit_ids[0], timeout=timeout)
+
+    async def check(self, client: Any, options: ModbusOptions, identity: Mapping[str, Any]) -> None:
+        read = self.health(options)
+        await getattr(client, self._READS[read.table.name])(read.offset, 1)
+
+    def health(self, options: ModbusOptions) -> RegisterRead:
+        from cpppo.modbus.address import locate
+
+        return RegisterRead(*locate(options.health_register))
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (EnipKind(), ModbusKind())}
+
+
+def kind(name: str) -> Kind:
+    """The kind called ``name`` (KeyError for none)."""
+    return KINDS[name]
