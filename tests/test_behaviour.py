@@ -261,6 +261,21 @@ def test_freeze_holds_values_still():
     assert device.tag("C").attribute[0] == 10
 
 
+def test_freeze_fault_holds_values_still_with_cpppo_faults():
+    from cpppo.faults import FaultState, parse_fault
+
+    clock = FakeClock(wall=0.0)
+    device = ModbusDevice.from_specs(["30001~counter(rate=1)"], clock=clock)
+    device.faults = FaultState()
+    clock.advance(3)
+    assert device.read(30001) == [3]
+    device.faults.set(parse_fault("freeze", None, now=0.0))
+    clock.advance(3)
+    assert device.read(30001) == [3]
+    device.faults.clear()
+    assert device.read(30001) == [6]
+
+
 def test_freeze_fault_holds_values_still():
     class Faults:  # the interface of cpppo.faults.FaultState that the plant consults
         active = None
@@ -270,7 +285,7 @@ def test_freeze_fault_holds_values_still():
 
     clock = FakeClock(wall=0.0)
     device = Device.from_specs(["C=DINT~counter(rate=1)"], clock=clock)
-    device.plant.faults = faults = Faults()
+    device.faults = faults = Faults()  # as the fleet's worker replaces it after building
     clock.advance(1)
     assert device.tag("C").attribute[0] == 1
     faults.active = "freeze"

@@ -153,13 +153,14 @@ class Plant:
 
     ``resolve``: a function from a name in an expression to the current value (the
     integration sets it: the ENIP model reads a tag, the Modbus device a register).
-    ``faults``: the device's :class:`cpppo.faults.FaultState`, if any: values stop moving
-    while a ``freeze`` fault is active, as when ``freeze()`` is called."""
+    ``owner``: the device, whose ``faults`` (a :class:`cpppo.faults.FaultState`, which the
+    fleet's worker may replace after building the device) is consulted at each read: values
+    stop moving while a ``freeze`` fault is active, as when ``freeze()`` is called."""
 
-    def __init__(self, clock: Clock | None = None, faults: Any = None) -> None:
+    def __init__(self, clock: Clock | None = None, owner: Any = None) -> None:
         self.clock = clock or SystemClock()
         self._frozen = False
-        self.faults = faults
+        self.owner = owner
         self.drivers: dict[str, Driver] = {}
         self.names = _PlantNames(self)
         self.resolve: Callable[[str], Any] = self._unresolved
@@ -176,7 +177,7 @@ class Plant:
         """Whether values hold still now (``freeze()``, or an active freeze fault)."""
         if self._frozen:
             return True
-        faults = self.faults
+        faults = getattr(self.owner, "faults", None)
         return faults is not None and faults.active is not None and faults.frozen()
 
     def freeze(self, frozen: bool = True) -> None:

@@ -82,8 +82,7 @@ class Journal:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, self.path)
-        self.close()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.close()  # reopened by the first write: an idle device holds no descriptor
 
     def record(self, key: Any, start: int, values: list[Any]) -> None:
         """Append one write (before its reply is sent)."""

@@ -113,7 +113,7 @@ class ModbusDevice:
         if any(spec.behaviour for spec in ranges):
             from cpppo.modbus.living import ModbusPlant
             device.living = ModbusPlant(device.tables, ranges, n=n, clock=clock, base=base,
-                                        faults=getattr(device, "faults", None))
+                                        owner=device)
         if retain is not None:
             device.retain(retain)
         return device

@@ -39,9 +39,9 @@ class ModbusPlant:
     """The driven ranges of one device, by table, and the names its expressions read."""
 
     def __init__(self, tables: dict[Table, Any], ranges: Iterable[TypedRange], *, n: int = 0,
-                 clock: Clock | None = None, base: Callable[[str], str] = str, faults: Any = None) -> None:
+                 clock: Clock | None = None, base: Callable[[str], str] = str, owner: Any = None) -> None:
         self.tables = tables
-        self.plant = Plant(clock, faults)
+        self.plant = Plant(clock, owner=owner)
         self.plant.resolve = self.resolve
         ranges = list(ranges)
         self._names: dict[str, tuple[Table, int, RegisterType]] = {}

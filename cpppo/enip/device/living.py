@@ -48,7 +48,7 @@ def attach_behaviours(device: Any, specs: Iterable[Any], *, n: int = 0, clock: C
     Returns the device's Plant; ValueError naming the tag and the problem."""
     from cpppo.enip.device.model import Attribute
 
-    plant = Plant(clock, getattr(device, "faults", None))
+    plant = Plant(clock, owner=device)
     known = _Caseless(tag.name.casefold() for tag in device.tags.values() if tag.name.isidentifier())
 
     def resolve(name: str) -> Any:
