@@ -49,18 +49,29 @@ def raise_fd_limit() -> int:
     return soft
 
 
-def build(device: PlannedDevice) -> Any:
+def retain_path(state_dir: str | Path, device: str) -> Path:
+    """The journal of a retained device's client writes, in the fleet's state folder."""
+    return Path(state_dir) / "retain" / f"{device}.journal"
+
+
+def build(device: PlannedDevice, state_dir: str | Path | None = None) -> Any:
     """The device model for a planned device (ValueError naming what its kind refuses); the
-    same call ``validate`` makes for each group (fleet.config.devices)."""
-    return KINDS[device.kind].build(device.options, device.identity_dict)
+    same call ``validate`` makes for each group (fleet.config.devices).  A retained device
+    (``retain = true``) restores and journals its client writes in ``state_dir``."""
+    retain = str(retain_path(state_dir, device.name)) if device.retain and state_dir else None
+    if device.retain and not state_dir:
+        log.warning("%s: retain = true, but the worker has no state folder: writes are not kept", device.name)
+    return KINDS[device.kind].build(device.options, device.identity_dict, n=device.n, retain=retain,
+                                    home=device.home)
 
 
-async def start(device: PlannedDevice, faults: FaultState | None = None) -> Any:
+async def start(device: PlannedDevice, faults: FaultState | None = None,
+                state_dir: str | Path | None = None) -> Any:
     """Serve one device; returns the server handle (``close()``, ``wait_closed()``).  A model
     that cannot be built raises :class:`Unservable`; a socket that cannot be bound, OSError.
     ``faults``: the device's fault slot (the worker keeps it across restarts of the device)."""
     try:
-        model = build(device)
+        model = build(device, state_dir)
     except ValueError as exc:
         raise Unservable(str(exc)) from None
     if faults is not None:
@@ -96,8 +107,10 @@ class Worker:
     """The devices of one worker spec, served on the running loop."""
 
     def __init__(self, name: str, devices: list[PlannedDevice],
-                 report: Callable[[dict[str, str], set[str]], None] | None = None) -> None:
+                 report: Callable[[dict[str, str], set[str]], None] | None = None,
+                 state_dir: str | Path | None = None) -> None:
         self.name = name
+        self.state_dir = state_dir  # the fleet's state folder (retained writes live there)
         self.devices = devices
         self.servers: dict[str, Any] = {}
         self.errors: dict[str, str] = {}  # device -> why it cannot be served (last attempt)
@@ -113,7 +126,7 @@ class Worker:
         failed = []
         for i in range(0, len(pending), START_BATCH):
             batch = pending[i:i + START_BATCH]
-            results = await asyncio.gather(*(start(d, self.faults[d.name]) for d in batch),
+            results = await asyncio.gather(*(start(d, self.faults[d.name], self.state_dir) for d in batch),
                                            return_exceptions=True)
             for device, result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):
@@ -187,7 +200,8 @@ async def serve_spec(spec: dict[str, Any]) -> None:
         write(lambda store: store.record_start(name, pid))
     report = None if write is None else (
         lambda errors, failed: write(lambda store: store.record_serve_errors(name, pid, errors, failed)))
-    worker = Worker(name, [PlannedDevice.from_json(d) for d in spec["devices"]], report)
+    worker = Worker(name, [PlannedDevice.from_json(d) for d in spec["devices"]], report,
+                    spec.get("state_dir") or None)
     control = spec.get("control_dir") or (spec.get("state_dir") and str(Path(spec["state_dir"]) / "control"))
     if control:
         from fleet.faults import Event

@@ -37,6 +37,7 @@ class FleetSettings:
     health_concurrency: int = 200  # polls in flight at once
     health_retention: int = 100  # health results kept per device in the state database
     devices_per_worker: int = 100  # devices hosted by one worker process (1: one process each)
+    retain: bool = False  # keep client writes across restarts (a [[device]] may override it)
     # -- docker backend (issue 8): read when backend = "docker" --------------------------------
     devices_per_container: int = 1  # devices per container, each at its own IP (docker: = devices_per_worker)
     docker_network: str = "bridge"  # "bridge" (user-defined bridges on this host) or "macvlan" (a LAN)
@@ -71,6 +72,7 @@ def read_fleet(src: str, data: dict[str, Any]) -> FleetSettings:
         health_concurrency=t.positive("health_concurrency", d.health_concurrency),
         health_retention=t.positive("health_retention", d.health_retention),
         devices_per_worker=t.positive("devices_per_worker", d.devices_per_worker),
+        retain=t.get("retain", bool, d.retain, what="true or false"),
     )
     if not 8 <= settings.prefix_length <= 32:
         t.fail("prefix_length", f"must be 8..32, got {settings.prefix_length}")
