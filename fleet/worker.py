@@ -59,8 +59,6 @@ def build(device: PlannedDevice, state_dir: str | Path | None = None) -> Any:
     same call ``validate`` makes for each group (fleet.config.devices).  A retained device
     (``retain = true``) restores and journals its client writes in ``state_dir``."""
     retain = str(retain_path(state_dir, device.name)) if device.retain and state_dir else None
-    if device.retain and not state_dir:
-        log.warning("%s: retain = true, but the worker has no state folder: writes are not kept", device.name)
     return KINDS[device.kind].build(device.options, device.identity_dict, n=device.n, retain=retain,
                                     home=device.home)
 
@@ -111,6 +109,8 @@ class Worker:
                  state_dir: str | Path | None = None) -> None:
         self.name = name
         self.state_dir = state_dir  # the fleet's state folder (retained writes live there)
+        if not state_dir and any(d.retain for d in devices):
+            log.warning("%s: retain = true, but the worker has no state folder: writes are not kept", name)
         self.devices = devices
         self.servers: dict[str, Any] = {}
         self.errors: dict[str, str] = {}  # device -> why it cannot be served (last attempt)
