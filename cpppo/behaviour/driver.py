@@ -20,7 +20,9 @@ from typing import Any
 from cpppo.behaviour.clock import Clock, SystemClock
 from cpppo.behaviour.shapes import Moment, Shape, Timestamp
 
-__all__ = ["Driver", "Plant", "ValueType"]
+__all__ = ["DEFAULT_UPDATE", "Driver", "Plant", "ValueType"]
+
+DEFAULT_UPDATE = 0.1  # seconds between recomputations of a value (a controller's update rate)
 
 
 @dataclass(frozen=True)
@@ -80,17 +82,19 @@ class Driver:
     standard deviation of gaussian noise added to each read; ``spike`` / ``spike_rate``: a
     spike (negative: a dip) of that height lasting ``spike_width`` seconds, ``spike_rate``
     times a second on average; ``update``: the value is recomputed at most every ``update``
-    seconds (held between)."""
+    seconds (held between; 0: at every read).  The default, ``DEFAULT_UPDATE``, is a
+    controller's analog update rate: a fleet polled thousands of times a second computes
+    each value ten times a second, not at every read."""
 
     def __init__(self, plant: Plant, shapes: Sequence[Shape], vtype: ValueType, length: int, *,
                  kind: str = "", noise: float = 0.0, spike: float = 0.0, spike_rate: float = 0.0,
-                 spike_width: float = 1.0, update: float = 0.0, seed: int | None = None) -> None:
+                 spike_width: float = 1.0, update: float = DEFAULT_UPDATE, seed: int | None = None) -> None:
         self.plant, self.shapes, self.vtype, self.length, self.kind = plant, list(shapes), vtype, length, kind
         self.noise, self.spike, self.spike_rate, self.spike_width = noise, spike, spike_rate, spike_width
         self.update, self.seed = update, seed if seed is not None else 0
         self.rng = random.Random(seed)
         self.inputs = frozenset().union(*(s.inputs for s in self.shapes))
-        self._held: tuple[float, list[Any]] | None = None
+        self._held: tuple[int, int, list[Any]] | None = None
         self._lock = threading.RLock()
         self._text = isinstance(self.shapes[0], Timestamp) and vtype.kind == "str"
 
@@ -108,30 +112,50 @@ class Driver:
                 raw += self.spike
         return raw
 
+    def _compute(self, moment: Moment, start: int, stop: int) -> list[Any]:
+        coerce = self.vtype.coerce
+        if len(self.shapes) > 1:
+            return [coerce(self._raw(self.shapes[i], moment, i)) for i in range(start, stop)]
+        if self.noise or self.spike_rate:
+            return [coerce(self._raw(self.shapes[0], moment, i)) for i in range(start, stop)]
+        return [coerce(self._raw(self.shapes[0], moment, start))] * (stop - start)
+
+    @property
+    def stamp(self) -> tuple[int, int] | None:
+        """(update period number, plant version) of the values held, or None."""
+        held = self._held
+        return None if held is None else (held[0], held[1])
+
     def values(self, start: int = 0, stop: int | None = None) -> list[Any]:
-        """The typed values of elements ``start..stop-1`` now."""
+        """The typed values of elements ``start..stop-1`` now.  With ``update``, values are
+        computed once per update period (and again after a client write to the device, which
+        may have changed what they follow), element by element as they are first read."""
         stop = self.length if stop is None else stop
-        elapsed, wall = self.plant.clock.elapsed(), self.plant.clock.wall()
+        clock = self.plant.clock
         with self._lock:
-            if self.update:
-                bucket = math.floor(elapsed / self.update)
-                if self._held is not None and self._held[0] == bucket:
-                    return self._held[1][start:stop]
-                elapsed, wall = bucket * self.update, math.floor(wall / self.update) * self.update
-                start, stop, wanted = 0, self.length, (start, stop)
-            moment = Moment(elapsed, wall, self.plant.names, self.rng)
-            coerce = self.vtype.coerce
-            if len(self.shapes) == 1:
-                if self.noise or self.spike_rate:
-                    values = [coerce(self._raw(self.shapes[0], moment, i)) for i in range(start, stop)]
-                else:
-                    values = [coerce(self._raw(self.shapes[0], moment, start))] * (stop - start)
+            if not self.update:
+                return self._compute(Moment(clock.elapsed(), clock.wall(), self.plant.names, self.rng),
+                                     start, stop)
+            bucket = math.floor(clock.elapsed() / self.update + 1e-9)
+            version = self.plant.version
+            held = self._held
+            if held is not None and held[0] == bucket and held[1] == version:
+                cache = held[2]
+                part = cache[start:stop]
+                if None not in part:
+                    return part
             else:
-                values = [coerce(self._raw(self.shapes[i], moment, i)) for i in range(start, stop)]
-            if self.update:
-                self._held = (bucket, values)
-                return values[wanted[0]:wanted[1]]
-            return values
+                cache = [None] * self.length
+                self._held = (bucket, version, cache)
+            wall = math.floor(clock.wall() / self.update + 1e-9) * self.update
+            moment = Moment(bucket * self.update, wall, self.plant.names, self.rng)
+            if len(self.shapes) == 1 and not (self.noise or self.spike_rate):
+                cache[:] = self._compute(moment, 0, self.length)
+            else:
+                for i in range(start, stop):
+                    if cache[i] is None:
+                        cache[i] = self._compute(moment, i, i + 1)[0]
+            return cache[start:stop]
 
 
 class _PlantNames(Mapping[str, Any]):
@@ -161,6 +185,7 @@ class Plant:
         self.clock = clock or SystemClock()
         self._frozen = False
         self.owner = owner
+        self.version = 0  # counts client writes to the device: held values are recomputed after one
         self.drivers: dict[str, Driver] = {}
         self.names = _PlantNames(self)
         self.resolve: Callable[[str], Any] = self._unresolved

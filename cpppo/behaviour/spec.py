@@ -15,7 +15,8 @@ element of an array), so that devices and elements do not move in lockstep; the 
 argument of ``expr``, ``lag`` and ``integral`` is an expression over the device's other
 values, evaluated at each read.  Every kind also takes ``noise`` (standard deviation),
 ``spike`` (height; negative for a dip), ``spike_rate`` (per second), ``spike_width``
-(seconds), ``update`` (seconds between changes) and ``seed``.
+(seconds), ``update`` (seconds between changes: default 0.1, 0 for every read; a walk's
+step interval, default 1) and ``seed``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ KINDS: dict[str, Kind] = {
     "playback": Kind(("file",), ("file", "name", "element", "speed", "loop", "interpolate")),
 }
 ALIASES = {"sawtooth": "ramp", "toggle": "square", "random": "walk", "sequence": "steps"}
-POSITIVE = {"period", "dwell", "tau", "update", "speed", "spike_width"}
+POSITIVE = {"period", "dwell", "tau", "speed", "spike_width"}
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,8 @@ def _shape(spec: BehaviourSpec, vtype: ValueType, constants: Mapping[str, Any], 
         raise ValueError(f"behaviour {spec.text!r}: low is above high")
     if spec.kind == "walk":
         params["update"] = common.pop("update", 1.0)
+        if params["update"] <= 0:
+            raise ValueError(f"behaviour {spec.text!r}: a walk's update must be > 0")
         params["seed"] = common.get("seed")
     if spec.kind == "playback":
         file, name = base(params.pop("file")), params.pop("name", None)

@@ -167,6 +167,8 @@ class ModbusDevice:
         with self.lock:
             try:
                 data.write(offset, values)
+                if self.living:
+                    self.living.plant.version += 1
             except (IllegalAddress, OverflowError) as exc:
                 raise ValueError(f"registers {number}..{number + len(values) - 1}: {exc}") from None
 
@@ -203,6 +205,9 @@ class ModbusDevice:
         return data
 
     def _journal(self, function: int, offset: int, values: Sequence[int]) -> None:
+        """After a client write: journal it (when retained); values that follow it recompute."""
+        if self.living:
+            self.living.plant.version += 1
         if self.journal is not None:
             self.journal.record(int(_TABLE_OF[function]), offset, [int(v) for v in values])
 

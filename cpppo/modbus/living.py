@@ -29,10 +29,11 @@ def value_type(rtype: RegisterType) -> ValueType:
 
 
 class _Driven:
-    __slots__ = ("driver", "name", "offset", "rtype", "size")
+    __slots__ = ("driver", "name", "offset", "rtype", "size", "written")
 
     def __init__(self, name: str, offset: int, size: int, rtype: RegisterType, driver: Driver) -> None:
         self.name, self.offset, self.size, self.rtype, self.driver = name, offset, size, rtype, driver
+        self.written: tuple[Any, int, int] | None = None  # (driver stamp, first, last) in the table
 
 
 class ModbusPlant:
@@ -108,6 +109,12 @@ class ModbusPlant:
             first = max(offset - item.offset, 0) // words
             last = (min(offset + quantity, item.offset + item.size) - item.offset - 1) // words + 1
             values = item.driver.values(first, last)
+            stamp = item.driver.stamp
+            if stamp is not None:
+                written = item.written
+                if written is not None and written[0] == stamp and written[1] <= first and last <= written[2]:
+                    continue  # these registers already hold this period's values
+                item.written = (stamp, first, last)
             if words == 1:
                 cells = [int(v) for v in values]
             else:

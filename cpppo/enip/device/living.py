@@ -71,6 +71,9 @@ def attach_behaviours(device: Any, specs: Iterable[Any], *, n: int = 0, clock: C
         tag.attribute.driver = driver
         plant.add(tag.name, driver)
     plant.check_cycles(str.casefold)
+    if plant:
+        for tag in device.tags.values():
+            tag.attribute.plant = plant
     return plant
 
 

@@ -45,6 +45,7 @@ class Attribute:
 
     driver: Any = None
     journal: Any = None
+    plant: Any = None  # the device's Plant, told of each write (values following this one move)
 
     def __init__(self, name: str, type_cls: CIPType | str, default: Any = None, error: int = 0x00,
                  mask: int = 0, length: int | None = None) -> None:
@@ -111,6 +112,8 @@ class Attribute:
                 self.value[key] = value
             if self.journal is not None:
                 self.journal.record(self.name, start, values)
+            if self.plant is not None:
+                self.plant.version += 1
 
     def modify(self, key: int, change: Callable[[Any], Any]) -> Any:
         """Replace element ``key`` by ``change(current)`` under the lock, so that no other
