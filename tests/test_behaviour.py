@@ -382,3 +382,28 @@ def test_the_readme_examples_build():
     enip.tag("Pump_Run").attribute[0] = True
     assert 100 < enip.tag("Flow").attribute[0] < 140 and enip.tag("Recipe").attribute[0] == "white bread"
     assert 140 <= REGISTER_F32_LO.decode(modbus.read(30004, 2)) <= 320
+
+
+def test_what_historize_records_plays_back_into_another_device(tmp_path):
+    import time
+
+    from cpppo.server.enip.historize import historizing_attribute
+
+    path = tmp_path / "line1.hst"
+    with HistoryWriter(path) as writer:
+        recording = historizing_attribute(writer)
+        recorder = Device.from_specs(["Level=REAL", "Other=INT"], attribute_class=recording)
+        for value in (10.0, 20.0, 40.0):
+            recorder.tag("Level").attribute[0] = value
+            recorder.tag("Other").attribute[0] = 7
+            time.sleep(0.2)
+        recorder.tag("Level").attribute[0]  # a read is recorded too
+    clock = FakeClock()
+    player = Device.from_specs([f"Level=REAL~playback({str(path)!r}, name='Level', interpolate=false, "
+                                "loop=false, update=0)"], clock=clock)
+    seen = []
+    for _ in range(400):  # 20 s of the recording, which took a little over 0.6 s (more if loaded)
+        seen.append(player.tag("Level").attribute[0])
+        clock.advance(0.05)
+    assert seen[0] == 10.0 and seen[-1] == 40.0 and set(seen) == {10.0, 20.0, 40.0}
+    assert seen == sorted(seen)  # in the order recorded
