@@ -4,7 +4,7 @@ Every acknowledged write is appended with one ``os.write`` before the reply is s
 is in the kernel (and survives a SIGKILL of the process) by the time the client hears of it;
 an ``fsync`` follows at most ``sync_interval`` seconds later, batched, for power loss.  At
 start the journal is read (a final line cut short is skipped), its last value of every
-element is applied, and it is compacted to one line per key.
+element is applied, and it is compacted to one line per element if anything was overwritten.
 
 Each line is JSON: ``[key, start, values]`` (a tag name or register number, the first
 element, the values written).
@@ -60,8 +60,9 @@ class Journal:
         no longer exists: logged and skipped), compact the journal and open it for appending;
         returns the number of writes applied."""
         latest: dict[tuple[Any, int], Any] = {}
-        applied = 0
+        applied = elements = 0
         for key, start, values in self.entries():
+            elements += len(values)
             try:
                 apply(key, start, values)
             except (ValueError, KeyError, IndexError, TypeError) as exc:
@@ -70,7 +71,8 @@ class Journal:
             applied += 1
             for offset, value in enumerate(values):
                 latest[(key if not isinstance(key, list) else tuple(key), start + offset)] = value
-        self._compact(latest)
+        if elements > len(latest):  # only when something was overwritten: a start costs no fsync
+            self._compact(latest)
         return applied
 
     def _compact(self, latest: dict[tuple[Any, int], Any]) -> None:
