@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -95,7 +94,6 @@ class Driver:
         self.rng = random.Random(seed)
         self.inputs = frozenset().union(*(s.inputs for s in self.shapes))
         self._held: tuple[int, int, list[Any]] | None = None
-        self._lock = threading.RLock()
         self._text = isinstance(self.shapes[0], Timestamp) and vtype.kind == "str"
 
     def _raw(self, shape: Shape, moment: Moment, element: int) -> Any:
@@ -120,42 +118,44 @@ class Driver:
             return [coerce(self._raw(self.shapes[0], moment, i)) for i in range(start, stop)]
         return [coerce(self._raw(self.shapes[0], moment, start))] * (stop - start)
 
-    @property
-    def stamp(self) -> tuple[int, int] | None:
-        """(update period number, plant version) of the values held, or None."""
-        held = self._held
-        return None if held is None else (held[0], held[1])
+    def period(self) -> tuple[int, int] | None:
+        """(update period number, plant version) now: values read with the same stamp are
+        the same (None: without ``update``, every read computes)."""
+        if not self.update:
+            return None
+        return math.floor(self.plant.clock.elapsed() / self.update + 1e-9), self.plant.version
 
     def values(self, start: int = 0, stop: int | None = None) -> list[Any]:
         """The typed values of elements ``start..stop-1`` now.  With ``update``, values are
         computed once per update period (and again after a client write to the device, which
-        may have changed what they follow), element by element as they are first read."""
+        may have changed what they follow), element by element as they are first read.
+        Called with the owner's lock held (the attribute's, the Modbus device's)."""
         stop = self.length if stop is None else stop
         clock = self.plant.clock
-        with self._lock:
-            if not self.update:
-                return self._compute(Moment(clock.elapsed(), clock.wall(), self.plant.names, self.rng),
-                                     start, stop)
-            bucket = math.floor(clock.elapsed() / self.update + 1e-9)
-            version = self.plant.version
-            held = self._held
-            if held is not None and held[0] == bucket and held[1] == version:
-                cache = held[2]
-                part = cache[start:stop]
-                if None not in part:
-                    return part
-            else:
-                cache = [None] * self.length
-                self._held = (bucket, version, cache)
-            wall = math.floor(clock.wall() / self.update + 1e-9) * self.update
-            moment = Moment(bucket * self.update, wall, self.plant.names, self.rng)
-            if len(self.shapes) == 1 and not (self.noise or self.spike_rate):
-                cache[:] = self._compute(moment, 0, self.length)
-            else:
-                for i in range(start, stop):
-                    if cache[i] is None:
-                        cache[i] = self._compute(moment, i, i + 1)[0]
-            return cache[start:stop]
+        update = self.update
+        if not update:
+            moment = Moment(clock.elapsed(), clock.wall(), self.plant.names, self.rng)
+            return self._compute(moment, start, stop)
+        bucket = math.floor(clock.elapsed() / update + 1e-9)
+        version = self.plant.version
+        held = self._held
+        if held is not None and held[0] == bucket and held[1] == version:
+            cache = held[2]
+            part = cache[start:stop]
+            if None not in part:
+                return part
+        else:
+            cache = [None] * self.length
+            self._held = (bucket, version, cache)
+        wall = math.floor(clock.wall() / update + 1e-9) * update
+        moment = Moment(bucket * update, wall, self.plant.names, self.rng)
+        if len(self.shapes) == 1 and not (self.noise or self.spike_rate):
+            cache[:] = self._compute(moment, 0, self.length)
+        else:
+            for i in range(start, stop):
+                if cache[i] is None:
+                    cache[i] = self._compute(moment, i, i + 1)[0]
+        return cache[start:stop]
 
 
 class _PlantNames(Mapping[str, Any]):
@@ -203,7 +203,7 @@ class Plant:
         if self._frozen:
             return True
         faults = getattr(self.owner, "faults", None)
-        return faults is not None and faults.active is not None and faults.frozen()
+        return faults is not None and faults.active is not None and bool(faults.frozen())
 
     def freeze(self, frozen: bool = True) -> None:
         """Stop (or restart) every value moving: reads return the last values produced."""

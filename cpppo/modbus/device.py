@@ -126,7 +126,8 @@ class ModbusDevice:
 
         def apply(table: int, offset: int, values: list[int]) -> None:
             data = self.tables[Table(table)]
-            if data is None or (self.living and self.living.driven(Table(table), offset, len(values))):
+            driven = self.living is not None and self.living.driven(Table(table), offset, len(values))
+            if data is None or driven:
                 raise ValueError("not configured, or driven by a behaviour now")
             data.write(offset, values)
 
@@ -155,7 +156,7 @@ class ModbusDevice:
         data, offset = self._table(number)
         with self.lock:
             try:
-                if self.living:
+                if self.living is not None:
                     self.living.produce(locate(number)[0], offset, count)
                 return data.read(offset, count)
             except IllegalAddress as exc:
@@ -167,7 +168,7 @@ class ModbusDevice:
         with self.lock:
             try:
                 data.write(offset, values)
-                if self.living:
+                if self.living is not None:
                     self.living.plant.version += 1
             except (IllegalAddress, OverflowError) as exc:
                 raise ValueError(f"registers {number}..{number + len(values) - 1}: {exc}") from None
@@ -200,20 +201,20 @@ class ModbusDevice:
     def _writable(self, function: int, offset: int, quantity: int) -> DataTable:
         """The table a write addresses, if no register of it is driven by a behaviour."""
         data = self._data(function)
-        if self.living and self.living.driven(_TABLE_OF[function], offset, quantity):
+        if self.living is not None and self.living.driven(_TABLE_OF[function], offset, quantity):
             raise IllegalAddress(f"offsets {offset}..{offset + quantity - 1} are driven by a behaviour")
         return data
 
     def _journal(self, function: int, offset: int, values: Sequence[int]) -> None:
         """After a client write: journal it (when retained); values that follow it recompute."""
-        if self.living:
+        if self.living is not None:
             self.living.plant.version += 1
         if self.journal is not None:
             self.journal.record(int(_TABLE_OF[function]), offset, [int(v) for v in values])
 
     def _read(self, request: pdu.ReadRequest, raw: bytes) -> bytes:
         data = self._data(request.function)
-        if self.living:
+        if self.living is not None:
             self.living.produce(_TABLE_OF[request.function], request.address, request.quantity)
         if data.bits:
             body = pdu.pack_bits(data.read(request.address, request.quantity))
@@ -246,7 +247,7 @@ class ModbusDevice:
         table.read(request.read_address, request.read_quantity)    # check before writing
         table.write(request.write_address, request.values)
         self._journal(function, request.write_address, request.values)
-        if self.living:
+        if self.living is not None:
             self.living.produce(Table.HOLDING_REGISTERS, request.read_address, request.read_quantity)
         body = table.read_registers_bytes(request.read_address, request.read_quantity)
         return bytes((request.function, len(body))) + body

@@ -101,19 +101,24 @@ class ModbusPlant:
     def produce(self, table: Table, offset: int, quantity: int) -> None:
         """Write the values produced now into the registers ``offset..offset+quantity-1``
         (whole values) of the driven ranges they touch.  Call with the device's lock held."""
-        if self.plant.frozen:
+        driven = self._driven.get(table)
+        if not driven or self.plant.frozen:
             return
         data = self.tables[table]
-        for item in self._overlapping(table, offset, quantity):
+        end = offset + quantity
+        for item in driven if len(driven) <= 4 else self._overlapping(table, offset, quantity):
+            if item.offset >= end or item.offset + item.size <= offset:
+                continue
             words = item.rtype.words
             first = max(offset - item.offset, 0) // words
-            last = (min(offset + quantity, item.offset + item.size) - item.offset - 1) // words + 1
-            values = item.driver.values(first, last)
-            stamp = item.driver.stamp
+            last = (min(end, item.offset + item.size) - item.offset - 1) // words + 1
+            stamp = item.driver.period()
             if stamp is not None:
                 written = item.written
                 if written is not None and written[0] == stamp and written[1] <= first and last <= written[2]:
                     continue  # these registers already hold this period's values
+            values = item.driver.values(first, last)
+            if stamp is not None:
                 item.written = (stamp, first, last)
             if words == 1:
                 cells = [int(v) for v in values]

@@ -90,9 +90,11 @@ class Attribute:
             if driver is not None and not driver.plant.frozen:
                 if kind is slice:
                     start, stop, _ = key.indices(len(self.value))  # type: ignore[union-attr]
-                    self.value[start:stop] = driver.values(start, stop)
-                else:
-                    self.value[key] = driver.values(key, key + 1)[0]  # type: ignore[operator]
+                    values = driver.values(start, stop)
+                    self.value[start:stop] = values
+                    return values
+                value = self.value[key] = driver.values(key, key + 1)[0]  # type: ignore[operator]
+                return value
             return self.value[key]
 
     def __setitem__(self, key: int | slice, value: Any) -> None:
