@@ -108,7 +108,7 @@ def plant(kind: str, devices: int, tags: int, moving: bool, seconds: float) -> d
 
 # 2. Request rates.
 
-def enip_rate(moving: bool, args: argparse.Namespace) -> float:
+def enip_rate(moving: bool, args: argparse.Namespace) -> tuple[float, float]:
     port = free_port()
     spec = "SCADA=INT[1000]" + ("~sine(amplitude=1000, period=60, phase=i / 1000, noise=5)" if moving else "")
     argv = python_module("cpppo.server.enip", "-a", f"{HOST}:{port}", spec)
@@ -116,14 +116,13 @@ def enip_rate(moving: bool, args: argparse.Namespace) -> float:
     result = bench_enip_server.measure(argv, port, ns)
     if result["errors"]:
         raise RuntimeError(f"{result['errors']} error replies")
-    return result["rate"]
+    return result["rate"], result["cpu_ms_per_request"] * 1000
 
 
-def modbus_rate(name: str, argv_of: object, args: argparse.Namespace) -> float:
+def modbus_rate(name: str, argv_of: object, args: argparse.Namespace) -> tuple[float, float]:
     port = free_port()
     ns = argparse.Namespace(pin=args.pin, seconds=args.seconds, clients=20, depth=1)
-    rate, _ = bench_modbus.throughput(name, argv_of(port), port, ns)  # type: ignore[operator]
-    return rate
+    return bench_modbus.throughput(name, argv_of(port), port, ns)  # type: ignore[operator]
 
 
 def modbus_servers() -> dict[str, object]:
@@ -170,30 +169,37 @@ def main() -> int:
             results = {moving: plant(kind, args.devices, args.tags, moving, args.idle)
                        for moving in (False, True)}
             still, moving = results[False]["cores"], results[True]["cores"]
-            print(f"  {kind:<7} still {still:.4f} cores   moving {moving:.4f} cores   "
-                  f"difference {moving - still:+.4f} cores (goal: within 0.01)", flush=True)
+            print(f"  {kind:<7} still {still:.5f} cores   moving {moving:.5f} cores   "
+                  f"difference {moving - still:+.5f} cores (goal: within 0.01)", flush=True)
     if not args.skip_rates:
         print(f"\n2. request rates, best of {args.rounds} rounds of {args.seconds:g} s")
         rates: dict[str, float] = {}
+        costs: dict[str, float] = {}
+
+        def keep(name: str, rate: float, cost: float) -> None:
+            rates[name] = max(rates.get(name, 0.0), rate)
+            costs[name] = min(costs.get(name, float("inf")), cost)
+
         for _ in range(args.rounds):
             for moving in (False, True):
                 name = f"ENIP ours, {'moving' if moving else 'still'}"
-                rate = enip_rate(moving, args)
-                print(f"  {name:<28} {rate:>10,.0f} req/s", flush=True)
-                rates[name] = max(rates.get(name, 0.0), rate)
+                rate, cost = enip_rate(moving, args)
+                print(f"  {name:<28} {rate:>10,.0f} req/s {cost:>9.1f} us", flush=True)
+                keep(name, rate, cost)
             for name, argv_of in modbus_servers().items():
                 name = f"Modbus {name}"
-                rates[name] = max(rates.get(name, 0.0), modbus_rate(name, argv_of, args))
-        print()
+                keep(name, *modbus_rate(name, argv_of, args))
+        print("\n  best rate, least server CPU per request:")
         for name, rate in rates.items():
-            print(f"  {name:<36} {rate:>10,.0f} req/s")
-        enip = rates["ENIP ours, moving"] / rates["ENIP ours, still"]
-        print(f"  ENIP moving / still:                {enip:.3f}")
-        still = rates["Modbus ours, still"]
-        print(f"  Modbus moving / still:              {rates['Modbus ours, moving'] / still:.3f}")
+            print(f"  {name:<36} {rate:>10,.0f} req/s {costs[name]:>9.1f} us")
+        for proto in ("ENIP", "Modbus"):
+            moving, still = f"{proto} ours, moving", f"{proto} ours, still"
+            print(f"  {proto} moving / still: rate {rates[moving] / rates[still]:.3f}, "
+                  f"CPU per request {costs[moving] / costs[still]:.3f}")
         for action in ("increment", "random"):
-            peer = rates[f"Modbus pymodbus simulator, {action}"]
-            print(f"  Modbus ours moving / pymodbus {action:<9} {rates['Modbus ours, moving'] / peer:.2f}x")
+            peer, ours = f"Modbus pymodbus simulator, {action}", "Modbus ours, moving"
+            print(f"  Modbus ours moving / pymodbus {action}: rate {rates[ours] / rates[peer]:.2f}x, "
+                  f"CPU per request {costs[peer] / costs[ours]:.2f}x less")
     return 0
 
 
