@@ -85,6 +85,20 @@ def test_fleet_values_move_follow_writes_and_are_retained(fleet: CliFleet) -> No
         assert client.convert_from_registers(client.read_input_registers(0, count=2, device_id=1).registers,
                                              f32) == 122.0
         assert not client.write_registers(1, [11, 12], device_id=1).isError()
+
+        def counts() -> int:
+            return client.read_input_registers(2, count=1, device_id=1).registers[0]
+
+        def still() -> bool:
+            before = counts()
+            time.sleep(0.3)  # 6 counts at 20/s, were it moving
+            return counts() == before
+
+        fleet.cli("fault", "pump2", "freeze")  # moving values stop moving
+        until(still, timeout=5, what="the freeze fault applied")
+        frozen = counts()
+        fleet.cli("fault", "--clear", "pump2")
+        until(lambda: counts() != frozen, timeout=5, what="the counter moving again")
     finally:
         client.close()
     with LogixDriver("{}:{}".format(*where["line1"])) as plc:
