@@ -86,12 +86,12 @@ def read_group(src: str, index: int, data: dict[str, Any]) -> DeviceGroup:
     options = kind.options(t)
     retain = t.get("retain", bool, None, what="true or false")
     home = str(Path(src).resolve().parent)
-    # the dry run: the worker's own construction, for the first device and the last (the others
-    # differ only in their identity values, which fleet.plan checks device by device, and in
-    # behaviour parameters patterned on n)
+    # the dry run: the worker's own construction, for the first device, and with the last one's
+    # n (the others differ in their identity values, which fleet.plan checks device by device,
+    # and in behaviour parameters patterned on n)
+    first_identity = identity_values(kind, identity, first)
     for n in sorted({first, first + count - 1}):
-        t.checked(kind.spec_key, lambda n=n: kind.build(options, identity_values(kind, identity, n), n=n,
-                                                        home=home))
+        t.checked(kind.spec_key, lambda n=n: kind.build(options, first_identity, n=n, home=home))
     return DeviceGroup(index=index, kind=kind.name, count=count, name=pattern, first=first,
                        port=port or kind.default_port, port_step=port_step, address=address,
                        address_pool=pool, identity=identity, delay=delay, retain=retain, home=home,
