@@ -69,7 +69,7 @@ async def start(device: PlannedDevice, faults: FaultState | None = None,
     that cannot be built raises :class:`Unservable`; a socket that cannot be bound, OSError.
     ``faults``: the device's fault slot (the worker keeps it across restarts of the device)."""
     try:
-        model = build(device, state_dir)
+        model = build(device, state_dir) if state_dir else build(device)
     except ValueError as exc:
         raise Unservable(str(exc)) from None
     if faults is not None:

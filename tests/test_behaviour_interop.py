@@ -206,3 +206,19 @@ def test_command_lines_refuse_bad_behaviours_in_one_line(argv, message):
                             text=True, timeout=30)
     assert result.returncode == 2 and result.stdout == ""
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_web_api_shows_moving_values_and_refuses_writes_to_them():
+    from tests.test_enip_web import run_ops, served
+
+    with served(["Counts=DINT~counter(rate=1000)", "SP=REAL=1"]) as sim:
+        status, body = sim.get("api/tags/Counts/attribute[0]=5")
+        assert status == 409 and "driven by its behaviour (counter)" in body["error"]
+        first = sim.ok("api/tags/Counts/attribute[0]")["command"]["message"]
+        time.sleep(0.3)
+        assert sim.ok("api/tags/Counts/attribute[0]")["command"]["message"] != first
+        sim.ok("api/tags/SP/attribute=2.5")
+        with sim.connector() as conn:  # the bundled (upstream-API) client sees the same
+            (status, values), = run_ops(conn, "Counts")
+            assert status == 0 and values[0] > 0
+            assert run_ops(conn, "Counts=(DINT)1") == [(0x0F, None)]  # privilege violation

@@ -212,6 +212,9 @@ class _TagEntity(_Entity):
 
     async def set(self, name: str, index: str | None, text: str) -> Any:
         attribute = self.tag.attribute
+        if name == "attribute" and attribute.driver is not None:
+            raise APIError(409, f"{self.tag.name} is driven by its behaviour ({attribute.driver.kind}); "
+                                "it cannot be written")
         if name == "error":
             if index is not None:
                 raise APIError(400, "error takes no index")
