@@ -93,7 +93,7 @@ class Driver:
         self.update, self.seed = update, seed if seed is not None else 0
         self.rng = random.Random(seed)
         self.inputs = frozenset().union(*(s.inputs for s in self.shapes))
-        self._held: tuple[int, int, list[Any]] | None = None
+        self._held: tuple[float, float, int, list[Any], bool, int] | None = None
         self._text = isinstance(self.shapes[0], Timestamp) and vtype.kind == "str"
 
     def _raw(self, shape: Shape, moment: Moment, element: int) -> Any:
@@ -118,43 +118,52 @@ class Driver:
             return [coerce(self._raw(self.shapes[0], moment, i)) for i in range(start, stop)]
         return [coerce(self._raw(self.shapes[0], moment, start))] * (stop - start)
 
-    def period(self) -> tuple[int, int] | None:
-        """(update period number, plant version) now: values read with the same stamp are
-        the same (None: without ``update``, every read computes)."""
-        if not self.update:
-            return None
-        return math.floor(self.plant.clock.elapsed() / self.update + 1e-9), self.plant.version
-
     def values(self, start: int = 0, stop: int | None = None) -> list[Any]:
         """The typed values of elements ``start..stop-1`` now.  With ``update``, values are
         computed once per update period (and again after a client write to the device, which
         may have changed what they follow), element by element as they are first read.
         Called with the owner's lock held (the attribute's, the Modbus device's)."""
-        stop = self.length if stop is None else stop
-        clock = self.plant.clock
-        update = self.update
+        if stop is None:
+            stop = self.length
+        held = self.current()  # the fast path: this period's values, already computed
+        if held is not None:
+            part = held[3][start:stop]
+            if held[4] or None not in part:
+                return part
+        return self._refresh(start, stop)
+
+    def current(self) -> tuple | None:
+        """The values held for the current update period (a new tuple each period, or after a
+        client write), or None when they must be computed again."""
+        held = self._held
+        if held is None or held[2] != self.plant.version:
+            return None
+        return held if held[0] <= self.plant.clock.elapsed() < held[1] else None
+
+    def _refresh(self, start: int, stop: int) -> list[Any]:
+        clock, update = self.plant.clock, self.update
         if not update:
             moment = Moment(clock.elapsed(), clock.wall(), self.plant.names, self.rng)
             return self._compute(moment, start, stop)
         bucket = math.floor(clock.elapsed() / update + 1e-9)
         version = self.plant.version
         held = self._held
-        if held is not None and held[0] == bucket and held[1] == version:
-            cache = held[2]
-            part = cache[start:stop]
-            if None not in part:
-                return part
+        if held is not None and held[5] == bucket and held[2] == version:
+            cache = held[3]
         else:
             cache = [None] * self.length
-            self._held = (bucket, version, cache)
         wall = math.floor(clock.wall() / update + 1e-9) * update
         moment = Moment(bucket * update, wall, self.plant.names, self.rng)
-        if len(self.shapes) == 1 and not (self.noise or self.spike_rate):
+        complete = len(self.shapes) == 1 and not (self.noise or self.spike_rate)
+        if complete:
             cache[:] = self._compute(moment, 0, self.length)
         else:
             for i in range(start, stop):
                 if cache[i] is None:
                     cache[i] = self._compute(moment, i, i + 1)[0]
+        # (from, until, version, values, all computed, period number): until the period ends
+        until = (bucket + 1 - 1e-9) * update
+        self._held = ((bucket - 1e-9) * update, until, version, cache, complete, bucket)
         return cache[start:stop]
 
 
@@ -202,7 +211,10 @@ class Plant:
         """Whether values hold still now (``freeze()``, or an active freeze fault)."""
         if self._frozen:
             return True
-        faults = getattr(self.owner, "faults", None)
+        try:
+            faults = self.owner.faults
+        except AttributeError:  # no owner, or one without a fault slot
+            return False
         return faults is not None and faults.active is not None and bool(faults.frozen())
 
     def freeze(self, frozen: bool = True) -> None:

@@ -33,7 +33,7 @@ class _Driven:
 
     def __init__(self, name: str, offset: int, size: int, rtype: RegisterType, driver: Driver) -> None:
         self.name, self.offset, self.size, self.rtype, self.driver = name, offset, size, rtype, driver
-        self.written: tuple[Any, int, int] | None = None  # (driver stamp, first, last) in the table
+        self.written: tuple[Any, int, int] | None = None  # (driver's held values, first, last) written
 
 
 class ModbusPlant:
@@ -112,14 +112,12 @@ class ModbusPlant:
             words = item.rtype.words
             first = max(offset - item.offset, 0) // words
             last = (min(end, item.offset + item.size) - item.offset - 1) // words + 1
-            stamp = item.driver.period()
-            if stamp is not None:
-                written = item.written
-                if written is not None and written[0] == stamp and written[1] <= first and last <= written[2]:
-                    continue  # these registers already hold this period's values
-            values = item.driver.values(first, last)
-            if stamp is not None:
-                item.written = (stamp, first, last)
+            driver, written = item.driver, item.written
+            if (written is not None and written[1] <= first and last <= written[2]
+                    and written[0] is driver.current()):
+                continue  # these registers already hold this period's values
+            values = driver.values(first, last)
+            item.written = (driver.current(), first, last) if driver.update else None
             if words == 1:
                 cells = [int(v) for v in values]
             else:
