@@ -55,8 +55,11 @@ class Kind(ABC):
         return self.Options(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     @abstractmethod
-    def build(self, options: Any, identity: Mapping[str, Any]) -> Any:
-        """The device model (no sockets); ValueError naming what the protocol library refuses."""
+    def build(self, options: Any, identity: Mapping[str, Any], *, n: int = 0, retain: str | None = None,
+              home: str = "") -> Any:
+        """The device model (no sockets); ValueError naming what the protocol library refuses.
+        ``n``: the device's number (behaviour parameters use it); ``retain``: the journal
+        keeping client writes; ``home``: the directory playback file names are relative to."""
 
     @abstractmethod
     def check_identity(self, identity: Mapping[str, Any]) -> None:
@@ -109,6 +112,13 @@ def limits(options: Any) -> dict[str, Any]:
     """
     return {f.name: getattr(options, f.name) for f in fields(ServerLimits)
             if options is not None and getattr(options, f.name, None) is not None}
+
+
+def _relative_to(home: str) -> Any:
+    """Resolves a playback file name against the fleet file's directory ``home``."""
+    import os.path
+
+    return lambda name: os.path.join(home, name) if home else name
 
 
 class IdentityMismatch(Exception):
@@ -234,11 +244,12 @@ class EnipKind(Kind):
                            health_tag=health_tag or (f"{first.name}[0]" if first.length is not None
                                                      else first.name))
 
-    def build(self, options: EnipOptions, identity: Mapping[str, Any]) -> Any:
+    def build(self, options: EnipOptions, identity: Mapping[str, Any], *, n: int = 0,
+              retain: str | None = None, home: str = "") -> Any:
         from cpppo.enip.device.model import Device
 
         device = Device.from_specs(list(options.tags), identity=dict(identity), route_path=options.route_path,
-                                   simple=options.simple)
+                                   simple=options.simple, n=n, retain=retain, base=_relative_to(home))
         if options.io is not None:
             device.io = _adapter(device, options.io)
         return device
@@ -351,11 +362,12 @@ class ModbusKind(Kind):
                              unit_ids=tuple(units),
                              health_register=reg if reg is not None else ranges[0][1].begin)
 
-    def build(self, options: ModbusOptions, identity: Mapping[str, Any]) -> Any:
+    def build(self, options: ModbusOptions, identity: Mapping[str, Any], *, n: int = 0,
+              retain: str | None = None, home: str = "") -> Any:
         from cpppo.modbus.device import ModbusDevice
 
         return ModbusDevice.from_specs(list(options.registers), unit_ids=options.unit_ids,
-                                       identity=dict(identity))
+                                       identity=dict(identity), n=n, retain=retain, base=_relative_to(home))
 
     def check_identity(self, identity: Mapping[str, Any]) -> None:
         from cpppo.modbus.device import ModbusDevice

@@ -55,6 +55,8 @@ class PlannedDevice:
     identity: tuple[tuple[str, Any], ...]  # identity values for this device
     options: Any  # the kind's own settings (fleet.kinds: EnipOptions, ModbusOptions)
     delay: float | tuple[float, float] | None = None  # reply delay
+    retain: bool = False  # client writes kept in the state folder across restarts
+    home: str = ""  # the fleet file's directory (playback files are relative to it)
 
     @property
     def endpoint(self) -> str:
@@ -223,7 +225,7 @@ def expand(config: FleetConfig) -> Plan:
                                   f"port clash: {name!r} and {other!r} both at {host}:{port}")
             seen_endpoints[(host, port)] = name
             try:
-                devices.append(_device(group, name, n, host, port))
+                devices.append(_device(group, name, n, host, port, config.fleet.retain))
             except ValueError as exc:  # an identity pattern that fits the first device only
                 raise ConfigError(src, table, "identity", f"device {name!r}: {exc}") from None
 
@@ -244,14 +246,16 @@ def expand(config: FleetConfig) -> Plan:
                 faults=tuple(config.faults))
 
 
-def _device(group: DeviceGroup, name: str, n: int, host: str, port: int) -> PlannedDevice:
+def _device(group: DeviceGroup, name: str, n: int, host: str, port: int,
+            retain: bool = False) -> PlannedDevice:
     """Device ``n`` of ``group``; ValueError when its own identity values are refused."""
     kind = KINDS[group.kind]
     identity = identity_values(kind, group.identity, n)
     if group.identity and n != group.first:  # the first one was built by the config's dry run
         kind.check_identity(identity)
     return PlannedDevice(name=name, kind=group.kind, host=host, port=port, worker="", group=group.index, n=n,
-                         identity=tuple(identity.items()), options=group.options, delay=group.delay)
+                         identity=tuple(identity.items()), options=group.options, delay=group.delay,
+                         retain=retain if group.retain is None else group.retain, home=group.home)
 
 
 def _with_worker(device: PlannedDevice, worker: str) -> PlannedDevice:

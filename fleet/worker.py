@@ -49,19 +49,29 @@ def raise_fd_limit() -> int:
     return soft
 
 
-def build(device: PlannedDevice) -> Any:
+def retain_path(state_dir: str | Path, device: str) -> Path:
+    """The journal of a retained device's client writes, in the fleet's state folder."""
+    return Path(state_dir) / "retain" / f"{device}.journal"
+
+
+def build(device: PlannedDevice, state_dir: str | Path | None = None) -> Any:
     """The device model for a planned device (ValueError naming what its kind refuses); the
-    same call ``validate`` makes for each group (fleet.config.devices)."""
-    return KINDS[device.kind].build(device.options, device.identity_dict)
+    same call ``validate`` makes for each group (fleet.config.devices).  A retained device
+    (``retain = true``) restores and journals its client writes in ``state_dir``."""
+    retain = str(retain_path(state_dir, device.name)) if device.retain and state_dir else None
+    return KINDS[device.kind].build(device.options, device.identity_dict, n=device.n, retain=retain,
+                                    home=device.home)
 
 
-async def start(device: PlannedDevice, faults: FaultState | None = None, pool: Any = None) -> Any:
+async def start(device: PlannedDevice, faults: FaultState | None = None, pool: Any = None,
+                state_dir: str | Path | None = None) -> Any:
     """Serve one device; returns the server handle (``close()``, ``wait_closed()``).  A model
     that cannot be built raises :class:`Unservable`; a socket that cannot be bound, OSError.
     ``faults``: the device's fault slot (the worker keeps it across restarts of the device);
-    ``pool``: the worker's connections (a capped ``cpppo.server.stream.ConnectionSet``)."""
+    ``pool``: the worker's connections (a capped ``cpppo.server.stream.ConnectionSet``);
+    ``state_dir``: the fleet's state folder (retained writes live there)."""
     try:
-        model = build(device)
+        model = build(device, state_dir) if state_dir else build(device)
     except ValueError as exc:
         raise Unservable(str(exc)) from None
     if faults is not None:
@@ -113,10 +123,13 @@ class Worker:
 
     def __init__(self, name: str, devices: list[PlannedDevice],
                  report: Callable[[dict[str, str], set[str]], None] | None = None,
-                 max_connections: int = 0) -> None:
+                 max_connections: int = 0, state_dir: str | Path | None = None) -> None:
         from cpppo.server.stream import ConnectionSet
 
         self.name = name
+        self.state_dir = state_dir  # the fleet's state folder (retained writes live there)
+        if not state_dir and any(d.retain for d in devices):
+            log.warning("%s: retain = true, but the worker has no state folder: writes are not kept", name)
         self.devices = devices
         self.pool = ConnectionSet(connection_cap(max_connections, len(devices)))  # ``.evictions`` counts
         self.servers: dict[str, Any] = {}
@@ -146,7 +159,8 @@ class Worker:
         failed = []
         for i in range(0, len(pending), START_BATCH):
             batch = pending[i:i + START_BATCH]
-            results = await asyncio.gather(*(start(d, self.faults[d.name], self.pool) for d in batch),
+            results = await asyncio.gather(*(start(d, self.faults[d.name], self.pool, self.state_dir)
+                                             for d in batch),
                                            return_exceptions=True)
             for device, result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):
@@ -230,7 +244,7 @@ async def serve_spec(spec: dict[str, Any], source: Path | None = None) -> None:
     report = None if write is None else (
         lambda errors, failed: write(lambda store: store.record_serve_errors(name, pid, errors, failed)))
     worker = Worker(name, [PlannedDevice.from_json(d) for d in spec["devices"]], report,
-                    spec.get("max_connections", 0))
+                    spec.get("max_connections", 0), spec.get("state_dir") or None)
     control = spec.get("control_dir") or (spec.get("state_dir") and str(Path(spec["state_dir"]) / "control"))
     if control:
         from fleet.faults import Event

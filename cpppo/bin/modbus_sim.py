@@ -31,9 +31,15 @@ Register ranges and their initial values:
   300001-365536 input registers, 40001-99999 and 400001-465536 holding registers.
   Values repeat to fill a range; registers without a value start at 0.  Only the
   registers named are served; others answer exception 2 (illegal data address).
+  A :<type> (int16, uint16, int32, uint32, float32; :lo after a 32-bit type puts the
+  low word first) sets what the registers hold; a ~<behaviour> makes them move
+  (sine, ramp, square, steps, counter, walk, expr, lag, integral, playback, ...; see
+  the README), and a client write to them is refused with exception 2.
 
 example:
   modbus_sim -a :1502 40001-40100=99 1-16=0 30001-30010=5
+  modbus_sim -a :1502 1=0 '30001-30002:float32~expr(r1 * 120 + noise(2))' \
+             '30003~counter(rate=1)' '30004~sine(amplitude=100, period=60, offset=500)'
 """
 
 
@@ -84,7 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-in-flight", type=int, default=1000,
                         help="delayed replies a connection may have waiting before its requests wait "
                              "(default: 1000)")
-    parser.add_argument("registers", nargs="+", help="<begin>[-<end>][=<value>[,<value>...]]")
+    parser.add_argument("--index", type=int, default=0, metavar="N",
+                        help="the device's number n, which behaviour parameters may use (default 0)")
+    parser.add_argument("--retain", default=None, metavar="FILE",
+                        help="keep client writes in this journal; they survive a restart (or SIGKILL)")
+    parser.add_argument("registers", nargs="+",
+                        help="<begin>[-<end>][:<type>[:hi|lo]][=<value>[,<value>...]][~<behaviour>]")
     return parser
 
 
@@ -121,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         host, port = parse_endpoint(args.address)
-        device = ModbusDevice.from_specs(args.registers, unit_ids=parse_units(args.unit))
+        device = ModbusDevice.from_specs(args.registers, unit_ids=parse_units(args.unit), n=args.index,
+                                         retain=args.retain)
         delay = parse_delay(args.delay)
         for flag, value, least in (("--max-connections", args.max_connections, 1),
                                    ("--max-in-flight", args.max_in_flight, 1),

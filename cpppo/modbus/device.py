@@ -10,6 +10,10 @@
 >>> dev.write(40002, [7]); dev.read(40001, 3)
 [99, 7, 99]
 
+Register ranges may move (``40001-40002:float32~sine(amplitude=10, period=60)``, see
+:mod:`cpppo.modbus.living`); a client write to a driven register is refused with exception 2.
+With ``retain``, client writes are journaled before the reply and restored at start.
+
 The device knows nothing of sockets; :mod:`cpppo.modbus.server` puts it on the network.
 '''
 
@@ -22,7 +26,7 @@ from typing import Any
 
 from cpppo.faults import FaultState
 from cpppo.modbus import pdu
-from cpppo.modbus.address import Table, locate, parse_spec
+from cpppo.modbus.address import Table, TypedRange, locate, parse_range
 from cpppo.modbus.datastore import DataTable, IllegalAddress
 from cpppo.modbus.errors import ExceptionCode, RequestError
 
@@ -79,21 +83,56 @@ class ModbusDevice:
         self.lock = threading.Lock()
         self.faults = FaultState()  # injected faults (cpppo.faults), consulted by the servers
         self.requests = 0
+        self.living: Any = None  # cpppo.modbus.living.ModbusPlant, when ranges have behaviours
+        self.journal: Any = None  # cpppo.behaviour.Journal, when client writes are retained
+
+    @property
+    def plant(self) -> Any:
+        """The behaviours' Plant (its clock and ``freeze()``), or None."""
+        return self.living.plant if self.living else None
 
     @classmethod
     def from_specs(cls, specs: Sequence[str], unit_ids: Iterable[int] | None = (1,),
-                   identity: Mapping[str | int, Any] | None = None) -> ModbusDevice:
+                   identity: Mapping[str | int, Any] | None = None, *, n: int = 0, clock: Any = None,
+                   retain: str | None = None, base: Any = str) -> ModbusDevice:
         """A device serving the registers named by ``specs``
-        (``<begin>[-<end>][=<value>[,...]]``, values default to 0).  A bad spec raises
-        ValueError naming it."""
+        (``<begin>[-<end>][:<type>[:hi|lo]][=<value>[,...]][~<behaviour>]``, values default to
+        0).  A bad spec raises ValueError naming it.  ``n``: the device's number in its group
+        (behaviour parameters may use it); ``clock``: a :class:`cpppo.behaviour.Clock`;
+        ``retain``: the path of a journal keeping client writes across restarts."""
         cells: dict[Table, dict[int, int]] = {table: {} for table in Table}
+        ranges: list[TypedRange] = []
         for text in specs:
-            spec = parse_spec(text, default=0)
+            spec = parse_range(text, default=0)
             table, offset = locate(spec.begin)
             for i, value in enumerate(spec.values):
                 cells[table][offset + i] = value
+            ranges.append(spec)
         tables = {t: DataTable(t.is_bits, c) for t, c in cells.items() if c}
-        return cls(tables, unit_ids=unit_ids, identity=identity)
+        device = cls(tables, unit_ids=unit_ids, identity=identity)
+        if any(spec.behaviour for spec in ranges):
+            from cpppo.modbus.living import ModbusPlant
+            device.living = ModbusPlant(device.tables, ranges, n=n, clock=clock, base=base,
+                                        owner=device)
+        if retain is not None:
+            device.retain(retain)
+        return device
+
+    def retain(self, path: str) -> None:
+        """Restore the client writes journaled at ``path``, and journal every later one."""
+        from cpppo.behaviour import Journal
+
+        journal = Journal(path)
+
+        def apply(table: int, offset: int, values: list[int]) -> None:
+            data = self.tables[Table(table)]
+            driven = self.living is not None and self.living.driven(Table(table), offset, len(values))
+            if data is None or driven:
+                raise ValueError("not configured, or driven by a behaviour now")
+            data.write(offset, values)
+
+        journal.replay(apply)
+        self.journal = journal
 
     def __repr__(self) -> str:
         units = "any" if self.unit_ids is None else ",".join(map(str, sorted(self.unit_ids)))
@@ -117,6 +156,8 @@ class ModbusDevice:
         data, offset = self._table(number)
         with self.lock:
             try:
+                if self.living is not None:
+                    self.living.produce(locate(number)[0], offset, count)
                 return data.read(offset, count)
             except IllegalAddress as exc:
                 raise ValueError(f"registers {number}..{number + count - 1}: {exc}") from None
@@ -127,6 +168,8 @@ class ModbusDevice:
         with self.lock:
             try:
                 data.write(offset, values)
+                if self.living is not None:
+                    self.living.plant.version += 1
             except (IllegalAddress, OverflowError) as exc:
                 raise ValueError(f"registers {number}..{number + len(values) - 1}: {exc}") from None
 
@@ -155,8 +198,24 @@ class ModbusDevice:
             raise IllegalAddress(f"no {_TABLE_OF[function].name.lower()} are configured")
         return data
 
+    def _writable(self, function: int, offset: int, quantity: int) -> DataTable:
+        """The table a write addresses, if no register of it is driven by a behaviour."""
+        data = self._data(function)
+        if self.living is not None and self.living.driven(_TABLE_OF[function], offset, quantity):
+            raise IllegalAddress(f"offsets {offset}..{offset + quantity - 1} are driven by a behaviour")
+        return data
+
+    def _journal(self, function: int, offset: int, values: Sequence[int]) -> None:
+        """After a client write: journal it (when retained); values that follow it recompute."""
+        if self.living is not None:
+            self.living.plant.version += 1
+        if self.journal is not None:
+            self.journal.record(int(_TABLE_OF[function]), offset, [int(v) for v in values])
+
     def _read(self, request: pdu.ReadRequest, raw: bytes) -> bytes:
         data = self._data(request.function)
+        if self.living is not None:
+            self.living.produce(_TABLE_OF[request.function], request.address, request.quantity)
         if data.bits:
             body = pdu.pack_bits(data.read(request.address, request.quantity))
         else:
@@ -164,24 +223,32 @@ class ModbusDevice:
         return bytes((request.function, len(body))) + body
 
     def _write_single(self, request: pdu.WriteSingleRequest, raw: bytes) -> bytes:
-        self._data(request.function).write(request.address, (request.value,))
+        self._writable(request.function, request.address, 1).write(request.address, (request.value,))
+        self._journal(request.function, request.address, (request.value,))
         return raw
 
     def _write_multiple(self, request: pdu.WriteMultipleRequest, raw: bytes) -> bytes:
-        self._data(request.function).write(request.address, request.values)
+        self._writable(request.function, request.address, len(request.values)).write(request.address,
+                                                                                      request.values)
+        self._journal(request.function, request.address, request.values)
         return raw[:5]
 
     def _mask_write(self, request: pdu.MaskWriteRequest, raw: bytes) -> bytes:
-        table = self._data(pdu.Function.WRITE_SINGLE_REGISTER)
+        table = self._writable(pdu.Function.WRITE_SINGLE_REGISTER, request.address, 1)
         (current,) = table.read(request.address, 1)
-        table.write(request.address,
-                    ((current & request.and_mask) | (request.or_mask & ~request.and_mask & 0xFFFF),))
+        value = (current & request.and_mask) | (request.or_mask & ~request.and_mask & 0xFFFF)
+        table.write(request.address, (value,))
+        self._journal(pdu.Function.WRITE_SINGLE_REGISTER, request.address, (value,))
         return raw
 
     def _read_write(self, request: pdu.ReadWriteRequest, raw: bytes) -> bytes:
-        table = self._data(pdu.Function.WRITE_SINGLE_REGISTER)
+        function = pdu.Function.WRITE_SINGLE_REGISTER
+        table = self._writable(function, request.write_address, len(request.values))
         table.read(request.read_address, request.read_quantity)    # check before writing
         table.write(request.write_address, request.values)
+        self._journal(function, request.write_address, request.values)
+        if self.living is not None:
+            self.living.produce(Table.HOLDING_REGISTERS, request.read_address, request.read_quantity)
         body = table.read_registers_bytes(request.read_address, request.read_quantity)
         return bytes((request.function, len(body))) + body
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from fleet.config.pools import read_pool
@@ -39,10 +40,12 @@ class DeviceGroup:
     address_pool: tuple[str, ...] = ()  # the group's own pool, instead of the fleet's
     identity: tuple[tuple[str, Any], ...] = ()  # identity values; strings patterned on n
     delay: float | tuple[float, float] | None = None  # reply delay, seconds or (lo, hi)
+    retain: bool | None = None  # keep client writes across restarts; None: the [fleet]'s retain
+    home: str = ""  # the directory of the fleet file: playback files are relative to it
     options: Any = None  # the kind's own keys: a fleet.kinds Options (EnipOptions, ModbusOptions)
 
 
-COMMON_KEYS = frozenset(f.name for f in fields(DeviceGroup)) - {"index", "options"}
+COMMON_KEYS = frozenset(f.name for f in fields(DeviceGroup)) - {"index", "options", "home"}
 
 
 def read_group(src: str, index: int, data: dict[str, Any]) -> DeviceGroup:
@@ -81,12 +84,18 @@ def read_group(src: str, index: int, data: dict[str, Any]) -> DeviceGroup:
     identity = _identity(t, kind, first)
     delay = _delay(t)
     options = kind.options(t)
-    # the dry run: the worker's own construction, for the first device (the others differ only
-    # in their identity values, which fleet.plan checks device by device)
-    t.checked(kind.spec_key, lambda: kind.build(options, identity_values(kind, identity, first)))
+    retain = t.get("retain", bool, None, what="true or false")
+    home = str(Path(src).resolve().parent)
+    # the dry run: the worker's own construction, for the first device, and with the last one's
+    # n (the others differ in their identity values, which fleet.plan checks device by device,
+    # and in behaviour parameters patterned on n)
+    first_identity = identity_values(kind, identity, first)
+    for n in sorted({first, first + count - 1}):
+        t.checked(kind.spec_key, lambda n=n: kind.build(options, first_identity, n=n, home=home))
     return DeviceGroup(index=index, kind=kind.name, count=count, name=pattern, first=first,
                        port=port or kind.default_port, port_step=port_step, address=address,
-                       address_pool=pool, identity=identity, delay=delay, options=options)
+                       address_pool=pool, identity=identity, delay=delay, retain=retain, home=home,
+                       options=options)
 
 
 def _pattern(pattern: str, n: int) -> str:

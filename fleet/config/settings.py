@@ -39,6 +39,7 @@ class FleetSettings:
     devices_per_worker: int = 100  # devices hosted by one worker process (1: one process each)
     web: str = "127.0.0.1:0"  # the fleet page and /metrics: <interface>:<port> (0: a free port)
     worker_max_connections: int = 0  # connections a worker accepts over all its devices (0: as fds allow)
+    retain: bool = False  # keep client writes across restarts (a [[device]] may override it)
     # -- docker backend (issue 8): read when backend = "docker" --------------------------------
     devices_per_container: int = 1  # devices per container, each at its own IP (docker: = devices_per_worker)
     docker_network: str = "bridge"  # "bridge" (user-defined bridges on this host) or "macvlan" (a LAN)
@@ -75,6 +76,7 @@ def read_fleet(src: str, data: dict[str, Any]) -> FleetSettings:
         devices_per_worker=t.positive("devices_per_worker", d.devices_per_worker),
         web=t.get("web", str, d.web, what="a string"),
         worker_max_connections=t.positive("worker_max_connections", d.worker_max_connections, zero=True),
+        retain=t.get("retain", bool, d.retain, what="true or false"),
     )
     _host, sep, port = settings.web.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:

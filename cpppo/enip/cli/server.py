@@ -1,8 +1,9 @@
 """`enip_server` / ``python -m cpppo.server.enip``: the EtherNet/IP controller simulator.
 
     enip_server [-a [<interface>][:<port>]] [-v...] [-d #.#[-#.#]] [-w [<interface>]:<port>]
-                [-l <file>] [-p|--no-print]
-                [--route-path <path>|false] [-S] [-c <file>] <name>[@<cls>/<inst>/<attr>]=<TYPE>[<n>] ...
+                [-l <file>] [-p|--no-print] [--index <n>] [--retain <file>]
+                [--route-path <path>|false] [-S] [-c <file>]
+                <name>[@<cls>/<inst>/<attr>]=<TYPE>[<n>][=<value>[,...]][~<behaviour>] ...
 
 ``main(argv, attribute_class=...)`` runs the server with a custom ``device.Attribute``
 subclass (spec 2.1.3); it returns the exit status when the server stops (SIGINT/SIGTERM).
@@ -85,6 +86,10 @@ def build_parser(prog: str = "enip_server", tags_required: bool = True) -> argpa
                     help=f"close TCP connections idle this long, seconds (default {Settings.idle_timeout:g})")
     ap.add_argument("--max-payload", type=int, default=Settings.max_payload,
                     help=f"largest encapsulation payload accepted (default {Settings.max_payload})")
+    ap.add_argument("--index", type=int, default=0, metavar="N",
+                    help="the device's number n, which behaviour parameters may use (default 0)")
+    ap.add_argument("--retain", default=None, metavar="FILE",
+                    help="keep client writes in this journal; they survive a restart (or SIGKILL)")
     io = ap.add_argument_group("implicit I/O (Class 1 adapter)")
     io.add_argument("--assembly", action="append", default=[], metavar="<inst>=<kind>[:<tag>,...]",
                     help="an Assembly Object instance over tags; kind: in (T->O), out (O->T), config, "
@@ -97,7 +102,7 @@ def build_parser(prog: str = "enip_server", tags_required: bool = True) -> argpa
     io.add_argument("--rpi-range", default="1-10000", metavar="<min>-<max>",
                     help="RPIs accepted, milliseconds (default 1-10000)")
     ap.add_argument("tags", nargs="+" if tags_required else "*", metavar="TAG",
-                    help="<name>[@<class>/<inst>/<attr>]=<TYPE>[<length>]"
+                    help="<name>[@<class>/<inst>/<attr>]=<TYPE>[<length>][=<value>[,...]][~<behaviour>]"
                          + ("" if tags_required else " (optional: extra tags)"))
     return ap
 
@@ -136,7 +141,8 @@ def make_device(args: argparse.Namespace, attribute_class: type[Attribute],
         attribute_class = printing_attribute(attribute_class)
     try:
         return Device.from_specs(args.tags, identity, tcpip=cfg.tcpip, route_path=route_path,
-                                 simple=args.simple, attribute_class=attribute_class)
+                                 simple=args.simple, attribute_class=attribute_class,
+                                 n=getattr(args, "index", 0), retain=getattr(args, "retain", None))
     except ValueError as exc:
         if cfg.files and not str(exc).startswith("bad tag spec"):
             raise ValueError(f"{', '.join(cfg.files)}: {exc}") from None

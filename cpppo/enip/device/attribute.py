@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from cpppo.enip.codec.cip import ServiceError, Status
 from cpppo.enip.codec.types import TYPES, CIPType
 
 __all__ = ["Attribute"]
@@ -19,7 +20,13 @@ class Attribute:
 
     ``attr[i]`` is one element; ``attr[a:b]`` a list.  Override ``__getitem__`` /
     ``__setitem__`` to intercept I/O (call ``super()`` to reach the stored values).
+    ``driver`` (a :class:`cpppo.behaviour.Driver`) produces the values at each read;
+    ``journal`` (a :class:`cpppo.behaviour.Journal`) records each write.
     """
+
+    driver: Any = None
+    journal: Any = None
+    plant: Any = None  # the device's Plant, told of each write (values following this one move)
 
     def __init__(self, name: str, type_cls: CIPType | str, default: Any = None, error: int = 0x00,
                  mask: int = 0, length: int | None = None) -> None:
@@ -58,20 +65,38 @@ class Attribute:
         return int
 
     def __getitem__(self, key: int | slice) -> Any:
-        self._validate_key(key)
+        kind = self._validate_key(key)
         with self._lock:
+            driver = self.driver
+            if driver is not None and not driver.plant.frozen:
+                if kind is slice:
+                    start, stop, _ = key.indices(len(self.value))  # type: ignore[union-attr]
+                    values = driver.values(start, stop)
+                    self.value[start:stop] = values
+                    return values
+                value = self.value[key] = driver.values(key, key + 1)[0]  # type: ignore[operator]
+                return value
             return self.value[key]
 
     def __setitem__(self, key: int | slice, value: Any) -> None:
         kind = self._validate_key(key)
+        if self.driver is not None:
+            raise ServiceError(Status.PRIVILEGE_VIOLATION, (), f"{self.name} is driven by its behaviour "
+                               f"({self.driver.kind}); it cannot be written")
         with self._lock:
             if kind is slice:
                 values = list(value)
                 if len(values) != len(range(*key.indices(len(self.value)))):  # type: ignore[union-attr]
                     raise ValueError(f"{self.name}: {len(values)} values for {key}")
                 self.value[key] = values
+                start = key.indices(len(self.value))[0]  # type: ignore[union-attr]
             else:
+                values, start = [value], key
                 self.value[key] = value
+            if self.journal is not None:
+                self.journal.record(self.name, start, values)
+            if self.plant is not None:
+                self.plant.version += 1
 
     def modify(self, key: int, change: Callable[[Any], Any]) -> Any:
         """Replace element ``key`` by ``change(current)`` under the lock, so that no other

@@ -7,7 +7,12 @@ is an element index (int) or a ``slice``.  The base class guards its values with
 subclasses and other threads may touch them concurrently.
 
 ``Device.from_specs(["SCADA=INT[1000]", "Tag@22/1/1=DINT[4]"], identity={...})`` builds a
-device from ``enip_server`` tag specs (``<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>]``).
+device from ``enip_server`` tag specs
+(``<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>][=<value>[,...]][~<behaviour>]``).
+A tag with a behaviour (:mod:`cpppo.behaviour`) has a ``driver``: its values are produced
+when it is read, and a client's write to it is refused with status 0x0F (privilege
+violation), as a controller refuses writes to a tag whose external access is read only.
+With a ``journal``, every client write is recorded before it is acknowledged.
 A tag named ``Program:<program>.<name>`` is scoped to that program (as a Logix controller's
 program tags are), and ``DWORD[<n>]`` holds a BOOL[32 x n] array the way Logix stores one.
 ``StringMember`` views the ``LEN`` / ``DATA`` members of a Logix STRING element.
@@ -16,7 +21,7 @@ program tags are), and ``DWORD[<n>]`` holds a BOOL[32 x n] array the way Logix s
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,34 +90,91 @@ class StringMember(Attribute):
 
 @dataclass(frozen=True, repr=False)
 class TagSpec:
-    """A parsed ``<name>[@<class>/<instance>/<attribute>]=<TYPE>[<length>]``."""
+    """A parsed ``<name>[@<class>/<instance>/<attribute>]=<TYPE>[<length>][=<values>][~<behaviour>]``."""
 
     name: str
     type: CIPType
     length: int | None = None  # None: a scalar
     address: tuple[int, int, int] | None = None
+    values: tuple[Any, ...] | None = None  # initial values (repeated to fill an array)
+    behaviour: str | None = None  # cpppo.behaviour grammar, e.g. "sine(amplitude=10, period=60)"
 
     def __repr__(self) -> str:
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("values", "behaviour")
+                        if getattr(self, k) is not None)
         return (f"TagSpec(name={self.name!r}, type={self.type.name}, length={self.length!r}, "
-                f"address={self.address!r})")
+                f"address={self.address!r}{extra})")
+
+    @property
+    def initial(self) -> Any:
+        """The Attribute ``default``: None, a scalar, or a list filling the array."""
+        if self.values is None:
+            return None
+        if self.length is None:
+            return self.values[0]
+        return [self.values[i % len(self.values)] for i in range(self.length)]
 
 
 # the whole text (fullmatch: no trailing newline), ASCII names: Logix symbols are ASCII
 _SPEC = re.compile(r"""\s*(?P<name>[A-Za-z_][\w:.]*)
     (?:@(?P<address>[^=]+))?
-    \s*=\s*(?P<type>[A-Za-z]+)\s*(?:\[\s*(?P<length>[^\]]*)\s*\])?\s*""", re.X | re.ASCII)
+    \s*=\s*(?P<type>[A-Za-z]+)\s*(?:\[\s*(?P<length>[^\]]*)\s*\])?\s*(?P<rest>.*?)\s*""",
+                   re.X | re.S | re.ASCII)
+_GRAMMAR = "<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>][=<value>[,...]][~<behaviour>]"
+
+
+def _split_rest(rest: str) -> tuple[str | None, str | None]:
+    """``=<values>~<behaviour>`` -> (values text, behaviour text); a ``~`` inside quotes is text."""
+    quote = None
+    for index, char in enumerate(rest):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "~":
+            head, behaviour = rest[:index].strip(), rest[index + 1:].strip()
+            return (head or None), behaviour
+    return (rest.strip() or None), None
+
+
+def _initial_values(text: str, ctype: CIPType) -> tuple[Any, ...]:
+    """Parse ``1,2,3`` / ``1.5`` / ``true`` / ``'text', "more"`` for a tag of type ``ctype``."""
+    import ast
+
+    textual = not hasattr(ctype, "fmt")
+    try:
+        literal = ast.literal_eval(f"({text},)")
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        literal = None
+    if literal is None:
+        if textual:
+            return (text,)
+        words = [w.strip() for w in text.split(",")]
+        literal = tuple({"true": True, "false": False}.get(w.lower(), w) for w in words)
+    values = []
+    for value in literal:
+        if textual:
+            if not isinstance(value, str):
+                value = str(value)
+        elif isinstance(value, str) or not isinstance(value, (int, float)):
+            raise ValueError(f"initial value {value!r} is not a number")
+        values.append(ctype.coerce(value))
+    return tuple(values)
 
 
 def parse_tag_spec(spec: str) -> TagSpec:
-    """Parse one tag spec; raise ValueError naming what is wrong.
+    """Parse one tag spec; raise ValueError naming what is wrong.  The behaviour is checked
+    for syntax here; whether the tags it names exist is checked by ``Device.from_specs``.
 
     >>> parse_tag_spec("SCADA@22/1/1=INT[1000]")
     TagSpec(name='SCADA', type=INT, length=1000, address=(22, 1, 1))
+    >>> parse_tag_spec("Speed=REAL=1500~lag(Speed_SP, tau=5)").behaviour
+    'lag(Speed_SP, tau=5)'
     """
     match = _SPEC.fullmatch(spec)
-    if not match:
-        raise ValueError(f"bad tag spec {spec!r}: expected "
-                         "<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>]")
+    rest = match["rest"] if match else ""
+    if not match or (rest and rest[0] not in "=~"):
+        raise ValueError(f"bad tag spec {spec!r}: expected {_GRAMMAR}")
     type_name = match["type"].upper()
     if type_name not in TYPES:
         raise ValueError(f"bad tag spec {spec!r}: unknown type {match['type']!r} "
@@ -137,7 +199,25 @@ def parse_tag_spec(spec: str) -> TagSpec:
         if len(numbers) != 3 or not all(0 < n <= 0xFFFF for n in numbers):
             raise ValueError(f"bad tag spec {spec!r}: address must be three numbers 1-65535")
         address = numbers  # type: ignore[assignment]
-    return TagSpec(match["name"], TYPES[type_name], length, address)
+    values_text, behaviour = _split_rest(rest)
+    values = None
+    if values_text is not None:
+        if not values_text.startswith("=") or not values_text[1:].strip():
+            raise ValueError(f"bad tag spec {spec!r}: expected {_GRAMMAR}")
+        try:
+            values = _initial_values(values_text[1:].strip(), TYPES[type_name])
+        except ValueError as exc:
+            raise ValueError(f"bad tag spec {spec!r}: {exc}") from None
+        if length is not None and len(values) > length:
+            raise ValueError(f"bad tag spec {spec!r}: {len(values)} initial values for {length} elements")
+    if behaviour is not None:
+        from cpppo.behaviour.spec import parse_behaviour
+
+        try:
+            parse_behaviour(behaviour)
+        except ValueError as exc:
+            raise ValueError(f"bad tag spec {spec!r}: {exc}") from None
+    return TagSpec(match["name"], TYPES[type_name], length, address, values, behaviour)
 
 
 @dataclass
@@ -256,17 +336,23 @@ class Device:
     objects: dict[tuple[int, int], dict[int, Attribute]] = field(default_factory=dict)
     symbols: dict[int, Tag] = field(default_factory=dict)
     attribute_class: type[Attribute] = Attribute
+    plant: Any = None  # cpppo.behaviour.Plant: the clock and drivers of the tags' behaviours
+    journal: Any = None  # cpppo.behaviour.Journal: retained writes
     faults: FaultState = field(default_factory=FaultState, repr=False)  # injected faults (cpppo.faults)
     io: Any = field(default=None, repr=False)  # a Class 1 adapter's device.assembly.Assemblies, if any
 
     @classmethod
     def from_specs(cls, specs: Iterable[str], identity: Mapping[str, Any] | None = None, *,
                    tcpip: Mapping[str, Any] | None = None, route_path: Any = None, simple: bool = False,
-                   attribute_class: type[Attribute] = Attribute) -> Device:
+                   attribute_class: type[Attribute] = Attribute, n: int = 0, clock: Any = None,
+                   retain: str | None = None, base: Callable[[str], str] = str) -> Device:
         """Build a device from tag specs; a bad spec or identity value raises ValueError naming it.
 
         ``route_path``: None accepts any Unconnected Send route; False (or ``simple``) accepts
-        only an empty one; a tuple of ``Port`` segments (or a ``--route-path`` string) must match."""
+        only an empty one; a tuple of ``Port`` segments (or a ``--route-path`` string) must match.
+        Behaviours: ``n`` is the device's number in its group, ``clock`` a
+        :class:`cpppo.behaviour.Clock` (the system's by default), ``base`` resolves playback
+        file names; ``retain``: the path of a journal keeping client writes across restarts."""
         if isinstance(route_path, str):
             from cpppo.enip.codec.epath import parse_route_path
             route_path = parse_route_path(route_path)
@@ -279,8 +365,13 @@ class Device:
                      route_path=False if simple else route_path, attribute_class=attribute_class)
         from cpppo.enip.device.objects import install_standard_objects
         install_standard_objects(device)
-        for spec in specs:
-            device.add_tag(parse_tag_spec(spec) if isinstance(spec, str) else spec)
+        parsed = [parse_tag_spec(spec) if isinstance(spec, str) else spec for spec in specs]
+        for spec in parsed:
+            device.add_tag(spec)
+        from cpppo.enip.device.living import attach_behaviours, attach_journal
+        device.plant = attach_behaviours(device, parsed, n=n, clock=clock, base=base)
+        if retain is not None:
+            device.journal = attach_journal(device, retain)
         return device
 
     def add_tag(self, spec: TagSpec, attribute: Attribute | None = None) -> Tag:
@@ -293,7 +384,7 @@ class Device:
             if attr_id in self.objects.get((cls_id, inst), {}):
                 raise ValueError(f"tag {spec.name!r}: address @{cls_id}/{inst}/{attr_id} is already in use")
         if attribute is None:
-            attribute = self.attribute_class(spec.name, spec.type, length=spec.length)
+            attribute = self.attribute_class(spec.name, spec.type, default=spec.initial, length=spec.length)
         tag = Tag(spec.name, attribute, len(self.symbols) + 1, spec.address)
         self.tags[key] = tag
         self.symbols[tag.instance] = tag

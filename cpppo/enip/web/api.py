@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cpppo.enip.device.model import Device, Tag
+from cpppo.enip.device.model import Attribute, Device, Tag
 from cpppo.enip.server.transport import ServerHandle
 
 __all__ = ["APIError", "WebAPI", "parse_bool"]
@@ -210,7 +210,8 @@ def summary(tag: Tag) -> str:
     """``SCADA          INT[1000] == [0, 0, 0, 0, 0, 0, ...]``: the tag at a glance."""
     attribute = tag.attribute
     shape = f"{attribute.parser.name}[{len(attribute)}]" if attribute.array else attribute.parser.name
-    values = list(attribute.value) if attribute.array else attribute.value[0]
+    current = Attribute.__getitem__(attribute, slice(None))  # produced now, if it moves; no I/O hooks
+    values = current if attribute.array else current[0]
     return f"{tag.name:<14} {shape:>10} == {_SUMMARY.repr(values)}"
 
 
@@ -252,6 +253,9 @@ class _TagEntity(_Entity):
 
     async def set(self, name: str, index: str | None, text: str) -> Any:
         attribute = self.tag.attribute
+        if name == "attribute" and attribute.driver is not None:
+            raise APIError(409, f"{self.tag.name} is driven by its behaviour ({attribute.driver.kind}); "
+                                "it cannot be written")
         if name == "error":
             if index is not None:
                 raise APIError(400, "error takes no index")
