@@ -52,8 +52,8 @@ class WorkerCollector(Collector):
     """Counters of the servers of one worker (``{device name: server handle}``), read at scrape
     time: ENIP counts CIP services (``Dispatcher.served/failed``), Modbus function codes."""
 
-    def __init__(self, worker: str, servers: dict[str, Any], kinds: dict[str, str]) -> None:
-        self.worker, self.servers, self.kinds = worker, servers, kinds
+    def __init__(self, worker: str, servers: dict[str, Any], devices: list[PlannedDevice]) -> None:
+        self.worker, self.servers, self.devices = worker, servers, devices  # the worker's lists: they grow
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily("cpppo_fleet_worker_requests", "Requests served, by CIP service "
@@ -65,16 +65,16 @@ class WorkerCollector(Collector):
         served: dict[tuple[str, int], int] = {}
         failed: dict[tuple[str, int], int] = {}
         open_: dict[str, int] = {}
+        kinds = {d.name: d.kind for d in list(self.devices)}
         for name, server in list(self.servers.items()):
-            kind = self.kinds.get(name, "enip")
-            if kind == "enip":
-                counters = getattr(server.responder, "dispatcher", None)
-                if counters is None:
-                    continue
-                open_[kind] = open_.get(kind, 0) + len(server.sessions)
-            else:
-                counters = server
-                open_[kind] = open_.get(kind, 0) + len(server.connections)
+            kind = kinds.get(name, "unknown")
+            # an ENIP server counts in its dispatcher, a Modbus server in itself
+            responder = getattr(server, "responder", None)
+            counters = getattr(responder, "dispatcher", None) if responder is not None else server
+            if counters is None or not hasattr(counters, "served"):
+                continue
+            sessions = getattr(server, "sessions", None)
+            open_[kind] = open_.get(kind, 0) + len(sessions if sessions is not None else server.connections)
             for code, n in counters.served.items():
                 served[kind, code] = served.get((kind, code), 0) + n
             for code, n in counters.failed.items():
@@ -103,7 +103,7 @@ async def serve_worker_metrics(worker: str, servers: dict[str, Any], devices: li
     from cpppo.server.aioweb import WebBindError, start_site
 
     registry = CollectorRegistry()
-    registry.register(WorkerCollector(worker, servers, {d.name: d.kind for d in devices}))
+    registry.register(WorkerCollector(worker, servers, devices))
 
     async def metrics(_request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})

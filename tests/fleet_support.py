@@ -42,7 +42,7 @@ class CliFleet:
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
         if code is not None:
             assert result.exit_code == code, result.output
-        assert "Traceback" not in result.output
+        assert "Traceback" not in result.output, result.output[-3000:]
         return result
 
     def cli(self, *args: str, code: int | None = 0) -> str:
