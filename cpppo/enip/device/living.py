@@ -46,7 +46,7 @@ def attach_behaviours(device: Any, specs: Iterable[Any], *, n: int = 0, clock: C
     """Give the device's tags named by ``specs`` (TagSpecs with a behaviour) their drivers;
     ``n``: the device's number in its group; ``base``: resolves playback file names.
     Returns the device's Plant; ValueError naming the tag and the problem."""
-    from cpppo.enip.device.model import Attribute
+    from cpppo.enip.device.attribute import Attribute
 
     plant = Plant(clock, owner=device)
     known = _Caseless(tag.name.casefold() for tag in device.tags.values() if tag.name.isidentifier())
