@@ -74,6 +74,9 @@ def build_parser(prog: str = "enip_server", tags_required: bool = True) -> argpa
                     help=f"close TCP connections idle this long, seconds (default {Settings.idle_timeout:g})")
     ap.add_argument("--max-payload", type=int, default=Settings.max_payload,
                     help=f"largest encapsulation payload accepted (default {Settings.max_payload})")
+    ap.add_argument("--udt", action="append", default=[], metavar="<Name>={<member>:<TYPE>[<n>],...}",
+                    help="a structure (user-defined type) for the TAGs, e.g. "
+                         "'Motor={Speed:REAL,Running:BOOL,Faults:DINT[4],Name:STRING}' (repeatable)")
     ap.add_argument("tags", nargs="+" if tags_required else "*", metavar="TAG",
                     help="<name>[@<class>/<inst>/<attr>]=<TYPE>[<length>]"
                          + ("" if tags_required else " (optional: extra tags)"))
@@ -114,7 +117,7 @@ def make_device(args: argparse.Namespace, attribute_class: type[Attribute],
         attribute_class = printing_attribute(attribute_class)
     try:
         return Device.from_specs(args.tags, identity, tcpip=cfg.tcpip, route_path=route_path,
-                                 simple=args.simple, attribute_class=attribute_class)
+                                 simple=args.simple, attribute_class=attribute_class, udts=args.udt)
     except ValueError as exc:
         if cfg.files and not str(exc).startswith("bad tag spec"):
             raise ValueError(f"{', '.join(cfg.files)}: {exc}") from None

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cpppo.enip.codec.epath import Port
-from cpppo.enip.codec.types import DINT, LOGIX_STRING_CHARS, SINT, TYPES, CIPType
+from cpppo.enip.codec.types import DINT, LOGIX_STRING_CHARS, SINT, STRING_HANDLE, STRUCT, TYPES, CIPType
 from cpppo.enip.device.attribute import Attribute
 from cpppo.faults import FaultState
 
@@ -91,20 +91,24 @@ class TagSpec:
     type: CIPType
     length: int | None = None  # None: a scalar
     address: tuple[int, int, int] | None = None
+    dims: tuple[int, ...] | None = None  # a multi-dimensional array's dimensions (length: their product)
 
     def __repr__(self) -> str:
+        dims = f", dims={self.dims!r}" if self.dims else ""
         return (f"TagSpec(name={self.name!r}, type={self.type.name}, length={self.length!r}, "
-                f"address={self.address!r})")
+                f"address={self.address!r}{dims})")
 
 
 # the whole text (fullmatch: no trailing newline), ASCII names: Logix symbols are ASCII
 _SPEC = re.compile(r"""\s*(?P<name>[A-Za-z_][\w:.]*)
     (?:@(?P<address>[^=]+))?
-    \s*=\s*(?P<type>[A-Za-z]+)\s*(?:\[\s*(?P<length>[^\]]*)\s*\])?\s*""", re.X | re.ASCII)
+    \s*=\s*(?P<type>[A-Za-z_]\w*)\s*(?:\[\s*(?P<length>[^\]]*)\s*\])?\s*""", re.X | re.ASCII)
 
 
-def parse_tag_spec(spec: str) -> TagSpec:
-    """Parse one tag spec; raise ValueError naming what is wrong.
+def parse_tag_spec(spec: str, types: Mapping[str, CIPType] | None = None) -> TagSpec:
+    """Parse one tag spec; raise ValueError naming what is wrong.  ``types``: the device's
+    structures (upper-case name -> type, ``cpppo.enip.device.udt.parse_udts``) beside the
+    atomic types.  ``<TYPE>[2,3]`` is a two-dimensional array (up to three dimensions).
 
     >>> parse_tag_spec("SCADA@22/1/1=INT[1000]")
     TagSpec(name='SCADA', type=INT, length=1000, address=(22, 1, 1))
@@ -114,11 +118,16 @@ def parse_tag_spec(spec: str) -> TagSpec:
         raise ValueError(f"bad tag spec {spec!r}: expected "
                          "<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>]")
     type_name = match["type"].upper()
-    if type_name not in TYPES:
+    known = {**TYPES, **(types or {})}
+    if type_name not in known:
         raise ValueError(f"bad tag spec {spec!r}: unknown type {match['type']!r} "
-                         f"(one of {', '.join(sorted(TYPES))})")
-    length = None
-    if match["length"] is not None:
+                         f"(one of {', '.join(sorted(known))})")
+    length, dims = None, None
+    if match["length"] is not None and "," in match["length"]:
+        from cpppo.enip.device.udt import parse_dims
+        dims = parse_dims(match["length"], f"bad tag spec {spec!r}")
+        length = dims[0] * dims[1] * (dims[2] if len(dims) > 2 else 1)
+    elif match["length"] is not None:
         try:
             length = int(match["length"], 0)
         except ValueError:
@@ -137,7 +146,7 @@ def parse_tag_spec(spec: str) -> TagSpec:
         if len(numbers) != 3 or not all(0 < n <= 0xFFFF for n in numbers):
             raise ValueError(f"bad tag spec {spec!r}: address must be three numbers 1-65535")
         address = numbers  # type: ignore[assignment]
-    return TagSpec(match["name"], TYPES[type_name], length, address)
+    return TagSpec(match["name"], known[type_name], length, address, dims)
 
 
 @dataclass
@@ -148,6 +157,14 @@ class Tag:
     attribute: Attribute
     instance: int
     address: tuple[int, int, int] | None = None
+    dims: tuple[int, ...] | None = None  # a multi-dimensional array's dimensions
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The symbol's dimensions (attributes 8), zeros for those it has not."""
+        if self.dims:
+            return (*self.dims, 0, 0)[:3]  # type: ignore[return-value]
+        return (len(self.attribute), 0, 0) if self.attribute.array else (0, 0, 0)
 
     @property
     def program(self) -> str | None:
@@ -163,10 +180,12 @@ class Tag:
 
     @property
     def symbol_type(self) -> int:
-        """The Logix symbol type word: type code (or 0x8000|template for STRING), dims in 13-14."""
+        """The Logix symbol type word: type code (or 0x8000|template instance for a structure),
+        the number of dimensions in bits 13-14."""
         ctype = self.attribute.parser
-        word = 0x8000 | ctype.handle if ctype.handle is not None else ctype.code
-        return word | (1 << 13 if self.attribute.array else 0)
+        template = getattr(ctype, "template", ctype.handle)
+        word = 0x8000 | template if template is not None else ctype.code
+        return word | (len(self.dims) if self.dims else 1 if self.attribute.array else 0) << 13
 
 
 DEFAULT_IDENTITY: dict[str, Any] = {
@@ -257,12 +276,15 @@ class Device:
     symbols: dict[int, Tag] = field(default_factory=dict)
     attribute_class: type[Attribute] = Attribute
     faults: FaultState = field(default_factory=FaultState, repr=False)  # injected faults (cpppo.faults)
+    types: dict[str, Any] = field(default_factory=dict)  # structures: upper-case name -> StructType (udt.py)
 
     @classmethod
     def from_specs(cls, specs: Iterable[str], identity: Mapping[str, Any] | None = None, *,
                    tcpip: Mapping[str, Any] | None = None, route_path: Any = None, simple: bool = False,
-                   attribute_class: type[Attribute] = Attribute) -> Device:
+                   attribute_class: type[Attribute] = Attribute, udts: Iterable[str] = ()) -> Device:
         """Build a device from tag specs; a bad spec or identity value raises ValueError naming it.
+
+        ``udts``: structure definitions ``Name={Member:TYPE[n],...}`` the tag specs may use.
 
         ``route_path``: None accepts any Unconnected Send route; False (or ``simple``) accepts
         only an empty one; a tuple of ``Port`` segments (or a ``--route-path`` string) must match."""
@@ -278,8 +300,12 @@ class Device:
                      route_path=False if simple else route_path, attribute_class=attribute_class)
         from cpppo.enip.device.objects import install_standard_objects
         install_standard_objects(device)
+        udts = list(udts)
+        if udts:
+            from cpppo.enip.device.udt import install_types, parse_udts
+            install_types(device, parse_udts(udts))
         for spec in specs:
-            device.add_tag(parse_tag_spec(spec) if isinstance(spec, str) else spec)
+            device.add_tag(parse_tag_spec(spec, device.types) if isinstance(spec, str) else spec)
         return device
 
     def add_tag(self, spec: TagSpec, attribute: Attribute | None = None) -> Tag:
@@ -291,9 +317,14 @@ class Device:
             cls_id, inst, attr_id = spec.address
             if attr_id in self.objects.get((cls_id, inst), {}):
                 raise ValueError(f"tag {spec.name!r}: address @{cls_id}/{inst}/{attr_id} is already in use")
-        if attribute is None:
+        if attribute is None and spec.type.code == STRUCT and spec.type.handle != STRING_HANDLE:
+            count = spec.length or 1  # one value (a dict) per element, never shared
+            defaults = [spec.type.default() for _ in range(count)]
+            attribute = self.attribute_class(spec.name, spec.type, default=defaults)
+            attribute.array = spec.length is not None
+        elif attribute is None:
             attribute = self.attribute_class(spec.name, spec.type, length=spec.length)
-        tag = Tag(spec.name, attribute, len(self.symbols) + 1, spec.address)
+        tag = Tag(spec.name, attribute, len(self.symbols) + 1, spec.address, spec.dims)
         self.tags[key] = tag
         self.symbols[tag.instance] = tag
         if spec.address is not None:
@@ -311,7 +342,8 @@ class Device:
         lines = []
         for tag in self.tags.values():
             attr = tag.attribute
-            shape = f"[{len(attr)}]" if attr.array else ""
+            dims = tag.dims or ((len(attr),) if attr.array else ())
+            shape = f"[{','.join(map(str, dims))}]" if dims else ""
             where = f"@0x{tag.address[0]:X}/{tag.address[1]}/{tag.address[2]}" if tag.address else ""
             lines.append(f"{tag.name:<24} {attr.parser.name}{shape} {where}".rstrip())
         return lines
