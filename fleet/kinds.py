@@ -99,6 +99,7 @@ class EnipOptions:
     route_path: str | bool | None = None  # "1/0", false (none accepted) or unset (any)
     simple: bool = False  # a simple (non-routing) CIP device
     health_tag: str = ""  # the tag the health poller reads; default: the first tag's first element
+    udts: tuple[str, ...] = ()  # structures the tags may use: "Motor={Speed:REAL,Running:BOOL}"
 
 
 _ROUTE = re.compile(r"[0-9]+/([0-9]+|[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+)")
@@ -119,8 +120,11 @@ class EnipKind(Kind):
 
     def options(self, t: Table) -> EnipOptions:
         from cpppo.enip.device.model import parse_tag_spec
+        from cpppo.enip.device.udt import parse_udts
 
-        tags = t.specs("tags", parse_tag_spec,
+        udts = t.strings("udts") or ()
+        types = t.checked("udts", lambda: parse_udts(udts))
+        tags = t.specs("tags", lambda text: parse_tag_spec(text, types),
                        "an ENIP device needs at least one tag, such as 'SCADA=INT[100]'")
         route_path = t.get("route_path", (str, bool), None, what="a string such as '1/0' or false")
         if route_path is True or (isinstance(route_path, str) and not _ROUTE.fullmatch(route_path)):
@@ -132,7 +136,7 @@ class EnipKind(Kind):
             t.fail("health_tag", f"{health_tag!r} is not one of the device's tags")
         first = tags[0][1]
         return EnipOptions(tags=tuple(text.strip() for text, _ in tags), route_path=route_path,
-                           simple=t.get("simple", bool, False, what="true or false"),
+                           simple=t.get("simple", bool, False, what="true or false"), udts=udts,
                            health_tag=health_tag or (f"{first.name}[0]" if first.length is not None
                                                      else first.name))
 
@@ -140,7 +144,7 @@ class EnipKind(Kind):
         from cpppo.enip.device.model import Device
 
         return Device.from_specs(list(options.tags), identity=dict(identity), route_path=options.route_path,
-                                 simple=options.simple)
+                                 simple=options.simple, udts=options.udts)
 
     def check_identity(self, identity: Mapping[str, Any]) -> None:
         from cpppo.enip.device.model import parse_identity

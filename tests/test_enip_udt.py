@@ -183,3 +183,34 @@ def test_enip_server_rejects_a_bad_structure_in_one_line():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "enip_server: error: structure 'Motor': member 'Speed' has unknown type 'REEL'"]
+
+
+FLEET = """
+[fleet]
+name = "udt"
+address_pool = "127.77.9.0/24"
+
+[[device]]
+kind = "enip"
+count = 2
+name = "packer{n}"
+udts = ["Motor={Speed:REAL,Running:BOOL,Faults:DINT[4],Name:STRING}", "Cell={Motors:Motor[2],Grid:DINT[6]}"]
+tags = ["Motors=Motor[10]", "Cell=Cell", "Grid=DINT[2,3]"]
+"""
+
+
+def test_fleet_toml_udts_key():
+    from fleet.config import ConfigError, parse
+    from fleet.kinds import KINDS
+
+    group = parse(FLEET, source="f.toml").groups[0]
+    options = group.options
+    assert options.udts[1].startswith("Cell=")
+    device = KINDS["enip"].build(KINDS["enip"].options_from_json({"udts": list(options.udts),
+                                                                  "tags": list(options.tags)}), {})
+    assert device.tag("Cell").attribute.parser.name == "Cell" and device.tag("Grid").shape == (2, 3, 0)
+    with pytest.raises(ConfigError, match=r"f.toml: device\[0\]: key 'udts': structure 'Cell': member "
+                                          "'Motors' has unknown type 'Motr'"):
+        parse(FLEET.replace("Motors:Motor[2]", "Motors:Motr[2]"), source="f.toml")
+    with pytest.raises(ConfigError, match=r"key 'tags': .*unknown type 'Valve'"):
+        parse(FLEET.replace("Cell=Cell", "Cell=Valve"), source="f.toml")
