@@ -18,6 +18,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 from fleet.table import Table
@@ -100,6 +101,7 @@ class EnipOptions:
     simple: bool = False  # a simple (non-routing) CIP device
     health_tag: str = ""  # the tag the health poller reads; default: the first tag's first element
     udts: tuple[str, ...] = ()  # structures the tags may use: "Motor={Speed:REAL,Running:BOOL}"
+    tags_from: str = ""  # a Logix export (L5X) whose structures and tags the device serves too
 
 
 _ROUTE = re.compile(r"[0-9]+/([0-9]+|[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+)")
@@ -119,13 +121,21 @@ class EnipKind(Kind):
     }
 
     def options(self, t: Table) -> EnipOptions:
+        from cpppo.enip.device.l5x import load_export
         from cpppo.enip.device.model import parse_tag_spec
         from cpppo.enip.device.udt import parse_udts
 
         udts = t.strings("udts") or ()
-        types = t.checked("udts", lambda: parse_udts(udts))
-        tags = t.specs("tags", lambda text: parse_tag_spec(text, types),
-                       "an ENIP device needs at least one tag, such as 'SCADA=INT[100]'")
+        tags_from = t.get("tags_from", str, "", what="the path of a Logix export (.L5X)")
+        if tags_from:
+            tags_from = str(Path(t.src).parent / tags_from)  # relative to fleet.toml
+            export = t.checked("tags_from", lambda: load_export(tags_from))
+        types = t.checked("udts", lambda: {**(export.types if tags_from else {}), **parse_udts(udts)})
+        if tags_from and not t.data.get("tags"):
+            tags: tuple[tuple[str, Any], ...] = tuple((s.name, s) for s in export.specs)
+        else:
+            tags = t.specs("tags", lambda text: parse_tag_spec(text, types),
+                           "an ENIP device needs at least one tag, such as 'SCADA=INT[100]'")
         route_path = t.get("route_path", (str, bool), None, what="a string such as '1/0' or false")
         if route_path is True or (isinstance(route_path, str) and not _ROUTE.fullmatch(route_path)):
             t.fail("route_path",
@@ -135,8 +145,10 @@ class EnipKind(Kind):
         if health_tag is not None and health_tag.split("[")[0].casefold() not in names:
             t.fail("health_tag", f"{health_tag!r} is not one of the device's tags")
         first = tags[0][1]
-        return EnipOptions(tags=tuple(text.strip() for text, _ in tags), route_path=route_path,
+        texts = () if tags_from and not t.data.get("tags") else tuple(text.strip() for text, _ in tags)
+        return EnipOptions(tags=texts, route_path=route_path,
                            simple=t.get("simple", bool, False, what="true or false"), udts=udts,
+                           tags_from=tags_from,
                            health_tag=health_tag or (f"{first.name}[0]" if first.length is not None
                                                      else first.name))
 
@@ -144,7 +156,8 @@ class EnipKind(Kind):
         from cpppo.enip.device.model import Device
 
         return Device.from_specs(list(options.tags), identity=dict(identity), route_path=options.route_path,
-                                 simple=options.simple, udts=options.udts)
+                                 simple=options.simple, udts=options.udts,
+                                 tags_from=options.tags_from or None)
 
     def check_identity(self, identity: Mapping[str, Any]) -> None:
         from cpppo.enip.device.model import parse_identity

@@ -77,7 +77,9 @@ def build_parser(prog: str = "enip_server", tags_required: bool = True) -> argpa
     ap.add_argument("--udt", action="append", default=[], metavar="<Name>={<member>:<TYPE>[<n>],...}",
                     help="a structure (user-defined type) for the TAGs, e.g. "
                          "'Motor={Speed:REAL,Running:BOOL,Faults:DINT[4],Name:STRING}' (repeatable)")
-    ap.add_argument("tags", nargs="+" if tags_required else "*", metavar="TAG",
+    ap.add_argument("--tags-from", default=None, metavar="<export.L5X>",
+                    help="serve the structures and tags of a Logix export (L5X) too")
+    ap.add_argument("tags", nargs="*", metavar="TAG",
                     help="<name>[@<class>/<inst>/<attr>]=<TYPE>[<length>]"
                          + ("" if tags_required else " (optional: extra tags)"))
     return ap
@@ -117,7 +119,8 @@ def make_device(args: argparse.Namespace, attribute_class: type[Attribute],
         attribute_class = printing_attribute(attribute_class)
     try:
         return Device.from_specs(args.tags, identity, tcpip=cfg.tcpip, route_path=route_path,
-                                 simple=args.simple, attribute_class=attribute_class, udts=args.udt)
+                                 simple=args.simple, attribute_class=attribute_class, udts=args.udt,
+                                 tags_from=args.tags_from)
     except ValueError as exc:
         if cfg.files and not str(exc).startswith("bad tag spec"):
             raise ValueError(f"{', '.join(cfg.files)}: {exc}") from None
@@ -160,7 +163,10 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
     ``identity``: identity defaults (cpppo.cfg still overrides them); ``customize``: called
     with the Device before serving, to add or adjust objects; ``tags_required=False``: TAG
     arguments are optional (the caller's ``argv`` brings its own)."""
-    args = build_parser(prog, tags_required).parse_args(argv)
+    parser = build_parser(prog, tags_required)
+    args = parser.parse_args(argv)
+    if tags_required and not args.tags and not args.tags_from:
+        parser.error("the following arguments are required: TAG (or --tags-from)")
     cpppo.log.configure(args.verbose, args.log)
     try:
         host, port = parse_address(args.address)

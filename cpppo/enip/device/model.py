@@ -15,6 +15,7 @@ program tags are), and ``DWORD[<n>]`` holds a BOOL[32 x n] array the way Logix s
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -281,10 +282,13 @@ class Device:
     @classmethod
     def from_specs(cls, specs: Iterable[str], identity: Mapping[str, Any] | None = None, *,
                    tcpip: Mapping[str, Any] | None = None, route_path: Any = None, simple: bool = False,
-                   attribute_class: type[Attribute] = Attribute, udts: Iterable[str] = ()) -> Device:
+                   attribute_class: type[Attribute] = Attribute, udts: Iterable[str] = (),
+                   tags_from: str | None = None) -> Device:
         """Build a device from tag specs; a bad spec or identity value raises ValueError naming it.
 
-        ``udts``: structure definitions ``Name={Member:TYPE[n],...}`` the tag specs may use.
+        ``udts``: structure definitions ``Name={Member:TYPE[n],...}`` the tag specs may use;
+        ``tags_from``: a Logix export (L5X) whose structures and tags the device serves first
+        (``cpppo.enip.device.l5x``; what it cannot serve is logged as a warning).
 
         ``route_path``: None accepts any Unconnected Send route; False (or ``simple``) accepts
         only an empty one; a tuple of ``Port`` segments (or a ``--route-path`` string) must match."""
@@ -301,9 +305,15 @@ class Device:
         from cpppo.enip.device.objects import install_standard_objects
         install_standard_objects(device)
         udts = list(udts)
+        if tags_from:
+            from cpppo.enip.device.l5x import apply_export, load_export
+            export = load_export(tags_from)
+            for line in export.unsupported:
+                logging.getLogger(__name__).warning("%s", line)
+            apply_export(device, export)
         if udts:
             from cpppo.enip.device.udt import install_types, parse_udts
-            install_types(device, parse_udts(udts))
+            install_types(device, parse_udts(udts, first=0x100 + len(device.types)))
         for spec in specs:
             device.add_tag(parse_tag_spec(spec, device.types) if isinstance(spec, str) else spec)
         return device
