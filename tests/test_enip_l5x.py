@@ -108,7 +108,7 @@ def test_enip_server_bad_export_exits_2_in_one_line(tmp_path):
         f"enip_server: error: {path}: DataType 'Pump' Member 'Flow': unknown data type 'REEL'"]
     missing = subprocess.run([sys.executable, "-m", "cpppo.enip.cli.server", "-a", "127.0.0.1:0"],
                              capture_output=True, text=True, timeout=60)
-    assert missing.returncode == 2 and "required: TAG (or --tags-from)" in missing.stderr
+    assert missing.returncode == 2 and "the following arguments are required: TAG" in missing.stderr
 
 
 def test_fleet_tags_from_key(tmp_path):

@@ -79,7 +79,7 @@ def build_parser(prog: str = "enip_server", tags_required: bool = True) -> argpa
                          "'Motor={Speed:REAL,Running:BOOL,Faults:DINT[4],Name:STRING}' (repeatable)")
     ap.add_argument("--tags-from", default=None, metavar="<export.L5X>",
                     help="serve the structures and tags of a Logix export (L5X) too")
-    ap.add_argument("tags", nargs="*", metavar="TAG",
+    ap.add_argument("tags", nargs="+" if tags_required else "*", metavar="TAG",
                     help="<name>[@<class>/<inst>/<attr>]=<TYPE>[<length>]"
                          + ("" if tags_required else " (optional: extra tags)"))
     return ap
@@ -163,10 +163,9 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
     ``identity``: identity defaults (cpppo.cfg still overrides them); ``customize``: called
     with the Device before serving, to add or adjust objects; ``tags_required=False``: TAG
     arguments are optional (the caller's ``argv`` brings its own)."""
-    parser = build_parser(prog, tags_required)
-    args = parser.parse_args(argv)
-    if tags_required and not args.tags and not args.tags_from:
-        parser.error("the following arguments are required: TAG (or --tags-from)")
+    words = sys.argv[1:] if argv is None else list(argv)
+    exported = any(w == "--tags-from" or w.startswith("--tags-from=") for w in words)
+    args = build_parser(prog, tags_required and not exported).parse_args(words)  # an export brings tags
     cpppo.log.configure(args.verbose, args.log)
     try:
         host, port = parse_address(args.address)
