@@ -16,6 +16,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from cpppo.enip.device.l5x import load_export
 from cpppo.enip.device.model import Device
 from cpppo.enip.server.background import serve_in_thread
 
@@ -42,10 +43,10 @@ def measure(path: Path, reads: int, structs: bool) -> dict[str, float]:
     from pycomm3 import LogixDriver
 
     started = time.perf_counter()
-    device = Device.from_specs([], tags_from=str(path), identity={"revision": (32, 11)})
+    device = Device.from_specs([], export=load_export(path), identity={"revision": (32, 11)})
     startup = time.perf_counter() - started
     tracemalloc.start()
-    kept = Device.from_specs([], tags_from=str(path))
+    kept = Device.from_specs([], export=load_export(path))
     memory = tracemalloc.get_traced_memory()[0]  # while ``kept`` lives
     del kept
     tracemalloc.stop()

@@ -153,11 +153,12 @@ class EnipKind(Kind):
                                                      else first.name))
 
     def build(self, options: EnipOptions, identity: Mapping[str, Any]) -> Any:
+        from cpppo.enip.device.l5x import load_export
         from cpppo.enip.device.model import Device
 
         return Device.from_specs(list(options.tags), identity=dict(identity), route_path=options.route_path,
                                  simple=options.simple, udts=options.udts,
-                                 tags_from=options.tags_from or None)
+                                 export=load_export(options.tags_from) if options.tags_from else None)
 
     def check_identity(self, identity: Mapping[str, Any]) -> None:
         from cpppo.enip.device.model import parse_identity

@@ -47,7 +47,7 @@ def test_export_types_tags_values_and_unsupported():
 def test_pycomm3_reads_the_imported_plant(revision):
     from pycomm3 import LogixDriver
 
-    device = Device.from_specs(["Extra=DINT"], tags_from=str(EXPORT), identity={"revision": revision})
+    device = Device.from_specs(["Extra=DINT"], export=load_export(EXPORT), identity={"revision": revision})
     with serve_in_thread(device) as srv, LogixDriver(f"127.0.0.1:{srv.port}") as plc:
         assert {"Motor", "Valve", "Recipe", "Station"} <= set(plc.data_types)
         assert set(plc.tags) >= {"LineSpeed", "Fillers", "Capper", "Counts", "Banner", "Extra",

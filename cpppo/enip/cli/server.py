@@ -22,6 +22,7 @@ from typing import Any
 import cpppo.log
 from cpppo.enip.codec.epath import parse_route_path
 from cpppo.enip.device import config as enip_config
+from cpppo.enip.device.l5x import load_export
 from cpppo.enip.device.model import Attribute, Device
 from cpppo.enip.server.transport import Settings, serve
 from cpppo.enip.web import WebBindError, parse_web_address, serve_web
@@ -120,7 +121,7 @@ def make_device(args: argparse.Namespace, attribute_class: type[Attribute],
     try:
         return Device.from_specs(args.tags, identity, tcpip=cfg.tcpip, route_path=route_path,
                                  simple=args.simple, attribute_class=attribute_class, udts=args.udt,
-                                 tags_from=args.tags_from)
+                                 export=load_export(args.tags_from) if args.tags_from else None)
     except ValueError as exc:
         if cfg.files and not str(exc).startswith("bad tag spec"):
             raise ValueError(f"{', '.join(cfg.files)}: {exc}") from None

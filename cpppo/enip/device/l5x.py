@@ -10,7 +10,8 @@ members a Logix export lists are laid out again by ``udt.layout``), the controll
 each program's tags (as ``Program:<name>.<tag>``), and their initial values from the
 ``Decorated`` data.  Alias tags, produced/consumed tags' connections and types the simulator
 cannot hold (AOIs, predefined structures such as TIMER) are listed in
-``Export.unsupported``, never dropped silently.  A file that does not parse, a member of an
+``Export.unsupported``, never dropped silently.  ``Device.from_specs(..., export=...)``
+serves an Export.  A file that does not parse, a member of an
 unknown type, a recursive type or a tag whose data type is missing raise ``ExportError``:
 one line naming the file and the element.
 """
@@ -27,7 +28,7 @@ from cpppo.enip.codec.types import STRING_HANDLE, TYPES, CIPType
 from cpppo.enip.device.model import TagSpec
 from cpppo.enip.device.udt import FIRST_TEMPLATE, StructType, layout
 
-__all__ = ["Export", "ExportError", "apply_export", "load_export"]
+__all__ = ["Export", "ExportError", "load_export"]
 
 
 #: Logix's predefined structures and module types, which an export does not define
@@ -236,14 +237,3 @@ def load_export(path: str | Path) -> Export:
                                   "add-on instructions are not supported")
     return export
 
-
-def apply_export(device: Any, export: Export) -> None:
-    """Give ``device`` the export's structures and tags, with their initial values."""
-    from cpppo.enip.device.udt import install_types
-
-    install_types(device, export.types)
-    for spec in export.specs:
-        tag = device.add_tag(spec)
-        values = export.values.get(spec.name)
-        if values:
-            tag.attribute[0:len(values)] = values

@@ -283,12 +283,13 @@ class Device:
     def from_specs(cls, specs: Iterable[str], identity: Mapping[str, Any] | None = None, *,
                    tcpip: Mapping[str, Any] | None = None, route_path: Any = None, simple: bool = False,
                    attribute_class: type[Attribute] = Attribute, udts: Iterable[str] = (),
-                   tags_from: str | None = None) -> Device:
+                   export: Any = None) -> Device:
         """Build a device from tag specs; a bad spec or identity value raises ValueError naming it.
 
         ``udts``: structure definitions ``Name={Member:TYPE[n],...}`` the tag specs may use;
-        ``tags_from``: a Logix export (L5X) whose structures and tags the device serves first
-        (``cpppo.enip.device.l5x``; what it cannot serve is logged as a warning).
+        ``export``: a Logix export (``cpppo.enip.device.l5x.load_export``) whose structures and
+        tags, with their initial values, the device serves first (what it cannot serve is
+        logged as a warning).
 
         ``route_path``: None accepts any Unconnected Send route; False (or ``simple``) accepts
         only an empty one; a tuple of ``Port`` segments (or a ``--route-path`` string) must match."""
@@ -305,12 +306,16 @@ class Device:
         from cpppo.enip.device.objects import install_standard_objects
         install_standard_objects(device)
         udts = list(udts)
-        if tags_from:
-            from cpppo.enip.device.l5x import apply_export, load_export
-            export = load_export(tags_from)
+        if export is not None:
+            from cpppo.enip.device.udt import install_types
             for line in export.unsupported:
                 logging.getLogger(__name__).warning("%s", line)
-            apply_export(device, export)
+            install_types(device, export.types)
+            for spec in export.specs:
+                values = export.values.get(spec.name)
+                tag = device.add_tag(spec)
+                if values:
+                    tag.attribute[0:len(values)] = values
         if udts:
             from cpppo.enip.device.udt import install_types, parse_udts
             install_types(device, parse_udts(udts, first=0x100 + len(device.types)))
