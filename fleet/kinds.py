@@ -18,6 +18,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 from fleet.table import Table
@@ -140,6 +141,8 @@ class EnipOptions(ServerLimits):
     route_path: str | bool | None = None  # "1/0", false (none accepted) or unset (any)
     simple: bool = False  # a simple (non-routing) CIP device
     health_tag: str = ""  # the tag the health poller reads; default: the first tag's first element
+    udts: tuple[str, ...] = ()  # structures the tags may use: "Motor={Speed:REAL,Running:BOOL}"
+    tags_from: str = ""  # a Logix export (L5X) whose structures and tags the device serves too
     io: IOOptions | None = None  # the [device.io] table: serve as a Class 1 I/O adapter
 
 
@@ -221,10 +224,21 @@ class EnipKind(Kind):
     }
 
     def options(self, t: Table) -> EnipOptions:
+        from cpppo.enip.device.l5x import load_export
         from cpppo.enip.device.model import parse_tag_spec
+        from cpppo.enip.device.udt import parse_udts
 
-        tags = t.specs("tags", parse_tag_spec,
-                       "an ENIP device needs at least one tag, such as 'SCADA=INT[100]'")
+        udts = t.strings("udts") or ()
+        tags_from = t.get("tags_from", str, "", what="the path of a Logix export (.L5X)")
+        if tags_from:
+            tags_from = str(Path(t.src).parent / tags_from)  # relative to fleet.toml
+            export = t.checked("tags_from", lambda: load_export(tags_from))
+        types = t.checked("udts", lambda: {**(export.types if tags_from else {}), **parse_udts(udts)})
+        if tags_from and not t.data.get("tags"):
+            tags: tuple[tuple[str, Any], ...] = tuple((s.name, s) for s in export.specs)
+        else:
+            tags = t.specs("tags", lambda text: parse_tag_spec(text, types),
+                           "an ENIP device needs at least one tag, such as 'SCADA=INT[100]'")
         route_path = t.get("route_path", (str, bool), None, what="a string such as '1/0' or false")
         if route_path is True or (isinstance(route_path, str) and not _ROUTE.fullmatch(route_path)):
             t.fail("route_path",
@@ -238,18 +252,22 @@ class EnipKind(Kind):
         if health_tag is not None and health_tag.split("[")[0].casefold() not in names:
             t.fail("health_tag", f"{health_tag!r} is not one of the device's tags")
         first = tags[0][1]
-        texts = tuple(text.strip() for text, _ in tags)
+        texts = () if tags_from and not t.data.get("tags") else tuple(text.strip() for text, _ in tags)
         return EnipOptions(**read_limits(t), tags=texts, route_path=route_path, io=_io_options(t, texts),
-                           simple=t.get("simple", bool, False, what="true or false"),
+                           simple=t.get("simple", bool, False, what="true or false"), udts=udts,
+                           tags_from=tags_from,
                            health_tag=health_tag or (f"{first.name}[0]" if first.length is not None
                                                      else first.name))
 
     def build(self, options: EnipOptions, identity: Mapping[str, Any], *, n: int = 0,
               retain: str | None = None, home: str = "") -> Any:
+        from cpppo.enip.device.l5x import load_export
         from cpppo.enip.device.model import Device
 
         device = Device.from_specs(list(options.tags), identity=dict(identity), route_path=options.route_path,
-                                   simple=options.simple, n=n, retain=retain, base=_relative_to(home))
+                                   simple=options.simple, n=n, retain=retain, base=_relative_to(home),
+                                   udts=options.udts,
+                                   export=load_export(options.tags_from) if options.tags_from else None)
         if options.io is not None:
             device.io = _adapter(device, options.io)
         return device

@@ -26,6 +26,7 @@ from cpppo.enip.codec.epath import parse_route_path
 from cpppo.enip.device import config as enip_config
 from cpppo.enip.device.assembly import Assemblies
 from cpppo.enip.device.connections import IOPolicy
+from cpppo.enip.device.l5x import load_export
 from cpppo.enip.device.model import Attribute, Device
 from cpppo.enip.server.io import IOEngine, parse_rpi_range, parse_t_o_port, serve_adapter
 from cpppo.enip.server.transport import Settings, serve
@@ -86,6 +87,11 @@ def build_parser(prog: str = "enip_server", tags_required: bool = True) -> argpa
                     help=f"close TCP connections idle this long, seconds (default {Settings.idle_timeout:g})")
     ap.add_argument("--max-payload", type=int, default=Settings.max_payload,
                     help=f"largest encapsulation payload accepted (default {Settings.max_payload})")
+    ap.add_argument("--udt", action="append", default=[], metavar="<Name>={<member>:<TYPE>[<n>],...}",
+                    help="a structure (user-defined type) for the TAGs, e.g. "
+                         "'Motor={Speed:REAL,Running:BOOL,Faults:DINT[4],Name:STRING}' (repeatable)")
+    ap.add_argument("--tags-from", default=None, metavar="<export.L5X>",
+                    help="serve the structures and tags of a Logix export (L5X) too")
     ap.add_argument("--index", type=int, default=0, metavar="N",
                     help="the device's number n, which behaviour parameters may use (default 0)")
     ap.add_argument("--retain", default=None, metavar="FILE",
@@ -141,7 +147,8 @@ def make_device(args: argparse.Namespace, attribute_class: type[Attribute],
         attribute_class = printing_attribute(attribute_class)
     try:
         return Device.from_specs(args.tags, identity, tcpip=cfg.tcpip, route_path=route_path,
-                                 simple=args.simple, attribute_class=attribute_class,
+                                 simple=args.simple, attribute_class=attribute_class, udts=args.udt,
+                                 export=load_export(args.tags_from) if args.tags_from else None,
                                  n=getattr(args, "index", 0), retain=getattr(args, "retain", None))
     except ValueError as exc:
         if cfg.files and not str(exc).startswith("bad tag spec"):
@@ -207,7 +214,9 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
     ``identity``: identity defaults (cpppo.cfg still overrides them); ``customize``: called
     with the Device before serving, to add or adjust objects; ``tags_required=False``: TAG
     arguments are optional (the caller's ``argv`` brings its own)."""
-    args = build_parser(prog, tags_required).parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    exported = any(w == "--tags-from" or w.startswith("--tags-from=") for w in words)
+    args = build_parser(prog, tags_required and not exported).parse_args(words)  # an export brings tags
     cpppo.log.configure(args.verbose, args.log)
     try:
         host, port = parse_address(args.address)

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from cpppo.enip.codec import CodecError, cip, epath, logix
 from cpppo.enip.codec.cip import Reply, Service, ServiceError, Status
 from cpppo.enip.codec.epath import Logical, Port, Segment, Symbolic
-from cpppo.enip.device import services
+from cpppo.enip.device import services, udt
 from cpppo.enip.device.model import Device
+from cpppo.enip.device.objects import STRING_TEMPLATE
 from cpppo.server.hosting import RateLimitedLog
 
 __all__ = ["MAX_ROUTE_HOPS", "UNCONNECTED_LIMIT", "Connection", "Dispatcher", "Session"]
@@ -180,7 +181,8 @@ class Dispatcher:
         if where is not None and where[0] == logix.TEMPLATE_CLASS and service == Service.READ_TAG:
             if (where[0], where[1]) not in self.device.objects:
                 raise ServiceError(Status.PATH_DESTINATION_UNKNOWN)
-            status, reply = services.read_template(data, room)
+            template = udt.template_bytes(self.device, where[1]) or STRING_TEMPLATE
+            status, reply = services.read_template(data, room, template)
             return Reply(service, status, (), reply).encode()
         if service in (Service.READ_TAG, Service.READ_TAG_FRAGMENTED):
             target = services.resolve(self.device, path)

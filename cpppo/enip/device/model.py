@@ -20,13 +20,14 @@ program tags are), and ``DWORD[<n>]`` holds a BOOL[32 x n] array the way Logix s
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cpppo.enip.codec.epath import Port
-from cpppo.enip.codec.types import DINT, LOGIX_STRING_CHARS, SINT, TYPES, CIPType
+from cpppo.enip.codec.types import DINT, LOGIX_STRING_CHARS, SINT, STRING_HANDLE, STRUCT, TYPES, CIPType
 from cpppo.enip.device.attribute import Attribute
 from cpppo.faults import FaultState
 
@@ -98,9 +99,10 @@ class TagSpec:
     address: tuple[int, int, int] | None = None
     values: tuple[Any, ...] | None = None  # initial values (repeated to fill an array)
     behaviour: str | None = None  # cpppo.behaviour grammar, e.g. "sine(amplitude=10, period=60)"
+    dims: tuple[int, ...] | None = None  # a multi-dimensional array's dimensions (length: their product)
 
     def __repr__(self) -> str:
-        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("values", "behaviour")
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("values", "behaviour", "dims")
                         if getattr(self, k) is not None)
         return (f"TagSpec(name={self.name!r}, type={self.type.name}, length={self.length!r}, "
                 f"address={self.address!r}{extra})")
@@ -118,7 +120,7 @@ class TagSpec:
 # the whole text (fullmatch: no trailing newline), ASCII names: Logix symbols are ASCII
 _SPEC = re.compile(r"""\s*(?P<name>[A-Za-z_][\w:.]*)
     (?:@(?P<address>[^=]+))?
-    \s*=\s*(?P<type>[A-Za-z]+)\s*(?:\[\s*(?P<length>[^\]]*)\s*\])?\s*(?P<rest>.*?)\s*""",
+    \s*=\s*(?P<type>[A-Za-z_]\w*)\s*(?:\[\s*(?P<length>[^\]]*)\s*\])?\s*(?P<rest>.*?)\s*""",
                    re.X | re.S | re.ASCII)
 _GRAMMAR = "<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>][=<value>[,...]][~<behaviour>]"
 
@@ -162,9 +164,12 @@ def _initial_values(text: str, ctype: CIPType) -> tuple[Any, ...]:
     return tuple(values)
 
 
-def parse_tag_spec(spec: str) -> TagSpec:
+def parse_tag_spec(spec: str, types: Mapping[str, CIPType] | None = None) -> TagSpec:
     """Parse one tag spec; raise ValueError naming what is wrong.  The behaviour is checked
     for syntax here; whether the tags it names exist is checked by ``Device.from_specs``.
+    ``types``: the device's structures (upper-case name -> type,
+    ``cpppo.enip.device.udt.parse_udts``) beside the atomic types.  ``<TYPE>[2,3]`` is a
+    two-dimensional array (up to three dimensions).
 
     >>> parse_tag_spec("SCADA@22/1/1=INT[1000]")
     TagSpec(name='SCADA', type=INT, length=1000, address=(22, 1, 1))
@@ -176,11 +181,16 @@ def parse_tag_spec(spec: str) -> TagSpec:
     if not match or (rest and rest[0] not in "=~"):
         raise ValueError(f"bad tag spec {spec!r}: expected {_GRAMMAR}")
     type_name = match["type"].upper()
-    if type_name not in TYPES:
+    known = {**TYPES, **(types or {})}
+    if type_name not in known:
         raise ValueError(f"bad tag spec {spec!r}: unknown type {match['type']!r} "
-                         f"(one of {', '.join(sorted(TYPES))})")
-    length = None
-    if match["length"] is not None:
+                         f"(one of {', '.join(sorted(known))})")
+    length, dims = None, None
+    if match["length"] is not None and "," in match["length"]:
+        from cpppo.enip.device.udt import parse_dims
+        dims = parse_dims(match["length"], f"bad tag spec {spec!r}")
+        length = dims[0] * dims[1] * (dims[2] if len(dims) > 2 else 1)
+    elif match["length"] is not None:
         try:
             length = int(match["length"], 0)
         except ValueError:
@@ -205,7 +215,7 @@ def parse_tag_spec(spec: str) -> TagSpec:
         if not values_text.startswith("=") or not values_text[1:].strip():
             raise ValueError(f"bad tag spec {spec!r}: expected {_GRAMMAR}")
         try:
-            values = _initial_values(values_text[1:].strip(), TYPES[type_name])
+            values = _initial_values(values_text[1:].strip(), known[type_name])
         except ValueError as exc:
             raise ValueError(f"bad tag spec {spec!r}: {exc}") from None
         if length is not None and len(values) > length:
@@ -217,7 +227,7 @@ def parse_tag_spec(spec: str) -> TagSpec:
             parse_behaviour(behaviour)
         except ValueError as exc:
             raise ValueError(f"bad tag spec {spec!r}: {exc}") from None
-    return TagSpec(match["name"], TYPES[type_name], length, address, values, behaviour)
+    return TagSpec(match["name"], known[type_name], length, address, values, behaviour, dims)
 
 
 @dataclass
@@ -228,6 +238,14 @@ class Tag:
     attribute: Attribute
     instance: int
     address: tuple[int, int, int] | None = None
+    dims: tuple[int, ...] | None = None  # a multi-dimensional array's dimensions
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The symbol's dimensions (attributes 8), zeros for those it has not."""
+        if self.dims:
+            return (*self.dims, 0, 0)[:3]  # type: ignore[return-value]
+        return (len(self.attribute), 0, 0) if self.attribute.array else (0, 0, 0)
 
     @property
     def program(self) -> str | None:
@@ -243,10 +261,12 @@ class Tag:
 
     @property
     def symbol_type(self) -> int:
-        """The Logix symbol type word: type code (or 0x8000|template for STRING), dims in 13-14."""
+        """The Logix symbol type word: type code (or 0x8000|template instance for a structure),
+        the number of dimensions in bits 13-14."""
         ctype = self.attribute.parser
-        word = 0x8000 | ctype.handle if ctype.handle is not None else ctype.code
-        return word | (1 << 13 if self.attribute.array else 0)
+        template = getattr(ctype, "template", ctype.handle)
+        word = 0x8000 | template if template is not None else ctype.code
+        return word | (len(self.dims) if self.dims else 1 if self.attribute.array else 0) << 13
 
 
 DEFAULT_IDENTITY: dict[str, Any] = {
@@ -340,13 +360,20 @@ class Device:
     journal: Any = None  # cpppo.behaviour.Journal: retained writes
     faults: FaultState = field(default_factory=FaultState, repr=False)  # injected faults (cpppo.faults)
     io: Any = field(default=None, repr=False)  # a Class 1 adapter's device.assembly.Assemblies, if any
+    types: dict[str, Any] = field(default_factory=dict)  # structures: upper-case name -> StructType (udt.py)
 
     @classmethod
     def from_specs(cls, specs: Iterable[str], identity: Mapping[str, Any] | None = None, *,
                    tcpip: Mapping[str, Any] | None = None, route_path: Any = None, simple: bool = False,
                    attribute_class: type[Attribute] = Attribute, n: int = 0, clock: Any = None,
-                   retain: str | None = None, base: Callable[[str], str] = str) -> Device:
+                   retain: str | None = None, base: Callable[[str], str] = str, udts: Iterable[str] = (),
+                   export: Any = None) -> Device:
         """Build a device from tag specs; a bad spec or identity value raises ValueError naming it.
+
+        ``udts``: structure definitions ``Name={Member:TYPE[n],...}`` the tag specs may use;
+        ``export``: a Logix export (``cpppo.enip.device.l5x.load_export``) whose structures and
+        tags, with their initial values, the device serves first (what it cannot serve is
+        logged as a warning).
 
         ``route_path``: None accepts any Unconnected Send route; False (or ``simple``) accepts
         only an empty one; a tuple of ``Port`` segments (or a ``--route-path`` string) must match.
@@ -365,7 +392,23 @@ class Device:
                      route_path=False if simple else route_path, attribute_class=attribute_class)
         from cpppo.enip.device.objects import install_standard_objects
         install_standard_objects(device)
-        parsed = [parse_tag_spec(spec) if isinstance(spec, str) else spec for spec in specs]
+        udts = list(udts)
+        exported = []
+        if export is not None:
+            from cpppo.enip.device.udt import install_types
+            for line in export.unsupported:
+                logging.getLogger(__name__).warning("%s", line)
+            install_types(device, export.types)
+            for spec in export.specs:
+                values = export.values.get(spec.name)
+                tag = device.add_tag(spec)
+                if values:
+                    tag.attribute[0:len(values)] = values
+                exported.append(spec)
+        if udts:
+            from cpppo.enip.device.udt import install_types, parse_udts
+            install_types(device, parse_udts(udts, first=0x100 + len(device.types)))
+        parsed = [parse_tag_spec(spec, device.types) if isinstance(spec, str) else spec for spec in specs]
         for spec in parsed:
             device.add_tag(spec)
         from cpppo.enip.device.living import attach_behaviours, attach_journal
@@ -383,9 +426,14 @@ class Device:
             cls_id, inst, attr_id = spec.address
             if attr_id in self.objects.get((cls_id, inst), {}):
                 raise ValueError(f"tag {spec.name!r}: address @{cls_id}/{inst}/{attr_id} is already in use")
-        if attribute is None:
+        if attribute is None and spec.type.code == STRUCT and spec.type.handle != STRING_HANDLE:
+            count = spec.length or 1  # one value (a dict) per element, never shared
+            defaults = [spec.type.default() for _ in range(count)]
+            attribute = self.attribute_class(spec.name, spec.type, default=defaults)
+            attribute.array = spec.length is not None
+        elif attribute is None:
             attribute = self.attribute_class(spec.name, spec.type, default=spec.initial, length=spec.length)
-        tag = Tag(spec.name, attribute, len(self.symbols) + 1, spec.address)
+        tag = Tag(spec.name, attribute, len(self.symbols) + 1, spec.address, spec.dims)
         self.tags[key] = tag
         self.symbols[tag.instance] = tag
         if spec.address is not None:
@@ -403,7 +451,8 @@ class Device:
         lines = []
         for tag in self.tags.values():
             attr = tag.attribute
-            shape = f"[{len(attr)}]" if attr.array else ""
+            dims = tag.dims or ((len(attr),) if attr.array else ())
+            shape = f"[{','.join(map(str, dims))}]" if dims else ""
             where = f"@0x{tag.address[0]:X}/{tag.address[1]}/{tag.address[2]}" if tag.address else ""
             lines.append(f"{tag.name:<24} {attr.parser.name}{shape} {where}".rstrip())
         return lines

@@ -36,6 +36,7 @@ from cpppo.enip.codec.types import (
 )
 from cpppo.enip.device.model import Attribute, Device, StringMember, Tag
 from cpppo.enip.device.objects import GET_ALL_ATTRIBUTES, STRING_TEMPLATE
+from cpppo.enip.device.udt import StructType, member_view
 
 __all__ = ["PROGRAM_SYMBOL_TYPE", "Target", "get_attribute_list", "get_attribute_single",
            "get_attributes_all", "get_instance_attribute_list", "read_modify_write_tag", "read_tag",
@@ -92,13 +93,28 @@ def _symbol_class(path: tuple[Segment, ...]) -> bool:
             and path[1].kind == "instance")
 
 
-def _index(segments: tuple[Segment, ...], attribute: Attribute) -> tuple[int, tuple[Segment, ...]]:
-    """A leading array index (checked against ``attribute``), or 0; and what follows it."""
-    if segments and isinstance(segments[0], Logical) and segments[0].kind == "element":
-        if segments[0].value >= len(attribute):
+def _index(segments: tuple[Segment, ...], attribute: Attribute,
+           dims: tuple[int, ...] | None = None) -> tuple[int, tuple[Segment, ...]]:
+    """A leading array index (checked against ``attribute``), or 0; and what follows it.  With
+    ``dims`` (a multi-dimensional tag), one index per dimension, flattened row-major; a single
+    index is then the flat element (as clients read ``Grid{6}`` from ``Grid[0]``)."""
+    count = 0
+    while (count < len(segments) and isinstance(segments[count], Logical)
+           and segments[count].kind == "element"):  # type: ignore[union-attr]
+        count += 1
+    if not count:
+        return 0, segments
+    indices = [seg.value for seg in segments[:count]]  # type: ignore[union-attr]
+    if count == 1 or (dims and count == len(dims)):
+        flat = 0
+        for index, size in zip(indices, dims if count > 1 else (len(attribute),), strict=True):  # type: ignore[arg-type]
+            if index >= size:
+                raise out_of_range()
+            flat = flat * size + index
+        if flat >= len(attribute):
             raise out_of_range()
-        return segments[0].value, segments[1:]
-    return 0, segments
+        return flat, segments[count:]
+    raise ServiceError(Status.PATH_SEGMENT_ERROR, (), f"{count} indices for {attribute.name}")
 
 
 def resolve(device: Device, path: tuple[Segment, ...]) -> Target:
@@ -123,15 +139,19 @@ def resolve(device: Device, path: tuple[Segment, ...]) -> Target:
             attribute, rest = _numeric(device, path)
     else:
         raise ServiceError(Status.PATH_SEGMENT_ERROR, (), "tag path must start with a name or a class")
-    element, rest = _index(rest, attribute)
-    if rest and isinstance(rest[0], Symbolic) and attribute.parser is LOGIX_STRING:
+    element, rest = _index(rest, attribute, tag.dims if tag is not None else None)
+    while rest and isinstance(rest[0], Symbolic) and (attribute.parser is LOGIX_STRING
+                                                      or isinstance(attribute.parser, StructType)):
         try:
-            attribute = StringMember(attribute, element, rest[0].name)
+            if attribute.parser is LOGIX_STRING:
+                attribute = StringMember(attribute, element, rest[0].name)
+            else:
+                attribute = member_view(attribute, element, rest[0].name)
         except ValueError as exc:
             raise ServiceError(Status.PATH_SEGMENT_ERROR, (), str(exc)) from None
         element, rest = _index(rest[1:], attribute)
     if rest:
-        raise ServiceError(Status.PATH_SEGMENT_ERROR, (), "only one array index (and a STRING member) "
+        raise ServiceError(Status.PATH_SEGMENT_ERROR, (), "only array indices and structure members "
                            "may follow a tag")
     return Target(attribute, element, tag)
 
@@ -193,6 +213,10 @@ def _incoming_type(tag_type: CIPType, code: int, handle: int | None) -> CIPType:
         if handle is None and code in (STRING.code, SSTRING.code):
             return BY_CODE[code]
         raise bad_type()
+    if isinstance(tag_type, StructType):
+        if code != STRUCT or handle != tag_type.handle:
+            raise bad_type()
+        return tag_type
     if handle is not None or code != tag_type.code:
         raise bad_type()
     return tag_type
@@ -310,8 +334,7 @@ def symbol_entries(device: Device, program: str | None = None) -> list[logix.Sym
             continue
         if (scope or "").casefold() != (wanted or ""):
             continue
-        dims = (len(tag.attribute), 0, 0) if tag.attribute.array else (0, 0, 0)
-        entries.append(logix.SymbolEntry(instance, tag.local_name, tag.symbol_type, dims))
+        entries.append(logix.SymbolEntry(instance, tag.local_name, tag.symbol_type, tag.shape))
     if wanted is not None and not entries:
         raise ServiceError(Status.PATH_DESTINATION_UNKNOWN, (), f"no program {program!r}")
     return entries
@@ -339,17 +362,18 @@ def get_instance_attribute_list(device: Device, first: int, data: bytes, room: i
     return Status.SUCCESS, bytes(out)
 
 
-def read_template(data: bytes, room: int) -> tuple[int, bytes]:
-    """Read Tag (0x4C) at @0x6C/0x0FCE: offset (UDINT), byte count (UINT) of the template."""
+def read_template(data: bytes, room: int, template: bytes = STRING_TEMPLATE) -> tuple[int, bytes]:
+    """Read Tag (0x4C) at @0x6C/<instance>: offset (UDINT), byte count (UINT) of the template
+    (the STRING's, or a structure's ``StructType.template_bytes``)."""
     if len(data) != 6:
         raise ServiceError(Status.NOT_ENOUGH_DATA if len(data) < 6 else Status.TOO_MUCH_DATA)
     offset, count = struct.unpack("<IH", data)
-    if offset >= len(STRING_TEMPLATE):
+    if offset >= len(template):
         raise out_of_range()
-    end = min(offset + count, offset + room, len(STRING_TEMPLATE))
-    done = end >= len(STRING_TEMPLATE) or end == offset + count  # all of it, or all that was asked
+    end = min(offset + count, offset + room, len(template))
+    done = end >= len(template) or end == offset + count  # all of it, or all that was asked
     status = Status.SUCCESS if done else Status.PARTIAL_TRANSFER
-    return status, STRING_TEMPLATE[offset:end]
+    return status, template[offset:end]
 
 
 # --- Get/Set Attribute ----------------------------------------------------------------------------
