@@ -196,7 +196,7 @@ def _tags(source: str, scope: ET.Element, prefix: str, types: dict[str, StructTy
             length = 1
             for d in dims:
                 length *= d
-        export.specs.append(TagSpec(full, ctype, length, None, dims if len(dims) > 1 else None))
+        export.specs.append(TagSpec(full, ctype, length, None, dims=dims if len(dims) > 1 else None))
         data = next((d for d in tag.findall("Data") if d.get("Format") == "Decorated"), None)
         if data is None or not len(data):
             continue
