@@ -69,5 +69,5 @@ def test_vagrant_and_packer_provision_with_the_same_playbook():
     vagrantfile = (ROOT / "vagrant/Vagrantfile").read_text()
     packer = (ROOT / "packer/cpppo-fleet.pkr.hcl").read_text()
     assert 'ansible.playbook = "ansible/playbook.yml"' in vagrantfile
-    assert packer.count('playbook_file    = "${path.root}/../ansible/playbook.yml"') == 2
+    assert len(re.findall(r'playbook_file\s*=\s*"\$\{path.root\}/../ansible/playbook.yml"', packer)) == 2
     assert (ANSIBLE / "playbook.yml").exists()
