@@ -245,7 +245,8 @@ def run_playbook(inventory: Path, extra_vars: dict[str, str], timeout: float = 1
     env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_LOCAL_TEMP": str(inventory.parent / "ansible-tmp")}
     begun = time.monotonic()
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                          env=env, check=False)
     return PlaybookRun(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - begun)
 
 
