@@ -138,6 +138,7 @@ source "qemu" "labhost" {
   iso_checksum     = "none"
   disk_image       = true
   use_backing_file = false
+  skip_resize_disk = true
   format           = "qcow2"
   disk_interface   = "virtio"
   net_device       = "virtio-net"
@@ -149,7 +150,7 @@ source "qemu" "labhost" {
   qemuargs = [
     ["-kernel", "${var.vm_dir}/vmlinuz"],
     ["-initrd", "${var.vm_dir}/initrd.img"],
-    ["-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0"],
+    ["-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 ip=10.0.2.15::10.0.2.2:255.255.255.0:cpppo-lab:eth0:none"],
     ["-serial", "file:${var.output_directory}-serial.log"],
   ]
   boot_wait            = "5s"
