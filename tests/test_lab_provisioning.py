@@ -68,6 +68,6 @@ def test_systemd_unit_runs_the_fleet_commands(interface, user):
 def test_vagrant_and_packer_provision_with_the_same_playbook():
     vagrantfile = (ROOT / "vagrant/Vagrantfile").read_text()
     packer = (ROOT / "packer/cpppo-fleet.pkr.hcl").read_text()
-    assert 'ansible.playbook = "ansible/playbook.yml"' in vagrantfile
+    assert 'ansible.playbook = File.join(root, "ansible", "playbook.yml")' in vagrantfile
     assert len(re.findall(r'playbook_file\s*=\s*"\$\{path.root\}/../ansible/playbook.yml"', packer)) == 2
     assert (ANSIBLE / "playbook.yml").exists()
