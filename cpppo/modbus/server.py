@@ -44,7 +44,7 @@ class ServerSettings:
 class _Connection(asyncio.Protocol):
     """One client connection to a server."""
 
-    __slots__ = ("_buffer", "_idle", "_last", "_paused", "_queue", "_timer", "peer", "server",
+    __slots__ = ("_buffer", "_idle", "_last", "_paused", "_queue", "_tail", "_timer", "peer", "server",
                  "transport")
 
     def __init__(self, server: ModbusServer) -> None:
@@ -57,6 +57,7 @@ class _Connection(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
         self._last = 0.0
         self._paused = False
+        self._tail: asyncio.Future | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -97,6 +98,9 @@ class _Connection(asyncio.Protocol):
             self._last = server.loop.time()
         if self._buffer:
             data = self._buffer + data
+        if server.forwarding:
+            self._forward(data)
+            return
         replies = []
         handle = server.device.handle
         max_frame = server.settings.max_frame
@@ -117,6 +121,32 @@ class _Connection(asyncio.Protocol):
             return
         self._buffer = data[position:] if position < size else b""
         self._send(replies)
+
+    def _forward(self, data: bytes) -> None:
+        """A gateway: each request is answered by ``await device.forward(unit, pdu)``; the
+        replies still leave in request order."""
+        position = 0
+        try:
+            while position < len(data):
+                consumed, header, pdu = framer.decode_from(data, position, self.server.settings.max_frame)
+                if not consumed:
+                    break
+                position += consumed
+                reply = asyncio.ensure_future(self.server.device.forward(header.unit_id, pdu))
+                self._tail = asyncio.ensure_future(self._relay(self._tail, reply, header))
+        except FrameError as exc:
+            log.info("%s: closing %s: %s", self.server, self.peer, exc)
+            self.transport.close()
+            return
+        self._buffer = data[position:]
+
+    async def _relay(self, previous: asyncio.Future | None, reply: asyncio.Future,
+                     header: framer.MBAPHeader) -> None:
+        if previous is not None:
+            await previous
+        pdu = await reply
+        if not self.transport.is_closing():
+            self._send([framer.encode(header.transaction_id, header.unit_id, pdu)])
 
     def _send(self, replies: list[bytes]) -> None:
         if not replies:
@@ -162,10 +192,15 @@ class _Connection(asyncio.Protocol):
 
 class ModbusServer:
     """A running server for one device: ``.host``, ``.port`` (the real one, for port 0),
-    ``.connections``, ``close()`` and ``await wait_closed()``; also an async context manager."""
+    ``.connections``, ``close()`` and ``await wait_closed()``; also an async context manager.
+    A device with an ``async forward(unit, pdu)`` method (a gateway) is awaited per request."""
+
+    protocol: type[asyncio.Protocol] = _Connection      # one per client connection
+    kind = "modbus"
 
     def __init__(self, device: ModbusDevice, delay: Delay, settings: ServerSettings) -> None:
         self.device = device
+        self.forwarding = hasattr(device, "forward")
         self.delay = delay_source(delay)
         self.settings = settings
         self.connections: set[_Connection] = set()
@@ -175,10 +210,10 @@ class ModbusServer:
         self._server: asyncio.Server | None = None
 
     def __str__(self) -> str:
-        return f"modbus@{self.host}:{self.port}"
+        return f"{self.kind}@{self.host}:{self.port}"
 
     async def _start(self, host: str, port: int) -> None:
-        self._server = await self.loop.create_server(lambda: _Connection(self), host, port,
+        self._server = await self.loop.create_server(lambda: self.protocol(self), host, port,
                                                      reuse_address=True, backlog=256)
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
 
@@ -206,10 +241,12 @@ class ModbusServer:
 
 
 async def serve(device: ModbusDevice, host: str = "0.0.0.0", port: int = 502, delay: Delay = None,
-                settings: ServerSettings | None = None) -> ModbusServer:
+                settings: ServerSettings | None = None,
+                server_class: type[ModbusServer] | None = None) -> ModbusServer:
     """Serve ``device`` on (``host``, ``port``) on the running event loop; returns the handle.
-    ``port=0`` picks a free port (see ``.port``).  Raises OSError if the address is taken."""
-    server = ModbusServer(device, delay, settings or ServerSettings())
+    ``port=0`` picks a free port (see ``.port``).  Raises OSError if the address is taken.
+    ``server_class`` (a :class:`ModbusServer` subclass) changes the framing, e.g. RTU over TCP."""
+    server = (server_class or ModbusServer)(device, delay, settings or ServerSettings())
     await server._start(host, port)
     log.info("%s: serving %s", server, device)
     return server
