@@ -278,35 +278,34 @@ class Decoder:
                 del buffer[:length]
                 counters.frames += 1
                 continue
-            if length is None and self._length(buffer, 0) != -1:
+            if length is None and (len(buffer) < 2 or self._length(buffer, 0) != -1):
                 break                                    # a frame in progress: wait for it
             foreign = self._foreign(0) if self.requests else 0
             if foreign:
                 del buffer[:foreign]
                 counters.foreign += 1
                 continue
-            skip = self._resync(final, waiting=length is None)
+            skip = self._resync(final)
             if skip is None:
                 break
-            expected = self._length(buffer, 0) if len(buffer) >= MIN_FRAME else None
-            if expected is not None and 0 < expected <= skip:
-                counters.bad_crc += 1
+            expected = self._length(buffer, 0) if len(buffer) >= 2 else None
+            if expected is not None and expected > 0:
+                if expected > len(buffer):
+                    counters.broken += 1                 # cut short by the silence
+                elif expected <= skip:
+                    counters.bad_crc += 1
             counters.dropped_bytes += skip
             del buffer[:skip]
         return frames
 
-    def _resync(self, final: bool, waiting: bool) -> int | None:
-        """How many bytes to skip to reach the next frame with a good CRC; None to wait for
-        more bytes, ``len(buffer)`` at ``final`` (or when too much is in hand) if none does.
-        ``waiting``: the head may still be a frame of unknown length, so only a complete good
-        frame further on proves it garbage."""
+    def _resync(self, final: bool) -> int | None:
+        """How many bytes to skip to reach the next frame with a good CRC (or, in requests
+        mode, another device's reply); None to wait for more bytes or the silence, and
+        ``len(buffer)`` at ``final`` (or when too much is in hand) if no frame starts anywhere."""
         buffer = self.buffer
         for start in range(1, len(buffer)):
-            length = self._candidate(start, final)
-            if length or (self.requests and self._foreign(start)):
+            if self._candidate(start, final) or (self.requests and self._foreign(start)):
                 return start
-            if length is None and not waiting:
-                return None                              # may become a frame: wait
         if final or len(buffer) > 2 * MAX_FRAME:
             return len(buffer)
         return None
