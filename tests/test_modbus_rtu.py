@@ -330,3 +330,52 @@ async def _close(*servers):
     for server in servers:
         server.close()
         await server.wait_closed()
+
+
+# -- the commands -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "code", "message"), [
+    (["--serial", "/nonexistent/tty", "40001"], 1, "cannot open serial port /nonexistent/tty"),
+    (["--serial", "pty", "--baud", "fast", "40001"], 2, "bad baud rate 'fast'"),
+    (["--serial", "pty", "--parity", "X", "40001"], 2, "bad parity 'X'"),
+    (["--serial", "pty", "--stopbits", "3", "40001"], 2, "bad stop bits '3'"),
+    (["--serial", "pty", "-u", "0", "40001"], 2, "RTU unit ids must be 1..247"),
+    (["--serial", "pty", "--rtu-tcp", "40001"], 2, "--serial and --rtu-tcp exclude each other"),
+    (["--serial", "pty", "2:40001=x"], 2, "bad register spec '40001=x'"),
+    (["--serial", "pty", "-u", "1", "x:40001"], 2, "bad unit ids 'x'"),
+    (["-a", f"{HOST}:0", "2:40001"], 2, "register specs are for RTU lines"),
+    (["--gateway", "1-3"], 2, "bad --gateway '1-3'"),
+    (["--gateway", "1@/dev/null", "40001"], 2, "--gateway forwards to RTU lines"),
+    (["--serial", "pty"], 2, "no register ranges given"),
+])
+def test_modbus_sim_rtu_errors_are_one_line(capsys, argv, code, message):
+    from cpppo.bin import modbus_sim
+
+    assert modbus_sim.main(argv) == code
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_modbus_poll_rtu_errors_are_one_line(capsys):
+    from cpppo.bin import modbus_poll
+
+    assert modbus_poll.main(["--serial", "pty", "--parity", "Q", "40001"]) == 2
+    err = capsys.readouterr().err
+    assert "bad parity 'Q'" in err and err.count("\n") == 1, err
+
+
+def test_rtu_over_tcp_commands():
+    """`modbus_sim --rtu-tcp` with two units, read by `modbus_poll --rtu-tcp`."""
+    import subprocess
+
+    from tests.support import python_module, running
+
+    port = free_port()
+    sim = python_module("cpppo.bin.modbus_sim", "-a", f"{HOST}:{port}", "--rtu-tcp", "-u", "4,5",
+                        "40001-40004=4", "5:40001-40004=5")
+    with running(sim, listen=(HOST, port)):
+        poll = python_module("cpppo.bin.modbus_poll", "-a", f"{HOST}:{port}", "--rtu-tcp", "-u", "5",
+                             "-c", "1", "40001-40002")
+        result = subprocess.run(poll, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == ["40001 == 5", "40002 == 5"]

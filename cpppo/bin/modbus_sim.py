@@ -273,10 +273,11 @@ def _device(args: argparse.Namespace) -> object:
             raise ValueError("<units>:<spec> register specs are for RTU lines (--serial, --rtu-tcp)")
         return ModbusDevice.from_specs(args.registers, unit_ids=parse_units(args.unit))
     specs = parse_unit_specs(args.registers, parse_units(args.unit or "1") or (1,))
+    units = RtuUnits.from_specs(specs)
     empty = [unit for unit, texts in specs.items() if not texts]
     if empty:
         raise ValueError(f"unit {empty[0]} has no registers")
-    return RtuUnits.from_specs(specs)
+    return units
 
 
 if __name__ == "__main__":
