@@ -379,3 +379,20 @@ def test_rtu_over_tcp_commands():
         result = subprocess.run(poll, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert result.stdout.splitlines() == ["40001 == 5", "40002 == 5"]
+
+
+def test_decoder_never_raises_and_stays_bounded():
+    import random
+
+    rng = random.Random(1919)
+    for requests in (True, False):
+        decoder = rtu.Decoder(requests=requests, silence=0.002)
+        now = 0.0
+        for _ in range(300):
+            chunk = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 64)))
+            now += rng.choice((0.0001, 0.0001, 0.01))
+            for frame in decoder.feed(chunk, now):
+                assert rtu.split(frame)                 # only frames with a good CRC come out
+            assert len(decoder.buffer) <= 2 * rtu.MAX_FRAME + 64
+        decoder.expire(now + 1)
+        assert not decoder.buffer

@@ -227,7 +227,9 @@ async def _run(args: argparse.Namespace, device: object, host: str, port: int, d
     await server.wait_closed()
     counters = getattr(server, "counters", None)
     if counters is not None:
-        logging.getLogger("modbus_sim").info("line: %s", counters)
+        units = server.device if args.rtu_tcp else server.units
+        logging.getLogger("modbus_sim").info("line: %s; not ours: %d; broadcasts: %d", counters,
+                                             units.not_ours, units.broadcasts)
     return 0
 
 
