@@ -144,8 +144,8 @@ def main() -> int:
         return 0
     ours, theirs = report["off"]["ours"], report["off"]["pymodbus"]
     print(f"timing off: ours {ours['rate']:.0f} req/s ({ours['cpu_us']:.0f} µs CPU/req), pymodbus "
-          f"{theirs['rate']:.0f} req/s ({theirs['cpu_us']:.0f} µs CPU/req): {ours['rate'] / theirs['rate']:.2f}x "
-          f"rate, {theirs['cpu_us'] / ours['cpu_us']:.2f}x less CPU")
+          f"{theirs['rate']:.0f} req/s ({theirs['cpu_us']:.0f} µs CPU/req): "
+          f"{ours['rate'] / theirs['rate']:.2f}x rate, {theirs['cpu_us'] / ours['cpu_us']:.2f}x less CPU")
     ours, theirs = report["on"]["ours"], report["on"]["pymodbus"]
     print(f"19200 baud timing on: ours {ours['rate']:.1f} req/s = {ours['rate'] / limit:.2f}x the 19200 8N1 "
           f"wire limit of {limit:.1f} req/s; pymodbus at baudrate=19200 (it keeps no line timing on a "

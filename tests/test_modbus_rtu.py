@@ -165,6 +165,7 @@ def test_serial_line_multidrop_silent_unit_and_broadcast():
                 await master.mask_write_register(1, 0xFF00, 0x000F)
                 assert await master.read_write_registers(1, 1, 2, [7]) == [0x000F]   # (99 & 0xFF00) | 0x0F
                 assert (await master.read_device_identification(1))[0] == b"Acme"
+                assert await master.transact(1, b"\x41\x00\x01") == b"\xc1\x01"   # ended by silence
             assert [line.devices[u].read(40001) for u in (1, 2, 3)] == [[1234]] * 3
             assert line.not_ours == 1 and line.broadcasts == 1
         finally:
@@ -347,6 +348,7 @@ async def _close(*servers):
     (["--gateway", "1-3"], 2, "bad --gateway '1-3'"),
     (["--gateway", "1@/dev/null", "40001"], 2, "--gateway forwards to RTU lines"),
     (["--serial", "pty"], 2, "no register ranges given"),
+    (["--rtu-tcp", "--timing", "40001"], 2, "--timing keeps a serial line's timing"),
 ])
 def test_modbus_sim_rtu_errors_are_one_line(capsys, argv, code, message):
     from cpppo.bin import modbus_sim

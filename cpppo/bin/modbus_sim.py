@@ -262,6 +262,8 @@ def _device(args: argparse.Namespace) -> object:
     from cpppo.modbus.rtu_server import RtuUnits
 
     rtu = args.serial is not None or args.rtu_tcp
+    if args.timing and args.serial is None:
+        raise ValueError("--timing keeps a serial line's timing: it needs --serial")
     for text in args.gateway:
         parse_gateway(text)
     if args.gateway:
