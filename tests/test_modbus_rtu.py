@@ -143,12 +143,13 @@ def units() -> RtuUnits:
                                identity={"vendor_name": "Acme"})
 
 
-def test_serial_line_multidrop_silent_unit_and_broadcast():
-    async def scenario():
+def test_serial_line_multidrop_silent_unit_and_broadcast(tmp_path):
+    async def scenario(link):
         line = units()
-        server = await serve_serial(line, "pty", LineSettings(19200, "E", 1))
+        server = await serve_serial(line, "pty", LineSettings(19200, "E", 1), link=link)
         try:
-            async with AsyncRtuClient.serial(server.path, unit=1, timeout=0.3) as master:
+            assert os.path.realpath(link) == server.path
+            async with AsyncRtuClient.serial(link, unit=1, timeout=0.3) as master:
                 assert await master.read_holding_registers(0, 3) == [99, 99, 99]
                 for unit in (2, 3):
                     assert await master.request(pdu.ReadRequest(3, 0, 2), unit=unit) == (unit, unit)
@@ -172,8 +173,9 @@ def test_serial_line_multidrop_silent_unit_and_broadcast():
             server.close()
         return server.path
 
-    path = run(scenario())
-    assert not os.path.exists(path)                         # the pty is gone with the server
+    link = tmp_path / "line0"
+    path = run(scenario(str(link)))
+    assert not os.path.exists(path) and not os.path.lexists(link)   # the pty is gone with the server
 
 
 def test_noisy_line_live():
@@ -349,6 +351,8 @@ async def _close(*servers):
     (["--gateway", "1@/dev/null", "40001"], 2, "--gateway forwards to RTU lines"),
     (["--serial", "pty"], 2, "no register ranges given"),
     (["--rtu-tcp", "--timing", "40001"], 2, "--timing keeps a serial line's timing"),
+    (["--serial", "/dev/null", "--link", "/tmp/x", "40001"], 2, "--link names a pseudo-terminal"),
+    (["--serial", "pty", "--link", "/nonexistent/dir/line", "40001"], 1, "cannot link /nonexistent/dir/line"),
 ])
 def test_modbus_sim_rtu_errors_are_one_line(capsys, argv, code, message):
     from cpppo.bin import modbus_sim

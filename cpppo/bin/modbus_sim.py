@@ -41,7 +41,8 @@ with its own registers; a spec prefixed by unit ids, <units>:<spec>, is for thos
 
   modbus_sim --serial /dev/ttyUSB0 --baud 9600 -u 1-3 40001-40010=0 2:40001=99 3:30001=5
 
-  "--serial pty" makes a pseudo-terminal and prints the port a master opens.  A unit not on
+  "--serial pty" makes a pseudo-terminal and prints the port a master opens (--link PATH
+  names it by a symbolic link, removed again on exit).  A unit not on
   the line never answers.  --timing keeps the line's timing at --baud (a reply leaves after
   the request and reply would take on the wire, plus 3.5 characters of silence).
 
@@ -147,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--idle-timeout", type=float, default=600.0,
                         help="close connections idle this many seconds (default: 600)")
     add_line_arguments(parser)
+    parser.add_argument("--link", metavar="PATH",
+                        help="--serial pty: also name the pseudo-terminal by this symbolic link")
     parser.add_argument("--rtu-timeout", type=float, default=1.0,
                         help="--gateway: seconds to wait for an RTU unit's reply (default: 1.0)")
     parser.add_argument("--timing", action="store_true",
@@ -167,7 +170,7 @@ async def _start(args: argparse.Namespace, device: object, host: str, port: int,
     if args.serial is not None:
         from cpppo.modbus.rtu_server import serve_serial
 
-        server = await serve_serial(device, args.serial, line)
+        server = await serve_serial(device, args.serial, line, link=args.link)
         return server, (f"Success; Started Modbus/RTU Simulator; PID = {pid}; serial = {server.path} "
                         f"({line.describe()}); units = {_units(device.devices)}")
     if args.rtu_tcp:
@@ -262,6 +265,8 @@ def _device(args: argparse.Namespace) -> object:
     from cpppo.modbus.rtu_server import RtuUnits
 
     rtu = args.serial is not None or args.rtu_tcp
+    if args.link and args.serial != "pty":
+        raise ValueError("--link names a pseudo-terminal: it needs --serial pty")
     if args.timing and args.serial is None:
         raise ValueError("--timing keeps a serial line's timing: it needs --serial")
     for text in args.gateway:

@@ -23,6 +23,7 @@ stream.  Both decode with :class:`cpppo.modbus.rtu.Decoder` and count what they 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -117,13 +118,16 @@ class RtuReceiver:
 
 
 class RtuSerialServer:
-    """An RTU line served on a serial port or a pseudo-terminal (``path="pty"``)."""
+    """An RTU line served on a serial port or a pseudo-terminal (``path="pty"``); ``link``
+    names the pseudo-terminal by a symbolic link (made on open, removed on close), a name
+    that does not change as ``/dev/pts/N`` does."""
 
-    def __init__(self, units: RtuUnits, path: str, settings: LineSettings) -> None:
+    def __init__(self, units: RtuUnits, path: str, settings: LineSettings, link: str | None = None) -> None:
         self.units = units
         self.settings = settings
         self.requested = path
         self.path = path
+        self.link = link
         self.counters = rtu.Counters()
         self.loop = asyncio.get_running_loop()
         self._serial: Any = None
@@ -142,6 +146,13 @@ class RtuSerialServer:
         if self.requested == "pty":
             master, slave, self.path = make_pty()
             self._fds, self._fd = (master, slave), master
+            if self.link:
+                try:
+                    _replace_link(self.path, self.link)
+                except OSError as exc:
+                    for fd in self._fds:
+                        os.close(fd)
+                    raise ValueError(f"cannot link {self.link} to {self.path}: {exc.strerror}") from None
         else:
             self._serial = open_serial(self.requested, self.settings)
             self._fd = self._serial.fileno()
@@ -218,6 +229,8 @@ class RtuSerialServer:
             self._serial.close()
         for fd in self._fds:
             os.close(fd)
+        if self._fds and self.link and os.path.islink(self.link) and os.readlink(self.link) == self.path:
+            os.unlink(self.link)
         self._fd = -1
 
     async def wait_closed(self) -> None:
@@ -230,10 +243,21 @@ class RtuSerialServer:
         self.close()
 
 
-async def serve_serial(units: RtuUnits, path: str, settings: LineSettings | None = None) -> RtuSerialServer:
+def _replace_link(target: str, link: str) -> None:
+    """``link`` -> ``target``, replacing a stale link atomically."""
+    temporary = f"{link}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    os.symlink(target, temporary)
+    os.replace(temporary, link)
+
+
+async def serve_serial(units: RtuUnits, path: str, settings: LineSettings | None = None,
+                       link: str | None = None) -> RtuSerialServer:
     """Serve ``units`` on the serial port ``path`` (``"pty"``: a new pseudo-terminal, see
-    ``.path``).  Raises ValueError naming the port if it cannot be opened."""
-    server = RtuSerialServer(units, path, settings or LineSettings())
+    ``.path``, also named by the symbolic link ``link`` if given).  Raises ValueError naming
+    the port if it cannot be opened."""
+    server = RtuSerialServer(units, path, settings or LineSettings(), link)
     server.open()
     log.info("%s: serving %s at %s", server, units, server.settings.describe())
     return server
