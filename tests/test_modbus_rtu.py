@@ -9,6 +9,8 @@ import os
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cpppo.modbus import pdu, rtu
 from cpppo.modbus.aclient import AsyncModbusClient
@@ -120,6 +122,30 @@ def test_random_noise_never_loses_the_following_frame():
         got = decoder.feed(noise, now=0.0) + decoder.feed(good, now=0.0005)
         got += decoder.expire(1.0)
         assert got[-1:] == [good] or good in got
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(REQUESTS), st.integers(1, 247)), min_size=1, max_size=8),
+       st.lists(st.integers(1, 40), max_size=20), st.booleans())
+def test_frames_in_any_chunking_come_out_whole(requests, cuts, as_replies):
+    """Back-to-back frames (requests, or the replies a device gives), cut into reads anywhere
+    and without a silence between them, come out exactly as sent."""
+    from cpppo.modbus.device import ModbusDevice
+
+    device = ModbusDevice.from_specs(SPECS, unit_ids=None)
+    frames = []
+    for request, unit in requests:
+        body = request.encode()
+        frames.append(rtu.encode(unit, device.handle(unit, body) if as_replies else body))
+    stream = b"".join(frames)
+    decoder = rtu.Decoder(requests=not as_replies)
+    got, position = [], 0
+    for cut in [*cuts, len(stream)]:
+        got += decoder.feed(stream[position:position + cut], now=0.0)
+        position += cut
+    got += decoder.feed(stream[position:], now=0.0)
+    assert got == frames
+    assert decoder.counters.dropped_bytes == 0
 
 
 def test_line_settings():
