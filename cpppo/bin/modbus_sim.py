@@ -42,9 +42,9 @@ with its own registers; a spec prefixed by unit ids, <units>:<spec>, is for thos
   modbus_sim --serial /dev/ttyUSB0 --baud 9600 -u 1-3 40001-40010=0 2:40001=99 3:30001=5
 
   "--serial pty" makes a pseudo-terminal and prints the port a master opens (--link PATH
-  names it by a symbolic link, removed again on exit).  A unit not on
-  the line never answers.  --timing keeps the line's timing at --baud (a reply leaves after
-  the request and reply would take on the wire, plus 3.5 characters of silence).
+  names it by a symbolic link, removed again on exit).  A unit not on the line never
+  answers.  --timing keeps the line's timing at --baud (a reply leaves after the request
+  and reply would take on the wire, plus 3.5 characters of silence).
 
 Gateway (--gateway <units>@<port>, repeatable): Modbus/TCP on -a, each unit id forwarded to
 an RTU line, a serial port or <host>:<port> for RTU over TCP; a silent unit answers
@@ -82,8 +82,8 @@ def parse_gateway(text: str) -> tuple[tuple[int, ...], str]:
     return parse_units(units) or (), port
 
 
-def add_line_arguments(parser: argparse.ArgumentParser) -> None:
-    """The serial line flags shared by modbus_sim and modbus_poll."""
+def add_line_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The serial line flags shared by modbus_sim and modbus_poll; returns their group."""
     group = parser.add_argument_group("Modbus/RTU serial line")
     group.add_argument("--serial", metavar="PORT", help="Modbus/RTU on this serial port")
     group.add_argument("--baud", default="19200", help="baud rate (default: 19200)")
@@ -91,6 +91,7 @@ def add_line_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--stopbits", default="1", help="1 or 2 (default: 1)")
     group.add_argument("--rtu-tcp", action="store_true",
                        help="RTU framing on the TCP address -a instead of Modbus/TCP (MBAP)")
+    return group
 
 
 def line_settings(args: argparse.Namespace, timing: bool = False) -> object:
@@ -147,16 +148,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-connections", type=int, default=256, help="(default: 256)")
     parser.add_argument("--idle-timeout", type=float, default=600.0,
                         help="close connections idle this many seconds (default: 600)")
-    add_line_arguments(parser)
-    parser.add_argument("--link", metavar="PATH",
-                        help="--serial pty: also name the pseudo-terminal by this symbolic link")
-    parser.add_argument("--rtu-timeout", type=float, default=1.0,
-                        help="--gateway: seconds to wait for an RTU unit's reply (default: 1.0)")
-    parser.add_argument("--timing", action="store_true",
-                        help="keep the serial line's timing at --baud (default: reply at once)")
-    parser.add_argument("--gateway", action="append", default=[], metavar="UNITS@PORT",
-                        help="be a Modbus/TCP gateway to these RTU units on this serial port or "
-                             "host:port (repeatable)")
+    line = add_line_arguments(parser)
+    line.add_argument("--link", metavar="PATH",
+                      help="--serial pty: also name the pseudo-terminal by this symbolic link")
+    line.add_argument("--timing", action="store_true",
+                      help="keep the serial line's timing at --baud (default: reply at once)")
+    gateway = parser.add_argument_group("Modbus/TCP to RTU gateway")
+    gateway.add_argument("--gateway", action="append", default=[], metavar="UNITS@PORT",
+                         help="be a Modbus/TCP gateway to these RTU units on this serial port or "
+                              "host:port (repeatable)")
+    gateway.add_argument("--rtu-timeout", type=float, default=1.0,
+                         help="seconds to wait for an RTU unit's reply (default: 1.0)")
     parser.add_argument("registers", nargs="*", help="[<units>:]<begin>[-<end>][=<value>[,<value>...]]")
     return parser
 
