@@ -197,3 +197,48 @@ def test_modbus_poll_serial_cli(line):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["40009 == 2", "40010 == 2"]
+
+
+PYMODBUS_RTU_TCP_SERVER = """
+import asyncio, logging, sys, warnings
+warnings.simplefilter("ignore")
+logging.disable(logging.CRITICAL)
+from pymodbus import FramerType
+from pymodbus.server import StartAsyncTcpServer
+from pymodbus.datastore import ModbusDeviceContext, ModbusServerContext, ModbusSequentialDataBlock as B
+context = ModbusServerContext(devices={4: ModbusDeviceContext(hr=B(1, [44] * 10))}, single=False)
+asyncio.run(StartAsyncTcpServer(context, address=("127.0.0.1", int(sys.argv[1])), framer=FramerType.RTU))
+"""
+
+
+def test_rtu_over_tcp_both_ways():
+    """pymodbus's TCP client with its RTU framer against `modbus_sim --rtu-tcp`, and our
+    RTU-over-TCP master against pymodbus's TCP server with its RTU framer."""
+    import sys
+
+    from pymodbus import FramerType
+    from pymodbus.client import ModbusTcpClient
+
+    from tests.support import running
+
+    port = free_port()
+    sim = python_module("cpppo.bin.modbus_sim", "-a", f"{HOST}:{port}", "--rtu-tcp", "-u", "1,2",
+                        "40001-40010=1", "2:40001-40010=2")
+    with running(sim, listen=(HOST, port)):
+        client = ModbusTcpClient(HOST, port=port, framer=FramerType.RTU, timeout=1, retries=0)
+        try:
+            assert client.connect()
+            assert client.read_holding_registers(0, count=2, device_id=2).registers == [2, 2]
+            assert not client.write_registers(0, [7, 8], device_id=1).isError()
+            assert client.read_holding_registers(0, count=3, device_id=1).registers == [7, 8, 1]
+        finally:
+            client.close()
+    port = free_port()
+    with running([sys.executable, "-c", PYMODBUS_RTU_TCP_SERVER, str(port)], listen=(HOST, port)):
+        ours = RtuClient(host=HOST, port=port, timeout=1.0)
+        try:
+            assert ours.request(pdu.ReadRequest(3, 0, 3), unit=4) == (44, 44, 44)
+            ours.request(pdu.WriteSingleRequest(6, 1, 45), unit=4)
+            assert ours.request(pdu.ReadRequest(3, 0, 2), unit=4) == (44, 45)
+        finally:
+            ours.close()
