@@ -45,14 +45,23 @@ class RtuUnits:
     """The devices on one line by unit id (1..247); see the module's docstring."""
 
     def __init__(self, devices: Mapping[int, ModbusDevice]) -> None:
-        bad = [u for u in devices if not 1 <= u <= 247]
-        if bad:
-            raise ValueError(f"RTU unit ids must be 1..247: {sorted(bad)}")
-        if not devices:
-            raise ValueError("an RTU line needs at least one unit")
-        self.devices = dict(sorted(devices.items()))
+        self.devices: dict[int, ModbusDevice] = {}
         self.not_ours = 0           # frames addressed to units not on this line (not answered)
         self.broadcasts = 0
+        for unit, device in sorted(devices.items()):
+            self.add(unit, device)
+
+    def add(self, unit: int, device: ModbusDevice) -> None:
+        """Put ``device`` on the line as ``unit`` (1..247, not yet taken): ValueError otherwise."""
+        if not 1 <= unit <= 247:
+            raise ValueError(f"RTU unit ids must be 1..247: [{unit}]")
+        if unit in self.devices:
+            raise ValueError(f"RTU unit {unit} is already on the line")
+        self.devices[unit] = device
+
+    def remove(self, unit: int) -> None:
+        """Take ``unit`` off the line (it falls silent)."""
+        self.devices.pop(unit, None)
 
     @classmethod
     def from_specs(cls, specs: Mapping[int, Sequence[str]],
