@@ -208,16 +208,16 @@ def test_noisy_line_live():
     """Garbage, a frame split over writes and a bad CRC on the line: the server resynchronises,
     answers the good frames and counts what it dropped."""
     async def scenario():
-        server = await serve_serial(units(), "pty", LineSettings(1200, "N", 1))   # t3.5: 29 ms
+        server = await serve_serial(units(), "pty", LineSettings(300, "N", 1))   # t3.5: 117 ms
         good = rtu.encode(2, bytes.fromhex("03 0000 0002"))
         bad = good[:-1] + bytes([good[-1] ^ 0x5A])
-        port = open_serial(server.path, LineSettings(1200, "N", 1), timeout=2.0)
+        port = open_serial(server.path, LineSettings(300, "N", 1), timeout=5.0)
         try:
             def master():
                 port.write(b"\xde\xad\xbe\xef")                  # garbage
-                time.sleep(0.1)                                  # > t3.5
+                time.sleep(0.4)                                  # > t3.5
                 port.write(bad)                                  # a bad CRC
-                time.sleep(0.1)
+                time.sleep(0.4)
                 port.write(good[:4])                             # a frame split over writes
                 time.sleep(0.003)
                 port.write(good[4:])
