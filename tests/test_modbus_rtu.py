@@ -175,7 +175,7 @@ def test_serial_line_multidrop_silent_unit_and_broadcast(tmp_path):
         server = await serve_serial(line, "pty", LineSettings(19200, "E", 1), link=link)
         try:
             assert os.path.realpath(link) == server.path
-            async with AsyncRtuClient.serial(link, unit=1, timeout=0.3) as master:
+            async with AsyncRtuClient.serial(link, unit=1, timeout=1.0) as master:
                 assert await master.read_holding_registers(0, 3) == [99, 99, 99]
                 for unit in (2, 3):
                     assert await master.request(pdu.ReadRequest(3, 0, 2), unit=unit) == (unit, unit)
@@ -253,7 +253,7 @@ def test_rtu_over_tcp_and_sync_master():
     async def scenario():
         server = await serve_rtu_tcp(units(), HOST, 0)
         try:
-            async with AsyncRtuClient.tcp(HOST, server.port, unit=2, timeout=0.3) as master:
+            async with AsyncRtuClient.tcp(HOST, server.port, unit=2, timeout=1.0) as master:
                 assert await master.read_holding_registers(0, 2) == [2, 2]
                 with pytest.raises(TimeoutError):
                     await master.request(pdu.ReadRequest(3, 0, 1), unit=5)
@@ -280,13 +280,13 @@ def test_gateway_answers_0b_for_silent_and_0a_for_no_path():
         line = units()
         rtu_server = await serve_rtu_tcp(line, HOST, 0)
         down = free_port()
-        master = AsyncRtuClient.tcp(HOST, rtu_server.port, timeout=0.3)
+        master = AsyncRtuClient.tcp(HOST, rtu_server.port, timeout=1.0)
         local = RtuUnits.from_specs({3: ["40001-40002=33"]})            # an in-process line
         gateway = ModbusGateway.of_lines([((1, 2, 9), master), ((3,), local),
                                           ((4,), AsyncRtuClient.tcp(HOST, down, timeout=0.3))])
         front = await serve(gateway, HOST, 0)
         try:
-            async with AsyncModbusClient(HOST, front.port, unit=1, timeout=3.0) as client:
+            async with AsyncModbusClient(HOST, front.port, unit=1, timeout=5.0) as client:
                 reads = [client.request(pdu.ReadRequest(3, 0, 2), unit=u) for u in (1, 2, 3)]
                 assert await asyncio.gather(*reads) == [(99, 99), (2, 2), (33, 33)]
                 for unit, code in ((9, 0x0B), (4, 0x0A), (77, 0x0A)):
