@@ -394,6 +394,9 @@ def test_modbus_poll_rtu_errors_are_one_line(capsys):
     assert modbus_poll.main(["--serial", "pty", "--parity", "Q", "40001"]) == 2
     err = capsys.readouterr().err
     assert "bad parity 'Q'" in err and err.count("\n") == 1, err
+    assert modbus_poll.main(["--serial", "/nonexistent/tty", "-c", "1", "40001"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot open serial port /nonexistent/tty" in err and err.count("\n") == 1, err
 
 
 def test_rtu_over_tcp_commands():

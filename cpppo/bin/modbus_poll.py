@@ -96,6 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"modbus_poll: {exc}", file=sys.stderr)
         return 2
+    if args.serial is not None:  # a port that cannot be opened is said at once, not polled
+        from cpppo.modbus.serial_line import open_serial
+
+        try:
+            open_serial(args.serial, line).close()
+        except ValueError as exc:
+            print(f"modbus_poll: {exc}", file=sys.stderr)
+            return 1
     if args.verbose < 2:  # pymodbus logs each failed connect at ERROR; ours says "failing" once
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     poller = poller_modbus("modbus_poll", host=host or "localhost", port=port, rate=args.rate,
