@@ -431,3 +431,26 @@ def test_decoder_never_raises_and_stays_bounded():
             assert len(decoder.buffer) <= 2 * rtu.MAX_FRAME + 64
         decoder.expire(now + 1)
         assert not decoder.buffer
+
+
+def test_gateway_pipelined_requests_answer_in_order_with_backpressure():
+    from cpppo.modbus import framer
+    from cpppo.modbus.server import ServerSettings
+    from tests.test_modbus_support import ServerThread, exchange, frame
+
+    thread = ServerThread()
+    gateway = ModbusGateway({u: RtuUnits.from_specs({u: [f"40001={u}"]}) for u in (1, 2)})
+    server = thread.serve(gateway, settings=ServerSettings(max_pending=4))
+    try:
+        requests = b"".join(frame(tid, 1 + tid % 3, bytes.fromhex("03 0000 0001")) for tid in range(30))
+        replies = exchange(server.port, requests, expect=20 * 11 + 10 * 9, timeout=5.0)
+        decoded, position = [], 0
+        while position < len(replies):
+            consumed, header, body = framer.decode_from(replies, position)
+            decoded.append((header.transaction_id, body))
+            position += consumed
+        assert [tid for tid, _ in decoded] == list(range(30))
+        assert {body for tid, body in decoded if tid % 3 == 2} == {b"\x83\x0a"}      # unit 3: no path
+        assert {body for tid, body in decoded if tid % 3 < 2} == {b"\x03\x02\x00\x01", b"\x03\x02\x00\x02"}
+    finally:
+        thread.close()

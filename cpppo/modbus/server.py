@@ -44,8 +44,8 @@ class ServerSettings:
 class _Connection(asyncio.Protocol):
     """One client connection to a server."""
 
-    __slots__ = ("_buffer", "_idle", "_last", "_paused", "_queue", "_tail", "_timer", "peer", "server",
-                 "transport")
+    __slots__ = ("_buffer", "_idle", "_inflight", "_last", "_paused", "_queue", "_tail", "_timer", "peer",
+                 "server", "transport")
 
     def __init__(self, server: ModbusServer) -> None:
         self.server = server
@@ -58,6 +58,7 @@ class _Connection(asyncio.Protocol):
         self._last = 0.0
         self._paused = False
         self._tail: asyncio.Future | None = None
+        self._inflight = 0                              # gateway requests not yet answered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -134,6 +135,10 @@ class _Connection(asyncio.Protocol):
                 position += consumed
                 reply = asyncio.ensure_future(self.server.device.forward(header.unit_id, pdu))
                 self._tail = asyncio.ensure_future(self._relay(self._tail, reply, header))
+                self._inflight += 1
+            if self._inflight > self.server.settings.max_pending and not self._paused:
+                self._paused = True
+                self.transport.pause_reading()
         except FrameError as exc:
             log.info("%s: closing %s: %s", self.server, self.peer, exc)
             self.transport.close()
@@ -142,11 +147,18 @@ class _Connection(asyncio.Protocol):
 
     async def _relay(self, previous: asyncio.Future | None, reply: asyncio.Future,
                      header: framer.MBAPHeader) -> None:
-        if previous is not None:
-            await previous
-        pdu = await reply
-        if not self.transport.is_closing():
-            self._send([framer.encode(header.transaction_id, header.unit_id, pdu)])
+        try:
+            if previous is not None:
+                await previous
+            pdu = await reply
+            if not self.transport.is_closing():
+                self._send([framer.encode(header.transaction_id, header.unit_id, pdu)])
+        finally:
+            self._inflight -= 1
+            if self._paused and self._inflight <= self.server.settings.max_pending // 2 \
+                    and not self.transport.is_closing():
+                self._paused = False
+                self.transport.resume_reading()
 
     def _send(self, replies: list[bytes]) -> None:
         if not replies:
