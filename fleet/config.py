@@ -35,14 +35,15 @@ from typing import Any, TypeVar
 
 from fleet.patterns import format_pattern
 from fleet.registers import RegisterRange, parse_register_spec
+from fleet.rtu_lines import KEYS as RTU_KEYS
 from fleet.tags import TagSpec, parse_tag_spec
 
 T = TypeVar("T")
 
-KINDS = ("enip", "modbus")
+KINDS = ("enip", "modbus", "modbus-rtu")
 BACKENDS = ("process", "docker")
 ADDRESSINGS = ("loopback", "alias")
-DEFAULT_PORT = {"enip": 44818, "modbus": 502}
+DEFAULT_PORT = {"enip": 44818, "modbus": 502, "modbus-rtu": 502}
 MAX_DEVICES = 100_000  # devices in one fleet (a /16 pool holds 65,534)
 
 # Identity keys each kind accepts, and whether the value is an integer (patterns are
@@ -55,7 +56,7 @@ MODBUS_IDENTITY = {
     "vendor_name": str, "product_code": str, "major_minor_revision": str, "vendor_url": str,
     "product_name": str, "model_name": str, "user_application_name": str,
 }
-IDENTITY_KEYS = {"enip": ENIP_IDENTITY, "modbus": MODBUS_IDENTITY}
+IDENTITY_KEYS = {"enip": ENIP_IDENTITY, "modbus": MODBUS_IDENTITY, "modbus-rtu": MODBUS_IDENTITY}
 
 
 class ConfigError(ValueError):
@@ -116,6 +117,7 @@ class DeviceGroup:
     registers: tuple[RegisterRange, ...] = ()  # modbus_sim ranges: "40001-40100=99"
     unit_ids: tuple[int, ...] = (1,)  # unit ids answered
     health_register: int | None = None  # register read by the health poller; default: first
+    rtu: tuple[tuple[str, Any], ...] = ()  # modbus-rtu keys (fleet.rtu_lines.parse_group)
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ _COMMON_KEYS = {"kind", "count", "name", "first", "port", "port_step", "address"
 _KIND_KEYS = {
     "enip": _COMMON_KEYS | {"tags", "route_path", "simple", "health_tag"},
     "modbus": _COMMON_KEYS | {"registers", "unit_ids", "health_register"},
+    "modbus-rtu": _COMMON_KEYS | RTU_KEYS,
 }
 _ROUTE = re.compile(r"^[0-9]+/([0-9]+|[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+)$")
 NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -430,6 +433,10 @@ def _group(src: str, index: int, data: dict[str, Any]) -> DeviceGroup:
     )
     if kind == "enip":
         return _enip(t, group)
+    if kind == "modbus-rtu":
+        from fleet.rtu_lines import parse_group
+
+        return _replace(_modbus(t, group), rtu=parse_group(t, index))
     return _modbus(t, group)
 
 

@@ -76,7 +76,11 @@ class Poller:
     async def _client(self, device: PlannedDevice) -> Any:
         client = self.clients.get(device.name)
         if client is None:
-            if device.kind == "enip":
+            if device.kind == "modbus-rtu":
+                from fleet.rtu_lines import health_client
+
+                client = health_client(device, self.timeout)
+            elif device.kind == "enip":
                 from cpppo.server.enip.aclient import AsyncClient
 
                 client = AsyncClient(device.host, device.port, timeout=self.timeout,

@@ -59,9 +59,14 @@ class PlannedDevice:
     simple: bool = False  # ENIP simple device
     unit_ids: tuple[int, ...] = (1,)  # Modbus unit ids
     health_read: str = ""  # ENIP: tag to read; Modbus: "<table>:<zero-based address>"
+    rtu: Any = None  # modbus-rtu: fleet.rtu_lines.RtuOptions
 
     @property
     def endpoint(self) -> str:
+        if self.rtu is not None:
+            from fleet.rtu_lines import endpoint
+
+            return endpoint(self)
         return f"{self.host}:{self.port}"
 
     @property
@@ -79,6 +84,10 @@ class PlannedDevice:
         data["specs"] = tuple(data["specs"])
         data["identity"] = tuple(sorted(data["identity"].items()))
         data["unit_ids"] = tuple(data["unit_ids"])
+        if data.get("rtu") is not None:
+            from fleet.rtu_lines import RtuOptions
+
+            data["rtu"] = RtuOptions.from_json(data["rtu"])
         if isinstance(data.get("delay"), list):
             data["delay"] = tuple(data["delay"])
         return cls(**data)
@@ -213,12 +222,14 @@ def expand(config: FleetConfig) -> Plan:
             except ValueError as exc:  # an identity pattern that fits the first device only
                 raise ConfigError(src, table, "identity", f"device {name!r}: {exc}") from None
 
+    from fleet.rtu_lines import arrange, chunks
+
+    devices = arrange(devices, config)
     per = config.fleet.devices_per_worker
     workers = []
     planned = []
-    for w in range(0, len(devices), per):
-        name = f"w{w // per:03d}"
-        chunk = devices[w:w + per]
+    for w, chunk in enumerate(chunks(devices, per)):
+        name = f"w{w:03d}"
         workers.append(PlannedWorker(name, tuple(d.name for d in chunk)))
         planned.extend(_with_worker(d, name) for d in chunk)
     return Plan(fleet=config.fleet, devices=tuple(planned), workers=tuple(workers))

@@ -60,6 +60,10 @@ def build(device: PlannedDevice) -> Any:
 
 async def start(device: PlannedDevice) -> Any:
     """Serve one device; returns the server handle (``close()``, ``wait_closed()``)."""
+    if device.kind == "modbus-rtu":
+        from fleet.rtu_lines import start as start_rtu
+
+        return await start_rtu(device)
     model = build(device)
     if device.kind == "enip":
         from cpppo.server.enip.server import serve

@@ -18,9 +18,10 @@ def plan(path: Path = FLEET_FILE,
         typer.echo(json.dumps(fleet_plan.to_json(), indent=1))
         return
     width = max(len(d.name) for d in fleet_plan.devices)
-    typer.echo(f"{'device':<{width}}  kind    {'address':<21}  worker")
+    kinds = max(6, *(len(d.kind) for d in fleet_plan.devices))
+    typer.echo(f"{'device':<{width}}  {'kind':<{kinds}}  {'address':<21}  worker")
     for d in fleet_plan.devices:
-        typer.echo(f"{d.name:<{width}}  {d.kind:<6}  {d.endpoint:<21}  {d.worker}")
+        typer.echo(f"{d.name:<{width}}  {d.kind:<{kinds}}  {d.endpoint:<21}  {d.worker}")
     typer.echo(_summary(fleet_plan))
 
 
@@ -30,7 +31,8 @@ def validate(path: Path = FLEET_FILE) -> None:
 
 
 def _summary(fleet_plan) -> str:
-    kinds = {k: sum(1 for d in fleet_plan.devices if d.kind == k) for k in ("enip", "modbus")}
+    kinds = {k: sum(1 for d in fleet_plan.devices if d.kind == k) for k in ("enip", "modbus", "modbus-rtu")}
+    rtu = f", {kinds['modbus-rtu']} modbus-rtu" if kinds["modbus-rtu"] else ""
     return (f"fleet {fleet_plan.fleet.name!r}: {len(fleet_plan.devices)} devices "
-            f"({kinds['enip']} enip, {kinds['modbus']} modbus) in {len(fleet_plan.workers)} workers, "
+            f"({kinds['enip']} enip, {kinds['modbus']} modbus{rtu}) in {len(fleet_plan.workers)} workers, "
             f"backend {fleet_plan.fleet.backend}, addressing {fleet_plan.fleet.addressing}")
