@@ -19,9 +19,7 @@ never takes replies from another master.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import weakref
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -255,7 +253,7 @@ async def start(device: Any) -> Any:
 
 # -- health -----------------------------------------------------------------------------------------
 
-_MASTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> {path: [master, users]}
+_MASTERS: dict[int, dict[str, list[Any]]] = {}  # id(event loop) -> {path: [master, users]}
 
 
 class _HealthClient:
@@ -268,9 +266,11 @@ class _HealthClient:
         self.entry: list[Any] | None = None
 
     async def __aenter__(self) -> _HealthClient:
+        import asyncio
+
         from cpppo.modbus.rtu_client import AsyncRtuClient
 
-        masters = _MASTERS.setdefault(asyncio.get_running_loop(), {})
+        masters = _MASTERS.setdefault(id(asyncio.get_running_loop()), {})
         entry = masters.get(self.path)
         if entry is None:
             entry = masters[self.path] = [AsyncRtuClient.serial(self.path, self.device.rtu.settings(),
@@ -281,11 +281,16 @@ class _HealthClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        import asyncio
+
         entry, self.entry = self.entry, None
         if entry is not None:
             entry[1] -= 1
             if entry[1] == 0:
-                _MASTERS.get(asyncio.get_running_loop(), {}).pop(self.path, None)
+                loop = id(asyncio.get_running_loop())
+                _MASTERS.get(loop, {}).pop(self.path, None)
+                if not _MASTERS.get(loop, True):
+                    del _MASTERS[loop]
                 await entry[0].close()
 
     def __getattr__(self, method: str) -> Any:
