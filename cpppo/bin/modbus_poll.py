@@ -1,7 +1,9 @@
-"""`modbus_poll`: write, then poll, Modbus/TCP registers, logging every change until ^C.
+"""`modbus_poll`: write, then poll, Modbus/TCP or Modbus/RTU registers, logging every change
+until ^C.
 
     modbus_poll -a :1502 40001-40010=0 40001-40100
     modbus_poll -a :1502 --count 1 40001-40010      # read once, print, exit
+    modbus_poll --serial /dev/ttyUSB0 --baud 9600 -u 3 -c 1 40001-40010
 
 Each change is logged as ``40009 ==   999 (was: 99)``.  With ``-c/--count N`` it stops by
 itself after N polls (exit 0; 1 if a register never got a value): the first poll prints every
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cpppo import log as cpppo_log
-from cpppo.bin.modbus_sim import parse_endpoint
+from cpppo.bin.modbus_sim import add_line_arguments, line_settings, parse_endpoint
 
 __all__ = ["main"]
 
@@ -35,12 +37,14 @@ Register ranges, with optional values to write first:
 examples:
   modbus_poll -a localhost:1502 40001-40010=0 40001-40100
   modbus_poll -a localhost:1502 -c 1 40001-40010     # one-shot read
+  modbus_poll --serial /dev/ttyUSB0 --baud 9600 --parity N -u 2 -c 1 40001-40010
+  modbus_poll -a 10.0.0.5:502 --rtu-tcp -u 2 40001    # RTU framing over TCP
 """
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="modbus_poll", description="Poll (and write) Modbus/TCP PLC registers.",
+        prog="modbus_poll", description="Poll (and write) Modbus/TCP or Modbus/RTU PLC registers.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
     parser.add_argument("-l", "--log", help="log to this file (rotated) instead of stderr")
@@ -54,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-t", "--timeout", type=float, default=2.0, help="I/O timeout (default: 2.0)")
     parser.add_argument("-c", "--count", type=int, default=None,
                         help="stop after this many polls, printing values to stdout (default: until ^C)")
+    add_line_arguments(parser)
     parser.add_argument("registers", nargs="+", help="<begin>[-<end>][=<value>[,<value>...]]")
     return parser
 
@@ -76,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         host, port = parse_endpoint(args.address)
+        line = line_settings(args)
         specs = [parse_spec(text) for text in args.registers]
         if args.rate <= 0:
             raise ValueError(f"bad rate {args.rate}: must be a positive number of seconds")
@@ -90,10 +96,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"modbus_poll: {exc}", file=sys.stderr)
         return 2
+    if args.serial is not None:  # a port that cannot be opened is said at once, not polled
+        from cpppo.modbus.serial_line import open_serial
+
+        try:
+            open_serial(args.serial, line).close()
+        except ValueError as exc:
+            print(f"modbus_poll: {exc}", file=sys.stderr)
+            return 1
     if args.verbose < 2:  # pymodbus logs each failed connect at ERROR; ours says "failing" once
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     poller = poller_modbus("modbus_poll", host=host or "localhost", port=port, rate=args.rate,
-                           reach=args.reach, unit=args.unit, timeout=args.timeout)
+                           reach=args.reach, unit=args.unit, timeout=args.timeout,
+                           serial=args.serial, settings=line, rtu=args.rtu_tcp)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -112,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         poller.stop()
         return 1
     if args.count is not None:
-        return _counted(poller, registers, args, stop, f"{host or 'localhost'}:{port}")
+        return _counted(poller, registers, args, stop, poller.where)
     seen: dict[int, Any] = {}
     failing = polling = ""
     while not stop.wait(min(args.rate, 1.0)):

@@ -28,7 +28,8 @@ from cpppo.modbus.errors import (
     ResponseError,
 )
 
-__all__ = ["AsyncModbusClient", "ExceptionResponse", "ModbusConnectionError", "ModbusException"]
+__all__ = ["AsyncModbusClient", "ExceptionResponse", "ModbusConnectionError", "ModbusException",
+           "RequestMethods"]
 
 
 class _ClientProtocol(asyncio.Protocol):
@@ -74,7 +75,60 @@ class _ClientProtocol(asyncio.Protocol):
         self.pending.clear()
 
 
-class AsyncModbusClient:
+class RequestMethods:
+    """The function-code methods of an asyncio client, on its ``request(request, unit)``;
+    shared by the Modbus/TCP and the Modbus/RTU clients."""
+
+    async def request(self, request: codec.Request, unit: int | None = None) -> Any:
+        raise NotImplementedError
+
+    async def read_coils(self, address: int, count: int = 1) -> list[bool]:
+        return list(await self.request(codec.ReadRequest(1, address, count)))
+
+    async def read_discrete_inputs(self, address: int, count: int = 1) -> list[bool]:
+        return list(await self.request(codec.ReadRequest(2, address, count)))
+
+    async def read_holding_registers(self, address: int, count: int = 1) -> list[int]:
+        return list(await self.request(codec.ReadRequest(3, address, count)))
+
+    async def read_input_registers(self, address: int, count: int = 1) -> list[int]:
+        return list(await self.request(codec.ReadRequest(4, address, count)))
+
+    async def write_coil(self, address: int, value: bool) -> None:
+        await self.request(codec.WriteSingleRequest(5, address, bool(value)))
+
+    async def write_register(self, address: int, value: int) -> None:
+        await self.request(codec.WriteSingleRequest(6, address, value))
+
+    async def write_coils(self, address: int, values: Sequence[bool]) -> None:
+        await self.request(codec.WriteMultipleRequest(15, address, tuple(bool(v) for v in values)))
+
+    async def write_registers(self, address: int, values: Sequence[int]) -> None:
+        await self.request(codec.WriteMultipleRequest(16, address, tuple(values)))
+
+    async def mask_write_register(self, address: int, and_mask: int, or_mask: int) -> None:
+        await self.request(codec.MaskWriteRequest(address, and_mask, or_mask))
+
+    async def read_write_registers(self, read_address: int, read_count: int, write_address: int,
+                                   values: Sequence[int]) -> list[int]:
+        return list(await self.request(
+            codec.ReadWriteRequest(read_address, read_count, write_address, tuple(values))))
+
+    async def read_device_identification(self, read_code: int = 2) -> dict[int, bytes]:
+        """All identification objects of category ``read_code`` (1 basic, 2 regular,
+        3 extended), following "more follows" replies (at most 256 of them)."""
+        objects: dict[int, bytes] = {}
+        object_id = 0
+        for _ in range(256):
+            reply = await self.request(codec.DeviceIdRequest(read_code, object_id))
+            objects.update(reply.objects)
+            if not reply.more_follows:
+                break
+            object_id = reply.next_object_id
+        return objects
+
+
+class AsyncModbusClient(RequestMethods):
     """One Modbus/TCP connection to ``host:port``, addressing unit ``unit`` by default."""
 
     def __init__(self, host: str, port: int = 502, unit: int = 1, timeout: float = 2.0) -> None:
@@ -121,48 +175,3 @@ class AsyncModbusClient:
             raise TimeoutError(f"no reply from {self.host}:{self.port} within {self.timeout}s") from None
         finally:
             protocol.pending.pop(tid, None)
-
-    async def read_coils(self, address: int, count: int = 1) -> list[bool]:
-        return list(await self.request(codec.ReadRequest(1, address, count)))
-
-    async def read_discrete_inputs(self, address: int, count: int = 1) -> list[bool]:
-        return list(await self.request(codec.ReadRequest(2, address, count)))
-
-    async def read_holding_registers(self, address: int, count: int = 1) -> list[int]:
-        return list(await self.request(codec.ReadRequest(3, address, count)))
-
-    async def read_input_registers(self, address: int, count: int = 1) -> list[int]:
-        return list(await self.request(codec.ReadRequest(4, address, count)))
-
-    async def write_coil(self, address: int, value: bool) -> None:
-        await self.request(codec.WriteSingleRequest(5, address, bool(value)))
-
-    async def write_register(self, address: int, value: int) -> None:
-        await self.request(codec.WriteSingleRequest(6, address, value))
-
-    async def write_coils(self, address: int, values: Sequence[bool]) -> None:
-        await self.request(codec.WriteMultipleRequest(15, address, tuple(bool(v) for v in values)))
-
-    async def write_registers(self, address: int, values: Sequence[int]) -> None:
-        await self.request(codec.WriteMultipleRequest(16, address, tuple(values)))
-
-    async def mask_write_register(self, address: int, and_mask: int, or_mask: int) -> None:
-        await self.request(codec.MaskWriteRequest(address, and_mask, or_mask))
-
-    async def read_write_registers(self, read_address: int, read_count: int, write_address: int,
-                                   values: Sequence[int]) -> list[int]:
-        return list(await self.request(
-            codec.ReadWriteRequest(read_address, read_count, write_address, tuple(values))))
-
-    async def read_device_identification(self, read_code: int = 2) -> dict[int, bytes]:
-        """All identification objects of category ``read_code`` (1 basic, 2 regular,
-        3 extended), following "more follows" replies (at most 256 of them)."""
-        objects: dict[int, bytes] = {}
-        object_id = 0
-        for _ in range(256):
-            reply = await self.request(codec.DeviceIdRequest(read_code, object_id))
-            objects.update(reply.objects)
-            if not reply.more_follows:
-                break
-            object_id = reply.next_object_id
-        return objects

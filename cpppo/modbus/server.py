@@ -52,6 +52,8 @@ class _Connection(StreamConnection):
     def __init__(self, server: ModbusServer) -> None:
         super().__init__(server.connections, server.settings, server, server.pool)
         self.server = server
+        self._tail: asyncio.Future | None = None  # the gateway's last relayed reply
+        self._inflight = 0  # gateway requests not yet answered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         faults = self.server.device.faults
@@ -63,6 +65,8 @@ class _Connection(StreamConnection):
 
     def process(self, data: bytes | bytearray) -> int:
         server = self.server
+        if server.forwarding:
+            return self._forward(data)
         handle = server.device.handle
         max_frame = server.settings.max_frame
         delay = server.delay
@@ -101,6 +105,47 @@ class _Connection(StreamConnection):
             return size
         return position
 
+    def _forward(self, data: bytes | bytearray) -> int:
+        """A gateway: each request is answered by ``await device.forward(unit, pdu)``; the
+        replies still leave in request order, and reading pauses while ``max_in_flight`` wait."""
+        position, size = 0, len(data)
+        try:
+            while position < size:
+                consumed, header, pdu = framer.decode_from(data, position, self.server.settings.max_frame)
+                if not consumed:
+                    break
+                position += consumed
+                self.requests += 1
+                reply = asyncio.ensure_future(self.server.device.forward(header.unit_id, pdu))
+                self._tail = asyncio.ensure_future(self._relay(self._tail, reply, header))
+                self._inflight += 1
+            if self._inflight > self.server.settings.max_in_flight:
+                self._set_reading(False)
+        except FrameError as exc:
+            limited.log(logging.INFO, "%s: closing %s: %s", self.server, self.peer, exc)
+            self.transport.close()
+            return size
+        return position
+
+    async def _relay(self, previous: asyncio.Future | None, reply: asyncio.Future,
+                     header: framer.MBAPHeader) -> None:
+        try:
+            if previous is not None:
+                await previous
+            pdu = await reply
+            if self.transport is not None and not self.transport.is_closing():
+                self._send([framer.encode(header.transaction_id, header.unit_id, pdu)])
+        finally:
+            self._inflight -= 1
+            if self._inflight <= self.server.settings.max_in_flight // 2:
+                self._set_reading(True)
+
+    def _send(self, replies: list[bytes]) -> None:
+        """Send replies made outside ``process`` (the gateway's, RTU over TCP's), in order."""
+        for reply in replies:
+            self.reply(reply, None if self.server.delay is None else self.server.delay())
+        self.flush()
+
     def _faulted(self, header: framer.MBAPHeader, pdu: bytes) -> bytes | None:
         """One reply under an injected fault (cpppo.faults): none (timeout), a closed
         connection (drop), an exception (error), garbage (corrupt); latency is in ``process``."""
@@ -122,10 +167,13 @@ class ModbusServer:
     """A running server for one device: ``.host``, ``.port`` (the real one, for port 0),
     ``.connections``, ``close()`` and ``await wait_closed()``; also an async context manager."""
 
+    protocol: type = _Connection  # one client connection (a subclass changes the framing)
+
     def __init__(self, device: ModbusDevice, delay: Delay, settings: ServerSettings,
                  pool: ConnectionSet | None = None) -> None:
         self.device = device
         self.pool = pool
+        self.forwarding = hasattr(device, "forward")  # a gateway: requests go on to RTU units
         self.delay = delay_source(delay)
         self.settings = settings
         self.connections: ConnectionSet = ConnectionSet()
@@ -146,7 +194,7 @@ class ModbusServer:
         return f"modbus@{self.host}:{self.port}"
 
     async def _start(self, host: str, port: int) -> None:
-        self._server = await self.loop.create_server(lambda: _Connection(self), host, port,
+        self._server = await self.loop.create_server(lambda: self.protocol(self), host, port,
                                                      reuse_address=True, backlog=BACKLOG)
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
         self.enabled = True
@@ -185,11 +233,13 @@ class ModbusServer:
 
 
 async def serve(device: ModbusDevice, host: str = "0.0.0.0", port: int = 502, delay: Delay = None,
-                settings: ServerSettings | None = None, pool: ConnectionSet | None = None) -> ModbusServer:
+                settings: ServerSettings | None = None, pool: ConnectionSet | None = None,
+                server_class: type[ModbusServer] | None = None) -> ModbusServer:
     """Serve ``device`` on (``host``, ``port``) on the running event loop; returns the handle.
     ``port=0`` picks a free port (see ``.port``).  Raises OSError if the address is taken.
-    ``pool``: connections shared with other servers in this process, capped as a whole."""
-    server = ModbusServer(device, delay, settings or ServerSettings(), pool)
+    ``pool``: connections shared with other servers in this process, capped as a whole;
+    ``server_class`` (a :class:`ModbusServer` subclass) changes the framing, e.g. RTU over TCP."""
+    server = (server_class or ModbusServer)(device, delay, settings or ServerSettings(), pool)
     await server._start(host, port)
     follow_listening(device.faults, server)
     log.info("%s: serving %s", server, device)

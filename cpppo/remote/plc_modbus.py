@@ -1,4 +1,4 @@
-"""`poller_modbus`: background polling and synchronous writes of a Modbus/TCP PLC.
+"""`poller_modbus`: background polling and synchronous writes of a Modbus/TCP or Modbus/RTU PLC.
 
     from cpppo.remote import plc_modbus
     p = plc_modbus.poller_modbus("fake", host="localhost", port=1502, rate=.5)
@@ -10,6 +10,11 @@ Addresses are Modbus register numbers (spec 3.1.1).  Polled addresses of one tab
 ``reach`` of each other are merged into one request (at most 125 registers or 2000 bits).  On
 pymodbus's synchronous ``ModbusTcpClient``.  The polling thread never raises: an offline PLC
 makes ``read`` give None, and reconnects are retried with a doubling back-off.
+
+Modbus/RTU: ``poller_modbus("pump", serial="/dev/ttyUSB0", settings=LineSettings(9600, "E", 1),
+unit=3)`` polls unit 3 on a serial line, and ``rtu=True`` (with ``host``, ``port``) RTU over TCP,
+both with :class:`cpppo.modbus.rtu_client.RtuClient`, on the codec the simulator uses.  A silent
+unit is offline.
 """
 
 from __future__ import annotations
@@ -22,9 +27,14 @@ from typing import Any
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
+from cpppo.modbus import pdu as codec
 from cpppo.modbus.address import Table, locate, span
 from cpppo.modbus.errors import ExceptionCode
+from cpppo.modbus.errors import ModbusConnectionError as RtuOffline
+from cpppo.modbus.errors import ModbusException as RtuException
 from cpppo.modbus.pdu import MAX_READ_BITS, MAX_READ_REGISTERS, MAX_WRITE_BITS, MAX_WRITE_REGISTERS
+from cpppo.modbus.rtu_client import RtuClient
+from cpppo.modbus.serial_line import LineSettings
 from cpppo.remote.plc import PlcError, PlcOffline, moving_loads, poller
 from cpppo.timing import timer
 
@@ -73,17 +83,38 @@ def merge(ranges: Iterable[tuple[int, int]], reach: int = 1,
         yield base, length
 
 
+# Our RTU client's requests by the pymodbus method names the poller uses.
+_RTU_REQUESTS = {
+    "read_coils": lambda a, n: codec.ReadRequest(1, a, n),
+    "read_discrete_inputs": lambda a, n: codec.ReadRequest(2, a, n),
+    "read_holding_registers": lambda a, n: codec.ReadRequest(3, a, n),
+    "read_input_registers": lambda a, n: codec.ReadRequest(4, a, n),
+    "write_coil": lambda a, v: codec.WriteSingleRequest(5, a, bool(v)),
+    "write_register": lambda a, v: codec.WriteSingleRequest(6, a, v),
+    "write_coils": lambda a, v: codec.WriteMultipleRequest(15, a, tuple(v)),
+    "write_registers": lambda a, v: codec.WriteMultipleRequest(16, a, tuple(v)),
+}
+
+
 class poller_modbus(poller):  # noqa: N801 - the spec's name
-    """Poll a Modbus/TCP PLC at ``host:port`` in a background thread."""
+    """Poll a Modbus/TCP PLC at ``host:port`` (or a Modbus/RTU unit on the ``serial`` port, or
+    over RTU over TCP with ``rtu=True``) in a background thread."""
 
     def __init__(self, description: str, host: str = "localhost", port: int = 502,
                  rate: float = 1.0, reach: int = 100, unit: int | None = None,
-                 timeout: float = 2.0, client: ModbusTcpClient | None = None) -> None:
+                 timeout: float = 2.0, client: ModbusTcpClient | RtuClient | None = None,
+                 serial: str | None = None, settings: LineSettings | None = None,
+                 rtu: bool = False) -> None:
         super().__init__(description, rate)
         self.host, self.port = host, port
         self.unit = 1 if unit is None else unit
         self.reach = reach
+        if client is None and (serial is not None or rtu):
+            client = RtuClient(serial=serial, settings=settings, host=None if serial else host,
+                               port=port, timeout=timeout)
         self.client = client or ModbusTcpClient(host, port=port, timeout=timeout, retries=0)
+        self._rtu = isinstance(self.client, RtuClient)
+        self.where = self.client.where if self._rtu else f"{host}:{port}"
         self.polling: set[tuple[int, int]] = set()      # ranges polled successfully last time
         self.failing: set[tuple[int, int]] = set()      # ranges that failed last time
         self._addresses: set[int] = set()
@@ -117,6 +148,8 @@ class poller_modbus(poller):  # noqa: N801 - the spec's name
 
     def _request(self, method: str, address: int, *args: Any, **kwargs: Any) -> Any:
         """Call a client method; a stale connection (the PLC restarted) is retried once."""
+        if self._rtu:
+            return self._rtu_request(method, address, *args, *kwargs.values())
         for attempt in (1, 2):
             try:
                 reply = getattr(self.client, method)(address, *args, device_id=self.unit, **kwargs)
@@ -125,7 +158,7 @@ class poller_modbus(poller):  # noqa: N801 - the spec's name
                 self.client.close()
                 if attempt == 2 or not self._was_connected:
                     self._was_connected = False
-                    raise PlcOffline(f"{self}: {self.host}:{self.port} offline: {exc}") from None
+                    raise PlcOffline(f"{self}: {self.where} offline: {exc}") from None
                 self._was_connected = False
             except ModbusException as exc:
                 raise PlcError(f"{self}: {method}({address}) failed: {exc}") from None
@@ -136,13 +169,23 @@ class poller_modbus(poller):  # noqa: N801 - the spec's name
             raise PlcError(f"{self}: {method} at offset {address} answered exception {code} ({name})")
         return reply
 
+    def _rtu_request(self, method: str, address: int, arg: Any) -> Any:
+        """The result of our RTU client's request (values of a read)."""
+        try:
+            return self.client.request(_RTU_REQUESTS[method](address, arg), unit=self.unit)
+        except (TimeoutError, RtuOffline) as exc:
+            self.client.close()
+            raise PlcOffline(f"{self}: {self.where} offline: {exc}") from None
+        except RtuException as exc:
+            raise PlcError(f"{self}: {method} at offset {address}: {exc}") from None
+
     def _read(self, base: int, count: int) -> list[Any]:
         table, offset = locate(base)
         method = {Table.COILS: "read_coils", Table.DISCRETE_INPUTS: "read_discrete_inputs",
                   Table.INPUT_REGISTERS: "read_input_registers",
                   Table.HOLDING_REGISTERS: "read_holding_registers"}[table]
         reply = self._request(method, offset, count=count)
-        values = reply.bits[:count] if table.is_bits else reply.registers
+        values = list(reply) if self._rtu else (reply.bits[:count] if table.is_bits else reply.registers)
         if len(values) != count:
             raise PlcError(f"{self}: {method} returned {len(values)} values, not {count}")
         return [int(v) for v in values] if table.is_bits else list(values)
