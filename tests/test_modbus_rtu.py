@@ -440,7 +440,7 @@ def test_gateway_pipelined_requests_answer_in_order_with_backpressure():
 
     thread = ServerThread()
     gateway = ModbusGateway({u: RtuUnits.from_specs({u: [f"40001={u}"]}) for u in (1, 2)})
-    server = thread.serve(gateway, settings=ServerSettings(max_pending=4))
+    server = thread.serve(gateway, settings=ServerSettings(max_in_flight=4))
     try:
         requests = b"".join(frame(tid, 1 + tid % 3, bytes.fromhex("03 0000 0001")) for tid in range(30))
         replies = exchange(server.port, requests, expect=20 * 11 + 10 * 9, timeout=5.0)

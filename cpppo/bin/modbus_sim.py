@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -298,7 +299,9 @@ def _device(args: argparse.Namespace) -> object:
         return None
     if not args.registers:
         raise ValueError("no register ranges given (e.g. 40001-40100=99)")
-    if not rtu:  # (a ':' here is the one grammar's value type, 30001-30002:float32)
+    if not rtu:  # a ':' after the register is the value type (30001-30002:float32); before it, units
+        if any(re.match(r"\s*[0-9][0-9,\s-]*:\s*[0-9]", text) for text in args.registers):
+            raise ValueError("<units>:<spec> register specs are for RTU lines (--serial, --rtu-tcp)")
         return ModbusDevice.from_specs(args.registers, unit_ids=parse_units(args.unit), n=args.index,
                                        retain=args.retain)
     specs = parse_unit_specs(args.registers, parse_units(args.unit or "1") or (1,))

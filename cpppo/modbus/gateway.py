@@ -24,6 +24,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from cpppo.faults import FaultState
 from cpppo.modbus import rtu
 from cpppo.modbus.errors import ExceptionCode, ModbusConnectionError
 from cpppo.modbus.pdu import exception_pdu
@@ -39,6 +40,7 @@ class ModbusGateway:
     anything with ``async transact(unit, pdu) -> pdu``) or to an in-process ``RtuUnits``."""
 
     def __init__(self, routes: Mapping[int, Any]) -> None:
+        self.faults = FaultState()  # injected faults of the gateway (cpppo.faults)
         bad = [u for u in routes if not 1 <= u <= 247]
         if bad:
             raise ValueError(f"gateway unit ids must be 1..247: {sorted(bad)}")

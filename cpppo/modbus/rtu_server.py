@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from cpppo.faults import FaultState
 from cpppo.modbus import rtu
 from cpppo.modbus.device import ModbusDevice
 from cpppo.modbus.serial_line import LineSettings, make_pty, open_serial
@@ -47,6 +48,7 @@ class RtuUnits:
 
     def __init__(self, devices: Mapping[int, ModbusDevice]) -> None:
         self.devices: dict[int, ModbusDevice] = {}
+        self.faults = FaultState()  # injected faults of the line's server (cpppo.faults)
         self.not_ours = 0           # frames addressed to units not on this line (not answered)
         self.broadcasts = 0
         for unit, device in sorted(devices.items()):
