@@ -3,7 +3,7 @@ for the labhost role to copy to a host and ``docker load`` there (lab hosts buil
 
     python device_image.py SOURCE OUT_DIR [TAG]
 
-The image is ``cpppo-fleet build``'s (``fleet.backends.docker_image.build_device_image``, from
+The image is ``cpppo-fleet build``'s (``fleet.backends.docker.image.build_device_image``, from
 the local base image; rebuilt only when the sources changed), tagged also TAG (default
 ``cpppo-fleet/device:latest``), the name a lab host's fleet file gives as ``docker_image``.  The
 archive is ``OUT_DIR/device-<hash>.tar``, written once per image.  Prints one JSON object:
@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
     os.environ["CPPPO_FLEET_CACHE"] = str(out / "cache")
     sys.path.insert(0, str(source))
     import docker
-    from fleet.backends.docker_image import build_device_image
+    from fleet.backends.docker.image import build_device_image
 
     from fleet.backends.base import BackendError
 

@@ -4,7 +4,7 @@ Run on the control machine (the role does so, once per play):
 
     python wheelhouse.py SOURCE OUT_DIR
 
-The wheels come from ``fleet.backends.docker_image.project_wheelhouse`` of the source tree
+The wheels come from ``fleet.backends.docker.image.project_wheelhouse`` of the source tree
 (``pip wheel`` on this machine, cached under ``OUT_DIR/cache``: nothing is written into
 SOURCE, which may be read-only).  The archive ``OUT_DIR/wheelhouse-<key>.tar`` is
 reproducible (sorted names, zero times and owners), so it is byte-identical, and its checksum
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     os.environ["CPPPO_FLEET_CACHE"] = str(out / "cache")
     sys.path.insert(0, str(source))
-    from fleet.backends.docker_image import project_wheelhouse
+    from fleet.backends.docker.image import project_wheelhouse
 
     import fleet
     from fleet.backends.base import BackendError
