@@ -30,9 +30,9 @@ def main(argv: list[str]) -> int:
     os.environ["CPPPO_FLEET_CACHE"] = str(out / "cache")
     sys.path.insert(0, str(source))
     import docker
-    from fleet.backends.docker.image import build_device_image
 
     from fleet.backends.base import BackendError
+    from fleet.backends.docker.image import build_device_image
 
     try:
         client = docker.from_env(timeout=300)

@@ -46,10 +46,9 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     os.environ["CPPPO_FLEET_CACHE"] = str(out / "cache")
     sys.path.insert(0, str(source))
-    from fleet.backends.docker.image import project_wheelhouse
-
     import fleet
     from fleet.backends.base import BackendError
+    from fleet.backends.docker.image import project_wheelhouse
 
     if Path(fleet.__file__).resolve().parent.parent != source:
         print(f"wheelhouse.py: imported fleet from {fleet.__file__}, not from {source}", file=sys.stderr)
