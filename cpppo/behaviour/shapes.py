@@ -271,48 +271,49 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 
 
 @dataclass
-class Lag(Shape):
-    """A first-order lag: moves toward ``input`` (an Expression) with time constant ``tau``."""
+class _Stepped(Shape):
+    """A stateful shape driven by ``input`` (an Expression), stepped from its previous read."""
 
     input: Expression
-    tau: float = 5.0
-    start: float = 0.0
     _value: float = field(init=False, default=0.0)
     _last: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self._value = self.start
+        self._value = self.start  # type: ignore[attr-defined]
         self.inputs = self.input.inputs
 
+    def step(self, current: float, driven: float, seconds: float) -> float:
+        raise NotImplementedError
+
     def value(self, moment: Moment) -> float:
-        target = float(self.input.value(moment))
+        driven = float(self.input.value(moment))
         if self._last is not None and moment.elapsed > self._last:
-            self._value += (target - self._value) * (1.0 - math.exp((self._last - moment.elapsed) / self.tau))
+            self._value = self.step(self._value, driven, moment.elapsed - self._last)
         self._last = moment.elapsed
         return self._value
 
 
 @dataclass
-class Integral(Shape):
+class Lag(_Stepped):
+    """A first-order lag: moves toward ``input`` (an Expression) with time constant ``tau``."""
+
+    tau: float = 5.0
+    start: float = 0.0
+
+    def step(self, current: float, driven: float, seconds: float) -> float:
+        return current + (driven - current) * (1.0 - math.exp(-seconds / self.tau))
+
+
+@dataclass
+class Integral(_Stepped):
     """The integral of ``input`` (an Expression) over elapsed time, clamped to low..high."""
 
-    input: Expression
     low: float = 0.0
     high: float = 100.0
     start: float = 0.0
-    _value: float = field(init=False, default=0.0)
-    _last: float | None = field(init=False, default=None)
 
-    def __post_init__(self) -> None:
-        self._value = self.start
-        self.inputs = self.input.inputs
-
-    def value(self, moment: Moment) -> float:
-        rate = float(self.input.value(moment))
-        if self._last is not None and moment.elapsed > self._last:
-            self._value = _clamp(self._value + rate * (moment.elapsed - self._last), self.low, self.high)
-        self._last = moment.elapsed
-        return self._value
+    def step(self, current: float, driven: float, seconds: float) -> float:
+        return _clamp(current + driven * seconds, self.low, self.high)
 
     def bounds(self) -> tuple[float, float]:
         return self.low, self.high
