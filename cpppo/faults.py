@@ -36,13 +36,14 @@ flap        period ``10s`` (offline half of it)              offline and back, w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -317,11 +318,15 @@ def with_until(fault: Fault, until: float | None) -> Fault:
 _LISTENING_KINDS = ("offline", "flap")
 
 
-def follow_listening(state: FaultState, server: Any) -> None:
+def follow_listening(state: FaultState, server: Any) -> Callable[[], None]:
     """Keep ``server`` (``.enabled``, ``.disable()``, ``await .enable()``) listening exactly
     while ``state`` is not offline: ``offline`` closes its port (connections refused) until
     cleared, ``flap`` closes and reopens it with its period.  Costs nothing until such a fault
-    is set: a task runs only while one is active (call on the server's running loop)."""
+    is set: a task runs only while one is active (call on the server's running loop).
+
+    Returns ``stop()``, which the server calls when it closes for good: it stops following
+    (the listener is removed and a running task cancelled, so none is left pending when the
+    loop ends)."""
     import asyncio
 
     loop = asyncio.get_running_loop()
@@ -368,6 +373,15 @@ def follow_listening(state: FaultState, server: Any) -> None:
         else:
             loop.call_soon_threadsafe(on_change, fault)
 
+    def stop() -> None:
+        with contextlib.suppress(ValueError):
+            state.listeners.remove(listener)
+        for task in running:
+            with contextlib.suppress(RuntimeError):  # its loop is closed already
+                task.cancel()
+        running.clear()
+
     state.listeners.append(listener)
     if state.active is not None:
         on_change(state.active)
+    return stop

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cpppo.faults import follow_listening
@@ -183,6 +184,7 @@ class ModbusServer:
         self.host = ""
         self.port = 0
         self.enabled = False
+        self._unfollow: Callable[[], None] = lambda: None  # set by serve(): stop following faults
         self._server: asyncio.Server | None = None
 
     @property
@@ -201,7 +203,11 @@ class ModbusServer:
 
     def disable(self) -> None:
         """Stop serving (an ``offline`` fault): close the port and every connection."""
-        self.close()
+        self.enabled = False
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.transport.close()
 
     async def enable(self) -> None:
         """Serve again on the same address after ``disable()`` (OSError if it is taken)."""
@@ -209,12 +215,9 @@ class ModbusServer:
             await self._start(self.host, self.port)
 
     def close(self) -> None:
-        """Stop listening and close every open connection."""
-        self.enabled = False
-        if self._server is not None:
-            self._server.close()
-        for connection in list(self.connections):
-            connection.transport.close()
+        """Stop listening and close every open connection, for good (faults no longer followed)."""
+        self.disable()
+        self._unfollow()
 
     async def wait_closed(self) -> None:
         if self._server is not None:
@@ -241,6 +244,6 @@ async def serve(device: ModbusDevice, host: str = "0.0.0.0", port: int = 502, de
     ``server_class`` (a :class:`ModbusServer` subclass) changes the framing, e.g. RTU over TCP."""
     server = (server_class or ModbusServer)(device, delay, settings or ServerSettings(), pool)
     await server._start(host, port)
-    follow_listening(device.faults, server)
+    server._unfollow = follow_listening(device.faults, server)
     log.info("%s: serving %s", server, device)
     return server

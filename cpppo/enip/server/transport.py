@@ -23,6 +23,7 @@ import logging
 import random
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,6 +277,7 @@ class ServerHandle:
         self.with_udp = udp
         self.backlog = backlog
         self.enabled = False
+        self._unfollow: Callable[[], None] = lambda: None  # set by serve(): stop following faults
         self.port = 0
         self.sessions: ConnectionSet = ConnectionSet()
         self.tcp: asyncio.base_events.Server | None = None
@@ -291,6 +293,12 @@ class ServerHandle:
         return f"enip@{self.host or '0.0.0.0'}:{self.port}"
 
     def close(self) -> None:
+        """Stop serving for good (``disable()`` and stop following the device's faults)."""
+        self.disable()
+        self._unfollow()
+
+    def disable(self) -> None:
+        """Stop serving: close the listening port(s) and every connection."""
         self.enabled = False
         if self.tcp is not None:
             self.tcp.close()
@@ -304,10 +312,6 @@ class ServerHandle:
         if self.tcp is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.tcp.wait_closed(), 5.0)
-
-    def disable(self) -> None:
-        """Stop serving: close the listening port(s) and every connection."""
-        self.close()
 
     async def enable(self) -> None:
         """Serve again on the same port after ``disable()`` (raises OSError if it is taken)."""
@@ -355,6 +359,6 @@ async def serve(device: Device, host: str = "0.0.0.0", port: int = 44818, *, udp
     handle = ServerHandle(device, host, delay, settings or Settings(), udp=udp, backlog=backlog, pool=pool,
                           io=io)
     await handle._listen(port)
-    follow_listening(device.faults, handle)
+    handle._unfollow = follow_listening(device.faults, handle)
     log.info("serving %s on %s:%d", device.identity.get("product_name"), host or "0.0.0.0", handle.port)
     return handle
