@@ -186,9 +186,12 @@ def remove_links(devices: Iterable[Any]) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         folders.add(os.path.dirname(path))
-    for folder in folders:
-        with contextlib.suppress(OSError):
-            os.rmdir(folder)
+    for folder in folders:  # tty/, then .fleet/<fleet>/ and .fleet/ if nothing else is there
+        for empty in (folder, os.path.dirname(folder), os.path.dirname(os.path.dirname(folder))):
+            try:
+                os.rmdir(empty)
+            except OSError:
+                break
 
 
 # -- worker ---------------------------------------------------------------------------------------
