@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,6 +130,21 @@ registers = ["40001=1"]
     plan = expand(parse(text, source="/x/fleet.toml"))
     assert [(d.options.line, d.options.unit_id) for d in plan.devices] == [
         ("bus", 1), ("bus", 2), ("bus", 3), ("bus", 4), ("rtu2", 1)]
+
+
+def test_the_readme_example_and_fleet_rtu_toml_validate(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    section = (root / "README.md").read_text().split("### Modbus/RTU in a fleet")[1].split("\n## ")[0]
+    block = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    plan = expand(parse('[fleet]\nname = "readme"\n' + block, source=tmp_path / "fleet.toml"))
+    assert [d.options.transport for d in plan.devices].count("pty") == 32
+    assert plan.device("gw1").options.routes[-1][0] == 32
+    plan = expand(parse((root / "fleet-rtu.toml").read_text(), source=root / "fleet-rtu.toml"))
+    assert sorted({d.options.line for d in plan.devices if d.options.transport == "pty"}) == [
+        "bus0", "bus1", "bus2", "bus3"]
+    assert len(plan.devices) == 4 * 32 + 1 + 8
+    for command in re.findall(r"^(?:mbpoll|modbus_poll) .*$", section, re.M):  # the links they open
+        assert ".fleet/rtu-plant/tty/bus0" in command and plan.fleet.name == "rtu-plant"
 
 
 LINE0 = 'line = "bus0"\nregisters = ["40001-40010=7", "30001=5"]'
@@ -264,6 +280,10 @@ def test_mbpoll_on_the_line(fleet: CliFleet) -> None:
     assert re.findall(r"Polling slave (\d+)", both) == ["1", "3"]
     assert re.findall(r"^\[\d\]:\s+(\d+)", both, re.M) == ["7", "7", "7", "7"]
     mbpoll("-a", "2", "-t", "4", "-r", "3", "-1", link(fleet, "bus0"), "4242")
+    ours = subprocess.run([sys.executable, "-m", "cpppo.bin.modbus_poll", "--serial", link(fleet, "bus0"),
+                           "--parity", "N", "-u", "4", "-c", "1", "30001"],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert ours.stdout.split() == ["30001", "==", "5"], ours.stdout + ours.stderr
     read = mbpoll("-a", "2", "-t", "4", "-r", "3", "-1", link(fleet, "bus0"))
     assert re.findall(r"^\[3\]:\s+(\d+)", read, re.M) == ["4242"]
 
