@@ -454,3 +454,53 @@ def test_gateway_pipelined_requests_answer_in_order_with_backpressure():
         assert {body for tid, body in decoded if tid % 3 < 2} == {b"\x03\x02\x00\x01", b"\x03\x02\x00\x02"}
     finally:
         thread.close()
+
+
+def test_unit_faults_on_a_line_and_behind_a_gateway():
+    """A unit's own fault slot: silent (timeout, offline, drop), an exception, a corrupt frame,
+    a held reply; the in-process gateway answers 0x0B for a silent or corrupt unit."""
+    from cpppo.faults import parse_fault
+
+    units = RtuUnits.from_specs({1: ["40001=5"], 2: ["40001=6"]})
+    request = rtu.encode(1, bytes.fromhex("03 0000 0001"))
+    gateway = ModbusGateway({1: units, 2: units})
+    read = bytes.fromhex("03 0000 0001")
+    for kind in ("timeout", "offline", "drop"):
+        units.devices[1].faults.set(parse_fault(kind))
+        assert units.answer(request) is None
+        assert asyncio.run(gateway.forward(1, read)) == bytes((0x83, 0x0B))
+    assert rtu.split(units.answer(rtu.encode(2, read)))[1].hex() == "03020006"  # the other unit is well
+    units.devices[1].faults.set(parse_fault("error", "4"))
+    assert rtu.split(units.answer(request))[1] == bytes((0x83, 4))
+    units.devices[1].faults.set(parse_fault("corrupt", seed=3))
+    frame = units.answer(request)
+    with pytest.raises(FrameError):
+        rtu.split(frame)
+    assert asyncio.run(gateway.forward(1, read)) == bytes((0x83, 0x0B))
+    units.devices[1].faults.set(parse_fault("latency", "50ms"))
+    assert units.latency(1) == pytest.approx(0.05) and units.latency(2) == 0.0
+    began = time.monotonic()
+    assert asyncio.run(gateway.forward(1, read)).hex() == "03020005"
+    assert time.monotonic() - began >= 0.05
+    units.devices[1].faults.clear()
+    assert rtu.split(units.answer(request))[1].hex() == "03020005"
+
+
+def test_a_latency_fault_holds_the_reply_on_a_pty_line():
+    from cpppo.faults import parse_fault
+
+    async def scenario() -> tuple[float, float]:
+        units = RtuUnits.from_specs({1: ["40001=5"]})
+        wire = LineSettings(19200, "N", 1)
+        server = await serve_serial(units, "pty", wire)
+        async with server, AsyncRtuClient.serial(server.path, wire, timeout=2.0) as master:
+            began = time.monotonic()
+            assert await master.read_holding_registers(0, 1) == [5]
+            quick = time.monotonic() - began
+            units.devices[1].faults.set(parse_fault("latency", "300ms"))
+            began = time.monotonic()
+            assert await master.read_holding_registers(0, 1) == [5]
+            return quick, time.monotonic() - began
+
+    quick, held = asyncio.run(scenario())
+    assert held >= 0.3 and held > quick
