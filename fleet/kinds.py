@@ -105,6 +105,11 @@ class Kind(ABC):
         """Where a client reaches the device, as plan and status show it."""
         return f"{device.host}:{device.port}"
 
+    def wire(self, device: Any) -> str | None:
+        """A name the devices sharing one wire share (a serial line: the health poller polls
+        them one at a time); None: the device has a connection of its own."""
+        return None
+
 
 @dataclass(frozen=True)
 class ServerLimits:
@@ -589,6 +594,9 @@ class ModbusRtuKind(ModbusKind):
 
     def together(self, device: Any) -> str | None:
         return device.options.cluster or None
+
+    def wire(self, device: Any) -> str | None:
+        return device.options.link or None
 
     def endpoint(self, device: Any) -> str:
         o = device.options

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -337,6 +338,12 @@ def test_a_faulted_unit_is_silent_on_the_line_and_shown_faulted(fleet: CliFleet)
         finally:
             client.close()
         until(lambda: fleet.devices()["flow2"]["state"] == "faulted", 30, "flow2 shown faulted")
+        # its neighbours, polled over the same health pty after it, are not made late by it
+        since = time.time()
+        until(lambda: all((fleet.devices()[n]["checked"] or 0) > since + 1.0 for n in ("flow1", "flow3")),
+              30, "two more sweeps")
+        devices = fleet.devices()
+        assert [devices[n]["last_ok"] for n in ("flow1", "flow3", "flow2")] == [True, True, False]
     finally:
         fleet.cli("fault", "--clear")
     until(fleet.all_healthy, 30, "healthy again")
