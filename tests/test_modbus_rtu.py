@@ -504,3 +504,47 @@ def test_a_latency_fault_holds_the_reply_on_a_pty_line():
 
     quick, held = asyncio.run(scenario())
     assert held >= 0.3 and held > quick
+
+
+def test_gateway_faults():
+    """A gateway's own fault slot: timeout (no reply), error (that exception), latency (held),
+    drop (the connection closed), offline (connections refused)."""
+    from cpppo.faults import parse_fault
+
+    async def scenario() -> None:
+        gateway = ModbusGateway({1: RtuUnits.from_specs({1: ["40001=5"]})})
+        server = await serve(gateway, HOST, 0)
+        async with server:
+            async with AsyncModbusClient(HOST, server.port, unit=1, timeout=0.5) as client:
+                assert await client.read_holding_registers(0, 1) == [5]
+                gateway.faults.set(parse_fault("error", "6"))
+                with pytest.raises(ExceptionResponse) as busy:
+                    await client.read_holding_registers(0, 1)
+                assert busy.value.code == 6
+                gateway.faults.set(parse_fault("latency", "200ms"))
+                began = time.monotonic()
+                assert await client.read_holding_registers(0, 1) == [5]
+                assert time.monotonic() - began >= 0.2
+                gateway.faults.set(parse_fault("timeout"))
+                with pytest.raises(TimeoutError):
+                    await client.read_holding_registers(0, 1)
+            async with AsyncModbusClient(HOST, server.port, unit=1, timeout=0.5) as client:
+                gateway.faults.set(parse_fault("drop"))
+                with pytest.raises((ModbusConnectionError, TimeoutError)):
+                    await client.read_holding_registers(0, 1)
+            gateway.faults.set(parse_fault("offline"))
+            with pytest.raises(ModbusConnectionError):
+                async with AsyncModbusClient(HOST, server.port, unit=1, timeout=0.5) as client:
+                    await client.read_holding_registers(0, 1)
+            gateway.faults.clear()
+            for _ in range(100):  # listening again once the fault state is followed
+                try:
+                    async with AsyncModbusClient(HOST, server.port, unit=1, timeout=0.5) as client:
+                        assert await client.read_holding_registers(0, 1) == [5]
+                        break
+                except ModbusConnectionError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the gateway does not listen again")
+
+    asyncio.run(scenario())
