@@ -20,7 +20,6 @@ program tags are), and ``DWORD[<n>]`` holds a BOOL[32 x n] array the way Logix s
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -239,6 +238,7 @@ class Tag:
     instance: int
     address: tuple[int, int, int] | None = None
     dims: tuple[int, ...] | None = None  # a multi-dimensional array's dimensions
+    alias_for: str | None = None  # an alias tag: the tag (or member) whose values it shares
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -371,9 +371,9 @@ class Device:
         """Build a device from tag specs; a bad spec or identity value raises ValueError naming it.
 
         ``udts``: structure definitions ``Name={Member:TYPE[n],...}`` the tag specs may use;
-        ``export``: a Logix export (``cpppo.enip.device.l5x.load_export``) whose structures and
-        tags, with their initial values, the device serves first (what it cannot serve is
-        logged as a warning).
+        ``export``: a Logix export (``cpppo.enip.device.l5x.load_export``, given the ``udts``
+        itself) whose structures, tags with their initial values and aliases the device serves
+        first (what it cannot serve is logged as a warning).
 
         ``route_path``: None accepts any Unconnected Send route; False (or ``simple``) accepts
         only an empty one; a tuple of ``Port`` segments (or a ``--route-path`` string) must match.
@@ -393,21 +393,13 @@ class Device:
         from cpppo.enip.device.objects import install_standard_objects
         install_standard_objects(device)
         udts = list(udts)
-        exported = []
         if export is not None:
-            from cpppo.enip.device.udt import install_types
-            for line in export.unsupported:
-                logging.getLogger(__name__).warning("%s", line)
-            install_types(device, export.types)
-            for spec in export.specs:
-                values = export.values.get(spec.name)
-                tag = device.add_tag(spec)
-                if values:
-                    tag.attribute[0:len(values)] = values
-                exported.append(spec)
-        if udts:
+            if udts:
+                raise ValueError("with an export, give the structures to load_export(..., udts=...)")
+            export.install(device)
+        elif udts:
             from cpppo.enip.device.udt import install_types, parse_udts
-            install_types(device, parse_udts(udts, first=0x100 + len(device.types)))
+            install_types(device, parse_udts(udts))
         parsed = [parse_tag_spec(spec, device.types) if isinstance(spec, str) else spec for spec in specs]
         for spec in parsed:
             device.add_tag(spec)
