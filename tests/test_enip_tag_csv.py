@@ -8,6 +8,8 @@ file and its line (enip_server exits 2); fleet.toml's tags_from takes a list."""
 from __future__ import annotations
 
 import logging
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 from cpppo.enip.device.l5x import ExportError, load_export
 from cpppo.enip.device.model import Device
 from cpppo.enip.server.background import serve_in_thread
+from tests.support import free_port, running
 
 DATA = Path(__file__).resolve().parent / "data"
 TYPES, TAGS = DATA / "packaging_types.L5X", DATA / "line4_tags.CSV"
@@ -184,3 +187,27 @@ tags_from = ["{TYPES.name}", "{TAGS.name}"]
     with pytest.raises(ConfigError, match=r"device\[0\]: key 'tags_from': .*line4_tags.CSV: line 9: "
                                           r"TAG 'Tank': data type 'Tank' is not defined"):
         parse(text.replace(f'udts = ["{TANK}"]\n', ""), source=source)
+
+
+def readme_servers() -> list[list[str]]:
+    """The enip_server commands of README's "Logix structures and exports" section."""
+    text = (DATA.parent.parent / "README.md").read_text()
+    section = re.search(r"^## Logix structures and exports\n(.*?)(?=^## )", text, re.S | re.M)
+    assert section, "README.md has no '## Logix structures and exports' section"
+    blocks = re.findall(r"^```sh\n(.*?)^```", section.group(1), re.S | re.M)
+    lines = "".join(blocks).replace("\\\n", " ").splitlines()
+    return [shlex.split(line) for line in lines if line.strip()]
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("argv", readme_servers(), ids=lambda argv: argv[-1].rsplit("/", 1)[-1])
+def test_readme_servers_serve_what_they_say(argv):
+    from pycomm3 import LogixDriver
+
+    port = free_port()
+    command = [str(Path(sys.executable).parent / argv[0]), "-a", f"127.0.0.1:{port}", *argv[1:]]
+    with (running(command, listen=("127.0.0.1", port), timeout=60, cwd=DATA.parent.parent),
+          LogixDriver(f"127.0.0.1:{port}") as plc):
+        assert {"Tank", "Capper"} & set(plc.tags)
+        name = "Tank" if "Tank" in plc.tags else "Capper"
+        assert plc.tags[name]["tag_type"] == "struct" and plc.read(name).error is None
