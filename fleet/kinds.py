@@ -251,6 +251,8 @@ class EnipKind(Kind):
 
             t.checked("route_path", lambda: parse_route_path(route_path))
         names = {spec.name.casefold() for _, spec in tags}
+        if tags_from:
+            names |= {spec.name.casefold() for spec in export.specs}
         health_tag = t.get("health_tag", str, None, what="a string")
         if health_tag is not None and health_tag.split("[")[0].casefold() not in names:
             t.fail("health_tag", f"{health_tag!r} is not one of the device's tags")

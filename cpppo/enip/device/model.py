@@ -21,7 +21,7 @@ program tags are), and ``DWORD[<n>]`` holds a BOOL[32 x n] array the way Logix s
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,7 +117,7 @@ class TagSpec:
 
 
 # the whole text (fullmatch: no trailing newline), ASCII names: Logix symbols are ASCII
-_SPEC = re.compile(r"""\s*(?P<name>[A-Za-z_][\w:.]*)
+_SPEC = re.compile(r"""\s*(?P<name>[A-Za-z_][\w:.]*(?:\[[\d,\s]+\][\w:.]*)*)
     (?:@(?P<address>[^=]+))?
     \s*=\s*(?P<type>[A-Za-z_]\w*)\s*(?:\[\s*(?P<length>[^\]]*)\s*\])?\s*(?P<rest>.*?)\s*""",
                    re.X | re.S | re.ASCII)
@@ -227,6 +227,13 @@ def parse_tag_spec(spec: str, types: Mapping[str, CIPType] | None = None) -> Tag
         except ValueError as exc:
             raise ValueError(f"bad tag spec {spec!r}: {exc}") from None
     return TagSpec(match["name"], known[type_name], length, address, values, behaviour, dims)
+
+
+def _member_path(name: str, tags: Collection[str]) -> bool:
+    """Does ``name`` name a member (or element) of one of ``tags`` (casefolded names), not a
+    tag: ``Tank[3].Level``, ``Line.Speed`` (not ``Program:Main.Speed``)?"""
+    parts = name.split("[", 1)[0].split(".")
+    return "[" in name or any(".".join(parts[:count]).casefold() in tags for count in range(1, len(parts)))
 
 
 @dataclass
@@ -401,8 +408,13 @@ class Device:
             from cpppo.enip.device.udt import install_types, parse_udts
             install_types(device, parse_udts(udts))
         parsed = [parse_tag_spec(spec, device.types) if isinstance(spec, str) else spec for spec in specs]
+        declared = {spec.name.casefold() for spec in parsed} | set(device.tags)
+        members = [spec for spec in parsed if _member_path(spec.name, declared)]
         for spec in parsed:
-            device.add_tag(spec)
+            if spec not in members:
+                device.add_tag(spec)
+        for spec in members:
+            device.set_member(spec)
         from cpppo.enip.device.living import attach_behaviours, attach_journal
         device.plant = attach_behaviours(device, parsed, n=n, clock=clock, base=base)
         if retain is not None:
@@ -431,6 +443,28 @@ class Device:
         if spec.address is not None:
             self.objects.setdefault(spec.address[:2], {})[spec.address[2]] = attribute
         return tag
+
+    def set_member(self, spec: TagSpec) -> None:
+        """A spec naming a member of a structure tag (``Tank[3].Level=REAL=5~sine(...)``): its
+        type checked against the member's, its initial values stored (its behaviour is
+        attached with the others'); ValueError naming the problem."""
+        from cpppo.enip.device.udt import MemberView, member_target
+
+        try:
+            _, view, element = member_target(self, spec.name)
+        except ValueError as exc:
+            raise ValueError(f"bad tag spec {spec.name!r}: {exc}") from None
+        if not isinstance(view, MemberView) or element is not None:
+            raise ValueError(f"bad tag spec {spec.name!r}: names an element, not a structure member")
+        length = view.member.length
+        if view.parser is not spec.type or length != spec.length:
+            shape = f"[{length}]" if length else ""
+            raise ValueError(f"bad tag spec {spec.name!r}: the member is a {view.parser.name}{shape}")
+        if spec.address is not None:
+            raise ValueError(f"bad tag spec {spec.name!r}: a member has no @class/instance/attribute")
+        if spec.values is not None:
+            initial = spec.initial
+            view[0:len(view)] = initial if length else [initial]
 
     def tag(self, name: str) -> Tag | None:
         return self.tags.get(name.casefold())
