@@ -160,3 +160,17 @@ tags = ["Tank=Tank[4]", "Tank[3].Level=REAL~sine(amplitude=10, period=40, offset
     assert device.plant and "Tank[3].Level" in device.plant.drivers
     with pytest.raises(ConfigError, match=r"device\[0\]: .*the member is a REAL"):
         parse(text.replace("Level=REAL~", "Level=INT~"))
+
+
+@pytest.mark.interop
+def test_pycomm3_sees_error_faults_on_a_member_or_its_tag():
+    from pycomm3 import LogixDriver
+
+    device = make(FakeClock(wall=0.0))
+    with serve_in_thread(device) as server, LogixDriver(f"127.0.0.1:{server.port}") as plc:
+        device.faults.set(parse_fault("error", "0x05:Tank[3].Level", now=0.0))
+        assert plc.read("Tank[3].Level").error and plc.read("Tank[2].Level").error is None
+        device.faults.set(parse_fault("error", "0x05:Tank", now=0.0))
+        assert plc.read("Tank[2].Level").error and plc.read("Total").error is None
+        device.faults.clear()
+        assert plc.read("Tank[3].Level").error is None
