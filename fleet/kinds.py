@@ -266,10 +266,10 @@ class EnipKind(Kind):
 
     def build(self, options: EnipOptions, identity: Mapping[str, Any], *, n: int = 0,
               retain: str | None = None, home: str = "") -> Any:
-        from cpppo.enip.device.l5x import load_export
+        from cpppo.enip.device.l5x import shared_export
         from cpppo.enip.device.model import Device
 
-        export = load_export(options.tags_from, options.udts) if options.tags_from else None
+        export = shared_export(options.tags_from, options.udts) if options.tags_from else None
         device = Device.from_specs(list(options.tags), identity=dict(identity), route_path=options.route_path,
                                    simple=options.simple, n=n, retain=retain, base=_relative_to(home),
                                    udts=() if export else options.udts, export=export)

@@ -211,3 +211,19 @@ def test_readme_servers_serve_what_they_say(argv):
         assert {"Tank", "Capper"} & set(plc.tags)
         name = "Tank" if "Tank" in plc.tags else "Capper"
         assert plc.tags[name]["tag_type"] == "struct" and plc.read(name).error is None
+
+
+def test_a_shared_export_is_read_once_and_its_devices_share_no_values(tmp_path):
+    from cpppo.enip.device.l5x import shared_export
+
+    path = tmp_path / "line.L5X"
+    path.write_bytes((DATA / "packaging_line.L5X").read_bytes())
+    first = shared_export([path])
+    assert shared_export([path]) is first
+    one, two = (Device.from_specs([], export=first) for _ in range(2))
+    one.tag("Capper").attribute[0]["Active"]["Name"] = "changed"
+    assert two.tag("Capper").attribute[0]["Active"]["Name"] == "Cola 1 L"
+    path.write_bytes(path.read_bytes() + b"\n")  # changed: read again
+    assert shared_export([path]) is not first
+    with pytest.raises(ExportError, match="nope.L5X: cannot read"):
+        shared_export([tmp_path / "nope.L5X"])

@@ -35,6 +35,7 @@ element (a CSV's line).
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import logging
@@ -53,7 +54,7 @@ from cpppo.enip.device.model import Device, TagSpec, parse_tag_spec
 from cpppo.enip.device.services import resolve
 from cpppo.enip.device.udt import FIRST_TEMPLATE, StructType, install_types, layout, parse_udts
 
-__all__ = ["Export", "ExportError", "load_export"]
+__all__ = ["Export", "ExportError", "load_export", "shared_export"]
 
 
 #: Logix's predefined structures and module types, which an export does not define
@@ -78,19 +79,22 @@ class Export:
     values: dict[str, list[Any]] = field(default_factory=dict)
     unsupported: list[str] = field(default_factory=list)
     aliases: list[tuple[str, str, str, str]] = field(default_factory=list)  # name, target, where, scope
+    warned: bool = False  # the unsupported lines were logged
 
     def install(self, device: Device) -> None:
         """Give ``device`` the export's structures, tags (with their initial values) and
         aliases; log a warning for each thing not served."""
         log = logging.getLogger(__name__)
-        for line in self.unsupported:
-            log.warning("%s", line)
+        if not self.warned:  # once per export, not once per device built of it
+            self.warned = True
+            for line in self.unsupported:
+                log.warning("%s", line)
         install_types(device, self.types)
         for spec in self.specs:
             tag = device.add_tag(spec)
             values = self.values.get(spec.name)
-            if values:
-                tag.attribute[0:len(values)] = values
+            if values:  # copies: devices built of one export share none of their values
+                tag.attribute[0:len(values)] = copy.deepcopy(values)
         for name, target, where, prefix in self.aliases:
             problem = _add_alias(device, name, target, prefix)
             if problem:
@@ -421,4 +425,23 @@ def load_export(paths: str | Path | Sequence[str | Path], udts: Sequence[str] = 
             _load_l5x(source, data, export)
         else:
             _load_csv(source, data, export)
+    return export
+
+
+_SHARED: dict[tuple[Any, ...], Export] = {}
+
+
+def shared_export(paths: Sequence[str | Path], udts: Sequence[str] = ()) -> Export:
+    """``load_export(paths, udts)``, read once per process while the files are unchanged: a
+    fleet worker builds many devices of one export (their values are copied at install)."""
+    try:
+        stats = tuple((s.st_mtime_ns, s.st_size) for s in (Path(p).stat() for p in paths))
+    except OSError:
+        return load_export(paths, udts)  # which says what is wrong, in one line
+    key = (tuple(str(p) for p in paths), tuple(udts), stats)
+    export = _SHARED.get(key)
+    if export is None:
+        if len(_SHARED) >= 16:  # bounded: a worker serves few exports
+            _SHARED.pop(next(iter(_SHARED)))
+        export = _SHARED[key] = load_export(paths, udts)
     return export

@@ -24,6 +24,7 @@ from __future__ import annotations
 import binascii
 import copy
 import dataclasses
+import functools
 import re
 import struct
 from collections.abc import Mapping, Sequence
@@ -78,10 +79,23 @@ class StructType(CIPType):
     def __eq__(self, other: object) -> bool:
         return self is other
 
-    @property
+    @functools.cached_property
     def fields(self) -> tuple[Member, ...]:
         """The members a value holds (not the BOOL hosts)."""
         return tuple(m for m in self.members if not m.host)
+
+    @functools.cached_property
+    def _blank(self) -> tuple[dict[str, Any], tuple[tuple[str, Any, int | None, bool], ...]]:
+        """A default value's immutable members (in member order) and how to make each of the
+        others: (name, default or structure, length or None, structure?)."""
+        blank: dict[str, Any] = {}
+        fresh = []
+        for m in self.fields:
+            nested = isinstance(m.type, StructType)
+            blank[m.name] = None if nested or m.length else m.type.default()
+            if nested or m.length:
+                fresh.append((m.name, m.type if nested else m.type.default(), m.length, nested))
+        return blank, tuple(fresh)
 
     @property
     def template_words(self) -> int:
@@ -89,8 +103,14 @@ class StructType(CIPType):
         return (len(self.template_bytes) + 23) // 4
 
     def default(self) -> Any:
-        return {m.name: ([m.type.default() for _ in range(m.length)] if m.length else m.type.default())
-                for m in self.fields}
+        blank, fresh = self._blank
+        value = dict(blank)  # a device builds thousands: copy, then make the mutable members anew
+        for name, item, length, nested in fresh:
+            if nested:
+                value[name] = [item.default() for _ in range(length)] if length else item.default()
+            else:
+                value[name] = [item] * length
+        return value
 
     def coerce(self, value: Any) -> Any:
         if not isinstance(value, Mapping):
