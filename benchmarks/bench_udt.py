@@ -7,7 +7,9 @@ and pycomm3 read rates: a whole structure, one member, a plain DINT.
 
 ``--fleet N``: instead, `cpppo-fleet up` of N such controllers (``tags_from`` the export) in
 one worker on the process backend, against N controllers of the plain export, same run:
-time from `up` to all healthy, the worker's RSS, one full health sweep, `down`.
+time from `up` to all healthy and the CPU seconds that took (the CLI's; the worker's, building
+and serving every device: the figure a loaded machine does not inflate), the fleet's RSS, one
+full health sweep, `down`.
 
     python benchmarks/bench_udt.py [--tags 5000] [--reads 2000]
     python benchmarks/bench_udt.py --fleet 100
@@ -16,6 +18,7 @@ time from `up` to all healthy, the worker's RSS, one full health sweep, `down`.
 from __future__ import annotations
 
 import argparse
+import resource
 import subprocess
 import sys
 import tempfile
@@ -74,7 +77,7 @@ def measure(path: Path, reads: int, structs: bool) -> dict[str, float]:
 
 def fleet(path: Path, count: int, octet: int) -> dict[str, float | str]:
     """`cpppo-fleet up` of ``count`` controllers of export ``path`` in one worker."""
-    from fleet_scale import fleet_pids, rss_mb
+    from fleet_scale import cpu_seconds, fleet_pids, rss_mb
 
     from fleet.backends.process import ProcessBackend
     from fleet.config import load
@@ -101,14 +104,20 @@ tags_from = "{path.name}"
     cli = [sys.executable, "-c", "from fleet.cli import main; main()"]
     out: dict[str, float | str] = {}
     try:
-        begun = time.monotonic()
+        begun, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run([*cli, "up", str(toml), "--state-dir", str(state), "--timeout", "300"],
                               capture_output=True, text=True, timeout=600)
         out["up to all healthy (s)"] = time.monotonic() - begun
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out["up: CLI CPU (s)"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         if done.returncode != 0:
             out["note"] = (done.stdout + done.stderr).strip().splitlines()[-1]
             return out
-        pids = fleet_pids(ProcessBackend(plan, state))
+        backend = ProcessBackend(plan, state)
+        pids = fleet_pids(backend)
+        names = {w.name for w in plan.workers}
+        workers = [program.pid for name, program in backend.status().items() if name in names]
+        out["up: worker CPU (s)"] = cpu_seconds(workers)
         out["processes"] = len(pids)
         out["total RSS (MB)"] = rss_mb(pids)
         begun = time.monotonic()

@@ -224,16 +224,16 @@ class EnipKind(Kind):
     }
 
     def options(self, t: Table) -> EnipOptions:
-        from cpppo.enip.device.l5x import load_export
+        from cpppo.enip.device.l5x import shared_export
         from cpppo.enip.device.model import parse_tag_spec
         from cpppo.enip.device.udt import parse_udts
 
         udts = t.strings("udts") or ()
         types: Mapping[str, Any] = t.checked("udts", lambda: parse_udts(udts))
-        here = Path(t.src).parent  # exports are relative to fleet.toml
+        here = Path(t.src).resolve().parent  # exports are relative to fleet.toml
         tags_from = tuple(str(here / path) for path in t.strings("tags_from") or ())
         if tags_from:
-            export = t.checked("tags_from", lambda: load_export(tags_from, udts))
+            export = t.checked("tags_from", lambda: shared_export(tags_from, udts))
             types = export.types
         if tags_from and not t.data.get("tags"):
             tags: tuple[tuple[str, Any], ...] = tuple((s.name, s) for s in export.specs)

@@ -162,7 +162,7 @@ def test_enip_server_serves_csv_and_refuses_a_bad_one(tmp_path):
         "structure in udts / --udt, or an L5X export listed before this file)"]
 
 
-def test_fleet_tags_from_list_with_udts(tmp_path):
+def test_fleet_tags_from_list_with_udts(tmp_path, monkeypatch):
     from fleet.config import ConfigError, parse
     from fleet.kinds import KINDS
 
@@ -184,6 +184,8 @@ tags_from = ["{TYPES.name}", "{TAGS.name}"]
     device = KINDS["enip"].build(group.options, {})
     assert device.tag("Tank").attribute.parser.name == "Tank"
     assert device.tag("SyrupLevel").alias_for == "Tank[3].Level"
+    monkeypatch.chdir(DATA)  # a relative fleet.toml: the worker, elsewhere, gets absolute paths
+    assert parse(text, source=Path("fleet.toml")).groups[0].options.tags_from == (str(TYPES), str(TAGS))
     with pytest.raises(ConfigError, match=r"device\[0\]: key 'tags_from': .*line4_tags.CSV: line 9: "
                                           r"TAG 'Tank': data type 'Tank' is not defined"):
         parse(text.replace(f'udts = ["{TANK}"]\n', ""), source=source)

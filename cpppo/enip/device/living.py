@@ -51,7 +51,9 @@ def attach_behaviours(device: Any, specs: Iterable[Any], *, n: int = 0, clock: C
     from cpppo.enip.device.attribute import Attribute
 
     plant = Plant(clock, owner=device)
-    known = _Caseless(tag.name.casefold() for tag in device.tags.values() if tag.name.isidentifier())
+    specs = [spec for spec in specs if spec.behaviour is not None]
+    known = _Caseless(tag.name.casefold() for tag in device.tags.values()
+                      if specs and tag.name.isidentifier())  # (none needed without behaviours)
 
     def resolve(name: str) -> Any:
         tag = device.tag(name)
