@@ -93,7 +93,11 @@ def _udt(name, *members):
      "bad.L5X: Tag 'T': bad initial value"),
 ])
 def test_bad_exports_are_one_line_naming_file_and_element(tmp_path, text, message):
-    path = tmp_path / "bad.L5X"
+    refused_in_one_line(tmp_path / "bad.L5X", text, message)
+
+
+def refused_in_one_line(path: Path, text: str, message: str) -> None:
+    """An export of ``text`` at ``path`` is refused with one line naming it and ``message``."""
     path.write_text(text)
     with pytest.raises(ExportError) as info:
         load_export(path)
