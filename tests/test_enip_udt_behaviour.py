@@ -174,3 +174,66 @@ def test_pycomm3_sees_error_faults_on_a_member_or_its_tag():
         assert plc.read("Tank[2].Level").error and plc.read("Total").error is None
         device.faults.clear()
         assert plc.read("Tank[3].Level").error is None
+
+
+@pytest.mark.slow
+@pytest.mark.interop
+def test_fleet_members_move_freeze_and_are_retained(tmp_path):
+    """A real worker: pycomm3 sees a driven member move and a follower follow, `cpppo-fleet
+    fault ... freeze` hold them, `--clear` free them; a member write survives a restart."""
+    import os
+    import time
+
+    from pycomm3 import LogixDriver
+
+    from tests.fleet_support import CliFleet, until
+    from tests.support import free_port
+
+    octet = 100 + os.getpid() % 100
+    port = free_port(f"127.76.{octet}.1")
+    fleet = CliFleet(tmp_path, f"""
+[fleet]
+name = "tanks{octet}"
+address_pool = "127.76.{octet}.0/24"
+health_interval = 0.5
+health_timeout = 2.0
+
+[[device]]
+kind = "enip"
+count = 1
+name = "tanks"
+port = {port}
+retain = true
+udts = ["{TANK}"]
+tags = ["Tank=Tank[4]", "Tank[3].Level=REAL~counter(rate=20)", "Tank[2].Level=REAL~expr(Tank[3].Level * 2)"]
+""")
+    device = fleet.plan.devices[0]
+    try:
+        fleet.cli("up")
+        until(fleet.all_healthy, what="all healthy")
+        with LogixDriver(f"{device.host}:{device.port}") as plc:
+            def level() -> float:
+                return plc.read("Tank[3].Level").value
+
+            first = level()
+            until(lambda: level() > first, timeout=10, what="the member moving")
+            pair = plc.read("Tank[3].Level", "Tank[2].Level")
+            assert pair[1].value == pytest.approx(2 * pair[0].value)
+
+            def still() -> bool:
+                before = level()
+                time.sleep(0.3)  # 6 counts at 20/s, were it moving
+                return level() == before
+
+            fleet.cli("fault", "tanks", "freeze")
+            until(still, timeout=10, what="the freeze fault applied")
+            fleet.cli("fault", "--clear", "tanks")
+            frozen = level()
+            until(lambda: level() != frozen, timeout=10, what="the member moving again")
+            assert plc.write("Tank[1].Alarms{2}", [3, 4]).error is None
+        fleet.cli("restart", "tanks")
+        until(fleet.all_healthy, what="all healthy after restart")
+        with LogixDriver(f"{device.host}:{device.port}") as plc:
+            assert plc.read("Tank[1].Alarms{2}").value == [3, 4]
+    finally:
+        fleet.backend.down()
