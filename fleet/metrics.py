@@ -286,7 +286,7 @@ def write_file_sd(plan: Plan, path: Path) -> None:
     address, with ``device``, ``kind`` and ``fleet`` labels."""
     groups = [{"targets": [d.endpoint], "labels": {"device": d.name, "kind": d.kind, "fleet": plan.fleet.name,
                                                   "worker": d.worker}}
-              for d in plan.devices]
+              for d in plan.devices if d.host]  # not a unit on a serial line: no address to scrape
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(groups, indent=1))
     os.replace(tmp, path)
