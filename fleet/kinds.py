@@ -166,7 +166,7 @@ class EnipOptions(ServerLimits):
     simple: bool = False  # a simple (non-routing) CIP device
     health_tag: str = ""  # the tag the health poller reads; default: the first tag's first element
     udts: tuple[str, ...] = ()  # structures the tags may use: "Motor={Speed:REAL,Running:BOOL}"
-    tags_from: str = ""  # a Logix export (L5X) whose structures and tags the device serves too
+    tags_from: tuple[str, ...] = ()  # Logix exports (L5X, tag CSV) whose structures and tags it serves too
     io: IOOptions | None = None  # the [device.io] table: serve as a Class 1 I/O adapter
 
 
@@ -248,18 +248,21 @@ class EnipKind(Kind):
     }
 
     def options(self, t: Table) -> EnipOptions:
-        from cpppo.enip.device.l5x import load_export
+        from cpppo.enip.device.l5x import shared_export
         from cpppo.enip.device.model import parse_tag_spec
         from cpppo.enip.device.udt import parse_udts
 
         udts = t.strings("udts") or ()
-        tags_from = t.get("tags_from", str, "", what="the path of a Logix export (.L5X)")
+        types: Mapping[str, Any] = t.checked("udts", lambda: parse_udts(udts))
+        here = Path(t.src).resolve().parent  # exports are relative to fleet.toml
+        tags_from = tuple(str(here / path) for path in t.strings("tags_from") or ())
         if tags_from:
-            tags_from = str(Path(t.src).parent / tags_from)  # relative to fleet.toml
-            export = t.checked("tags_from", lambda: load_export(tags_from))
-        types = t.checked("udts", lambda: {**(export.types if tags_from else {}), **parse_udts(udts)})
+            export = t.checked("tags_from", lambda: shared_export(tags_from, udts))
+            types = export.types
         if tags_from and not t.data.get("tags"):
             tags: tuple[tuple[str, Any], ...] = tuple((s.name, s) for s in export.specs)
+            if not tags:
+                t.fail("tags_from", f"{export.source}: the export has no tags this simulator serves")
         else:
             tags = t.specs("tags", lambda text: parse_tag_spec(text, types),
                            "an ENIP device needs at least one tag, such as 'SCADA=INT[100]'")
@@ -272,6 +275,8 @@ class EnipKind(Kind):
 
             t.checked("route_path", lambda: parse_route_path(route_path))
         names = {spec.name.casefold() for _, spec in tags}
+        if tags_from:
+            names |= {spec.name.casefold() for spec in export.specs}
         health_tag = t.get("health_tag", str, None, what="a string")
         if health_tag is not None and health_tag.split("[")[0].casefold() not in names:
             t.fail("health_tag", f"{health_tag!r} is not one of the device's tags")
@@ -285,13 +290,13 @@ class EnipKind(Kind):
 
     def build(self, options: EnipOptions, identity: Mapping[str, Any], *, n: int = 0,
               retain: str | None = None, home: str = "") -> Any:
-        from cpppo.enip.device.l5x import load_export
+        from cpppo.enip.device.l5x import shared_export
         from cpppo.enip.device.model import Device
 
+        export = shared_export(options.tags_from, options.udts) if options.tags_from else None
         device = Device.from_specs(list(options.tags), identity=dict(identity), route_path=options.route_path,
                                    simple=options.simple, n=n, retain=retain, base=_relative_to(home),
-                                   udts=options.udts,
-                                   export=load_export(options.tags_from) if options.tags_from else None)
+                                   udts=() if export else options.udts, export=export)
         if options.io is not None:
             device.io = _adapter(device, options.io)
         return device

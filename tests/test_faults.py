@@ -238,7 +238,8 @@ def test_closed_servers_stop_following() -> None:
 
     async def scenario() -> list[int]:
         enip, modbus = Device(), ModbusDevice({})
-        servers = [await serve_enip(enip, "127.0.0.1", 0, udp=False), await serve_modbus(modbus, "127.0.0.1", 0)]
+        servers = [await serve_enip(enip, "127.0.0.1", 0, udp=False),
+                   await serve_modbus(modbus, "127.0.0.1", 0)]
         for device in (enip, modbus):
             device.faults.set(parse_fault("flap", "1s"))
         await asyncio.sleep(0.05)
