@@ -291,12 +291,16 @@ def shared_control(state_dir: Path) -> Path:
     """The control folder, made writable for the host user's group (setgid, so what the
     workers create there stays in that group): containers, running as another user with that
     group added, create their sockets in it."""
-    control = control_dir(state_dir)
-    control.mkdir(parents=True, exist_ok=True)
+    return shared_folder(control_dir(state_dir))
+
+
+def shared_folder(folder: Path) -> Path:
+    """Make ``folder`` (if need be) writable for the host user's group, setgid."""
+    folder.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
-        os.chown(control, -1, os.getgid())
-        control.chmod(0o2770)
-    return control
+        os.chown(folder, -1, os.getgid())
+        folder.chmod(0o2770)
+    return folder
 
 
 def reset(state_dir: Path) -> None:

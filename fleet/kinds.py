@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -58,7 +58,7 @@ class Kind(ABC):
 
     @abstractmethod
     def build(self, options: Any, identity: Mapping[str, Any], *, n: int = 0, retain: str | None = None,
-              home: str = "") -> Any:
+              home: str | Callable[[str], str] = "") -> Any:
         """The device model (no sockets); ValueError naming what the protocol library refuses.
         ``n``: the device's number (behaviour parameters use it); ``retain``: the journal
         keeping client writes; ``home``: the directory playback file names are relative to."""
@@ -139,10 +139,15 @@ def limits(options: Any) -> dict[str, Any]:
             if options is not None and getattr(options, f.name, None) is not None}
 
 
-def _relative_to(home: str) -> Any:
-    """Resolves a playback file name against the fleet file's directory ``home``."""
+def _relative_to(home: str | Callable[[str], str]) -> Callable[[str], str]:
+    """Resolves a file name (a playback recording, a ``tags_from`` export) against the fleet
+    file's directory ``home``; a callable ``home`` is that resolver already
+    (:func:`fleet.worker.files_base`: a container's view of the files, or the docker backend
+    noting which files a device reads)."""
     import os.path
 
+    if callable(home):
+        return home
     return lambda name: os.path.join(home, name) if home else name
 
 
@@ -289,13 +294,16 @@ class EnipKind(Kind):
                                                      else first.name))
 
     def build(self, options: EnipOptions, identity: Mapping[str, Any], *, n: int = 0,
-              retain: str | None = None, home: str = "") -> Any:
+              retain: str | None = None, home: str | Callable[[str], str] = "") -> Any:
         from cpppo.enip.device.l5x import shared_export
         from cpppo.enip.device.model import Device
 
-        export = shared_export(options.tags_from, options.udts) if options.tags_from else None
+        base = _relative_to(home)
+        export = None
+        if options.tags_from:
+            export = shared_export(tuple(map(base, options.tags_from)), options.udts)
         device = Device.from_specs(list(options.tags), identity=dict(identity), route_path=options.route_path,
-                                   simple=options.simple, n=n, retain=retain, base=_relative_to(home),
+                                   simple=options.simple, n=n, retain=retain, base=base,
                                    udts=() if export else options.udts, export=export)
         if options.io is not None:
             device.io = _adapter(device, options.io)
@@ -410,7 +418,7 @@ class ModbusKind(Kind):
                              health_register=reg if reg is not None else ranges[0][1].begin)
 
     def build(self, options: ModbusOptions, identity: Mapping[str, Any], *, n: int = 0,
-              retain: str | None = None, home: str = "") -> Any:
+              retain: str | None = None, home: str | Callable[[str], str] = "") -> Any:
         from cpppo.modbus.device import ModbusDevice
 
         return ModbusDevice.from_specs(list(options.registers), unit_ids=options.unit_ids,
@@ -544,7 +552,7 @@ class ModbusRtuKind(ModbusKind):
         return replace(options, routes=tuple(tuple(r) for r in options.routes))
 
     def build(self, options: ModbusRtuOptions, identity: Mapping[str, Any], *, n: int = 0,
-              retain: str | None = None, home: str = "") -> Any:
+              retain: str | None = None, home: str | Callable[[str], str] = "") -> Any:
         if options.transport == "gateway":
             from cpppo.modbus.gateway import ModbusGateway
 

@@ -57,6 +57,7 @@ class PlannedDevice:
     delay: float | tuple[float, float] | None = None  # reply delay
     retain: bool = False  # client writes kept in the state folder across restarts
     home: str = ""  # the fleet file's directory (playback files are relative to it)
+    files_root: str = ""  # where the host's files are seen: "" on the host, a docker container's mount
 
     @property
     def endpoint(self) -> str:

@@ -55,13 +55,32 @@ def retain_path(state_dir: str | Path, device: str) -> Path:
     return Path(state_dir) / "retain" / f"{device}.journal"
 
 
+def files_base(device: PlannedDevice) -> Callable[[str], str]:
+    """Where a file the fleet file names is (a playback recording, a ``tags_from`` export):
+    relative to the fleet file's directory, seen under the device's ``files_root`` (the docker
+    backend bind-mounts each such file at ``files_root`` + its host path).
+
+    >>> from dataclasses import replace
+    >>> from fleet.config import parse
+    >>> from fleet.plan import expand
+    >>> text = '[fleet]\\nname = "f"\\n[[device]]\\nname = "m{n}"\\nkind = "modbus"\\nregisters = ["1=0"]'
+    >>> device, = expand(parse(text, source="/f/fleet.toml")).devices
+    >>> files_base(device)("rec.hst"), files_base(replace(device, files_root="/files"))("../rec.hst")
+    ('/f/rec.hst', '/files/rec.hst')
+    """
+    home, root = device.home, device.files_root
+    if not root:
+        return lambda name: os.path.join(home, name) if home else name
+    return lambda name: root + os.path.normpath(os.path.join(home or "/", name))
+
+
 def build(device: PlannedDevice, state_dir: str | Path | None = None) -> Any:
     """The device model for a planned device (ValueError naming what its kind refuses); the
     same call ``validate`` makes for each group (fleet.config.devices).  A retained device
     (``retain = true``) restores and journals its client writes in ``state_dir``."""
     retain = str(retain_path(state_dir, device.name)) if device.retain and state_dir else None
     return KINDS[device.kind].build(device.options, device.identity_dict, n=device.n, retain=retain,
-                                    home=device.home)
+                                    home=files_base(device))
 
 
 async def start(device: PlannedDevice, faults: FaultState | None = None, pool: Any = None,
@@ -250,7 +269,7 @@ async def serve_spec(spec: dict[str, Any], source: Path | None = None) -> None:
     report = None if write is None else (
         lambda errors, failed: write(lambda store: store.record_serve_errors(name, pid, errors, failed)))
     worker = Worker(name, [PlannedDevice.from_json(d) for d in spec["devices"]], report,
-                    spec.get("max_connections", 0), spec.get("state_dir") or None)
+                    spec.get("max_connections", 0), spec.get("state_dir") or spec.get("retain_root") or None)
     control = spec.get("control_dir") or (spec.get("state_dir") and str(Path(spec["state_dir"]) / "control"))
     if control:
         from fleet.faults import Event

@@ -42,7 +42,7 @@ from fleet.backends.docker.containers import (
 )
 from fleet.backends.docker.containers import digest as _digest
 from fleet.backends.docker.layout import ContainerSpec, NetworkSpec, containers, networks
-from fleet.plan import Plan
+from fleet.plan import Plan, PlannedDevice
 from fleet.states import ProcessState
 from fleet.store import Store, StoreError
 
@@ -67,6 +67,27 @@ def parallel(items: Iterable[Any], work: Callable[[Any], Any], progress: Progres
             results.append(result)
             progress(done, len(items), what)
     return results
+
+
+def files_read(device: PlannedDevice) -> tuple[str, ...]:
+    """The host files a device reads (``tags_from`` exports, playback recordings): noted while
+    building it as its worker will (only devices naming such files are built)."""
+    if not (getattr(device.options, "tags_from", ()) or "playback" in repr(device.options)):
+        return ()
+    from fleet.kinds import KINDS
+    from fleet.worker import files_base
+
+    host, seen = files_base(device), []
+
+    def base(name: str) -> str:
+        seen.append(host(name))
+        return seen[-1]
+
+    try:
+        KINDS[device.kind].build(device.options, device.identity_dict, n=device.n, home=base)
+    except ValueError as exc:
+        raise BackendError(f"{device.name}: {exc}") from None
+    return tuple(dict.fromkeys(seen))
 
 
 def _epoch(stamp: str) -> float | None:
@@ -185,11 +206,17 @@ class DockerBackend(Backend):
                                    f"{exc.explanation or exc}") from None
 
     def _device_config(self, spec: ContainerSpec, image: str) -> dict[str, Any]:
-        from fleet.faults import schedule_epoch, shared_control
+        from fleet.faults import schedule_epoch, shared_control, shared_folder
 
         control = shared_control(self.state.root)
+        retain = None
+        if any(d.retain for d in spec.devices):  # the process backend's folder: down keeps it too
+            from fleet.worker import retain_path
+
+            retain = shared_folder(retain_path(self.state.root, "-").parent)
         return device_config(self.plan, spec, image, self.labels, self.healthcheck, control,
-                             schedule_epoch(control) if self.plan.faults else None)
+                             schedule_epoch(control) if self.plan.faults else None,
+                             files={d.name: files_read(d) for d in spec.devices}, retain=retain)
 
     def _poller_config(self, image: str) -> dict[str, Any]:
         return poller_config(self.plan, self.networks, self.state.root, image, self.labels)

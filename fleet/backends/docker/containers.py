@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ LABEL = "cpppo-fleet"  # label prefix: cpppo-fleet.fleet, .worker, .device, .rol
 POLLER_MEMORY = "256m"
 STATE_MOUNT = "/state"  # where the poller sees the state folder
 CONTROL_MOUNT = "/control"  # where a device container sees the fleet's control folder
+FILES_MOUNT = "/fleet-files"  # a file the fleet file names is seen at FILES_MOUNT + its host path
+RETAIN_MOUNT = "/retain"  # where a device container sees the state folder's retain/ (journals)
 _NS = 1_000_000_000
 
 
@@ -40,15 +43,26 @@ def digest(config: dict[str, Any], endpoints: Any) -> str:
 
 def device_config(plan: Plan, spec: ContainerSpec, image: str, labels: dict[str, str],
                   healthcheck: float, control: Path | None = None,
-                  epoch: float | None = None) -> dict[str, Any]:
+                  epoch: float | None = None, files: dict[str, tuple[str, ...]] | None = None,
+                  retain: Path | None = None) -> dict[str, Any]:
     """create_container keywords (plus ``host_config`` and ``endpoints``) for a device container.
     ``control``: the host's control folder, bind-mounted at CONTROL_MOUNT so that ``cpppo-fleet
     fault`` reaches the worker (its socket is group-owned by the host user's group); ``epoch``:
-    when the fleet's fault schedule started."""
+    when the fleet's fault schedule started; ``files``: the host files each device reads
+    (:func:`fleet.worker.files_base`), each bind-mounted read-only at FILES_MOUNT + its path;
+    ``retain``: the host's retain folder, mounted at RETAIN_MOUNT when a device retains writes."""
     fleet = plan.fleet
-    devices = [d.to_json() for d in spec.devices]
+    files = files or {}
+    devices = [replace(d, files_root=FILES_MOUNT).to_json() if files.get(d.name) else d.to_json()
+               for d in spec.devices]
     worker_spec: dict[str, Any] = {"worker": spec.worker, "devices": devices,
                                    "max_connections": fleet.worker_max_connections}
+    binds = {path: {"bind": FILES_MOUNT + os.path.normpath(path), "mode": "ro"}
+             for d in spec.devices for path in files.get(d.name, ())}
+    retained = retain is not None and any(d.retain for d in spec.devices)
+    if retained:
+        worker_spec["retain_root"] = str(Path(RETAIN_MOUNT).parent)  # fleet.worker.retain_path
+        binds[str(retain)] = {"bind": RETAIN_MOUNT, "mode": "rw"}
     if control is not None:
         worker_spec.update(control_dir=CONTROL_MOUNT, control_group=os.getgid())
         events = plan.fault_events(spec.worker)
@@ -64,7 +78,11 @@ def device_config(plan: Plan, spec: ContainerSpec, image: str, labels: dict[str,
         sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},  # Modbus 502 without root
         log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "2"}})
     if control is not None:
-        host.update(binds={str(control): {"bind": CONTROL_MOUNT, "mode": "rw"}}, group_add=[str(os.getgid())])
+        binds[str(control)] = {"bind": CONTROL_MOUNT, "mode": "rw"}
+    if binds:
+        host.update(binds=binds)
+    if control is not None or retained:  # the folders are group-writable for the host user's group
+        host.update(group_add=[str(os.getgid())])
     labels = {**labels, f"{LABEL}.worker": spec.worker,
               f"{LABEL}.device": ",".join(d.name for d in spec.devices)}
     check = {"test": ["CMD", "python", "-m", "fleet.backends.docker.probe"],
