@@ -6,7 +6,8 @@ a ``StructType``: a CIP type (code 0xA0, a structure handle) whose values are di
 ``{"Speed": 0.0, "Running": False, "Faults": [0, 0, 0, 0], "Name": ""}``.  Members lie out
 as Logix lays them out: each at its natural alignment (arrays, strings and structures on
 4 bytes, 8 for 64-bit members), consecutive BOOLs packed into the bits of a hidden SINT
-host (``ZZZZZZZZZZMotor0``), the size rounded to the structure's alignment.
+host (``ZZZZZZZZZZMotor0``), a BOOL[n] member held as DWORD[n/32 rounded up] (a list of
+words), the size rounded to the structure's alignment.
 
 The template (what Read Template at @0x6C/<instance> serves) lists every member (hosts
 too) as info UINT (array length, or the bit of a BOOL), type UINT (the atomic code, or
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cpppo.enip.codec.cip import ServiceError, Status
-from cpppo.enip.codec.types import BOOL, LOGIX_STRING, STRING_HANDLE, STRUCT, TYPES, CIPType
+from cpppo.enip.codec.types import BOOL, DWORD, LOGIX_STRING, STRING_HANDLE, STRUCT, TYPES, CIPType
 from cpppo.enip.device.attribute import Attribute
 
 __all__ = ["Member", "MemberView", "StructType", "member_target", "member_view", "parse_dims", "parse_udt",
@@ -52,6 +53,7 @@ class Member:
     length: int | None = None  # an array member's element count
     bit: int | None = None  # a BOOL member: its bit in the host SINT at ``offset``
     host: bool = False
+    bools: int | None = None  # a BOOL[n] member, held (as Logix holds it) as DWORD[length]: n
 
     @property
     def type_word(self) -> int:
@@ -207,14 +209,14 @@ def layout(name: str, fields: Sequence[tuple[str, CIPType, int | None]], templat
             members.append(Member(member, BOOL, host, bit=bits))
             bits += 1
             continue
-        if ctype is BOOL:
-            raise ValueError(f"structure {name!r}: member {member!r}: BOOL arrays in a structure "
-                             "are not supported (use DWORD[n], 32 bits each)")
+        bools = None
+        if ctype is BOOL:  # a BOOL array: DWORDs of 32 BOOLs, as Logix holds one
+            ctype, bools, length = DWORD, length, -(-length // 32)  # type: ignore[operator]
         bits = 8  # a BOOL after another member starts a new host
         align = _align(ctype, length is not None)
         alignment = max(alignment, align)
         offset = -(-offset // align) * align
-        members.append(Member(member, ctype, offset, length))
+        members.append(Member(member, ctype, offset, length, bools=bools))
         offset += (length or 1) * ctype.size  # type: ignore[operator]
     size = -(-offset // alignment) * alignment
     names = b"".join(m.name.encode("ascii") + b"\0" for m in members)
