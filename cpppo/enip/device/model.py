@@ -8,7 +8,7 @@ subclasses and other threads may touch them concurrently.
 
 ``Device.from_specs(["SCADA=INT[1000]", "Tag@22/1/1=DINT[4]"], identity={...})`` builds a
 device from ``enip_server`` tag specs
-(``<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>][=<value>[,...]][~<behaviour>]``).
+(``<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>][!<access>][=<value>[,...]][~<behaviour>]``).
 A tag with a behaviour (:mod:`cpppo.behaviour`) has a ``driver``: its values are produced
 when it is read, and a client's write to it is refused with status 0x0F (privilege
 violation), as a controller refuses writes to a tag whose external access is read only.
@@ -106,7 +106,8 @@ class StringMember(Attribute):
 
 @dataclass(frozen=True, repr=False)
 class TagSpec:
-    """A parsed ``<name>[@<class>/<instance>/<attribute>]=<TYPE>[<length>][=<values>][~<behaviour>]``."""
+    """A parsed ``<name>[@<class>/<instance>/<attribute>]=<TYPE>[<length>][!<access>][=<values>]
+    [~<behaviour>]``."""
 
     name: str
     type: CIPType
