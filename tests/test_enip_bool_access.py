@@ -285,6 +285,17 @@ tags = ["Flags=BOOL[64]", "Recipe=DINT[4]!ro=1,2,3,4", "Secret=DINT!none"]
     assert device.tag("Recipe").access == "ro" and device.tag("Secret").access == "none"
     with pytest.raises(ConfigError, match=r"key 'tags'.*unknown external access 'sometimes'"):
         parse(text.replace("!none", "!sometimes"), source=tmp_path / "fleet.toml")
+    # the health poller reads a tag clients can read: not a None one
+    hidden_first = parse(text.replace('"Flags=BOOL[64]", ', ""), source=tmp_path / "fleet.toml")
+    assert hidden_first.groups[0].options.health_tag == "Recipe[0]"
+    first_none = text.replace(', "Secret=DINT!none"]', "]")
+    first_none = first_none.replace("tags = [", 'tags = ["Secret=DINT!none", ')
+    assert parse(first_none, source=tmp_path / "fleet.toml").groups[0].options.health_tag == "Flags[0]"
+    with pytest.raises(ConfigError, match=r"key 'health_tag': 'Secret' has external access none"):
+        parse(text + 'health_tag = "Secret"\n', source=tmp_path / "fleet.toml")
+    with pytest.raises(ConfigError, match=r"key 'tags': every tag has external access none"):
+        parse(text.replace('"Flags=BOOL[64]", "Recipe=DINT[4]!ro=1,2,3,4", ', ""),
+              source=tmp_path / "fleet.toml")
 
 
 def test_readme_documents_both():
