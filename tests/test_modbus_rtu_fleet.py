@@ -378,3 +378,26 @@ def test_down_leaves_no_link_and_no_process(tmp_path: Path) -> None:
     assert not (tmp_path / ".fleet").exists()  # links' folders too (the state is in --state-dir)
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+@pytest.mark.slow
+def test_a_line_grows_without_restarting_its_worker(tmp_path: Path) -> None:
+    """``up --only 'meter*'`` then ``up``: the valves join bus0 in the running worker; the
+    meters' line (its link, its worker) stays as it was."""
+    f = CliFleet(tmp_path, fleet_text("rtugrow", net=f"127.67.{OCTET}"))
+    try:
+        f.cli("up", "--only", "meter*")
+        until(lambda: all(d["state"] == "healthy" for n, d in f.devices().items() if n.startswith("meter")),
+              60, "the meters healthy")
+        pid, pts = f.pids()["w000"], os.path.realpath(link(f, "bus0"))
+        f.cli("up")
+        until(f.all_healthy, 60, "every device healthy")
+        assert f.pids()["w000"] == pid and os.path.realpath(link(f, "bus0")) == pts
+        client = serial_client(link(f, "bus0"))
+        try:
+            assert client.read_holding_registers(0, count=2, device_id=11).registers == [3, 3]
+            assert client.read_holding_registers(0, count=1, device_id=1).registers == [7]
+        finally:
+            client.close()
+    finally:
+        f.cli("down")
