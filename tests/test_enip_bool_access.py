@@ -181,6 +181,8 @@ L5X = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <Member Name="Lamps" DataType="BOOL" Dimension="40" Radix="Decimal" Hidden="false"
  ExternalAccess="Read/Write"/>
 <Member Name="Level" DataType="REAL" Dimension="0" Radix="Float" Hidden="false" ExternalAccess="Read/Write"/>
+<Member Name="Serial" DataType="DINT" Dimension="0" Radix="Decimal" Hidden="false"
+ ExternalAccess="Read Only"/>
 </Members></DataType>
 </DataTypes>
 <Tags>
@@ -226,7 +228,8 @@ def test_exports_give_bool_arrays_and_external_access(tmp_path):
         "Flags": "rw", "Setpoint": "ro", "Pi": "ro", "Internal": "none", "Board": "rw", "Alarms": "rw",
         "Limit": "ro", "Const": "ro", "Program:Main.Scratch": "none"}
     assert (specs["Alarms"].length, specs["Alarms"].bools) == (2, 40)
-    assert export.values["Board"][0] == {"Lamps": [2, 2], "Level": 2.5}
+    assert export.values["Board"][0] == {"Lamps": [2, 2], "Level": 2.5, "Serial": 0}
+    assert [m.access for m in export.types["PANEL"].fields] == ["rw", "rw", "ro"]
     device = Device.from_specs([], export=export)
     assert device.tag("FlagsRO").access == "ro" and device.tag("FlagsRO").bools == 64
     assert device.tag("Flags").attribute[0:2] == [1, 32 | 1 << 31]
@@ -262,6 +265,9 @@ def test_pycomm3_against_the_exported_plant(tmp_path):
         assert plc.read("Board.Lamps[33]").value is True and plc.read("Board.Lamps[32]").value is False
         assert plc.write(("Board.Lamps[32]", True)).error is None
         assert device.tag("Board").attribute[0]["Lamps"] == [2, 3]
+        assert plc.write("Board.Serial", 5).error  # a Read Only member
+        assert plc.read("Board.Serial").value == 0
+        assert plc.write("Board", board.value).error  # so the whole structure is read only
 
 
 def test_fleet_toml_tags_take_bool_arrays_and_access(tmp_path):
@@ -302,3 +308,64 @@ def test_readme_documents_both():
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = text.split("## Logix structures and exports", 1)[1].split("\n## ", 1)[0]
     assert "BOOL[64]" in section and "!ro" in section and "ExternalAccess" in section
+
+
+STRUCTURED = ["Board=Panel[2]", "Solo=Panel", "Line=Cell"]
+PANEL_UDTS = ["Panel={Lamps:BOOL[40],Level:REAL,Serial:DINT!ro,Code:DINT!none}",
+              "Cell={Left:Panel,Count:DINT}",
+              "Open={Level:REAL,Serial:DINT!readonly}"]
+
+
+def test_member_access_in_the_grammar_and_the_template():
+    types = parse_udts(PANEL_UDTS)
+    panel = types["PANEL"]
+    assert [m.access for m in panel.fields] == ["rw", "rw", "ro", "none"] and panel.access == "none"
+    assert types["CELL"].access == "none" and types["OPEN"].access == "ro"
+    names = panel.template_bytes.split(b";n", 1)[1]
+    # a None member is internal, as pylogix reads it
+    assert names[:2 * len(panel.members)] == b"\x04\x07" * 3 + b"\x04\x04"
+    with pytest.raises(ValueError, match=r"structure 'Bad' member 'X': unknown external access 'maybe'"):
+        parse_udts(["Bad={X:DINT!maybe}"])
+
+
+def test_member_access_through_the_services():
+    device = Device.from_specs(STRUCTURED, udts=PANEL_UDTS)
+    read = logix.ReadTag(1).encode()
+
+    def status(service: int, *path, data: bytes = read) -> int:
+        return call(device, service, tuple(Symbolic(p) if isinstance(p, str) else Logical("element", p)
+                                           for p in path), data).status
+
+    dint = logix.WriteTag(0xC4, 1, b"\x05\0\0\0").encode()
+    assert status(cip.Service.READ_TAG, "Board", 1, "Serial") == 0
+    assert status(cip.Service.WRITE_TAG, "Board", 1, "Serial", data=dint) == 0x0F
+    assert status(cip.Service.READ_MODIFY_WRITE_TAG, "Board", 1, "Serial",
+                  data=logix.ReadModifyWriteTag(4, 1, 0xFFFFFFFF).encode()) == 0x0F
+    assert status(cip.Service.READ_TAG, "Board", 1, "Code") == 0x0F  # None: pycomm3's "Permission denied"
+    assert status(cip.Service.READ_TAG, "Board", 1) == 0x0F  # a whole structure holding a None member
+    assert status(cip.Service.READ_TAG, "Line", "Left", "Code") == 0x0F and status(
+        cip.Service.READ_TAG, "Line") == 0x0F  # nested
+    assert status(cip.Service.READ_TAG, "Line", "Count") == 0
+    assert status(cip.Service.READ_TAG, "Solo", "Level") == 0
+    real = logix.WriteTag(0xCA, 1, b"\0\0\x80\x3f").encode()
+    assert status(cip.Service.WRITE_TAG, "Solo", "Level", data=real) == 0
+    assert device.tag("Solo").attribute[0]["Level"] == 1.0 and device.tag("Board").attribute[1]["Serial"] == 0
+
+
+@pytest.mark.interop
+def test_pycomm3_member_access():
+    from pycomm3 import LogixDriver
+
+    device = Device.from_specs(["Solo=Open", "Panel1=Panel"], udts=PANEL_UDTS,
+                               identity={"revision": (32, 11)})
+    device.tag("Solo").attribute[0] = {"Level": 1.5, "Serial": 77}
+    with serve_in_thread(device) as server, LogixDriver(f"127.0.0.1:{server.port}") as plc:
+        assert plc.read("Solo").value == {"Level": 1.5, "Serial": 77}  # read only members read
+        assert plc.write("Solo.Level", 2.5).error is None and plc.read("Solo.Level").value == 2.5
+        refused = plc.write("Solo.Serial", 1)
+        assert refused.error and "permission" in refused.error.lower()
+        assert plc.write("Solo", {"Level": 3.0, "Serial": 1}).error  # the whole holds a read only member
+        denied = plc.read("Panel1")  # holds an External Access None member
+        assert denied.error and "permission" in denied.error.lower()
+        assert plc.read("Panel1.Code").error and plc.read("Panel1.Level").error is None
+        assert device.tag("Solo").attribute[0] == {"Level": 2.5, "Serial": 77}

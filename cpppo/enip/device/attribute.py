@@ -1,6 +1,7 @@
 """``Attribute``: a named, typed value of a simulated device, the hook users subclass (spec
 2.1.3).  The device model (``model``) and the standard CIP objects (``objects``) both build
-on it, so it lives below them both.
+on it, so it lives below them both; so does ``parse_access``, the External Access of tags
+(``model``) and structure members (``udt``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,20 @@ from typing import Any
 from cpppo.enip.codec.cip import ServiceError, Status
 from cpppo.enip.codec.types import TYPES, CIPType
 
-__all__ = ["Attribute"]
+__all__ = ["ACCESS", "Attribute", "parse_access"]
+
+#: Logix External Access (and Constant), as tag specs, L5X and tag CSV exports spell them
+ACCESS = {"rw": "rw", "readwrite": "rw", "ro": "ro", "readonly": "ro", "const": "ro", "constant": "ro",
+          "none": "none"}
+
+
+def parse_access(text: str) -> str:
+    """``"Read Only"`` / ``"ro"`` / ``"constant"`` -> "ro", ``"Read/Write"`` / ``"rw"`` -> "rw",
+    ``"None"`` -> "none"; ValueError for anything else."""
+    key = "".join(c for c in text.casefold() if c.isalpha())
+    if key not in ACCESS:
+        raise ValueError(f"unknown external access {text!r} (rw, ro or none)")
+    return ACCESS[key]
 
 
 class Attribute:

@@ -168,7 +168,7 @@ def _types(source: str, controller: ET.Element, given: Mapping[str, StructType])
             raise ExportError(f"{source}: DataType {name!r}: recursive type "
                               f"({' -> '.join([*busy[busy.index(key):], key])})")
         busy.append(key)
-        fields: list[tuple[str, CIPType, int | None]] = []
+        fields: list[tuple[str, CIPType, int | None, str]] = []
         for member in element.findall("./Members/Member"):
             mname, mtype = member.get("Name", ""), member.get("DataType", "")
             hidden = member.get("Hidden", "false").lower() == "true"
@@ -182,7 +182,9 @@ def _types(source: str, controller: ET.Element, given: Mapping[str, StructType])
                 raise ExportError(f"{source}: DataType {element.get('Name')!r} Member {mname!r}: "
                                   f"unknown data type {mtype!r}") from None
             dims = _dims(member.get("Dimension"))
-            fields.append((mname, ctype, dims[0] if dims else None))
+            access = _access(f"{source}: DataType {element.get('Name')!r} Member {mname!r}",
+                             member.get("ExternalAccess"), None)
+            fields.append((mname, ctype, dims[0] if dims else None, access))
         busy.pop()
         try:
             udt = layout(element.get("Name", name), fields, first + len(types))

@@ -42,7 +42,7 @@ from cpppo.enip.codec.types import (
     TYPES,
     CIPType,
 )
-from cpppo.enip.device.attribute import Attribute
+from cpppo.enip.device.attribute import ACCESS, Attribute, parse_access
 from cpppo.faults import FaultState
 
 __all__ = ["ACCESS", "Attribute", "Device", "StringMember", "Tag", "TagSpec", "bool_array", "pack_bits",
@@ -143,20 +143,6 @@ _SPEC = re.compile(r"""\s*(?P<name>[A-Za-z_][\w:.]*(?:\[[\d,\s]+\][\w:.]*)*)
     (?:!\s*(?P<access>[A-Za-z]\w*)\s*)?(?P<rest>.*?)\s*""",
                    re.X | re.S | re.ASCII)
 _GRAMMAR = "<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>][!<access>][=<value>[,...]][~<behaviour>]"
-
-#: Logix External Access (and Constant), as tag specs, L5X and tag CSV exports spell them
-ACCESS = {"rw": "rw", "readwrite": "rw", "ro": "ro", "readonly": "ro", "const": "ro", "constant": "ro",
-          "none": "none"}
-
-
-def parse_access(text: str) -> str:
-    """``"Read Only"`` / ``"ro"`` / ``"constant"`` -> "ro", ``"Read/Write"`` / ``"rw"`` -> "rw",
-    ``"None"`` -> "none"; ValueError for anything else."""
-    key = "".join(c for c in text.casefold() if c.isalpha())
-    if key not in ACCESS:
-        raise ValueError(f"unknown external access {text!r} (rw, ro or none)")
-    return ACCESS[key]
-
 
 def pack_bits(bits: Sequence[Any], width: int = 32) -> list[int]:
     """BOOLs -> unsigned words of ``width`` bits, BOOL ``i`` in bit ``i % width`` of word

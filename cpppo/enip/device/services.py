@@ -36,7 +36,7 @@ from cpppo.enip.codec.types import (
 )
 from cpppo.enip.device.model import Attribute, Device, StringMember, Tag
 from cpppo.enip.device.objects import GET_ALL_ATTRIBUTES, STRING_TEMPLATE
-from cpppo.enip.device.udt import StructType, member_view
+from cpppo.enip.device.udt import MemberView, StructType, member_view
 
 __all__ = ["PROGRAM_SYMBOL_TYPE", "Target", "get_attribute_list", "get_attribute_single",
            "get_attributes_all", "get_instance_attribute_list", "read_modify_write_tag", "read_tag",
@@ -195,6 +195,7 @@ def _room(ctype: CIPType, room: int) -> int:
 def read_tag(target: Target, elements: int, room: int, offset: int | None = None) -> tuple[int, bytes]:
     """Read Tag (``offset`` None) or Read Tag Fragmented: ``(status, reply data)``; room is the
     number of reply bytes available for values and type."""
+    _readable(target)
     attribute = target.attribute
     ctype = attribute.parser
     data = ctype.encode(_values(attribute, target.element, elements))
@@ -224,10 +225,35 @@ def _incoming_type(tag_type: CIPType, code: int, handle: int | None) -> CIPType:
     return tag_type
 
 
+def _access(target: Target) -> str:
+    """The External Access of what ``target`` names: a member's, narrowed by a structure's
+    members (a whole structure is as restricted as its most restricted member)."""
+    attribute = target.attribute
+    access = attribute.access if isinstance(attribute, MemberView) else "rw"
+    parser = attribute.parser
+    if isinstance(parser, StructType) and parser.access != "rw" and access != "none":
+        access = parser.access
+    return access
+
+
+def _readable(target: Target) -> None:
+    """A structure member of External Access None, or a structure holding one, refuses reads
+    as Logix does (0x0F, pycomm3's "Permission denied"); a None tag is not found (resolve)."""
+    attribute = target.attribute
+    if (isinstance(attribute, MemberView) or isinstance(attribute.parser, StructType)) and \
+            _access(target) == "none":
+        raise ServiceError(Status.PRIVILEGE_VIOLATION, (), f"{attribute.name}: external access none")
+
+
 def _writable(target: Target) -> None:
-    """A tag of External Access Read Only (or a Constant) refuses writes as Logix does: 0x0F."""
+    """A tag or member of External Access Read Only (or a Constant), or a structure holding
+    one, refuses writes as Logix does: 0x0F."""
     if target.tag is not None and target.tag.access == "ro":
         raise ServiceError(Status.PRIVILEGE_VIOLATION, (), f"{target.tag.name} is read only")
+    attribute = target.attribute
+    if (isinstance(attribute, MemberView) or isinstance(attribute.parser, StructType)) and \
+            _access(target) != "rw":
+        raise ServiceError(Status.PRIVILEGE_VIOLATION, (), f"{attribute.name} is not writable")
 
 
 def write_tag(target: Target, request: logix.WriteTag | logix.WriteTagFragmented) -> None:
