@@ -56,7 +56,7 @@ kind = "enip"
 count = {enip}
 name = "plc{{n:05}}"
 tags = ["SCADA=INT[100]", "Speed=REAL"]
-identity = {{ product_name = "1756-L61/B LOGIX5561", serial_number = "0x6000{{n:04}}" }}
+identity = {{ product_name = "1756-L61/B LOGIX5561", serial_number = "0x6{{n:07}}" }}
 """
     if modbus:
         text += f"""

@@ -294,7 +294,7 @@ def wait_healthy(database: Path, devices: Sequence[PlannedDevice], asked: float,
     while True:
         try:
             with Store(database) as store:
-                history, errors = store.history([d.name for d in devices]), store.serve_errors()
+                history, errors = store.history(latencies=False), store.serve_errors()
         except StoreError:
             history, errors = {}, {}  # not there yet, or being replaced by the poller
         running, skip = pids(), set(excused())

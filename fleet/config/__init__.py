@@ -51,6 +51,8 @@ class FleetConfig:
     fleet: FleetSettings
     groups: tuple[DeviceGroup, ...] = field(default_factory=tuple)
     faults: tuple = ()  # [[fault]] schedule rows (fleet.faults.ScheduleRow)
+    digest: str = ""  # of the text it was read from (and the code reading it): a plan expanded
+    # from it again would be the same, so `status` can take plan.json's instead (fleet.plan)
 
 
 def load(path: str | Path) -> FleetConfig:
@@ -91,7 +93,19 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
     if over is not None:
         raise ConfigError(src, f"device[{over}]", "count",
                           f"the fleet would have {total[-1]} devices; at most {MAX_DEVICES} are supported")
-    return FleetConfig(source=Path(source), fleet=fleet, groups=groups, faults=read_faults(src, data))
+    return FleetConfig(source=Path(source), fleet=fleet, groups=groups, faults=read_faults(src, data),
+                       digest=_digest(text))
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    from fleet import __version__
+
+    return hashlib.sha1(f"{__version__}\0{PLAN_FORMAT}\0{text}".encode()).hexdigest()[:20]
+
+
+PLAN_FORMAT = 2  # bump when expanding the same text would give another plan
 
 
 def read_faults(src: str, data: dict) -> tuple:
@@ -117,4 +131,4 @@ def load_for_backend(path: str | Path, backend: str) -> FleetConfig:
         return config
     table = {**tomllib.loads(Path(path).read_text())["fleet"], "backend": backend}
     return FleetConfig(source=config.source, fleet=read_fleet(str(path), table), groups=config.groups,
-                       faults=config.faults)
+                       faults=config.faults, digest=_digest(f"{config.digest}\0{backend}"))
