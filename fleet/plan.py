@@ -98,25 +98,40 @@ _DEVICE_FIELDS = tuple(f.name for f in fields(PlannedDevice) if f.name not in ("
 
 
 def devices_to_json(devices: Iterable[PlannedDevice]) -> dict[str, Any]:
-    """``{"options": [...], "devices": [...]}``: each distinct options object written once and
-    named by its index (a fleet of 100,000 devices has a handful), so plan.json and worker
-    specs stay small and quick to read."""
+    """``{"options": [...], "columns": [...], "rows": [[...], ...]}``: each distinct options
+    object written once and named by its index (a fleet of 100,000 devices has a handful), a
+    device as a row of values in ``columns`` order, so plan.json stays small and quick to read."""
     table: dict[int, int] = {}
     shared: list[dict[str, Any]] = []
     rows = []
-    for device in devices:
-        index = table.get(id(device.options))
+    for d in devices:
+        index = table.get(id(d.options))
         if index is None:
-            index = table[id(device.options)] = len(shared)
-            shared.append({"kind": device.kind, "options": asdict(device.options)})
-        rows.append(device.to_json(options=index))
-    return {"options": shared, "devices": rows}
+            index = table[id(d.options)] = len(shared)
+            shared.append({"kind": d.kind, "options": asdict(d.options)})
+        rows.append([d.name, d.kind, d.host, d.port, d.worker, d.group, d.n, dict(d.identity), index,
+                     d.delay, d.retain, d.home])
+    return {"options": shared, "columns": list(_COLUMNS), "rows": rows}
+
+
+_COLUMNS = ("name", "kind", "host", "port", "worker", "group", "n", "identity", "options", "delay", "retain",
+            "home")
 
 
 def devices_from_json(data: Mapping[str, Any]) -> list[PlannedDevice]:
-    """The devices of :func:`devices_to_json`'s form (or of the older form: options inline)."""
+    """The devices of :func:`devices_to_json`'s form (or the older one: a dict per device)."""
     shared = [KINDS[o["kind"]].options_from_json(o["options"]) for o in data.get("options", ())]
-    return [PlannedDevice.from_json(d, shared) for d in data["devices"]]
+    if "rows" not in data:
+        return [PlannedDevice.from_json(d, shared) for d in data["devices"]]
+    if tuple(data["columns"]) != _COLUMNS:
+        return [PlannedDevice.from_json(dict(zip(data["columns"], row, strict=True)), shared)
+                for row in data["rows"]]
+    out = []
+    for name, kind, host, port, worker, group, n, identity, options, delay, retain, home in data["rows"]:
+        out.append(PlannedDevice(name, kind, host, port, worker, group, n, tuple(sorted(identity.items())),
+                                 shared[options], tuple(delay) if isinstance(delay, list) else delay,
+                                 retain, home))
+    return out
 
 
 @dataclass(frozen=True)
@@ -190,12 +205,12 @@ class Plan:
                    digest=data.get("digest", ""))
 
     def dumps(self) -> str:
-        """plan.json's text: one line per device (100,000 devices: about 25 MB, read in ~1 s)."""
+        """plan.json's text: one line per device (100,000 devices: about 15 MB)."""
         data = self.to_json()
-        devices = data.pop("devices")
+        rows = data.pop("rows")
         head = json.dumps(data, sort_keys=True)[:-1]
-        rows = ",\n".join(json.dumps(d, separators=(",", ":")) for d in devices)
-        return f'{head}, "devices": [\n{rows}\n]}}\n'
+        lines = ",\n".join(json.dumps(row, separators=(",", ":")) for row in rows)
+        return f'{head}, "rows": [\n{lines}\n]}}\n'
 
 
 
@@ -288,6 +303,8 @@ def expand(config: FleetConfig) -> Plan:
     workers = [PlannedWorker(chunk[0].worker, tuple(d.name for d in chunk))
                for chunk in (devices[w:w + per] for w in range(0, len(devices), per))]
     planned = devices
+    if config.fleet.backend == "process":
+        _check_fits(src, planned, per)
     names = [d.name for d in planned]
     for i, row in enumerate(config.faults):
         if not any(fnmatch.fnmatchcase(n, row.devices) for n in names):
@@ -295,6 +312,24 @@ def expand(config: FleetConfig) -> Plan:
                               f"{row.devices!r} matches no device of the fleet")
     return Plan(fleet=config.fleet, devices=tuple(planned), workers=tuple(workers),
                 faults=tuple(config.faults), digest=config.digest)
+
+
+def _check_fits(src: str, devices: Sequence[PlannedDevice], per: int) -> None:
+    """ConfigError (one line, naming the limit) when a worker's devices need more file
+    descriptors than one process may hold (``fleet.limits``)."""
+    from fleet.limits import MARGIN, limit_name, nofile_limit, worker_fds
+
+    limit = nofile_limit()
+    for w in range(0, len(devices), per):
+        chunk = devices[w:w + per]
+        need = worker_fds(KINDS[d.kind].sockets for d in chunk)
+        if need > limit:
+            most = max({d.kind for d in chunk}, key=lambda k: KINDS[k].sockets)
+            fit = max(1, (limit - MARGIN) // (KINDS[most].sockets + 1))
+            raise ConfigError(src, "fleet", "devices_per_worker",
+                              f"worker {chunk[0].worker}'s {len(chunk)} devices need {need} open files "
+                              f"(listening sockets, a health connection each, {MARGIN} more), over "
+                              f"{limit_name(limit)}: at most {fit} {most} devices per worker")
 
 
 @functools.lru_cache(maxsize=64)

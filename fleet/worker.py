@@ -15,7 +15,6 @@ retried.  SIGTERM closes all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -30,23 +29,13 @@ from typing import Any
 from cpppo.faults import FaultState
 from cpppo.server.hosting import new_event_loop
 from fleet.kinds import KINDS
+from fleet.limits import raise_fd_limit
 from fleet.plan import PlannedDevice
 
 log = logging.getLogger("fleet.worker")
 
 RETRY_SECONDS = 3.0  # between attempts to serve devices that failed to start
 START_BATCH = 200  # devices started concurrently
-
-
-def raise_fd_limit() -> int:
-    """Raise the soft open-files limit to the hard one (each device holds 1-2 listening sockets
-    plus its clients' connections); return the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-    return soft
 
 
 def retain_path(state_dir: str | Path, device: str) -> Path:
@@ -79,18 +68,21 @@ async def start(device: PlannedDevice, faults: FaultState | None = None, pool: A
     return await KINDS[device.kind].serve(model, device.host, device.port, device.delay, device.options, pool)
 
 
-def connection_cap(configured: int, devices: int, fd_limit: int | None = None) -> int:
+def connection_cap(configured: int, sockets: int, fd_limit: int | None = None) -> int:
     """How many connections one worker accepts across its devices (one more evicts the longest
     idle of them): ``configured`` (fleet.toml ``worker_max_connections``), but never more than
-    the open-files limit leaves after each device's listening sockets and a margin, so idle
-    connections cannot exhaust the worker's descriptors and lock every device out.
+    the open-files limit leaves after its devices' ``sockets`` (listening: ``Kind.sockets``
+    each) and a margin, so idle connections cannot exhaust the worker's descriptors and lock
+    every device out.
 
-    >>> connection_cap(0, 100, fd_limit=1024), connection_cap(500, 100, fd_limit=1024)
+    >>> connection_cap(0, 200, fd_limit=1024), connection_cap(500, 200, fd_limit=1024)
     (760, 500)
     """
+    from fleet.limits import MARGIN
+
     if fd_limit is None:
         fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    room = max(fd_limit - 2 * devices - 64, 16)
+    room = max(fd_limit - sockets - MARGIN, 16)
     return min(configured, room) if configured else room
 
 
@@ -131,7 +123,8 @@ class Worker:
         if not state_dir and any(d.retain for d in devices):
             log.warning("%s: retain = true, but the worker has no state folder: writes are not kept", name)
         self.devices = devices
-        self.pool = ConnectionSet(connection_cap(max_connections, len(devices)))  # ``.evictions`` counts
+        sockets = sum(KINDS[d.kind].sockets for d in devices)
+        self.pool = ConnectionSet(connection_cap(max_connections, sockets))  # ``.evictions`` counts
         self.servers: dict[str, Any] = {}
         self.errors: dict[str, str] = {}  # device -> why it cannot be served (last attempt)
         self.failed: set[str] = set()  # devices given up on (Unservable): never retried

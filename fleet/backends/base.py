@@ -20,6 +20,16 @@ from fleet.plan import Plan
 from fleet.states import ProcessState
 
 HEALTH_PROGRAM = "health"  # the name of the health poller among a backend's programs
+
+
+def health_programs(shards: int) -> list[str]:
+    """The health poller's programs: ``health`` (it serves the fleet page too), and past one
+    process's open-files limit ``health-1``, ``health-2``, ... (each polls its share).
+
+    >>> health_programs(1), health_programs(3)
+    (['health'], ['health', 'health-1', 'health-2'])
+    """
+    return [HEALTH_PROGRAM] + [f"{HEALTH_PROGRAM}-{k}" for k in range(1, shards)]
 START_TIMEOUT = 120.0  # seconds for every program to be running
 
 # progress(done, total, what): backends report long operations through this; the CLI draws it

@@ -18,16 +18,17 @@ from pathlib import Path
 import fleet.backends.supervisor_conf as supervisor_conf
 from fleet import addresses
 from fleet.backends.base import (
-    HEALTH_PROGRAM,
     Backend,
     BackendError,
     ProgramStatus,
     Progress,
+    health_programs,
     no_progress,
     read_json,
     write_atomic,
 )
 from fleet.backends.lock import state_lock
+from fleet.limits import poller_shards
 from fleet.plan import Plan
 from fleet.states import ProcessState
 from fleet.store import Store, StoreError
@@ -173,7 +174,8 @@ class ProcessBackend(Backend):
             if info["statename"] in _IDLE:
                 with contextlib.suppress(xmlrpc.client.Fault):
                     rpc.startProcess(info["name"], False)
-        self.wait_running([w.name for w in applied.workers] + [HEALTH_PROGRAM], progress)
+        pollers = health_programs(poller_shards(len(applied.devices)))
+        self.wait_running([w.name for w in applied.workers] + pollers, progress)
         rpc = self._rpc()
         for name in grown:  # serve the devices added to their specs, the others untouched
             with contextlib.suppress(xmlrpc.client.Fault):
