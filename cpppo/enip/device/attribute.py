@@ -14,6 +14,11 @@ from cpppo.enip.codec.types import TYPES, CIPType
 
 __all__ = ["Attribute"]
 
+# One lock for every attribute of the process: reads and writes are short and never wait on
+# another thread while holding it, and a lock per attribute costs a fleet of 100,000 devices
+# millions of locks.  A member view shares its tag's lock (a read-modify-write excludes both).
+_LOCK = threading.RLock()
+
 
 class Attribute:
     """A named, typed value: a scalar, or an array of ``length`` elements.
@@ -24,9 +29,9 @@ class Attribute:
     ``journal`` (a :class:`cpppo.behaviour.Journal`) records each write.
     """
 
-    driver: Any = None
-    journal: Any = None
-    plant: Any = None  # the device's Plant, told of each write (values following this one move)
+    # slots: a device carries dozens of attributes (its tags and its standard objects), a
+    # fleet of 100,000 devices millions; subclasses may add a __dict__ of their own
+    __slots__ = ("_lock", "array", "driver", "error", "journal", "mask", "name", "parser", "plant", "value")
 
     def __init__(self, name: str, type_cls: CIPType | str, default: Any = None, error: int = 0x00,
                  mask: int = 0, length: int | None = None) -> None:
@@ -42,7 +47,10 @@ class Attribute:
             self.array = length is not None
             values = [self.parser.default() if default is None else default] * count
         self.value: list[Any] = values
-        self._lock = threading.RLock()
+        self.driver: Any = None
+        self.journal: Any = None
+        self.plant: Any = None  # the device's Plant, told of each write (values following this one move)
+        self._lock = _LOCK
 
     def __len__(self) -> int:
         return len(self.value)
