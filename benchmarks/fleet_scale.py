@@ -47,14 +47,15 @@ from fleet.plan import expand  # noqa: E402
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def fleet_toml(n: int, per_worker: int, octet: int, kinds: str = "enip,modbus", interval: float = 5.0) -> str:
+def fleet_toml(n: int, per_worker: int, octet: int, kinds: str = "enip,modbus",
+               interval: float | None = 5.0) -> str:
+    interval = "" if interval is None else f"health_interval = {interval}"  # None: the default for n
     enip, modbus = (n - n // 2, n // 2) if kinds == "enip,modbus" else (n, 0) if kinds == "enip" else (0, n)
     text = f"""
 [fleet]
 name = "bench{n}"
-address_pool = "127.{octet}.0.0/15"
-health_interval = {interval}
-health_timeout = 2.0
+address_pool = "127.{octet}.0.0/{16 if n < 65_000 else 15}"
+{interval}health_timeout = 2.0
 devices_per_worker = {per_worker}
 """
     if enip:
@@ -128,9 +129,10 @@ def persistent_sweep(devices) -> float:
         return runner.run(run())
 
 
-def ours(n: int, per_worker: int, idle: float, tmp: Path, kinds: str) -> dict[str, float | str]:
+def ours(n: int, per_worker: int, idle: float, tmp: Path, kinds: str,
+         interval: float = 5.0) -> dict[str, float | str]:
     path = tmp / "fleet.toml"
-    path.write_text(fleet_toml(n, per_worker, 78, kinds))
+    path.write_text(fleet_toml(n, per_worker, 78, kinds, interval))
     state = tmp / "state"
     plan = expand(load(path))
     backend = ProcessBackend(plan, state)
@@ -171,7 +173,7 @@ def ours(n: int, per_worker: int, idle: float, tmp: Path, kinds: str) -> dict[st
 
 
 def large(n: int, per_worker: int, idle: float, tmp: Path, kinds: str,
-          interval: float) -> dict[str, float | str]:
+          interval: float | None) -> dict[str, float | str]:
     """The rows of issue 20 for one N: everything measured through the supervised fleet."""
     from fleet.backends.base import health_programs
     from fleet.health import request_sweep
@@ -311,7 +313,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, action="append", help="devices (default 200); repeat for more rows")
     parser.add_argument("--large", action="store_true", help="measure via the supervised fleet (N >= 10k)")
-    parser.add_argument("--interval", type=float, default=5.0, help="health_interval of the fleet")
+    parser.add_argument("--interval", type=float, help="health_interval (default: 5 s; --large: unset)")
     parser.add_argument("--per-worker", type=int, default=100, help="devices per worker process")
     parser.add_argument("--naive", action="store_true", help="also run the naive layout")
     parser.add_argument("--naive-n", type=int, default=200, help="devices in the naive layout")
@@ -328,7 +330,7 @@ def main() -> int:
                                        args.interval)
             else:
                 rows[f"cpppo-fleet N={n}"] = ours(n, args.per_worker, args.idle, Path(tmp) / "ours",
-                                                  args.kinds)
+                                                  args.kinds, args.interval or 5.0)
         print(json.dumps(rows), file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
         if args.naive:

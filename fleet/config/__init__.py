@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fleet.config.devices import MAX_DEVICES, DeviceGroup, identity_value, identity_values, read_group
 from fleet.config.pools import DOCKER_BRIDGE_BLOCK, bridge_pool, pool_addresses
-from fleet.config.settings import NAME_OK, FleetSettings, read_fleet
+from fleet.config.settings import NAME_OK, FleetSettings, default_interval, read_fleet
 from fleet.table import ConfigError
 
 __all__ = ["DOCKER_BRIDGE_BLOCK", "MAX_DEVICES", "NAME_OK", "ConfigError", "DeviceGroup", "FleetConfig",
@@ -93,6 +93,8 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
     if over is not None:
         raise ConfigError(src, f"device[{over}]", "count",
                           f"the fleet would have {total[-1]} devices; at most {MAX_DEVICES} are supported")
+    if "health_interval" not in fleet_table:  # the default grows with the fleet
+        fleet = replace(fleet, health_interval=default_interval(total[-1]))
     return FleetConfig(source=Path(source), fleet=fleet, groups=groups, faults=read_faults(src, data),
                        digest=_digest(text))
 
