@@ -49,7 +49,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def fleet_toml(n: int, per_worker: int, octet: int, kinds: str = "enip,modbus",
                interval: float | None = 5.0) -> str:
-    interval = "" if interval is None else f"health_interval = {interval}"  # None: the default for n
+    interval = "" if interval is None else f"health_interval = {interval}\n"  # None: the default for n
     enip, modbus = (n - n // 2, n // 2) if kinds == "enip,modbus" else (n, 0) if kinds == "enip" else (0, n)
     text = f"""
 [fleet]

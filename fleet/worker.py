@@ -30,7 +30,7 @@ from cpppo.faults import FaultState
 from cpppo.server.hosting import new_event_loop
 from fleet.kinds import KINDS
 from fleet.limits import raise_fd_limit
-from fleet.plan import PlannedDevice
+from fleet.plan import PlannedDevice, devices_from_json
 
 log = logging.getLogger("fleet.worker")
 
@@ -236,7 +236,7 @@ async def serve_spec(spec: dict[str, Any], source: Path | None = None) -> None:
         write(lambda store: store.record_start(name, pid))
     report = None if write is None else (
         lambda errors, failed: write(lambda store: store.record_serve_errors(name, pid, errors, failed)))
-    worker = Worker(name, [PlannedDevice.from_json(d) for d in spec["devices"]], report,
+    worker = Worker(name, devices_from_json(spec), report,
                     spec.get("max_connections", 0), spec.get("state_dir") or None)
     control = spec.get("control_dir") or (spec.get("state_dir") and str(Path(spec["state_dir"]) / "control"))
     if control:
@@ -267,7 +267,7 @@ def _grow(worker: Worker, source: Path) -> None:
     """Re-read the spec file and host the devices added to it."""
     try:
         spec = json.loads(source.read_text())
-        added = worker.grow([PlannedDevice.from_json(d) for d in spec["devices"]])
+        added = worker.grow(devices_from_json(spec))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("%s: cannot re-read %s: %s", worker.name, source, exc)
         return
