@@ -136,7 +136,7 @@ def run_sweep(devices: Iterable[PlannedDevice], timeout: float, concurrency: int
 
 LOGGED = 100  # devices named in the log per change (a fleet of 100,000 coming up: a count for the rest)
 QUICK = 0.2  # seconds between re-polls of the devices not yet healthy, after a change
-SETTLE = 60.0  # for how long after a change (a new plan, a sweep request) they are re-polled so often
+SETTLE = 60.0  # how long after a change's first sweep (new plan, sweep request) they are re-polled so
 REQUEST = "sweep.request"  # in the state folder: `up` writes it to ask for a sweep now
 
 
@@ -151,8 +151,8 @@ def request_sweep(state_dir: Path) -> float:
 class Schedule:
     """The supervised poller: a sweep every ``health_interval``, following plan.json.  After a
     change (plan.json rewritten, or a sweep requested by ``up``) it sweeps at once, then
-    re-polls the devices not yet healthy every QUICK seconds for SETTLE seconds, so that a
-    fleet coming up is seen healthy as soon as it is."""
+    re-polls the devices not yet healthy every QUICK seconds for SETTLE seconds after that
+    sweep ends, so that a fleet coming up is seen healthy as soon as it is."""
 
     def __init__(self, state_dir: Path, shard: tuple[int, int] = (0, 1)) -> None:
         self.state_dir = Path(state_dir)
@@ -162,6 +162,7 @@ class Schedule:
         self.mtimes: dict[str, float] = {}  # plan.json's and the request's, as last seen
         self.plan: Plan | None = None
         self.settle_until = time.monotonic() + SETTLE  # the fleet has just come up
+        self.swept = False  # the sweep after the last change is done (a big fleet's takes minutes)
         self.stopping = asyncio.Event()
 
     def _touched(self, name: str) -> bool:
@@ -188,6 +189,7 @@ class Schedule:
                 changed = True
         if changed:
             self.settle_until = time.monotonic() + SETTLE
+            self.swept = False
         return changed
 
     async def run(self, max_sweeps: int | None = None) -> None:
@@ -216,6 +218,9 @@ class Schedule:
                 results = await poller.sweep(self.mine, spread,
                                              web.view.record if web is not None else None)
                 store = self._record(store, results, fleet.health_retention)
+                if not self.swept:  # settle for SETTLE seconds after this sweep, however long it took
+                    self.swept = True
+                    self.settle_until = max(self.settle_until, time.monotonic() + SETTLE)
                 if web is not None:
                     if self.shards > 1:
                         self._show_others(web, store, others)
