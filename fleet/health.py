@@ -66,7 +66,12 @@ class Poller:
         client = self.clients.get(device.name)
         if client is None:
             client = KINDS[device.kind].client(device.host, device.port, device.options, self.timeout)
-            await client.__aenter__()
+            try:
+                await client.__aenter__()
+            except BaseException:  # connected but not set up (a timeout, say): close it, or its socket
+                with contextlib.suppress(Exception, asyncio.CancelledError):  # stays open until collected
+                    await client.__aexit__(None, None, None)
+                raise
             self.clients[device.name] = client
         return client
 

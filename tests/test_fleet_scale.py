@@ -162,3 +162,40 @@ registers = ["40001-40004=7"]
     assert "'sleepy' is not a device state" in bad
     fleet.cli("fault", "--clear")
     until(fleet.all_healthy, 60, "all healthy after clearing the fault")
+
+
+def test_a_poll_that_times_out_while_connecting_leaves_no_socket_open() -> None:
+    """A device that accepts the connection but never answers Register Session: the poller
+    must close the connection it opened (a poller of 100,000 devices cannot leak one a poll)."""
+    import asyncio
+
+    from fleet.health import Poller
+    from tests.support import free_port
+
+    host = f"127.94.{OCTET}.1"
+    port = free_port(host)
+    plan = plan_of(f'"{host}/32"', 1, kind="enip", extra=f"port = {port}")
+    closed: list[bool] = []
+
+    async def scenario() -> None:
+        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1 << 16)  # the Register Session request, never answered
+            eof = await asyncio.wait_for(reader.read(1 << 16), 10.0) == b""  # the poller closed it
+            closed.append(eof)
+            writer.close()
+
+        server = await asyncio.start_server(mute, host, port)
+        try:
+            poller = Poller(timeout=0.3, concurrency=1)
+            result = await poller.poll(plan.devices[0])
+            assert not result.ok and poller.clients == {}
+            for _ in range(100):
+                if closed:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())
+    assert closed == [True]
