@@ -60,7 +60,8 @@ class PlannedDevice:
 
     @property
     def endpoint(self) -> str:
-        return f"{self.host}:{self.port}"
+        """Where a client reaches it: ``IP:port``, or its kind's (a line's link and unit id)."""
+        return KINDS[self.kind].endpoint(self)
 
     @property
     def identity_dict(self) -> dict[str, Any]:
@@ -270,7 +271,10 @@ def expand(config: FleetConfig) -> Plan:
     seen_endpoints: dict[tuple[str, int], str] = {}
     for group in config.groups:
         table = f"device[{group.index}]"
-        if group.address is not None:
+        addressed = KINDS[group.kind].addressed(group.options)
+        if not addressed:  # reached otherwise (a unit on a serial line)
+            hosts = [""] * group.count
+        elif group.address is not None:
             hosts = [group.address] * group.count
         else:
             pool = group_pools.get(group.index, fleet_pool)
@@ -286,10 +290,10 @@ def expand(config: FleetConfig) -> Plan:
                 raise ConfigError(src, table, "name", f"duplicate device name {name!r} "
                                                       f"(also in device[{seen_names[name]}])")
             seen_names[name] = group.index
-            port = group.port + i * group.port_step
+            port = group.port + i * group.port_step if addressed else 0
             if port > 65535:
                 raise ConfigError(src, table, "port_step", f"port {port} of {name!r} is beyond 65535")
-            if (host, port) in seen_endpoints:
+            if addressed and (host, port) in seen_endpoints:
                 other = seen_endpoints[(host, port)]
                 raise ConfigError(src, table, "port",
                                   f"port clash: {name!r} and {other!r} both at {host}:{port}")
@@ -300,11 +304,16 @@ def expand(config: FleetConfig) -> Plan:
             except ValueError as exc:  # an identity pattern that fits the first device only
                 raise ConfigError(src, table, "identity", f"device {name!r}: {exc}") from None
 
-    workers = [PlannedWorker(chunk[0].worker, tuple(d.name for d in chunk))
-               for chunk in (devices[w:w + per] for w in range(0, len(devices), per))]
-    planned = devices
+    for kind in KINDS.values():
+        devices = kind.arrange(devices, config)
+    workers = []
+    planned = []
+    for w, chunk in enumerate(_chunks(devices, config.fleet.devices_per_worker)):
+        name = f"w{w:03d}"
+        workers.append(PlannedWorker(name, tuple(d.name for d in chunk)))
+        planned.extend(d if d.worker == name else _with_worker(d, name) for d in chunk)
     if config.fleet.backend == "process":
-        _check_fits(src, planned, per)
+        _check_fits(src, planned, workers)
     names = [d.name for d in planned]
     for i, row in enumerate(config.faults):
         if not any(fnmatch.fnmatchcase(n, row.devices) for n in names):
@@ -314,14 +323,16 @@ def expand(config: FleetConfig) -> Plan:
                 faults=tuple(config.faults), digest=config.digest)
 
 
-def _check_fits(src: str, devices: Sequence[PlannedDevice], per: int) -> None:
+def _check_fits(src: str, devices: Sequence[PlannedDevice], workers: Sequence[PlannedWorker]) -> None:
     """ConfigError (one line, naming the limit) when a worker's devices need more file
     descriptors than one process may hold (``fleet.limits``)."""
     from fleet.limits import MARGIN, limit_name, nofile_limit, worker_fds
 
     limit = nofile_limit()
-    for w in range(0, len(devices), per):
-        chunk = devices[w:w + per]
+    start = 0
+    for worker in workers:
+        chunk = devices[start:start + len(worker.devices)]
+        start += len(worker.devices)
         need = worker_fds(KINDS[d.kind].sockets for d in chunk)
         if need > limit:
             most = max({d.kind for d in chunk}, key=lambda k: KINDS[k].sockets)
@@ -338,6 +349,33 @@ def _patterned(identity: tuple[tuple[str, Any], ...]) -> tuple[str, ...]:
     return tuple(k for k, v in identity if isinstance(v, str) and "{" in v)
 
 
+def _chunks(devices: list[PlannedDevice], per: int) -> list[list[PlannedDevice]]:
+    """The workers' devices, ``per`` to a worker, in plan order; but devices that must be hosted
+    together (:meth:`fleet.kinds.Kind.together`: a serial line's units and its gateways) join
+    the first of them, are never split, and start a new worker when they would not fit in
+    the current one."""
+    together: dict[str, list[PlannedDevice]] = {}
+    for device in devices:
+        key = KINDS[device.kind].together(device)
+        if key is not None:
+            together.setdefault(key, []).append(device)
+    if not together:  # the common case: plain slices
+        return [devices[w:w + per] for w in range(0, len(devices), per)]
+    chunks: list[list[PlannedDevice]] = []
+    placed: set[str] = set()
+    for device in devices:
+        key = KINDS[device.kind].together(device)
+        if key in placed:
+            continue
+        batch = [device] if key is None else together[key]
+        if key is not None:
+            placed.add(key)
+        if not chunks or (chunks[-1] and len(chunks[-1]) + len(batch) > per):
+            chunks.append([])
+        chunks[-1].extend(batch)
+    return chunks
+
+
 def _device(group: DeviceGroup, name: str, n: int, host: str, port: int,
             retain: bool = False, worker: str = "") -> PlannedDevice:
     """Device ``n`` of ``group``; ValueError when its own identity values are refused."""
@@ -352,3 +390,9 @@ def _device(group: DeviceGroup, name: str, n: int, host: str, port: int,
                          identity=tuple(identity.items()), options=group.options, delay=group.delay,
                          retain=retain if group.retain is None else group.retain, home=group.home)
 
+
+
+def _with_worker(device: PlannedDevice, worker: str) -> PlannedDevice:
+    from dataclasses import replace
+
+    return replace(device, worker=worker)

@@ -97,7 +97,8 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
             "devices": DEVICES_MARK,
             "faults": {name: {**f.to_dict(), "describe": f.describe()}
                        for name, f in sorted(injected.items())},
-        }, indent=1).replace(f'"{DEVICES_MARK}"', _json_rows(select_reports(reports, only, wanted))))
+        }, indent=1).replace(f'"{DEVICES_MARK}"', _json_rows(
+            _device_json(plan, backend, programs, select_reports(reports, only, wanted)))))
     elif show_all or only or wanted or len(reports) <= SUMMARY_ABOVE:
         _table(plan.fleet.name, select_reports(reports, only, wanted), line)
     else:
@@ -107,6 +108,22 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
     fine = {DeviceState.HEALTHY, DeviceState.FAULTED} if faults_ok else {DeviceState.HEALTHY}
     if orphans or not all(r.state in fine for r in reports):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _with_io(plan, backend, reports) -> list[dict]:
+    """The reports as JSON, a Class 1 adapter's with its ``io`` figures (open connections,
+    packets in and out, timeouts, ...) read from its worker's /metrics (None: no answer)."""
+    import asyncio
+
+    from fleet.metrics import io_figures, scrape_workers, worker_urls
+
+    adapters = {d.name: d.worker for d in plan.devices if getattr(d.options, "io", None) is not None}
+    figures = {}
+    if adapters:
+        urls = worker_urls(plan, backend.state.root)
+        figures = io_figures(asyncio.run(scrape_workers({w: u for w, u in urls.items()
+                                                         if w in set(adapters.values())})))
+    return [{**r.to_json(), **({"io": figures.get(r.name)} if r.name in adapters else {})} for r in reports]
 
 
 def _check_now(plan, programs) -> dict:
@@ -122,10 +139,14 @@ def _check_now(plan, programs) -> dict:
 DEVICES_MARK = "@devices@"  # replaced by the device rows, one compact line each (quick at 100,000)
 
 
-def _json_rows(reports) -> str:
-    if not reports:
+def _device_json(plan, backend, programs, reports) -> list[dict]:
+    return _with_io(plan, backend, reports) if programs else [r.to_json() for r in reports]
+
+
+def _json_rows(rows: list[dict]) -> str:
+    if not rows:
         return "[]"
-    return "[\n" + ",\n".join(json.dumps(r.to_json(), separators=(",", ":")) for r in reports) + "\n ]"
+    return "[\n" + ",\n".join(json.dumps(row, separators=(",", ":")) for row in rows) + "\n ]"
 
 
 def _check_states(states: list[str] | None) -> set:
