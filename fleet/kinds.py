@@ -36,6 +36,7 @@ class Kind(ABC):
     spec_key: ClassVar[str]  # the key holding the device's data specs (tags, registers)
     Options: ClassVar[type]  # frozen dataclass of the kind's own keys, with their defaults
     identity: ClassVar[Mapping[str, type]]  # identity keys fleet.toml accepts: int or str
+    sockets: ClassVar[int] = 1  # file descriptors one served device holds (its listening sockets)
 
     @property
     def keys(self) -> frozenset[str]:
@@ -240,6 +241,7 @@ class EnipKind(Kind):
     name = "enip"
     protocol = "EtherNet/IP"
     default_port = 44818
+    sockets = 2  # TCP and UDP (List Identity) on its port
     spec_key = "tags"
     Options = EnipOptions
     identity = {

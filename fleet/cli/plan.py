@@ -15,7 +15,11 @@ def plan(path: Path = FLEET_FILE,
     """Validate fleet.toml and print the expanded plan (device, kind, IP:port, worker); starts nothing."""
     fleet_plan = load_plan(path)
     if as_json:
-        typer.echo(json.dumps(fleet_plan.to_json(), indent=1))
+        data = fleet_plan.to_json()  # a device per object (plan.json's rows are for programs)
+        for key in ("options", "columns", "rows"):
+            data.pop(key)
+        data["devices"] = [d.to_json() for d in fleet_plan.devices]
+        typer.echo(json.dumps(data, indent=1))
         return
     width = max(len(d.name) for d in fleet_plan.devices)
     kinds = max(6, *(len(d.kind) for d in fleet_plan.devices))

@@ -28,6 +28,11 @@ def parse_access(text: str) -> str:
         raise ValueError(f"unknown external access {text!r} (rw, ro or none)")
     return ACCESS[key]
 
+# One lock for every attribute of the process: reads and writes are short and never wait on
+# another thread while holding it, and a lock per attribute costs a fleet of 100,000 devices
+# millions of locks.  A member view shares its tag's lock (a read-modify-write excludes both).
+_LOCK = threading.RLock()
+
 
 class Attribute:
     """A named, typed value: a scalar, or an array of ``length`` elements.
@@ -38,11 +43,10 @@ class Attribute:
     ``journal`` (a :class:`cpppo.behaviour.Journal`) records each write.
     """
 
-    driver: Any = None
-    journal: Any = None
-    plant: Any = None  # the device's Plant, told of each write (values following this one move)
-    members: Any = None  # a structure's driven members: [(udt.MemberView, Driver)], produced at each read
-    _driving = False
+    # slots: a device carries dozens of attributes (its tags and its standard objects), a
+    # fleet of 100,000 devices millions; subclasses may add a __dict__ of their own
+    __slots__ = ("_driving", "_lock", "array", "driver", "error", "journal", "mask", "members", "name",
+                 "parser", "plant", "value")
 
     def __init__(self, name: str, type_cls: CIPType | str, default: Any = None, error: int = 0x00,
                  mask: int = 0, length: int | None = None) -> None:
@@ -58,7 +62,12 @@ class Attribute:
             self.array = length is not None
             values = [self.parser.default() if default is None else default] * count
         self.value: list[Any] = values
-        self._lock = threading.RLock()
+        self.driver: Any = None
+        self.journal: Any = None
+        self.plant: Any = None  # the device's Plant, told of each write (values following this one move)
+        self.members: Any = None  # a structure's driven members: [(udt.MemberView, Driver)], read live
+        self._driving = False
+        self._lock = _LOCK
 
     def __len__(self) -> int:
         return len(self.value)
