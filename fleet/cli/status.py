@@ -9,8 +9,10 @@ from pathlib import Path
 
 import typer
 
+from fleet.cli import multihost
 from fleet.cli.common import EXIT_FAILED, FLEET_FILE, STATE_DIR, backend_for, command_hint, fail
 from fleet.cli.table import device_table, ms
+from fleet.hosts import is_multihost
 
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 WATCH = typer.Option(False, "--watch", "-w", help="Refresh a live table in place (Ctrl-C ends it), "
@@ -57,6 +59,10 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
     from fleet.states import DeviceState
     from fleet.web.serve import read_web
 
+    if is_multihost(path):
+        multihost.refuse("--watch", watch)
+        multihost.refuse("--state-dir", state_dir)
+        return multihost.status(path, as_json, faults_ok)
     plan, backend = backend_for(path, state_dir)
     if watch:
         from fleet.cli.watch import watch as live
@@ -120,6 +126,9 @@ def poll(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: b
     from fleet.health import run_sweep
     from fleet.store import StoreError, open_store
 
+    if is_multihost(path):
+        multihost.refuse("--state-dir", state_dir)
+        return multihost.poll(path, as_json)
     plan, backend = backend_for(path, state_dir)
     devices = (backend.applied_plan() or plan).devices
     begun = time.monotonic()

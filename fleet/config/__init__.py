@@ -51,6 +51,7 @@ class FleetConfig:
     fleet: FleetSettings
     groups: tuple[DeviceGroup, ...] = field(default_factory=tuple)
     faults: tuple = ()  # [[fault]] schedule rows (fleet.faults.ScheduleRow)
+    multihost: bool = False  # it names lab hosts ([hosts], [[host]]): fleet.hosts shards it
 
 
 def load(path: str | Path) -> FleetConfig:
@@ -72,10 +73,10 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(src, "file", None, f"not valid TOML: {exc}") from None
-    unknown = set(data) - {"fleet", "device", "fault"}
+    unknown = set(data) - {"fleet", "device", "fault", "host", "hosts"}
     if unknown:
         raise ConfigError(src, "top level", sorted(unknown)[0],
-                          "unknown table (expected [fleet], [[device]], [[fault]])")
+                          "unknown table (expected [fleet], [[device]], [[fault]], [hosts], [[host]])")
     fleet_table = data.get("fleet")
     if not isinstance(fleet_table, dict):
         raise ConfigError(src, "fleet", None, "missing [fleet] table")
@@ -91,7 +92,8 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
     if over is not None:
         raise ConfigError(src, f"device[{over}]", "count",
                           f"the fleet would have {total[-1]} devices; at most {MAX_DEVICES} are supported")
-    return FleetConfig(source=Path(source), fleet=fleet, groups=groups, faults=read_faults(src, data))
+    return FleetConfig(source=Path(source), fleet=fleet, groups=groups, faults=read_faults(src, data),
+                       multihost="host" in data or "hosts" in data)
 
 
 def read_faults(src: str, data: dict) -> tuple:
