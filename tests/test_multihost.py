@@ -156,7 +156,7 @@ def lab_image(docker_client, tmp_path_factory):
 @pytest.fixture(scope="module")
 def fleet3(docker_client, lab_image):
     work, network, key, image, provisioning = lab_image
-    hosts = start_labhosts(docker_client, network, 3, key.with_suffix(".pub"), image=image, prefix="mh")
+    hosts = start_labhosts(docker_client, network, 3, key.with_suffix(".pub"), image=image)
     fleet_file = work / "fleet.toml"
     try:
         fleet_file.write_text(fleet_toml(hosts, network, key))
