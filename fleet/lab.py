@@ -238,7 +238,7 @@ def fleet_status(lab: MultiHost) -> dict[str, Any]:
             hosts[shard.host.name] = {"address": shard.host.address, "state": state, "error": None,
                                       "healthy": report.get("healthy", 0), "total": len(shard.plan.devices),
                                       "web": report.get("web")}
-            devices += [{**d, "host": shard.host.name} for d in report["devices"]]
+            devices += [{**d, "lab_host": shard.host.name} for d in report["devices"]]
             continue
         state = "unreachable" if not answer.reached else "not deployed"
         error = f"host {state}: {answer.error}"
@@ -247,7 +247,7 @@ def fleet_status(lab: MultiHost) -> dict[str, Any]:
         devices += [{"name": d.name, "kind": d.kind, "endpoint": d.endpoint, "worker": d.worker,
                      "state": "unknown", "uptime": None, "restarts": 0, "last_ok": None, "error": error,
                      "checked": None, "latency": None, "p50": None, "p99": None, "fault": None,
-                     "host": shard.host.name} for d in shard.plan.devices]
+                     "lab_host": shard.host.name} for d in shard.plan.devices]
     healthy = sum(d["state"] == "healthy" for d in devices)
     counts: dict[str, int] = {}
     for d in devices:
@@ -267,7 +267,7 @@ def wait_healthy(lab: MultiHost, timeout: float, hosts: list[str] | None = None)
     deadline = time.monotonic() + timeout
     while True:
         status = fleet_status(lab)
-        wanted = [d for d in status["devices"] if hosts is None or d["host"] in hosts]
+        wanted = [d for d in status["devices"] if hosts is None or d["lab_host"] in hosts]
         if all(d["state"] == "healthy" for d in wanted) or time.monotonic() > deadline:
             return status
         time.sleep(1.0)

@@ -189,3 +189,15 @@ def test_plan_and_status_of_unreachable_hosts(tmp_path):
     assert "lab1, lab2, lab3 unreachable" in report["summary"]
     assert "no answer within 4s" in report["hosts"]["lab2"]["error"], report["hosts"]["lab2"]
     print(f"status of 3 unreachable hosts: {took:.1f}s")
+
+
+def test_the_readme_example_shards(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Lab hosts and multi-host fleets", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    third = '\n[[device]]\nkind = "enip"\ncount = 2\nname = "line{n:03}"\ntags = ["SCADA=INT[10]"]\n'
+    lab = load(write(tmp_path, '[fleet]\nname = "plant"\n\n' + example + DEVICES + third))
+    assert {d.name: s.host.name for s in lab.shards for d in s.plan.devices} == {
+        **{f"plc{n}": "lab1" for n in range(1, 6)}, **{f"pump{n}": "lab1" for n in range(1, 4)},
+        "line001": "lab2", "line002": "lab2"}
+    assert lab.shard("lab2").plan.device("line002").host == "10.42.0.194"

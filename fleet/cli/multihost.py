@@ -32,7 +32,7 @@ def plan(path: Path, as_json: bool) -> None:
     lab = load(path)
     if as_json:
         typer.echo(json.dumps({"fleet": lab.name, "hosts": [s.host.to_json() for s in lab.shards],
-                               "devices": [{**d.to_json(), "host": s.host.name}
+                               "devices": [{**d.to_json(), "lab_host": s.host.name}
                                            for s in lab.shards for d in s.plan.devices]}, indent=1))
         return
     width = max(len(d.name) for s in lab.shards for d in s.plan.devices)
@@ -130,7 +130,7 @@ def _table(lab, report) -> None:
     reports = [DeviceReport(**{**{k: v for k, v in d.items() if k in names},
                                "state": DeviceState(d["state"])}) for d in report["devices"]]
     console = Console(width=max(150, Console().width))
-    console.print(device_table(lab.name, reports, hosts=[d["host"] for d in report["devices"]]))
+    console.print(device_table(lab.name, reports, hosts=[d["lab_host"] for d in report["devices"]]))
     for name, host in report["hosts"].items():
         if host["error"]:
             console.print(f"{name} ({host['address']}): {host['error']}", markup=False, highlight=False)
@@ -148,12 +148,12 @@ def poll(path: Path, as_json: bool) -> None:
         answer = answers[shard.host.name]
         got = answer.json() if answer.reached else None
         if isinstance(got, dict) and isinstance(got.get("results"), list):
-            results += [{**r, "host": shard.host.name} for r in got["results"]]
+            results += [{**r, "lab_host": shard.host.name} for r in got["results"]]
             seconds[shard.host.name] = got.get("seconds")
             continue
         why = f"host {'unreachable' if not answer.reached else 'not deployed'}: {answer.error}"
-        results += [{"device": d.name, "ok": False, "latency": None, "error": why, "host": shard.host.name}
-                    for d in shard.plan.devices]
+        results += [{"device": d.name, "ok": False, "latency": None, "error": why,
+                     "lab_host": shard.host.name} for d in shard.plan.devices]
     ok = sum(r["ok"] for r in results)
     if as_json:
         typer.echo(json.dumps({"ok": ok, "total": len(results), "seconds": seconds, "results": results},
@@ -165,7 +165,7 @@ def poll(path: Path, as_json: bool) -> None:
         hosts = max(len(s.host.name) for s in lab.shards)
         for r in results:
             outcome = f"ok {ms(r['latency'])} ms" if r["ok"] else f"FAIL {r['error']}"
-            typer.echo(f"{r['device']:<{width}}  {r['host']:<{hosts}}  {outcome}")
+            typer.echo(f"{r['device']:<{width}}  {r['lab_host']:<{hosts}}  {outcome}")
         typer.echo(f"{ok} healthy / {len(results)} polled on {len(lab.shards)} hosts")
     if ok != len(results):
         raise typer.Exit(EXIT_FAILED)
