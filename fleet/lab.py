@@ -123,7 +123,7 @@ def run_playbook(lab: MultiHost, folder: Path, hosts: list[LabHost], playbook: s
     for key, value in variables.items():
         args += ["-e", f"{key}={value}"]
     env = {**os.environ, "ANSIBLE_CONFIG": str(where / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_RETRY_FILES_ENABLED": "0",
+           "PYTHONUNBUFFERED": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_RETRY_FILES_ENABLED": "0",
            "ANSIBLE_LOCAL_TEMP": str(folder / "ansible-tmp")}
     log = folder / f"{Path(playbook).stem}.log"
     begun = time.monotonic()
@@ -145,10 +145,11 @@ def run_playbook(lab: MultiHost, folder: Path, hosts: list[LabHost], playbook: s
                 proc.kill()
             proc.wait(timeout=60)
     output = "".join(lines)
-    return PlaybookResult(proc.returncode, output, time.monotonic() - begun, _recap(output), log)
+    return PlaybookResult(proc.returncode, output, time.monotonic() - begun, playbook_recap(output), log)
 
 
-def _recap(output: str) -> dict[str, dict[str, int]]:
+def playbook_recap(output: str) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP of ansible-playbook's ``output``: host -> {ok, changed, unreachable, ...}."""
     import re
 
     result = {}

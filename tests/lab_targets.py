@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
-import re
 import shutil
 import socket
 import subprocess
@@ -242,12 +241,9 @@ class PlaybookRun:
 
     def recap(self) -> dict[str, dict[str, int]]:
         """The PLAY RECAP: host -> {ok, changed, unreachable, failed, ...}."""
-        result = {}
-        for line in self.output.split("PLAY RECAP", 1)[-1].splitlines():
-            match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
-            if match:
-                result[match[1]] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match[2])}
-        return result
+        from fleet.lab import playbook_recap
+
+        return playbook_recap(self.output)
 
     def changed_tasks(self) -> list[str]:
         """The names of the tasks that reported a change (for messages)."""

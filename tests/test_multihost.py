@@ -280,8 +280,10 @@ def test_a_stopped_host_shows_unknown_and_up_brings_it_back(fleet3):
 
 
 def test_up_again_changes_nothing(fleet3):
+    begun = time.monotonic()
     again = cli("up", str(fleet3.fleet_file), "--timeout", "120")
     assert again.returncode == 0, again.stdout + again.stderr
+    print(f"up again, nothing to change: {time.monotonic() - begun:.0f}s")
     for host in fleet3.hosts:
         assert f"{host.name}: ok (0 changed)" in again.stdout, again.stdout
 
