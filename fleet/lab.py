@@ -128,7 +128,7 @@ def run_playbook(lab: MultiHost, folder: Path, hosts: list[LabHost], playbook: s
     log = folder / f"{Path(playbook).stem}.log"
     begun = time.monotonic()
     lines = []
-    with open(log, "w") as sink:
+    with open(log, "w", buffering=1) as sink:  # line by line: a slow run can be followed
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env)
         try:
