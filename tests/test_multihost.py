@@ -106,7 +106,7 @@ registers = ["40001-40004=5"]
 """
 
 
-def cli(*args: str, timeout: float = 900.0) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = 1800.0) -> subprocess.CompletedProcess:
     return subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=timeout, check=False,
                           stdin=subprocess.DEVNULL)
 
