@@ -21,7 +21,7 @@ def logs(device: str = typer.Argument(..., help="A device name, a worker name (w
         multihost.refuse("--state-dir", state_dir)
         return multihost.logs(path, device, lines)
     plan, backend = backend_for(path, state_dir)
-    workers = {w.name for w in plan.workers} | {HEALTH_PROGRAM}
+    workers = {w.name for w in plan.workers} | {HEALTH_PROGRAM} | set(backend.status())
     if device in workers:
         program = device
     else:
