@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
-import re
 import shutil
 import socket
 import subprocess
@@ -25,6 +24,7 @@ ANSIBLE = ROOT / "ansible"
 BASE_IMAGE = "cpppo-fleet/base:bookworm"
 LABHOST_IMAGE = "cpppo-fleet/labhost:bookworm"
 LABEL = "cpppo-fleet.test-lab"
+HOME = "/opt/cpppo-fleet"  # the labhost role's cpppo_fleet_home
 SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10")
 # systemd as PID 1 without --privileged (cgroups v1 here); NET_ADMIN for the fleet's aliases
@@ -81,8 +81,9 @@ class LabNetwork:
 
 
 @contextmanager
-def lab_network(client, tries: int = 20) -> Iterator[LabNetwork]:
-    """A private bridge network on a free 10.x.y.0/24, removed (by id) afterwards."""
+def lab_network(client, tries: int = 20, prefix: int = 24) -> Iterator[LabNetwork]:
+    """A private bridge network on a free 10.x.y.0/``prefix`` (24: 256 addresses, 20: 4,096),
+    removed (by id) afterwards."""
     import docker.errors
     from docker.types import IPAMConfig, IPAMPool
 
@@ -92,11 +93,12 @@ def lab_network(client, tries: int = 20) -> Iterator[LabNetwork]:
     rng = random.Random(os.getpid() ^ time.time_ns())
     network = None
     for _ in range(tries):
-        subnet = ipaddress.ip_network(f"10.{rng.randrange(100, 250)}.{rng.randrange(0, 255)}.0/24")
+        third = rng.randrange(0, 256) & ~((1 << (24 - prefix)) - 1)
+        subnet = ipaddress.ip_network(f"10.{rng.randrange(100, 250)}.{third}.0/{prefix}")
         if any(subnet.overlaps(t) for t in taken):
             continue
-        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=str(subnet[1]),
-                                                 iprange=str(next(subnet.subnets(new_prefix=25))))])
+        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=str(subnet[1]), iprange=str(
+            next(subnet.subnets(new_prefix=subnet.prefixlen + 1))))])
         try:
             network = client.networks.create(f"cpppo-lab-{os.getpid()}-{subnet.network_address}",
                                              driver="bridge", ipam=ipam, labels={LABEL: str(os.getpid())})
@@ -151,6 +153,27 @@ def start_labhosts(client, network: LabNetwork, count: int, public_key: Path,
         remove_labhosts(hosts)
         raise
     return hosts
+
+
+def provisioned_image(client, network: LabNetwork, key: Path, extra_vars: dict[str, str],
+                      work: Path) -> tuple[str, PlaybookRun]:
+    """An image of a lab host the labhost role provisioned (project installed, no fleet service):
+    the role applied over SSH to one fresh container, which is then committed.  Hosts started
+    from it are what a provisioned lab host is, so applying the role to them only deploys a
+    fleet (the role is idempotent).  Returns (image id, the playbook run); remove it by id."""
+    [host] = start_labhosts(client, network, 1, key.with_suffix(".pub"), prefix="provision")
+    try:
+        inventory = write_inventory(work / "provision.ini", [host], key, {})
+        run = run_playbook(inventory, {**extra_vars, "cpppo_fleet_service": "false"})
+        if run.returncode != 0:
+            raise RuntimeError(f"provisioning {host.name} failed:\n{run.output[-4000:]}")
+        host.container.exec_run(["rm", "-f", "/root/.ssh/authorized_keys", f"{HOME}/fleet.toml"])
+        image = host.container.commit(repository="cpppo-fleet/labhost-provisioned",
+                                      tag=f"test-{os.getpid()}-{time.monotonic_ns()}",
+                                      conf={"Labels": {LABEL: str(os.getpid())}})
+        return image.id, run
+    finally:
+        remove_labhosts([host])
 
 
 def authorize(container, public_key: Path) -> None:
@@ -218,12 +241,9 @@ class PlaybookRun:
 
     def recap(self) -> dict[str, dict[str, int]]:
         """The PLAY RECAP: host -> {ok, changed, unreachable, failed, ...}."""
-        result = {}
-        for line in self.output.split("PLAY RECAP", 1)[-1].splitlines():
-            match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
-            if match:
-                result[match[1]] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match[2])}
-        return result
+        from fleet.lab import playbook_recap
+
+        return playbook_recap(self.output)
 
     def changed_tasks(self) -> list[str]:
         """The names of the tasks that reported a change (for messages)."""

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import typer
 
+from fleet.cli import multihost
 from fleet.cli.common import EXIT_FAILED, FLEET_FILE, STATE_DIR, backend_for, command_hint, fail
 from fleet.cli.table import LISTED, SUMMARY_ABOVE, device_table, ms, summary_tables
+from fleet.hosts import is_multihost
 
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 WATCH = typer.Option(False, "--watch", "-w", help="Refresh a live table in place (Ctrl-C ends it), "
@@ -66,6 +68,10 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
     from fleet.states import DeviceState
     from fleet.web.serve import read_web
 
+    if is_multihost(path):
+        multihost.refuse("--watch", watch)
+        multihost.refuse("--state-dir", state_dir)
+        return multihost.status(path, as_json, faults_ok)
     wanted = _check_states(states)
     plan, backend = backend_for(path, state_dir)
     if watch:
@@ -203,6 +209,9 @@ def poll(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: b
     from fleet.health import run_sweep
     from fleet.store import StoreError, open_store
 
+    if is_multihost(path):
+        multihost.refuse("--state-dir", state_dir)
+        return multihost.poll(path, as_json)
     plan, backend = backend_for(path, state_dir)
     devices = (backend.applied_plan() or plan).devices
     begun = time.monotonic()

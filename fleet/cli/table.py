@@ -31,17 +31,19 @@ STYLE = {"healthy": "green", "down": "red", "failed": "red", "restarting": "yell
          "starting": "yellow", "stopped": "dim", "unknown": "magenta", "faulted": "bright_magenta"}
 
 
-def device_table(name: str, reports, title: str | None = None):  # -> rich.table.Table
+def device_table(name: str, reports, title: str | None = None, hosts=None):  # -> rich.table.Table
+    """``hosts``: each report's host (a multi-host fleet), shown after the device."""
     from rich.table import Table
 
     now = time.time()
     table = Table(title=title or f"fleet {name}", title_justify="left")
-    for column in ("device", "kind", "state", "address", "worker", "uptime", "restarts", "checked",
-                   "ms", "p50", "p99", "fault / error"):
+    for column in ("device", *(("host",) if hosts else ()), "kind", "state", "address", "worker", "uptime",
+                   "restarts", "checked", "ms", "p50", "p99", "fault / error"):
         table.add_column(column, justify="right" if column in ("restarts", "ms", "p50", "p99") else "left")
-    for r in reports:
+    for i, r in enumerate(reports):
         state = r.state.value
-        table.add_row(r.name, r.kind, f"[{STYLE[state]}]{state}[/]", short(r.endpoint), r.worker,
+        table.add_row(r.name, *((hosts[i],) if hosts else ()), r.kind, f"[{STYLE[state]}]{state}[/]",
+                      short(r.endpoint), r.worker,
                       duration(r.uptime), str(r.restarts),
                       "" if r.checked is None else f"{now - r.checked:.0f}s ago",
                       ms(r.latency), ms(r.p50), ms(r.p99), r.fault or r.error or "")

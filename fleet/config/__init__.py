@@ -51,6 +51,7 @@ class FleetConfig:
     fleet: FleetSettings
     groups: tuple[DeviceGroup, ...] = field(default_factory=tuple)
     faults: tuple = ()  # [[fault]] schedule rows (fleet.faults.ScheduleRow)
+    multihost: bool = False  # it names lab hosts ([hosts], [[host]]): fleet.hosts shards it
     digest: str = ""  # of the text it was read from (and the code reading it): a plan expanded
     # from it again would be the same, so `status` can take plan.json's instead (fleet.plan)
 
@@ -74,10 +75,10 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(src, "file", None, f"not valid TOML: {exc}") from None
-    unknown = set(data) - {"fleet", "device", "fault"}
+    unknown = set(data) - {"fleet", "device", "fault", "host", "hosts"}
     if unknown:
         raise ConfigError(src, "top level", sorted(unknown)[0],
-                          "unknown table (expected [fleet], [[device]], [[fault]])")
+                          "unknown table (expected [fleet], [[device]], [[fault]], [hosts], [[host]])")
     fleet_table = data.get("fleet")
     if not isinstance(fleet_table, dict):
         raise ConfigError(src, "fleet", None, "missing [fleet] table")
@@ -96,7 +97,7 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
     if "health_interval" not in fleet_table:  # the default grows with the fleet
         fleet = replace(fleet, health_interval=default_interval(total[-1]))
     return FleetConfig(source=Path(source), fleet=fleet, groups=groups, faults=read_faults(src, data),
-                       digest=_digest(text))
+                       digest=_digest(text), multihost="host" in data or "hosts" in data)
 
 
 def _digest(text: str) -> str:
