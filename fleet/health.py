@@ -97,17 +97,32 @@ class Poller:
         (:func:`offset`), so polls do not queue behind each other and a latency is the
         device's own; ``on_result`` is called as each poll ends."""
         limit = asyncio.Semaphore(self.concurrency)
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        devices = list(devices)
+        results: dict[str, HealthResult] = {}
 
-        async def bounded(device: PlannedDevice) -> HealthResult:
+        async def bounded(device: PlannedDevice) -> None:
             if spread > 0:
-                await asyncio.sleep(offset(device.name) * spread)
+                await asyncio.sleep(max(0.0, begun + offset(device.name) * spread - loop.time()))
             async with limit:
-                result = await self.poll(device)
+                result = results[device.name] = await self.poll(device)
             if on_result is not None:
                 on_result(result)
-            return result
 
-        return list(await asyncio.gather(*(bounded(d) for d in devices)))
+        async def in_turn(wire: list[PlannedDevice]) -> None:
+            """Devices on one wire (a serial line): one poll at a time, each with its own timeout,
+            so a silent unit does not make the units waiting behind it late."""
+            for device in sorted(wire, key=lambda d: offset(d.name)) if spread > 0 else wire:
+                await bounded(device)
+
+        wires: dict[str, list[PlannedDevice]] = {}
+        alone = []
+        for device in devices:
+            wire = KINDS[device.kind].wire(device)
+            (alone if wire is None else wires.setdefault(wire, [])).append(device)
+        await asyncio.gather(*(bounded(d) for d in alone), *(in_turn(w) for w in wires.values()))
+        return [results[d.name] for d in devices]
 
     async def close(self) -> None:
         await asyncio.gather(*(self._drop(name) for name in list(self.clients)))

@@ -60,7 +60,8 @@ class PlannedDevice:
 
     @property
     def endpoint(self) -> str:
-        return f"{self.host}:{self.port}"
+        """Where a client reaches it: ``IP:port``, or its kind's (a line's link and unit id)."""
+        return KINDS[self.kind].endpoint(self)
 
     @property
     def identity_dict(self) -> dict[str, Any]:
@@ -200,7 +201,10 @@ def expand(config: FleetConfig) -> Plan:
     seen_endpoints: dict[tuple[str, int], str] = {}
     for group in config.groups:
         table = f"device[{group.index}]"
-        if group.address is not None:
+        addressed = KINDS[group.kind].addressed(group.options)
+        if not addressed:  # reached otherwise (a unit on a serial line)
+            hosts = [""] * group.count
+        elif group.address is not None:
             hosts = [group.address] * group.count
         else:
             pool = group_pools.get(group.index, fleet_pool)
@@ -216,10 +220,10 @@ def expand(config: FleetConfig) -> Plan:
                 raise ConfigError(src, table, "name", f"duplicate device name {name!r} "
                                                       f"(also in device[{seen_names[name]}])")
             seen_names[name] = group.index
-            port = group.port + i * group.port_step
+            port = group.port + i * group.port_step if addressed else 0
             if port > 65535:
                 raise ConfigError(src, table, "port_step", f"port {port} of {name!r} is beyond 65535")
-            if (host, port) in seen_endpoints:
+            if addressed and (host, port) in seen_endpoints:
                 other = seen_endpoints[(host, port)]
                 raise ConfigError(src, table, "port",
                                   f"port clash: {name!r} and {other!r} both at {host}:{port}")
@@ -229,12 +233,12 @@ def expand(config: FleetConfig) -> Plan:
             except ValueError as exc:  # an identity pattern that fits the first device only
                 raise ConfigError(src, table, "identity", f"device {name!r}: {exc}") from None
 
-    per = config.fleet.devices_per_worker
+    for kind in KINDS.values():
+        devices = kind.arrange(devices, config)
     workers = []
     planned = []
-    for w in range(0, len(devices), per):
-        name = f"w{w // per:03d}"
-        chunk = devices[w:w + per]
+    for w, chunk in enumerate(_chunks(devices, config.fleet.devices_per_worker)):
+        name = f"w{w:03d}"
         workers.append(PlannedWorker(name, tuple(d.name for d in chunk)))
         planned.extend(_with_worker(d, name) for d in chunk)
     names = [d.name for d in planned]
@@ -244,6 +248,33 @@ def expand(config: FleetConfig) -> Plan:
                               f"{row.devices!r} matches no device of the fleet")
     return Plan(fleet=config.fleet, devices=tuple(planned), workers=tuple(workers),
                 faults=tuple(config.faults))
+
+
+def _chunks(devices: list[PlannedDevice], per: int) -> list[list[PlannedDevice]]:
+    """The workers' devices, ``per`` to a worker, in plan order; but devices that must be hosted
+    together (:meth:`fleet.kinds.Kind.together`: a serial line's units and its gateways) join
+    the first of them, are never split, and start a new worker when they would not fit in
+    the current one."""
+    together: dict[str, list[PlannedDevice]] = {}
+    for device in devices:
+        key = KINDS[device.kind].together(device)
+        if key is not None:
+            together.setdefault(key, []).append(device)
+    if not together:  # the common case: plain slices
+        return [devices[w:w + per] for w in range(0, len(devices), per)]
+    chunks: list[list[PlannedDevice]] = []
+    placed: set[str] = set()
+    for device in devices:
+        key = KINDS[device.kind].together(device)
+        if key in placed:
+            continue
+        batch = [device] if key is None else together[key]
+        if key is not None:
+            placed.add(key)
+        if not chunks or (chunks[-1] and len(chunks[-1]) + len(batch) > per):
+            chunks.append([])
+        chunks[-1].extend(batch)
+    return chunks
 
 
 def _device(group: DeviceGroup, name: str, n: int, host: str, port: int,

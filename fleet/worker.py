@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -157,6 +158,8 @@ class Worker:
         """Try to serve every device not yet served; return those that failed."""
         pending = [d for d in self.devices if d.name not in self.servers and d.name not in self.failed]
         failed = []
+        collecting = gc.isenabled()
+        gc.disable()  # devices of big exports are millions of objects: no collections while building
         for i in range(0, len(pending), START_BATCH):
             batch = pending[i:i + START_BATCH]
             results = await asyncio.gather(*(start(d, self.faults[d.name], self.pool, self.state_dir)
@@ -176,6 +179,9 @@ class Worker:
                 else:
                     self.servers[device.name] = result
                     self.errors.pop(device.name, None)
+        gc.freeze()  # what the devices are made of lives as long as the worker: never scanned again
+        if collecting:
+            gc.enable()
         if self.report is not None:
             self.report(dict(self.errors), set(self.failed))
         return failed

@@ -127,7 +127,7 @@ class ProcessBackend(Backend):
         if applied.fleet.addressing != "alias":
             return
         recorded = set(read_json(self.state.addresses, []) or [])
-        wanted = {d.host for d in applied.devices}
+        wanted = {d.host for d in applied.devices if d.host}  # a unit on a serial line has none
         # record first: a crash half-way still leaves down() knowing what to remove
         write_atomic(self.state.addresses, json.dumps(sorted(recorded | wanted)))
         try:
@@ -204,6 +204,9 @@ class ProcessBackend(Backend):
         if pid is not None:
             _stop_pid(pid, STOP_TIMEOUT)
         self._stop_orphans()
+        from fleet.rtu import remove_links
+
+        remove_links(self.plan.devices)  # the serial lines' links a killed worker left
         progress(2, 3, "removing addresses")
         recorded = read_json(self.state.addresses, []) or []
         if recorded:

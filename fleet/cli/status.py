@@ -84,7 +84,7 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
             **((read_web(backend.state.root) or {}) if programs else {}),
             "programs": {n: {"state": p.state.value, "pid": p.pid, "started": p.started}
                          for n, p in programs.items()},
-            "devices": [r.to_json() for r in reports],
+            "devices": _with_io(plan, backend, reports) if programs else [r.to_json() for r in reports],
             "faults": {name: {**f.to_dict(), "describe": f.describe()}
                        for name, f in sorted(injected.items())},
         }, indent=1))
@@ -95,6 +95,22 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
     fine = {DeviceState.HEALTHY, DeviceState.FAULTED} if faults_ok else {DeviceState.HEALTHY}
     if orphans or not all(r.state in fine for r in reports):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _with_io(plan, backend, reports) -> list[dict]:
+    """The reports as JSON, a Class 1 adapter's with its ``io`` figures (open connections,
+    packets in and out, timeouts, ...) read from its worker's /metrics (None: no answer)."""
+    import asyncio
+
+    from fleet.metrics import io_figures, scrape_workers, worker_urls
+
+    adapters = {d.name: d.worker for d in plan.devices if getattr(d.options, "io", None) is not None}
+    figures = {}
+    if adapters:
+        urls = worker_urls(plan, backend.state.root)
+        figures = io_figures(asyncio.run(scrape_workers({w: u for w, u in urls.items()
+                                                         if w in set(adapters.values())})))
+    return [{**r.to_json(), **({"io": figures.get(r.name)} if r.name in adapters else {})} for r in reports]
 
 
 def _check_now(plan, programs) -> dict:

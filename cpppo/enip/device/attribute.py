@@ -27,6 +27,8 @@ class Attribute:
     driver: Any = None
     journal: Any = None
     plant: Any = None  # the device's Plant, told of each write (values following this one move)
+    members: Any = None  # a structure's driven members: [(udt.MemberView, Driver)], produced at each read
+    _driving = False
 
     def __init__(self, name: str, type_cls: CIPType | str, default: Any = None, error: int = 0x00,
                  mask: int = 0, length: int | None = None) -> None:
@@ -67,6 +69,8 @@ class Attribute:
     def __getitem__(self, key: int | slice) -> Any:
         kind = self._validate_key(key)
         with self._lock:
+            if self.members is not None:
+                self._drive_members()
             driver = self.driver
             if driver is not None and not driver.plant.frozen:
                 if kind is slice:
@@ -77,6 +81,23 @@ class Attribute:
                 value = self.value[key] = driver.values(key, key + 1)[0]  # type: ignore[operator]
                 return value
             return self.value[key]
+
+    def _drive_members(self) -> None:
+        """Store the driven members' values of now (lock held; the expressions of followers,
+        which read this tag, see the stored values: no recursion)."""
+        if self._driving or self.members[0][1].plant.frozen:
+            return
+        self._driving = True
+        try:
+            for view, driver in self.members:
+                view.store(driver.values(0, driver.length))
+        finally:
+            self._driving = False
+
+    def drive(self, view: Any, driver: Any) -> None:
+        """Produce member ``view`` (of this structure tag) by ``driver`` from now on: those
+        without inputs first, so that a member following another sees its value of now."""
+        self.members = sorted([*(self.members or ()), (view, driver)], key=lambda pair: bool(pair[1].inputs))
 
     def __setitem__(self, key: int | slice, value: Any) -> None:
         kind = self._validate_key(key)
