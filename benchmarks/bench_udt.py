@@ -5,12 +5,22 @@ Measures start-up (parse the export and build the device), memory per device (tr
 of one build), pycomm3's full tag-list and template upload (LogixDriver(init_tags=True)),
 and pycomm3 read rates: a whole structure, one member, a plain DINT.
 
+``--fleet N``: instead, `cpppo-fleet up` of N such controllers (``tags_from`` the export) in
+one worker on the process backend, against N controllers of the plain export, same run:
+time from `up` to all healthy and the CPU seconds that took (the CLI's; the worker's, building
+and serving every device: the figure a loaded machine does not inflate), the fleet's RSS, one
+full health sweep, `down`.
+
     python benchmarks/bench_udt.py [--tags 5000] [--reads 2000]
+    python benchmarks/bench_udt.py --fleet 100
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -65,11 +75,78 @@ def measure(path: Path, reads: int, structs: bool) -> dict[str, float]:
     return out
 
 
+def fleet(path: Path, count: int, octet: int) -> dict[str, float | str]:
+    """`cpppo-fleet up` of ``count`` controllers of export ``path`` in one worker."""
+    from fleet_scale import cpu_seconds, fleet_pids, rss_mb
+
+    from fleet.backends.process import ProcessBackend
+    from fleet.config import load
+    from fleet.health import run_sweep
+    from fleet.plan import expand
+
+    toml = path.with_suffix(".toml")
+    toml.write_text(f"""
+[fleet]
+name = "udt{octet}"
+address_pool = "127.{octet}.0.0/16"
+health_interval = 5.0
+health_timeout = 5.0
+devices_per_worker = {count}
+
+[[device]]
+kind = "enip"
+count = {count}
+name = "plc{{n:04}}"
+tags_from = "{path.name}"
+""")
+    state = path.parent / f"state{octet}"
+    plan = expand(load(toml))
+    cli = [sys.executable, "-c", "from fleet.cli import main; main()"]
+    out: dict[str, float | str] = {}
+    try:
+        begun, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = subprocess.run([*cli, "up", str(toml), "--state-dir", str(state), "--timeout", "300"],
+                              capture_output=True, text=True, timeout=600)
+        out["up to all healthy (s)"] = time.monotonic() - begun
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out["up: CLI CPU (s)"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        if done.returncode != 0:
+            out["note"] = (done.stdout + done.stderr).strip().splitlines()[-1]
+            return out
+        backend = ProcessBackend(plan, state)
+        pids = fleet_pids(backend)
+        names = {w.name for w in plan.workers}
+        workers = [program.pid for name, program in backend.status().items() if name in names]
+        out["up: worker CPU (s)"] = cpu_seconds(workers)
+        out["processes"] = len(pids)
+        out["total RSS (MB)"] = rss_mb(pids)
+        begun = time.monotonic()
+        results = run_sweep(plan.devices, 5.0, 200)
+        out["health sweep (s)"] = time.monotonic() - begun
+        out["healthy"] = sum(r.ok for r in results)
+    finally:
+        begun = time.monotonic()
+        subprocess.run([*cli, "down", str(toml), "--state-dir", str(state)], capture_output=True, timeout=300)
+        out["down (s)"] = time.monotonic() - begun
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tags", type=int, default=5000)
     ap.add_argument("--reads", type=int, default=2000)
+    ap.add_argument("--fleet", type=int, default=0, metavar="N", help="run N-device fleets instead")
     args = ap.parse_args()
+    if args.fleet:
+        with tempfile.TemporaryDirectory(prefix="bench-udt-") as tmp:
+            rows = {"half structures": fleet(export(Path(tmp) / "udt.L5X", args.tags, True), args.fleet, 83),
+                    "plain tags": fleet(export(Path(tmp) / "plain.L5X", args.tags, False), args.fleet, 84)}
+        for key in dict.fromkeys(k for row in rows.values() for k in row):
+            udt, plain = rows["half structures"].get(key, ""), rows["plain tags"].get(key, "")
+            ratio = f"{udt / plain:.2f}x" if all(isinstance(v, float) and v for v in (udt, plain)) else ""
+            cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in (udt, plain)]
+            print(f"{key:<24} half structures: {cells[0]:>12}   plain tags: {cells[1]:>12}   {ratio}")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         udt = measure(export(Path(tmp) / "udt.L5X", args.tags, True), args.reads, True)
         plain = measure(export(Path(tmp) / "plain.L5X", args.tags, False), args.reads, False)

@@ -55,7 +55,27 @@ def configure(verbose: int = 0, log_file: str | None = None, *, max_bytes: int =
             print(f"{_program()}: cannot write log file {log_file!r}: {exc.strerror or exc}", file=sys.stderr)
             raise SystemExit(2) from None
         cfg["handlers"] = [handler]
+    else:
+        cfg["handlers"] = [_StderrHandler()]
     logging.basicConfig(**cfg)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a record is emitted, not to the
+    stream that was stderr when the command started: a command run in-process (a test's
+    runner, an embedding program) that swaps stderr and closes it afterwards does not leave
+    the root logger writing to a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 def _program() -> str:

@@ -24,7 +24,8 @@ from typing import Any, ClassVar, NamedTuple
 from fleet.table import Table
 
 __all__ = ["KINDS", "EnipKind", "EnipOptions", "IOOptions", "Kind", "ModbusKind", "ModbusOptions",
-           "RegisterRead", "ServerLimits", "TagRead", "kind", "limits", "read_limits"]
+           "ModbusRtuKind", "ModbusRtuOptions", "RegisterRead", "ServerLimits", "TagRead", "kind", "limits",
+           "read_limits"]
 
 
 class Kind(ABC):
@@ -35,6 +36,7 @@ class Kind(ABC):
     spec_key: ClassVar[str]  # the key holding the device's data specs (tags, registers)
     Options: ClassVar[type]  # frozen dataclass of the kind's own keys, with their defaults
     identity: ClassVar[Mapping[str, type]]  # identity keys fleet.toml accepts: int or str
+    sockets: ClassVar[int] = 1  # file descriptors one served device holds (its listening sockets)
 
     @property
     def keys(self) -> frozenset[str]:
@@ -85,6 +87,29 @@ class Kind(ABC):
     @abstractmethod
     def health(self, options: Any) -> NamedTuple:
         """What :meth:`check` reads (structured: a TagRead, a RegisterRead)."""
+
+    # -- planning: what a kind whose devices are not all at an IP:port of their own changes ----
+    def addressed(self, options: Any) -> bool:
+        """Whether the devices of a group with these options each take an IP:port."""
+        return True
+
+    def arrange(self, devices: list[Any], config: Any) -> list[Any]:
+        """The planned devices (all the fleet's, in plan order) with this kind's fleet-wide
+        choices made (ConfigError for what no worker could serve); unchanged by default."""
+        return devices
+
+    def together(self, device: Any) -> str | None:
+        """A name the devices one worker must host together share (None: any worker)."""
+        return None
+
+    def endpoint(self, device: Any) -> str:
+        """Where a client reaches the device, as plan and status show it."""
+        return f"{device.host}:{device.port}"
+
+    def wire(self, device: Any) -> str | None:
+        """A name the devices sharing one wire share (a serial line: the health poller polls
+        them one at a time); None: the device has a connection of its own."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -142,7 +167,7 @@ class EnipOptions(ServerLimits):
     simple: bool = False  # a simple (non-routing) CIP device
     health_tag: str = ""  # the tag the health poller reads; default: the first tag's first element
     udts: tuple[str, ...] = ()  # structures the tags may use: "Motor={Speed:REAL,Running:BOOL}"
-    tags_from: str = ""  # a Logix export (L5X) whose structures and tags the device serves too
+    tags_from: tuple[str, ...] = ()  # Logix exports (L5X, tag CSV) whose structures and tags it serves too
     io: IOOptions | None = None  # the [device.io] table: serve as a Class 1 I/O adapter
 
 
@@ -216,6 +241,7 @@ class EnipKind(Kind):
     name = "enip"
     protocol = "EtherNet/IP"
     default_port = 44818
+    sockets = 2  # TCP and UDP (List Identity) on its port
     spec_key = "tags"
     Options = EnipOptions
     identity = {
@@ -224,18 +250,21 @@ class EnipKind(Kind):
     }
 
     def options(self, t: Table) -> EnipOptions:
-        from cpppo.enip.device.l5x import load_export
+        from cpppo.enip.device.l5x import shared_export
         from cpppo.enip.device.model import parse_tag_spec
         from cpppo.enip.device.udt import parse_udts
 
         udts = t.strings("udts") or ()
-        tags_from = t.get("tags_from", str, "", what="the path of a Logix export (.L5X)")
+        types: Mapping[str, Any] = t.checked("udts", lambda: parse_udts(udts))
+        here = Path(t.src).resolve().parent  # exports are relative to fleet.toml
+        tags_from = tuple(str(here / path) for path in t.strings("tags_from") or ())
         if tags_from:
-            tags_from = str(Path(t.src).parent / tags_from)  # relative to fleet.toml
-            export = t.checked("tags_from", lambda: load_export(tags_from))
-        types = t.checked("udts", lambda: {**(export.types if tags_from else {}), **parse_udts(udts)})
+            export = t.checked("tags_from", lambda: shared_export(tags_from, udts))
+            types = export.types
         if tags_from and not t.data.get("tags"):
             tags: tuple[tuple[str, Any], ...] = tuple((s.name, s) for s in export.specs)
+            if not tags:
+                t.fail("tags_from", f"{export.source}: the export has no tags this simulator serves")
         else:
             tags = t.specs("tags", lambda text: parse_tag_spec(text, types),
                            "an ENIP device needs at least one tag, such as 'SCADA=INT[100]'")
@@ -248,6 +277,8 @@ class EnipKind(Kind):
 
             t.checked("route_path", lambda: parse_route_path(route_path))
         names = {spec.name.casefold() for _, spec in tags}
+        if tags_from:
+            names |= {spec.name.casefold() for spec in export.specs}
         health_tag = t.get("health_tag", str, None, what="a string")
         if health_tag is not None and health_tag.split("[")[0].casefold() not in names:
             t.fail("health_tag", f"{health_tag!r} is not one of the device's tags")
@@ -261,13 +292,13 @@ class EnipKind(Kind):
 
     def build(self, options: EnipOptions, identity: Mapping[str, Any], *, n: int = 0,
               retain: str | None = None, home: str = "") -> Any:
-        from cpppo.enip.device.l5x import load_export
+        from cpppo.enip.device.l5x import shared_export
         from cpppo.enip.device.model import Device
 
+        export = shared_export(options.tags_from, options.udts) if options.tags_from else None
         device = Device.from_specs(list(options.tags), identity=dict(identity), route_path=options.route_path,
                                    simple=options.simple, n=n, retain=retain, base=_relative_to(home),
-                                   udts=options.udts,
-                                   export=load_export(options.tags_from) if options.tags_from else None)
+                                   udts=() if export else options.udts, export=export)
         if options.io is not None:
             device.io = _adapter(device, options.io)
         return device
@@ -394,13 +425,20 @@ class ModbusKind(Kind):
 
     async def serve(self, model: Any, host: str, port: int, delay: Any, options: Any = None,
                     pool: Any = None) -> Any:
-        from cpppo.modbus.server import ServerSettings, serve
+        from cpppo.modbus.server import serve
+
+        return await serve(model, host=host, port=port, delay=delay, settings=self.settings(options),
+                           pool=pool)
+
+    @staticmethod
+    def settings(options: Any) -> Any:
+        """The server settings (cpppo.modbus.server.ServerSettings) of the limits ``options`` sets."""
+        from cpppo.modbus.server import ServerSettings
 
         settings = limits(options)
         if "idle_timeout" in settings:
             settings["idle_timeout"] = settings["idle_timeout"] or None  # 0: never
-        return await serve(model, host=host, port=port, delay=delay, settings=ServerSettings(**settings),
-                           pool=pool)
+        return ServerSettings(**settings)
 
     def client(self, host: str, port: int, options: ModbusOptions, timeout: float) -> Any:
         from cpppo.modbus.aclient import AsyncModbusClient
@@ -417,7 +455,165 @@ class ModbusKind(Kind):
         return RegisterRead(*locate(options.health_register))
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (EnipKind(), ModbusKind())}
+# -- Modbus/RTU ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModbusRtuOptions(ServerLimits):
+    """The Modbus/RTU keys of a [[device]] table, and (after planning) each device's place."""
+
+    transport: str = "pty"  # "pty": a unit on a line the fleet makes; "tcp": RTU over TCP; "gateway"
+    registers: tuple[str, ...] = ()  # modbus_sim register ranges, as written (not for a gateway)
+    health_register: int = 0  # the register the health poller reads; default: the first configured
+    unit_id: int = 0  # the first device's unit id (pty: 0 means the line's next free one); planned: its own
+    line: str = ""  # pty: the line's name
+    baud: int = 19200  # pty: the line's settings
+    parity: str = "E"
+    stopbits: int = 1
+    timing: bool = False  # pty: replies take the wire's time at the baud rate (and t3.5)
+    lines: tuple[str, ...] = ()  # gateway: the lines behind it
+    link: str = ""  # planned, pty: the line's link
+    routes: tuple[tuple[int, str], ...] = ()  # planned, gateway: (unit id, line link) behind it
+    cluster: str = ""  # planned: devices one worker hosts together (a line and its gateways)
+
+
+class ModbusRtuKind(ModbusKind):
+    """Modbus/RTU units on serial lines the fleet makes (pseudo-terminals), RTU over TCP devices,
+    and Modbus/TCP gateways in front of lines; the register grammar and identity of Modbus/TCP.
+    The lines themselves are :mod:`fleet.rtu`."""
+
+    name = "modbus-rtu"
+    protocol = "Modbus/RTU"
+    Options = ModbusRtuOptions
+    _PTY_ONLY = ("line", "baud", "parity", "stopbits", "timing")
+    _UNADDRESSED = ("port", "port_step", "address", "address_pool", "delay", "max_connections",
+                    "idle_timeout", "max_in_flight")
+    _PLANNED = frozenset({"link", "routes", "cluster"})  # the plan's, not fleet.toml's
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return super().keys - self._PLANNED
+
+    def options(self, t: Table) -> ModbusRtuOptions:
+        from cpppo.modbus.serial_line import LineSettings
+        from fleet.rtu import TRANSPORTS
+
+        transport = t.choice("transport", TRANSPORTS, "pty")
+        given = set(t.data)
+        if transport == "gateway":
+            for key in (*self._PTY_ONLY, "registers", "health_register", "unit_id", "identity"):
+                if key in given:
+                    t.fail(key, "a gateway has none: it forwards to the units of its lines")
+            lines = t.strings("lines")
+            if not lines:
+                t.fail("lines", "a gateway needs the lines behind it, such as ['bus0']")
+            return ModbusRtuOptions(**read_limits(t), transport=transport, lines=tuple(dict.fromkeys(lines)))
+        if "lines" in given:
+            t.fail("lines", 'only a gateway (transport = "gateway") has lines; a unit names its line')
+        base = ModbusKind.options(self, t)
+        unit = t.get("unit_id", int, 0 if transport == "pty" else 1, what="an integer 1..247")
+        if "unit_id" in given and not 1 <= unit <= 247:
+            t.fail("unit_id", f"must be 1..247, got {unit}")
+        if transport == "tcp":
+            for key in self._PTY_ONLY:
+                if key in given:
+                    t.fail(key, 'only a unit on a serial line (transport = "pty") has one')
+            return ModbusRtuOptions(**read_limits(t), transport=transport, registers=base.registers,
+                                    health_register=base.health_register, unit_id=unit)
+        for key in self._UNADDRESSED:
+            if key in given:
+                t.fail(key, "a unit on a serial line has none: masters reach it on the line's link "
+                            "(timing = true gives the wire's delays)")
+        count = t.data.get("count", 1)
+        if unit and unit + count - 1 > 247:
+            t.fail("unit_id", f"unit ids {unit}..{unit + count - 1} go beyond 247")
+        number = t.name.removeprefix("device[").removesuffix("]")
+        line = t.get("line", str, f"rtu{number}", what="a line name such as 'bus0'")
+        from fleet.config.settings import NAME_OK
+
+        if not NAME_OK.fullmatch(line):
+            t.fail("line", f"must be letters, digits, '.', '_' or '-', got {line!r}")
+        values = {key: t.data[key] for key in ("baud", "parity", "stopbits") if key in given}
+        for key, value in values.items():
+            t.checked(key, lambda key=key, value=value: LineSettings.parse(**{_LINE_ARG[key]: value}))
+        settings = LineSettings.parse(*(values.get(k, d) for k, d in (("baud", 19200), ("parity", "E"),
+                                                                      ("stopbits", 1))))
+        return ModbusRtuOptions(transport=transport, registers=base.registers,
+                                health_register=base.health_register, unit_id=unit, line=line,
+                                baud=settings.baudrate, parity=settings.parity, stopbits=settings.stopbits,
+                                timing=t.get("timing", bool, False, what="true or false"))
+
+    def options_from_json(self, data: Mapping[str, Any]) -> ModbusRtuOptions:
+        options = super().options_from_json(data)
+        return replace(options, routes=tuple(tuple(r) for r in options.routes))
+
+    def build(self, options: ModbusRtuOptions, identity: Mapping[str, Any], *, n: int = 0,
+              retain: str | None = None, home: str = "") -> Any:
+        if options.transport == "gateway":
+            from cpppo.modbus.gateway import ModbusGateway
+
+            return ModbusGateway({})  # its routes are the worker's lines (fleet.rtu.serve_gateway)
+        from cpppo.modbus.device import ModbusDevice
+
+        unit = options.unit_id or 1
+        device = ModbusDevice.from_specs(list(options.registers), unit_ids=(unit,), identity=dict(identity),
+                                         n=n, retain=retain, base=_relative_to(home))
+        if options.transport == "tcp":
+            from cpppo.modbus.rtu_server import RtuUnits
+
+            return RtuUnits({unit: device})
+        return device
+
+    async def serve(self, model: Any, host: str, port: int, delay: Any, options: Any = None,
+                    pool: Any = None) -> Any:
+        from fleet import rtu
+
+        if options.transport == "pty":
+            return rtu.serve_unit(model, options)
+        if options.transport == "gateway":
+            return await rtu.serve_gateway(model, host, port, delay, self.settings(options), pool, options)
+        from cpppo.modbus.rtu_server import RtuTcpServer
+        from cpppo.modbus.server import serve
+
+        for device in model.devices.values():  # the device's one fault slot: the server's and the unit's
+            device.faults = model.faults
+        return await serve(model, host=host, port=port, delay=delay, settings=self.settings(options),
+                           pool=pool, server_class=RtuTcpServer)
+
+    def client(self, host: str, port: int, options: ModbusRtuOptions, timeout: float) -> Any:
+        if options.transport == "pty":
+            from fleet.rtu import line_client
+
+            return line_client(options, timeout)
+        if options.transport == "tcp":
+            from cpppo.modbus.rtu_client import AsyncRtuClient
+
+            return AsyncRtuClient.tcp(host, port, unit=options.unit_id, timeout=timeout)
+        from cpppo.modbus.aclient import AsyncModbusClient
+
+        return AsyncModbusClient(host, port, unit=options.unit_id, timeout=timeout)
+
+    def addressed(self, options: ModbusRtuOptions) -> bool:
+        return options.transport != "pty"
+
+    def arrange(self, devices: list[Any], config: Any) -> list[Any]:
+        from fleet.rtu import arrange
+
+        return arrange(devices, config)
+
+    def together(self, device: Any) -> str | None:
+        return device.options.cluster or None
+
+    def wire(self, device: Any) -> str | None:
+        return device.options.link or None
+
+    def endpoint(self, device: Any) -> str:
+        o = device.options
+        return f"{o.link}#{o.unit_id}" if o.transport == "pty" else f"{device.host}:{device.port}"
+
+
+_LINE_ARG = {"baud": "baudrate", "parity": "parity", "stopbits": "stopbits"}
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (EnipKind(), ModbusKind(), ModbusRtuKind())}
 
 
 def kind(name: str) -> Kind:

@@ -12,6 +12,10 @@ The health poller serves ``/metrics`` (beside the fleet page, :mod:`fleet.web`):
     cpppo_fleet_worker_requests_total{worker,kind,code}       requests served, by CIP service / function code
     cpppo_fleet_worker_error_replies_total{worker,kind,code}  error (exception) replies among them
     cpppo_fleet_worker_connections{worker,kind}               client connections open now
+    cpppo_fleet_device_io_connections{worker,device}          a Class 1 adapter's I/O connections open
+    cpppo_fleet_device_io_packets_total{worker,device,direction}  its I/O packets, in (O->T) / out (T->O)
+    cpppo_fleet_device_io_timeouts_total{worker,device}       its connections timed out (and _refused,
+                                                              _missing, _late, _dropped _total)
 
 Each worker counts what it serves and serves its own small ``/metrics`` (:func:`worker_app`):
 on loopback at an ephemeral port recorded in ``<state>/metrics/<worker>.json`` (process
@@ -86,6 +90,58 @@ class WorkerCollector(Collector):
         for kind, n in sorted(open_.items()):
             connections.add_metric([kind], n)
         yield from (requests, errors, connections)
+        yield from self._io()
+
+    def _io(self) -> Iterator[Metric]:
+        """Per Class 1 adapter: its connection manager's counters (``ConnectionManager.counters``)."""
+        families = {name: cls(f"cpppo_fleet_device_io_{name}", help_, labels=labels)
+                    for name, (cls, help_, labels) in IO_FAMILIES.items()}
+        adapters = False
+        for name, server in sorted(self.servers.items()):
+            manager = getattr(getattr(server, "endpoint", None), "manager", None)
+            if manager is None or not hasattr(manager, "counters"):
+                continue
+            counts, adapters = manager.counters(), True
+            counts["timeouts"] = counts["timed_out"]
+            families["connections"].add_metric([name], counts["connections"])
+            families["packets"].add_metric([name, "in"], counts["received"])
+            families["packets"].add_metric([name, "out"], counts["sent"])
+            for counter in ("timeouts", "refused", "missing", "late", "dropped"):
+                families[counter].add_metric([name], counts[counter])
+        if adapters:  # (no empty families from workers without adapters)
+            yield from families.values()
+
+
+#: the Class 1 families of a worker's adapters: name -> (family, help, labels)
+IO_FAMILIES: dict[str, tuple[type, str, list[str]]] = {
+    "connections": (GaugeMetricFamily, "Class 1 I/O connections open", ["device"]),
+    "packets": (CounterMetricFamily, "Class 1 I/O packets: in (O->T, from scanners), out (T->O)",
+                ["device", "direction"]),
+    "timeouts": (CounterMetricFamily, "Class 1 I/O connections closed for their scanner's silence",
+                 ["device"]),
+    "refused": (CounterMetricFamily, "Forward Opens refused", ["device"]),
+    "missing": (CounterMetricFamily, "O->T packets missing (sequence gaps)", ["device"]),
+    "late": (CounterMetricFamily, "O->T packets later than 1.5 RPI", ["device"]),
+    "dropped": (CounterMetricFamily, "O->T packets dropped (stale sequence, wrong size)", ["device"]),
+}
+
+
+def io_figures(texts: dict[str, str | None]) -> dict[str, dict[str, int]]:
+    """The Class 1 figures of each adapter, from its workers' scraped /metrics texts:
+    device -> {connections, packets_in, packets_out, timeouts, refused, missing, late, dropped}."""
+    out: dict[str, dict[str, int]] = {}
+    prefix = "cpppo_fleet_device_io_"
+    for text in texts.values():
+        for family in _families(text):
+            if not family.name.startswith(prefix):
+                continue
+            name = family.name[len(prefix):]
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                key = f"{name}_{sample.labels['direction']}" if "direction" in sample.labels else name
+                out.setdefault(sample.labels["device"], {})[key] = int(sample.value)
+    return out
 
 
 def worker_metrics_path(state_dir: Path, worker: str) -> Path:
@@ -230,7 +286,7 @@ def write_file_sd(plan: Plan, path: Path) -> None:
     address, with ``device``, ``kind`` and ``fleet`` labels."""
     groups = [{"targets": [d.endpoint], "labels": {"device": d.name, "kind": d.kind, "fleet": plan.fleet.name,
                                                   "worker": d.worker}}
-              for d in plan.devices]
+              for d in plan.devices if d.host]  # not a unit on a serial line: no address to scrape
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(groups, indent=1))
     os.replace(tmp, path)

@@ -316,7 +316,7 @@ def fleet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     case("plan|syntax.toml", 2, "syntax.toml: file: not valid TOML"),
     case("validate|badkey.toml", 2, "badkey.toml: device[0]: key 'bogus': unknown key"),
     case("plan|badtype.toml", 2, "badtype.toml: device[0]: key 'count': must be an integer, got 'two'"),
-    case("plan|badkind.toml", 2, "key 'kind': must be one of enip, modbus, got 'profinet'"),
+    case("plan|badkind.toml", 2, "key 'kind': must be one of enip, modbus, modbus-rtu, got 'profinet'"),
     case("plan|dupname.toml", 2, "device[1]: key 'name': duplicate device name 'pump1'"),
     case("plan|badtag.toml", 2, "device[1]: key 'tags': bad tag spec 'X=INT['"),
     case("plan|badreg.toml", 2, "device[0]: key 'registers': bad register spec 'X=INT['"),

@@ -116,3 +116,57 @@ def test_readme_io_table_validates(tmp_path):
                                          + block)
     plan = expand(load(tmp_path / "fleet.toml"))
     assert len(plan.devices) == 100 and plan.devices[0].options.io.assemblies[0] == "100=in:Inputs,Status"
+
+
+@pytest.mark.slow
+def test_io_figures_in_status_json_and_metrics(tmp_path):
+    """Per adapter: open I/O connections, packets in and out, timeouts, in ``status --json``
+    and in the poller's /metrics (re-emitted from the worker's), while a scanner exchanges
+    I/O with one adapter and after it falls silent."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    fleet = CliFleet(tmp_path, fleet_text(free_port(f"127.78.{OCTET}.1")))
+    first, second = (d.name for d in fleet.plan.devices)
+
+    def io() -> dict[str, dict]:
+        return {name: d["io"] for name, d in fleet.devices().items()}
+
+    def metrics() -> dict[tuple[str, ...], float]:
+        with urllib.request.urlopen(fleet.status()["metrics"], timeout=10) as answer:
+            text = answer.read().decode()
+        return {(s.name, *sorted(s.labels.items())): s.value for f in text_string_to_metric_families(text)
+                for s in f.samples if s.name.startswith("cpppo_fleet_device_io_")}
+
+    try:
+        fleet.cli("up")
+        until(fleet.all_healthy, what="all healthy")
+        assert io()[first] == io()[second] == {"connections": 0, "packets_in": 0, "packets_out": 0,
+                                               "timeouts": 0, "refused": 0, "missing": 0, "late": 0,
+                                               "dropped": 0}
+        device = fleet.plan.devices[0]
+
+        async def exchange() -> tuple[dict, dict]:
+            async with Scanner(device.host, device.port, inputs=(100, 8), outputs=(150, 4), rpi=0.01,
+                               io_address=(io_host(), 0)) as scanner:
+                async for _packet in scanner:
+                    if scanner.received >= 20:
+                        break
+                during = await asyncio.to_thread(io)
+                scraped = await asyncio.to_thread(metrics)
+                scanner.producing = False  # silent: the adapter times the connection out
+                await asyncio.to_thread(until, lambda: io()[first]["timeouts"] == 1, 20, "the timeout")
+            return during, scraped
+
+        during, scraped = asyncio.run(exchange())
+        assert during[first]["connections"] == 1 and during[second]["connections"] == 0
+        assert during[first]["packets_in"] >= 20 and during[first]["packets_out"] >= 20
+        worker = ("worker", device.worker)
+        assert scraped[("cpppo_fleet_device_io_connections", ("device", first), worker)] == 1
+        assert scraped[("cpppo_fleet_device_io_packets_total", ("device", first), ("direction", "out"),
+                        worker)] >= 20
+        after = io()[first]
+        assert after["connections"] == 0 and after["timeouts"] == 1 and after["packets_in"] >= 20
+    finally:
+        fleet.cli("down")

@@ -38,8 +38,8 @@ def test_export_types_tags_values_and_unsupported():
     assert capper["Active"]["Name"] == "Cola 1 L" and capper["Valves"][2] == {"Open": True, "Closed": False,
                                                                               "Position": 100}
     assert [line.split(": ", 1)[1] for line in export.unsupported] == [
-        "Tag 'FillerSpeed': alias tags are not supported (alias for 'Fillers[0].Speed'); not served",
         "Tag 'CycleTimer': the predefined type 'TIMER' is not supported; not served"]
+    assert [alias[:2] for alias in export.aliases] == [("FillerSpeed", "Fillers[0].Speed")]
 
 
 @pytest.mark.interop
@@ -62,7 +62,10 @@ def test_pycomm3_reads_the_imported_plant(revision):
         assert plc.read("Counts[1,2]").value == 6 and plc.read("Program:Filling.Step").value == 3
         assert plc.write("Capper.Conveyor.Speed", 1200.0).error is None
         assert plc.read("Capper").value["Conveyor"]["Speed"] == 1200.0
-        assert plc.read("FillerSpeed").error and plc.read("CycleTimer").error  # not served
+        assert plc.tags["FillerSpeed"]["alias"] and not plc.tags["Fillers"]["alias"]
+        assert plc.read("FillerSpeed").value == 1450.0  # an alias shares the member's value
+        assert plc.write("FillerSpeed", 1500.0).error is None and plc.read("Fillers[0].Speed").value == 1500.0
+        assert plc.read("CycleTimer").error  # not served
 
 
 HEAD = ('<?xml version="1.0"?><RSLogix5000Content SchemaRevision="1.0"><Controller Name="C">'
@@ -90,7 +93,11 @@ def _udt(name, *members):
      "bad.L5X: Tag 'T': bad initial value"),
 ])
 def test_bad_exports_are_one_line_naming_file_and_element(tmp_path, text, message):
-    path = tmp_path / "bad.L5X"
+    refused_in_one_line(tmp_path / "bad.L5X", text, message)
+
+
+def refused_in_one_line(path: Path, text: str, message: str) -> None:
+    """An export of ``text`` at ``path`` is refused with one line naming it and ``message``."""
     path.write_text(text)
     with pytest.raises(ExportError) as info:
         load_export(path)
@@ -128,7 +135,7 @@ tags_from = "{EXPORT.name}"
 """
     source = EXPORT.parent / "fleet.toml"  # tags_from is relative to fleet.toml
     group = parse(text, source=source).groups[0]
-    assert group.options.tags_from == str(EXPORT) and group.options.health_tag == "LineSpeed"
+    assert group.options.tags_from == (str(EXPORT),) and group.options.health_tag == "LineSpeed"
     device = KINDS["enip"].build(group.options, {})
     assert device.tag("Capper").attribute.parser.name == "Station"
     with pytest.raises(ConfigError, match=r"device\[0\]: key 'tags_from': .*nope.L5X: cannot read"):

@@ -198,3 +198,56 @@ def test_follow_listening_flaps_and_expires() -> None:
     assert changes[0] is False and changes[-1] is True
     assert 3 <= len(changes) <= 12  # about ten half-periods in 0.95 s (fewer on a loaded machine)
     assert all(a != b for a, b in itertools.pairwise(changes))
+
+
+def test_follow_listening_stop_leaves_no_task_pending() -> None:
+    """A server closed for good while it flaps stops following: its task is cancelled (none
+    is left pending for the loop's end or the garbage collector to complain about), and later
+    faults on the same state no longer touch it."""
+    import asyncio
+
+    from cpppo.faults import follow_listening
+
+    async def scenario() -> tuple[list[bool], list[asyncio.Task]]:
+        state, server = FaultState(), FakeServer()
+        stop = follow_listening(state, server)
+        state.set(parse_fault("flap", "1s"))
+        await asyncio.sleep(0.05)
+        assert not server.enabled  # flapping: off first
+        stop()
+        await asyncio.sleep(0.01)  # the cancellation is delivered
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        state.clear()
+        state.set(parse_fault("offline"))
+        await asyncio.sleep(0.05)
+        return server.changes, left
+
+    changes, left = asyncio.run(scenario())
+    assert left == []
+    assert changes == [False]  # nothing after stop(): not re-enabled, not disabled again
+
+
+def test_closed_servers_stop_following() -> None:
+    """``close()`` of the ENIP and the Modbus server ends their fault following."""
+    import asyncio
+
+    from cpppo.enip.device.model import Device
+    from cpppo.enip.server.transport import serve as serve_enip
+    from cpppo.modbus.device import ModbusDevice
+    from cpppo.modbus.server import serve as serve_modbus
+
+    async def scenario() -> list[int]:
+        enip, modbus = Device(), ModbusDevice({})
+        servers = [await serve_enip(enip, "127.0.0.1", 0, udp=False),
+                   await serve_modbus(modbus, "127.0.0.1", 0)]
+        for device in (enip, modbus):
+            device.faults.set(parse_fault("flap", "1s"))
+        await asyncio.sleep(0.05)
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+        await asyncio.sleep(0.01)
+        return [len(enip.faults.listeners), len(modbus.faults.listeners),
+                len([t for t in asyncio.all_tasks() if t is not asyncio.current_task()])]
+
+    assert asyncio.run(scenario()) == [0, 0, 0]

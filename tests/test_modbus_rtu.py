@@ -454,3 +454,97 @@ def test_gateway_pipelined_requests_answer_in_order_with_backpressure():
         assert {body for tid, body in decoded if tid % 3 < 2} == {b"\x03\x02\x00\x01", b"\x03\x02\x00\x02"}
     finally:
         thread.close()
+
+
+def test_unit_faults_on_a_line_and_behind_a_gateway():
+    """A unit's own fault slot: silent (timeout, offline, drop), an exception, a corrupt frame,
+    a held reply; the in-process gateway answers 0x0B for a silent or corrupt unit."""
+    from cpppo.faults import parse_fault
+
+    units = RtuUnits.from_specs({1: ["40001=5"], 2: ["40001=6"]})
+    request = rtu.encode(1, bytes.fromhex("03 0000 0001"))
+    gateway = ModbusGateway({1: units, 2: units})
+    read = bytes.fromhex("03 0000 0001")
+    for kind in ("timeout", "offline", "drop"):
+        units.devices[1].faults.set(parse_fault(kind))
+        assert units.answer(request) is None
+        assert asyncio.run(gateway.forward(1, read)) == bytes((0x83, 0x0B))
+    assert rtu.split(units.answer(rtu.encode(2, read)))[1].hex() == "03020006"  # the other unit is well
+    units.devices[1].faults.set(parse_fault("error", "4"))
+    assert rtu.split(units.answer(request))[1] == bytes((0x83, 4))
+    units.devices[1].faults.set(parse_fault("corrupt", seed=3))
+    frame = units.answer(request)
+    with pytest.raises(FrameError):
+        rtu.split(frame)
+    assert asyncio.run(gateway.forward(1, read)) == bytes((0x83, 0x0B))
+    units.devices[1].faults.set(parse_fault("latency", "50ms"))
+    assert units.latency(1) == pytest.approx(0.05) and units.latency(2) == 0.0
+    began = time.monotonic()
+    assert asyncio.run(gateway.forward(1, read)).hex() == "03020005"
+    assert time.monotonic() - began >= 0.05
+    units.devices[1].faults.clear()
+    assert rtu.split(units.answer(request))[1].hex() == "03020005"
+
+
+def test_a_latency_fault_holds_the_reply_on_a_pty_line():
+    from cpppo.faults import parse_fault
+
+    async def scenario() -> tuple[float, float]:
+        units = RtuUnits.from_specs({1: ["40001=5"]})
+        wire = LineSettings(19200, "N", 1)
+        server = await serve_serial(units, "pty", wire)
+        async with server, AsyncRtuClient.serial(server.path, wire, timeout=2.0) as master:
+            began = time.monotonic()
+            assert await master.read_holding_registers(0, 1) == [5]
+            quick = time.monotonic() - began
+            units.devices[1].faults.set(parse_fault("latency", "300ms"))
+            began = time.monotonic()
+            assert await master.read_holding_registers(0, 1) == [5]
+            return quick, time.monotonic() - began
+
+    quick, held = asyncio.run(scenario())
+    assert held >= 0.3 and held > quick
+
+
+def test_gateway_faults():
+    """A gateway's own fault slot: timeout (no reply), error (that exception), latency (held),
+    drop (the connection closed), offline (connections refused)."""
+    from cpppo.faults import parse_fault
+
+    async def scenario() -> None:
+        gateway = ModbusGateway({1: RtuUnits.from_specs({1: ["40001=5"]})})
+        server = await serve(gateway, HOST, 0)
+        async with server:
+            async with AsyncModbusClient(HOST, server.port, unit=1, timeout=0.5) as client:
+                assert await client.read_holding_registers(0, 1) == [5]
+                gateway.faults.set(parse_fault("error", "6"))
+                with pytest.raises(ExceptionResponse) as busy:
+                    await client.read_holding_registers(0, 1)
+                assert busy.value.code == 6
+                gateway.faults.set(parse_fault("latency", "200ms"))
+                began = time.monotonic()
+                assert await client.read_holding_registers(0, 1) == [5]
+                assert time.monotonic() - began >= 0.2
+                gateway.faults.set(parse_fault("timeout"))
+                with pytest.raises(TimeoutError):
+                    await client.read_holding_registers(0, 1)
+            async with AsyncModbusClient(HOST, server.port, unit=1, timeout=0.5) as client:
+                gateway.faults.set(parse_fault("drop"))
+                with pytest.raises((ModbusConnectionError, TimeoutError)):
+                    await client.read_holding_registers(0, 1)
+            gateway.faults.set(parse_fault("offline"))
+            with pytest.raises(ModbusConnectionError):
+                async with AsyncModbusClient(HOST, server.port, unit=1, timeout=0.5) as client:
+                    await client.read_holding_registers(0, 1)
+            gateway.faults.clear()
+            for _ in range(100):  # listening again once the fault state is followed
+                try:
+                    async with AsyncModbusClient(HOST, server.port, unit=1, timeout=0.5) as client:
+                        assert await client.read_holding_registers(0, 1) == [5]
+                        break
+                except ModbusConnectionError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the gateway does not listen again")
+
+    asyncio.run(scenario())

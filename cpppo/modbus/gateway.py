@@ -20,13 +20,14 @@ Serve it like any device: ``await serve(gateway, host, port)`` (:mod:`cpppo.modb
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cpppo.faults import FaultState
 from cpppo.modbus import rtu
-from cpppo.modbus.errors import ExceptionCode, ModbusConnectionError
+from cpppo.modbus.errors import ExceptionCode, FrameError, ModbusConnectionError
 from cpppo.modbus.pdu import exception_pdu
 from cpppo.modbus.rtu_server import RtuUnits
 
@@ -70,10 +71,16 @@ class ModbusGateway:
             return exception_pdu(function, ExceptionCode.GATEWAY_PATH_UNAVAILABLE)
         try:
             if isinstance(line, RtuUnits):
-                reply = line.answer(rtu.encode(unit, pdu))
-                if reply is None:
-                    raise TimeoutError(f"unit {unit} is not on the line")
-                reply = reply[1:-2]
+                frame = line.answer(rtu.encode(unit, pdu))
+                if frame is None:
+                    raise TimeoutError(f"unit {unit} is silent")
+                wait = line.latency(unit)
+                if wait:
+                    await asyncio.sleep(wait)
+                try:
+                    reply = rtu.split(frame)[1]
+                except FrameError as exc:       # a corrupt reply: as good as none
+                    raise TimeoutError(f"unit {unit}: {exc}") from None
             else:
                 reply = await line.transact(unit, pdu)
         except TimeoutError as exc:

@@ -46,6 +46,7 @@ class _SerialLink:
         self.where = path
         self._port = open_serial(path, settings)            # ValueError: cannot open
         self._fd = self._port.fileno()
+        self.lost = False
         self.loop = asyncio.get_running_loop()
         self.loop.add_reader(self._fd, self._readable, received)
 
@@ -58,12 +59,17 @@ class _SerialLink:
             data = b""
         if data:
             received(data)
+            return
+        # EIO / EOF: the far side went away (a pty whose server closed it): reopen on the next request
+        self.lost = True
+        self.loop.remove_reader(self._fd)
 
     def write(self, data: bytes) -> None:
         self._port.write(data)
 
     def close(self) -> None:
-        self.loop.remove_reader(self._fd)
+        if not self.lost:
+            self.loop.remove_reader(self._fd)
         self._port.close()
 
 
@@ -127,6 +133,7 @@ class AsyncRtuClient(RequestMethods):
         """Open the port or connect; ModbusConnectionError if that cannot be done."""
         if self._link is not None and not getattr(self._link, "lost", False):
             return
+        await self.close()                      # a link lost: its port or socket goes
         if self.path is not None:
             try:
                 self._link = _SerialLink(self.path, self.settings, self._received)

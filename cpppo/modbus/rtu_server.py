@@ -82,6 +82,8 @@ class RtuUnits:
         unit, pdu = frame[0], frame[1:-2]
         device = self.devices.get(unit)
         if device is not None:
+            if device.faults.active is not None:
+                return _faulted(unit, device, pdu)
             return rtu.encode(unit, device.handle(unit, pdu))
         if unit == 0:
             self.broadcasts += 1
@@ -90,6 +92,24 @@ class RtuUnits:
         else:
             self.not_ours += 1
         return None
+
+    def latency(self, unit: int) -> float:
+        """Seconds unit ``unit``'s reply waits under an injected ``latency`` fault (0.0: none)."""
+        device = self.devices.get(unit)
+        return 0.0 if device is None or device.faults.active is None else device.faults.latency()
+
+
+def _faulted(unit: int, device: ModbusDevice, pdu: bytes) -> bytes | None:
+    """A unit's reply frame under its injected fault (cpppo.faults).  A serial line has no
+    connection to refuse or close, so ``timeout``, ``offline``, ``flap`` (its off half) and
+    ``drop`` all make the unit silent; ``error`` answers that exception, ``corrupt`` mangles
+    the frame (the master sees a bad CRC or a short frame); ``latency`` is :meth:`RtuUnits.latency`."""
+    faults = device.faults
+    if faults.silent() or faults.offline() or faults.drop():
+        return None
+    code = faults.error((f"0x{pdu[0]:02X}" if pdu else "",))
+    answer = bytes((pdu[0] | 0x80, code)) if code and pdu else device.handle(unit, pdu)
+    return faults.corrupt(rtu.encode(unit, answer))
 
 
 class RtuReceiver:
@@ -103,6 +123,7 @@ class RtuReceiver:
         self.send = send
         self.loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._later: set[asyncio.TimerHandle] = set()  # replies held by a latency fault
 
     def received(self, data: bytes) -> None:
         self._answer(self.decoder.feed(data, self.loop.time()))
@@ -111,7 +132,12 @@ class RtuReceiver:
         answer, send = self.units.answer, self.send
         for frame in frames:
             reply = answer(frame)
-            if reply is not None:
+            if reply is None:
+                continue
+            wait = self.units.latency(frame[0])
+            if wait:
+                self._later.add(self.loop.call_later(wait, self._late, reply, len(frame)))
+            else:
                 send(reply, len(frame))
         if self._timer is not None:
             self._timer.cancel()
@@ -124,9 +150,17 @@ class RtuReceiver:
         self._timer = None
         self._answer(self.decoder.expire(self.loop.time()))
 
+    def _late(self, reply: bytes, request_length: int) -> None:
+        """A reply held by a ``latency`` fault, sent now."""
+        self._later = {h for h in self._later if not h.cancelled() and h.when() > self.loop.time()}
+        self.send(reply, request_length)
+
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        for handle in self._later:
+            handle.cancel()
+        self._later.clear()
 
 
 class RtuSerialServer:

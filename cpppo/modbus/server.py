@@ -117,7 +117,16 @@ class _Connection(StreamConnection):
                     break
                 position += consumed
                 self.requests += 1
-                reply = asyncio.ensure_future(self.server.device.forward(header.unit_id, pdu))
+                faults = self.server.device.faults
+                if faults.active is None:
+                    reply = asyncio.ensure_future(self.server.device.forward(header.unit_id, pdu))
+                elif faults.silent():
+                    continue
+                elif faults.drop():
+                    self.transport.abort()
+                    return size
+                else:
+                    reply = asyncio.ensure_future(self._faulted_forward(header.unit_id, pdu))
                 self._tail = asyncio.ensure_future(self._relay(self._tail, reply, header))
                 self._inflight += 1
             if self._inflight > self.server.settings.max_in_flight:
@@ -135,11 +144,25 @@ class _Connection(StreamConnection):
                 await previous
             pdu = await reply
             if self.transport is not None and not self.transport.is_closing():
-                self._send([framer.encode(header.transaction_id, header.unit_id, pdu)])
+                frame = framer.encode(header.transaction_id, header.unit_id, pdu)
+                faults = self.server.device.faults
+                self._send([frame if faults.active is None else faults.corrupt(frame)])
         finally:
             self._inflight -= 1
             if self._inflight <= self.server.settings.max_in_flight // 2:
                 self._set_reading(True)
+
+    async def _faulted_forward(self, unit: int, pdu: bytes) -> bytes:
+        """A gateway's reply under its injected fault: held (latency), an exception (error), or
+        forwarded; silent, drop and corrupt are :meth:`_forward`'s and :meth:`_relay`'s."""
+        faults = self.server.device.faults
+        wait = faults.latency()
+        if wait:
+            await asyncio.sleep(wait)
+        code = faults.error((f"0x{pdu[0]:02X}" if pdu else "",))
+        if code and pdu:
+            return bytes((pdu[0] | 0x80, code))
+        return await self.server.device.forward(unit, pdu)
 
     def _send(self, replies: list[bytes]) -> None:
         """Send replies made outside ``process`` (the gateway's, RTU over TCP's), in order."""

@@ -16,7 +16,7 @@ def logs(device: str = typer.Argument(..., help="A device name, a worker name (w
     from fleet.backends.base import HEALTH_PROGRAM
 
     plan, backend = backend_for(path, state_dir)
-    workers = {w.name for w in plan.workers} | {HEALTH_PROGRAM}
+    workers = {w.name for w in plan.workers} | {HEALTH_PROGRAM} | set(backend.status())
     if device in workers:
         program = device
     else:

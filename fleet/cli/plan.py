@@ -15,12 +15,22 @@ def plan(path: Path = FLEET_FILE,
     """Validate fleet.toml and print the expanded plan (device, kind, IP:port, worker); starts nothing."""
     fleet_plan = load_plan(path)
     if as_json:
-        typer.echo(json.dumps(fleet_plan.to_json(), indent=1))
+        data = fleet_plan.to_json()  # a device per object (plan.json's rows are for programs)
+        for key in ("options", "columns", "rows"):
+            data.pop(key)
+        data["devices"] = [d.to_json() for d in fleet_plan.devices]
+        typer.echo(json.dumps(data, indent=1))
         return
     width = max(len(d.name) for d in fleet_plan.devices)
-    typer.echo(f"{'device':<{width}}  kind    {'address':<21}  worker")
+    kinds = max(6, *(len(d.kind) for d in fleet_plan.devices))
+    address = max(21, *(len(d.endpoint) for d in fleet_plan.devices))
+    typer.echo(f"{'device':<{width}}  {'kind':<{kinds}}  {'address':<{address}}  worker")
     for d in fleet_plan.devices:
-        typer.echo(f"{d.name:<{width}}  {d.kind:<6}  {d.endpoint:<21}  {d.worker}")
+        typer.echo(f"{d.name:<{width}}  {d.kind:<{kinds}}  {d.endpoint:<{address}}  {d.worker}")
+    from fleet.rtu import describe_lines
+
+    for line in describe_lines(fleet_plan.devices):
+        typer.echo(line)
     typer.echo(_summary(fleet_plan))
 
 
@@ -32,7 +42,8 @@ def validate(path: Path = FLEET_FILE) -> None:
 def _summary(fleet_plan) -> str:
     from fleet.kinds import KINDS
 
-    kinds = ", ".join(f"{sum(1 for d in fleet_plan.devices if d.kind == k)} {k}" for k in KINDS)
+    counts = {k: sum(1 for d in fleet_plan.devices if d.kind == k) for k in KINDS}
+    kinds = ", ".join(f"{n} {k}" for k, n in counts.items() if n or k in ("enip", "modbus"))
     return (f"fleet {fleet_plan.fleet.name!r}: {len(fleet_plan.devices)} devices "
             f"({kinds}) in {len(fleet_plan.workers)} workers, "
             f"backend {fleet_plan.fleet.backend}, addressing {fleet_plan.fleet.addressing}")

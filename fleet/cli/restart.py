@@ -19,8 +19,9 @@ def restart(pattern: str = PATTERN,
 
     plan, backend = backend_for(path, state_dir)
     applied = backend.applied_plan()
-    if pattern == HEALTH_PROGRAM:
-        programs = [HEALTH_PROGRAM]
+    if pattern == HEALTH_PROGRAM:  # and its shards
+        programs = sorted(p for p in backend.status()
+                          if p == HEALTH_PROGRAM or p.startswith(f"{HEALTH_PROGRAM}-")) or [HEALTH_PROGRAM]
     else:
         devices = (applied or plan).select([pattern])
         if not devices:

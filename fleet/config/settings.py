@@ -32,7 +32,7 @@ class FleetSettings:
     addressing: str = "loopback"  # "loopback" (127/8 needs nothing) or "alias" (root: add to interface)
     interface: str = "lo"  # the interface alias-mode adds device addresses to
     prefix_length: int = 32  # prefix of the addresses alias mode adds
-    health_interval: float = 5.0  # seconds between health sweeps
+    health_interval: float = 5.0  # seconds between health sweeps (unset: default_interval(devices))
     health_timeout: float = 2.0  # seconds a device has to answer one poll
     health_concurrency: int = 200  # polls in flight at once
     health_retention: int = 100  # health results kept per device in the state database
@@ -51,6 +51,21 @@ class FleetSettings:
 
 
 FLEET_KEYS = frozenset(f.name for f in fields(FleetSettings))
+
+# Polls one health poller process completes per second, measured with benchmarks/fleet_scale.py
+# --large (an ENIP poll is a List Identity and a tag read, a Modbus poll one register read, on
+# kept connections) on this 2-core machine shared with other work; benchmarks/README.md.
+SWEEP_RATE = 1000
+
+
+def default_interval(devices: int) -> float:
+    """``health_interval`` when fleet.toml gives none: 5 s, or longer for a fleet the pollers
+    cannot sweep in 5 s (a sweep of ``devices`` at SWEEP_RATE, with room to spare: twice that).
+
+    >>> default_interval(250), default_interval(10_000), default_interval(100_000)
+    (5.0, 20.0, 200.0)
+    """
+    return max(5.0, 2.0 * devices / SWEEP_RATE)
 
 
 def read_fleet(src: str, data: dict[str, Any]) -> FleetSettings:

@@ -90,8 +90,9 @@ def build_parser(prog: str = "enip_server", tags_required: bool = True) -> argpa
     ap.add_argument("--udt", action="append", default=[], metavar="<Name>={<member>:<TYPE>[<n>],...}",
                     help="a structure (user-defined type) for the TAGs, e.g. "
                          "'Motor={Speed:REAL,Running:BOOL,Faults:DINT[4],Name:STRING}' (repeatable)")
-    ap.add_argument("--tags-from", default=None, metavar="<export.L5X>",
-                    help="serve the structures and tags of a Logix export (L5X) too")
+    ap.add_argument("--tags-from", action="append", default=[], metavar="<export.L5X|export.CSV>",
+                    help="serve the structures and tags of a Logix export (L5X, or a tag CSV whose "
+                         "structures come from --udt or an L5X given before it) too (repeatable)")
     ap.add_argument("--index", type=int, default=0, metavar="N",
                     help="the device's number n, which behaviour parameters may use (default 0)")
     ap.add_argument("--retain", default=None, metavar="FILE",
@@ -146,9 +147,10 @@ def make_device(args: argparse.Namespace, attribute_class: type[Attribute],
     if args.print:
         attribute_class = printing_attribute(attribute_class)
     try:
+        export = load_export(args.tags_from, args.udt) if args.tags_from else None
         return Device.from_specs(args.tags, identity, tcpip=cfg.tcpip, route_path=route_path,
-                                 simple=args.simple, attribute_class=attribute_class, udts=args.udt,
-                                 export=load_export(args.tags_from) if args.tags_from else None,
+                                 simple=args.simple, attribute_class=attribute_class,
+                                 udts=() if export else args.udt, export=export,
                                  n=getattr(args, "index", 0), retain=getattr(args, "retain", None))
     except ValueError as exc:
         if cfg.files and not str(exc).startswith("bad tag spec"):

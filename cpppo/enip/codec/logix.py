@@ -257,6 +257,7 @@ class SymbolEntry:
     name: str
     symbol_type: int
     dimensions: tuple[int, int, int] = (0, 0, 0)
+    alias: bool = False  # an alias tag: software control without the base-tag bit 26
 
 
 def encode_symbol_entry(entry: SymbolEntry, attributes: tuple[int, ...]) -> bytes:
@@ -275,7 +276,7 @@ def encode_symbol_entry(entry: SymbolEntry, attributes: tuple[int, ...]) -> byte
         elif attribute in (3, 5):
             out += struct.pack("<I", entry.instance << 8 if attribute == 3 else entry.instance)
         elif attribute == 6:
-            out += struct.pack("<I", 1 << 26)  # a base tag, not an alias
+            out += struct.pack("<I", 0 if entry.alias else 1 << 26)  # bit 26: a base tag
         elif attribute == 7:
             out += struct.pack("<H", 0)
         elif attribute == 8:

@@ -14,6 +14,11 @@ from cpppo.enip.codec.types import TYPES, CIPType
 
 __all__ = ["Attribute"]
 
+# One lock for every attribute of the process: reads and writes are short and never wait on
+# another thread while holding it, and a lock per attribute costs a fleet of 100,000 devices
+# millions of locks.  A member view shares its tag's lock (a read-modify-write excludes both).
+_LOCK = threading.RLock()
+
 
 class Attribute:
     """A named, typed value: a scalar, or an array of ``length`` elements.
@@ -24,9 +29,10 @@ class Attribute:
     ``journal`` (a :class:`cpppo.behaviour.Journal`) records each write.
     """
 
-    driver: Any = None
-    journal: Any = None
-    plant: Any = None  # the device's Plant, told of each write (values following this one move)
+    # slots: a device carries dozens of attributes (its tags and its standard objects), a
+    # fleet of 100,000 devices millions; subclasses may add a __dict__ of their own
+    __slots__ = ("_driving", "_lock", "array", "driver", "error", "journal", "mask", "members", "name",
+                 "parser", "plant", "value")
 
     def __init__(self, name: str, type_cls: CIPType | str, default: Any = None, error: int = 0x00,
                  mask: int = 0, length: int | None = None) -> None:
@@ -42,7 +48,12 @@ class Attribute:
             self.array = length is not None
             values = [self.parser.default() if default is None else default] * count
         self.value: list[Any] = values
-        self._lock = threading.RLock()
+        self.driver: Any = None
+        self.journal: Any = None
+        self.plant: Any = None  # the device's Plant, told of each write (values following this one move)
+        self.members: Any = None  # a structure's driven members: [(udt.MemberView, Driver)], read live
+        self._driving = False
+        self._lock = _LOCK
 
     def __len__(self) -> int:
         return len(self.value)
@@ -67,6 +78,8 @@ class Attribute:
     def __getitem__(self, key: int | slice) -> Any:
         kind = self._validate_key(key)
         with self._lock:
+            if self.members is not None:
+                self._drive_members()
             driver = self.driver
             if driver is not None and not driver.plant.frozen:
                 if kind is slice:
@@ -77,6 +90,23 @@ class Attribute:
                 value = self.value[key] = driver.values(key, key + 1)[0]  # type: ignore[operator]
                 return value
             return self.value[key]
+
+    def _drive_members(self) -> None:
+        """Store the driven members' values of now (lock held; the expressions of followers,
+        which read this tag, see the stored values: no recursion)."""
+        if self._driving or self.members[0][1].plant.frozen:
+            return
+        self._driving = True
+        try:
+            for view, driver in self.members:
+                view.store(driver.values(0, driver.length))
+        finally:
+            self._driving = False
+
+    def drive(self, view: Any, driver: Any) -> None:
+        """Produce member ``view`` (of this structure tag) by ``driver`` from now on: those
+        without inputs first, so that a member following another sees its value of now."""
+        self.members = sorted([*(self.members or ()), (view, driver)], key=lambda pair: bool(pair[1].inputs))
 
     def __setitem__(self, key: int | slice, value: Any) -> None:
         kind = self._validate_key(key)

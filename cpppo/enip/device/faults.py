@@ -3,7 +3,8 @@ that general status, for every request or for the named services and tags only.
 
 Names a fault's ``only`` list may hold: a service's name (``READ_TAG``, ``WRITE_TAG``,
 ``GET_ATTRIBUTE_SINGLE``, ... as :class:`cpppo.enip.codec.cip.Service` spells them, any case)
-or its code (``0x4C``), and tag names (the symbolic segments of the request path).  An
+or its code (``0x4C``), tag names (the symbolic segments of the request path) and the whole
+path of a member or element (``Tank[3].Level``).  An
 Unconnected Send or Multiple Service Packet is looked into, so ``error 0x05:Flow`` fails a
 Read Tag of ``Flow`` however the client wraps it.
 """
@@ -33,10 +34,13 @@ def request_names(message: bytes, depth: int = 0) -> Iterator[str]:
     if service in _SERVICE_NAMES:
         yield _SERVICE_NAMES[service]
     try:
-        for segment in epath.decode(raw_path):
+        segments = epath.decode(raw_path)
+        for segment in segments:
             name = getattr(segment, "name", None)
             if isinstance(name, str):
                 yield name
+        if len(segments) > 1:
+            yield epath.format_path(segments)  # a member or element path: Tank[3].Level
     except CodecError:
         pass
     if depth >= _MAX_DEPTH:

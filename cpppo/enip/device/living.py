@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from cpppo.behaviour import Clock, Journal, Plant, ValueType, build_driver
+from cpppo.enip.codec.cip import ServiceError
 from cpppo.enip.codec.types import LOGIX_STRING_CHARS, CIPType, LogixStringType, StringType
+from cpppo.enip.device.udt import StructType, member_target
 
 __all__ = ["attach_behaviours", "attach_journal", "value_type"]
 
@@ -49,7 +51,9 @@ def attach_behaviours(device: Any, specs: Iterable[Any], *, n: int = 0, clock: C
     from cpppo.enip.device.attribute import Attribute
 
     plant = Plant(clock, owner=device)
-    known = _Caseless(tag.name.casefold() for tag in device.tags.values() if tag.name.isidentifier())
+    specs = [spec for spec in specs if spec.behaviour is not None]
+    known = _Caseless(tag.name.casefold() for tag in device.tags.values()
+                      if specs and tag.name.isidentifier())  # (none needed without behaviours)
 
     def resolve(name: str) -> Any:
         tag = device.tag(name)
@@ -62,14 +66,22 @@ def attach_behaviours(device: Any, specs: Iterable[Any], *, n: int = 0, clock: C
     for spec in specs:
         if spec.behaviour is None:
             continue
+        if isinstance(spec.type, StructType):
+            example = f"{spec.name}{'[0]' if spec.length else ''}.<member>=<TYPE>~..."
+            raise ValueError(f"tag {spec.name!r}: a structure has no behaviour of its own; give its "
+                             f"members theirs ({example!r})")
         tag = device.tag(spec.name)
+        view = member_target(device, spec.name)[1] if tag is None else tag.attribute  # a member
         try:
-            driver = build_driver(spec.behaviour, plant, value_type(spec.type), len(tag.attribute), n=n,
+            driver = build_driver(spec.behaviour, plant, value_type(spec.type), len(view), n=n,
                                   known=known, base=base)
         except ValueError as exc:
             raise ValueError(f"tag {spec.name!r}: {exc}") from None
-        tag.attribute.driver = driver
-        plant.add(tag.name, driver)
+        if tag is None:
+            view.root.drive(view, driver)
+        else:
+            tag.attribute.driver = driver
+        plant.add(spec.name, driver)
     plant.check_cycles(str.casefold)
     if plant:
         for tag in device.tags.values():
@@ -84,11 +96,19 @@ def attach_journal(device: Any, path: str | Path) -> Journal:
 
     def apply(name: Any, start: int, values: list[Any]) -> None:
         tag = device.tag(str(name))
-        if tag is None:
-            raise KeyError(f"no tag {name!r}")
-        if tag.attribute.driver is not None:
+        if tag is None:  # a structure member's write: Tank[3].Level
+            try:
+                attribute = member_target(device, str(name))[1]
+            except ValueError:
+                raise KeyError(f"no tag {name!r}") from None
+        else:
+            attribute = tag.attribute
+        if attribute.driver is not None:
             raise ValueError("it is driven by a behaviour now")
-        tag.attribute[start:start + len(values)] = [tag.attribute.parser.coerce(v) for v in values]
+        try:
+            attribute[start:start + len(values)] = [attribute.parser.coerce(v) for v in values]
+        except ServiceError as exc:  # a member driven by a behaviour now
+            raise ValueError(exc.reason) from None
 
     journal.replay(apply)
     for tag in device.tags.values():

@@ -20,9 +20,8 @@ program tags are), and ``DWORD[<n>]`` holds a BOOL[32 x n] array the way Logix s
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +117,7 @@ class TagSpec:
 
 
 # the whole text (fullmatch: no trailing newline), ASCII names: Logix symbols are ASCII
-_SPEC = re.compile(r"""\s*(?P<name>[A-Za-z_][\w:.]*)
+_SPEC = re.compile(r"""\s*(?P<name>[A-Za-z_][\w:.]*(?:\[[\d,\s]+\][\w:.]*)*)
     (?:@(?P<address>[^=]+))?
     \s*=\s*(?P<type>[A-Za-z_]\w*)\s*(?:\[\s*(?P<length>[^\]]*)\s*\])?\s*(?P<rest>.*?)\s*""",
                    re.X | re.S | re.ASCII)
@@ -230,6 +229,13 @@ def parse_tag_spec(spec: str, types: Mapping[str, CIPType] | None = None) -> Tag
     return TagSpec(match["name"], known[type_name], length, address, values, behaviour, dims)
 
 
+def _member_path(name: str, tags: Collection[str]) -> bool:
+    """Does ``name`` name a member (or element) of one of ``tags`` (casefolded names), not a
+    tag: ``Tank[3].Level``, ``Line.Speed`` (not ``Program:Main.Speed``)?"""
+    parts = name.split("[", 1)[0].split(".")
+    return "[" in name or any(".".join(parts[:count]).casefold() in tags for count in range(1, len(parts)))
+
+
 @dataclass
 class Tag:
     """A tag in the table: its attribute and its Symbol Object instance id."""
@@ -239,6 +245,7 @@ class Tag:
     instance: int
     address: tuple[int, int, int] | None = None
     dims: tuple[int, ...] | None = None  # a multi-dimensional array's dimensions
+    alias_for: str | None = None  # an alias tag: the tag (or member) whose values it shares
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -371,9 +378,9 @@ class Device:
         """Build a device from tag specs; a bad spec or identity value raises ValueError naming it.
 
         ``udts``: structure definitions ``Name={Member:TYPE[n],...}`` the tag specs may use;
-        ``export``: a Logix export (``cpppo.enip.device.l5x.load_export``) whose structures and
-        tags, with their initial values, the device serves first (what it cannot serve is
-        logged as a warning).
+        ``export``: a Logix export (``cpppo.enip.device.l5x.load_export``, given the ``udts``
+        itself) whose structures, tags with their initial values and aliases the device serves
+        first (what it cannot serve is logged as a warning).
 
         ``route_path``: None accepts any Unconnected Send route; False (or ``simple``) accepts
         only an empty one; a tuple of ``Port`` segments (or a ``--route-path`` string) must match.
@@ -393,24 +400,21 @@ class Device:
         from cpppo.enip.device.objects import install_standard_objects
         install_standard_objects(device)
         udts = list(udts)
-        exported = []
         if export is not None:
-            from cpppo.enip.device.udt import install_types
-            for line in export.unsupported:
-                logging.getLogger(__name__).warning("%s", line)
-            install_types(device, export.types)
-            for spec in export.specs:
-                values = export.values.get(spec.name)
-                tag = device.add_tag(spec)
-                if values:
-                    tag.attribute[0:len(values)] = values
-                exported.append(spec)
-        if udts:
+            if udts:
+                raise ValueError("with an export, give the structures to load_export(..., udts=...)")
+            export.install(device)
+        elif udts:
             from cpppo.enip.device.udt import install_types, parse_udts
-            install_types(device, parse_udts(udts, first=0x100 + len(device.types)))
+            install_types(device, parse_udts(udts))
         parsed = [parse_tag_spec(spec, device.types) if isinstance(spec, str) else spec for spec in specs]
+        declared = {spec.name.casefold() for spec in parsed} | set(device.tags)
+        members = [spec for spec in parsed if _member_path(spec.name, declared)]
         for spec in parsed:
-            device.add_tag(spec)
+            if spec not in members:
+                device.add_tag(spec)
+        for spec in members:
+            device.set_member(spec)
         from cpppo.enip.device.living import attach_behaviours, attach_journal
         device.plant = attach_behaviours(device, parsed, n=n, clock=clock, base=base)
         if retain is not None:
@@ -439,6 +443,28 @@ class Device:
         if spec.address is not None:
             self.objects.setdefault(spec.address[:2], {})[spec.address[2]] = attribute
         return tag
+
+    def set_member(self, spec: TagSpec) -> None:
+        """A spec naming a member of a structure tag (``Tank[3].Level=REAL=5~sine(...)``): its
+        type checked against the member's, its initial values stored (its behaviour is
+        attached with the others'); ValueError naming the problem."""
+        from cpppo.enip.device.udt import MemberView, member_target
+
+        try:
+            _, view, element = member_target(self, spec.name)
+        except ValueError as exc:
+            raise ValueError(f"bad tag spec {spec.name!r}: {exc}") from None
+        if not isinstance(view, MemberView) or element is not None:
+            raise ValueError(f"bad tag spec {spec.name!r}: names an element, not a structure member")
+        length = view.member.length
+        if view.parser is not spec.type or length != spec.length:
+            shape = f"[{length}]" if length else ""
+            raise ValueError(f"bad tag spec {spec.name!r}: the member is a {view.parser.name}{shape}")
+        if spec.address is not None:
+            raise ValueError(f"bad tag spec {spec.name!r}: a member has no @class/instance/attribute")
+        if spec.values is not None:
+            initial = spec.initial
+            view[0:len(view)] = initial if length else [initial]
 
     def tag(self, name: str) -> Tag | None:
         return self.tags.get(name.casefold())

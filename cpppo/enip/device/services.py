@@ -334,7 +334,8 @@ def symbol_entries(device: Device, program: str | None = None) -> list[logix.Sym
             continue
         if (scope or "").casefold() != (wanted or ""):
             continue
-        entries.append(logix.SymbolEntry(instance, tag.local_name, tag.symbol_type, tag.shape))
+        entries.append(logix.SymbolEntry(instance, tag.local_name, tag.symbol_type, tag.shape,
+                                         alias=tag.alias_for is not None))
     if wanted is not None and not entries:
         raise ServiceError(Status.PATH_DESTINATION_UNKNOWN, (), f"no program {program!r}")
     return entries

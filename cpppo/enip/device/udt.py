@@ -24,16 +24,19 @@ from __future__ import annotations
 import binascii
 import copy
 import dataclasses
+import functools
 import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cpppo.enip.codec.cip import ServiceError, Status
 from cpppo.enip.codec.types import BOOL, LOGIX_STRING, STRING_HANDLE, STRUCT, TYPES, CIPType
 from cpppo.enip.device.attribute import Attribute
 
-__all__ = ["Member", "MemberView", "StructType", "member_view", "parse_dims", "parse_udt", "parse_udts"]
+__all__ = ["Member", "MemberView", "StructType", "member_target", "member_view", "parse_dims", "parse_udt",
+           "parse_udts"]
 
 FIRST_TEMPLATE = 0x100  # Logix gives user-defined templates instances 0x100-0xEFF
 HOST_PREFIX = "ZZZZZZZZZZ"
@@ -76,10 +79,23 @@ class StructType(CIPType):
     def __eq__(self, other: object) -> bool:
         return self is other
 
-    @property
+    @functools.cached_property
     def fields(self) -> tuple[Member, ...]:
         """The members a value holds (not the BOOL hosts)."""
         return tuple(m for m in self.members if not m.host)
+
+    @functools.cached_property
+    def _blank(self) -> tuple[dict[str, Any], tuple[tuple[str, Any, int | None, bool], ...]]:
+        """A default value's immutable members (in member order) and how to make each of the
+        others: (name, default or structure, length or None, structure?)."""
+        blank: dict[str, Any] = {}
+        fresh = []
+        for m in self.fields:
+            nested = isinstance(m.type, StructType)
+            blank[m.name] = None if nested or m.length else m.type.default()
+            if nested or m.length:
+                fresh.append((m.name, m.type if nested else m.type.default(), m.length, nested))
+        return blank, tuple(fresh)
 
     @property
     def template_words(self) -> int:
@@ -87,8 +103,14 @@ class StructType(CIPType):
         return (len(self.template_bytes) + 23) // 4
 
     def default(self) -> Any:
-        return {m.name: ([m.type.default() for _ in range(m.length)] if m.length else m.type.default())
-                for m in self.fields}
+        blank, fresh = self._blank
+        value = dict(blank)  # a device builds thousands: copy, then make the mutable members anew
+        for name, item, length, nested in fresh:
+            if nested:
+                value[name] = [item.default() for _ in range(length)] if length else item.default()
+            else:
+                value[name] = [item] * length
+        return value
 
     def coerce(self, value: Any) -> Any:
         if not isinstance(value, Mapping):
@@ -302,6 +324,10 @@ class MemberView(Attribute):
 
     def __setitem__(self, key: int | slice, value: Any) -> None:
         kind = self._validate_key(key)
+        for view, driver in self.root.members or ():
+            if view.path == self.path:
+                raise ServiceError(Status.PRIVILEGE_VIOLATION, (), f"{self.name} is driven by its behaviour "
+                                   f"({driver.kind}); it cannot be written")
         with self._lock:
             container = self._container()
             name = self.path[-1]
@@ -316,6 +342,15 @@ class MemberView(Attribute):
                     items[key] = value
             else:
                 container[name] = value[0] if kind is slice else value  # type: ignore[index]
+            if self.root.plant is not None:
+                self.root.plant.version += 1  # values following this member move
+            if self.root.journal is not None:  # retained as the member's own write
+                start = (key.start or 0) if isinstance(key, slice) else key
+                self.root.journal.record(self.name, start, list(value) if kind is slice else [value])
+
+    def store(self, values: list[Any]) -> None:
+        """Put a behaviour's values in (its tag's lock held; no write checks)."""
+        self._container()[self.path[-1]] = values if self.member.length else values[0]  # type: ignore[index]
 
 
 def member_view(parent: Attribute, element: int, name: str) -> MemberView:
@@ -335,6 +370,55 @@ def member_view(parent: Attribute, element: int, name: str) -> MemberView:
         return MemberView(parent.root, path, m)
     return MemberView(parent, (element, m.name), m)
 
+
+_STEP = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]|\.\s*([A-Za-z_]\w*)", re.ASCII)
+
+
+def _tag_of(device: Any, text: str) -> tuple[Any, str]:
+    """The tag a member path starts with (the longest dotted name before any index that
+    names one: ``Program:Main.Tank``) and the rest of the path; None if none does."""
+    head = text.split("[", 1)[0]
+    parts = head.split(".")
+    for count in range(len(parts), 0, -1):
+        name = ".".join(parts[:count])
+        tag = device.tag(name)
+        if tag is not None:
+            return tag, text[len(name):]
+    return None, text
+
+
+def member_target(device: Any, text: str) -> tuple[Any, Attribute, int | None]:
+    """What a member path names: ``Tank[3].Level`` -> (the tag ``Tank``, the Attribute of
+    the member, None), ``Counts[1,2]`` -> (the tag, its Attribute, the flat element 5).
+    An array must be indexed before a member of its elements; ValueError naming the problem."""
+    tag, rest = _tag_of(device, text)
+    if tag is None:
+        raise ValueError(f"{text!r}: no tag named {text.split('[', 1)[0].split('.', 1)[0]!r}")
+    attribute: Attribute = tag.attribute
+    dims: tuple[int, ...] | None = tag.dims
+    element: int | None = None
+    position = 0
+    while position < len(rest):
+        step = _STEP.match(rest, position)
+        if step is None:
+            raise ValueError(f"{text!r}: expected [<index>] or .<member> at {rest[position:]!r}")
+        if step[1] is not None:
+            if element is not None or not attribute.array:
+                raise ValueError(f"{text!r}: {attribute.name} is not an array (or is indexed twice)")
+            indices = [int(part) for part in step[1].split(",")]
+            shape = (dims if len(indices) > 1 else None) or (len(attribute),)
+            if len(indices) != len(shape) or any(i >= n for i, n in zip(indices, shape, strict=True)):
+                raise ValueError(f"{text!r}: index [{step[1]}] is outside {attribute.name}")
+            element = 0
+            for index, size in zip(indices, shape, strict=True):
+                element = element * size + index
+        else:
+            if attribute.array and element is None:
+                raise ValueError(f"{text!r}: {attribute.name} is an array: index it before .{step[2]}")
+            attribute = member_view(attribute, element or 0, step[2])
+            element, dims = None, None
+        position = step.end()
+    return tag, attribute, element
 
 
 def install_types(device: Any, types: Mapping[str, StructType]) -> None:
