@@ -44,6 +44,12 @@ from tests.lab_vm import kvm_boots
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(3600)]
 
+# Runs for tens of minutes on this 2-core machine (software-emulated VMs, provisioning over SSH):
+# outside CI's 90-minute budget until measured on a quiet machine.  Run it by hand with
+# CPPPO_FLEET_LAB_LONG=1 python -m pytest tests/test_lab_libvirt.py
+pytestmark.append(pytest.mark.skipif(not os.environ.get("CPPPO_FLEET_LAB_LONG"),
+                                     reason="long lab test (tens of minutes): set CPPPO_FLEET_LAB_LONG=1"))
+
 HOME = "/opt/cpppo-fleet"
 VENV = f"{HOME}/venv"
 

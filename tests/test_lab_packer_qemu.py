@@ -14,6 +14,7 @@ are mounted read-only), and a VM is what a lab host running the docker backend i
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tarfile
 import time
@@ -26,6 +27,12 @@ from tests.lab_targets import SSH_OPTIONS, lab_network, ssh_tunnel
 from tests.lab_vm import start_vm
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.root, pytest.mark.timeout(3600)]
+
+# Runs for tens of minutes on this 2-core machine (software-emulated VMs, provisioning over SSH):
+# outside CI's 90-minute budget until measured on a quiet machine.  Run it by hand with
+# CPPPO_FLEET_LAB_LONG=1 python -m pytest tests/test_lab_packer_qemu.py
+pytestmark.append(pytest.mark.skipif(not os.environ.get("CPPPO_FLEET_LAB_LONG"),
+                                     reason="long lab test (tens of minutes): set CPPPO_FLEET_LAB_LONG=1"))
 
 HOME = "/opt/cpppo-fleet"
 VENV = f"{HOME}/venv"

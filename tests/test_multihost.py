@@ -40,6 +40,12 @@ from tests.lab_targets import (
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
 
+# Runs for tens of minutes on this 2-core machine (software-emulated VMs, provisioning over SSH):
+# outside CI's 90-minute budget until measured on a quiet machine.  Run it by hand with
+# CPPPO_FLEET_LAB_LONG=1 python -m pytest tests/test_multihost.py
+pytestmark.append(pytest.mark.skipif(not os.environ.get("CPPPO_FLEET_LAB_LONG"),
+                                     reason="long lab test (tens of minutes): set CPPPO_FLEET_LAB_LONG=1"))
+
 CLI = Path(sys.executable).parent / "cpppo-fleet"
 BUILD_DIR = ROOT / ".cache" / "labhost"
 
