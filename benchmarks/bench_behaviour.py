@@ -155,7 +155,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.plant:
         from cpppo.server.hosting import new_event_loop
-        from fleet.worker import raise_fd_limit
+        from fleet.limits import raise_fd_limit
 
         raise_fd_limit()
         with asyncio.Runner(loop_factory=new_event_loop) as runner:

@@ -1,17 +1,22 @@
-"""Docker fleet speed and memory: the docker backend against a plain sequential
-``containers.run`` loop of one upstream-cpppo container per device, in the same run.
+"""Docker fleet speed and memory: the docker backend (its default layout of small bridges
+started in parallel), the same backend on the old layout (one /22 bridge whose containers
+start one at a time, ``--old``), and a plain sequential ``containers.run`` loop of one
+upstream-cpppo container per device, in the same run.
 
     python benchmarks/docker_scale.py                       # N = 30 (a few minutes)
-    python benchmarks/docker_scale.py --n 100
-    python benchmarks/docker_scale.py --n 300 --per-container 1
+    python benchmarks/docker_scale.py --n 300 --old         # new layout, old layout, upstream loop
+    python benchmarks/docker_scale.py --n 1000 --no-peer    # new layout only
 
 Both sides run N EtherNet/IP devices (upstream's Modbus simulator needs pymodbus 1.x), each
 at its own address on a bridge network, and are "healthy" when every device answers our
 health poll (List Identity + a tag read) from the host.  Measured: time from start to all
 healthy, memory per container (the container's cgroup: usage less inactive page cache, as
-`docker stats` shows it), and time to remove everything.  Ours is `DockerBackend.up`/`down`
-(parallel API calls, the health-poller container included); the peer is the loop people
-write: `containers.run(upstream image)` per device, then `remove(force=True)` per container.
+`docker stats` shows it, and its RSS), time to remove everything, and what is left after
+``down`` of the containers and networks the fleet made, looked up by the ids recorded after
+``up`` (dockerd 20.10's moby#17217 would leave a network "with active endpoints").  Ours is
+`DockerBackend.up`/`down` (parallel API calls, the health-poller container included); the peer
+is the loop people write: `containers.run(upstream image)` per device, then `remove(force=True)`
+per container.
 Images are built first (cached): ours from the project's wheelhouse, the peer's from
 upstream cpppo 5.2.5 wheels made on the host.  Everything created is labelled
 ``cpppo-fleet.bench=<id>`` and removed by id at the end.
@@ -34,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
 
+from fleet.backends.base import BackendError  # noqa: E402
 from fleet.backends.docker.backend import DockerBackend  # noqa: E402
 from fleet.backends.docker.image import build_device_image, build_upstream_image  # noqa: E402
 from fleet.config import parse  # noqa: E402
@@ -80,9 +86,34 @@ def wait_healthy(devices: list[PlannedDevice], timeout: float) -> float | None:
     return time.monotonic() - begun
 
 
-def ours(client, n: int, per_container: int, image: str, bench_id: str,
-         timeout: float) -> dict[str, float | None]:
-    subnet = free_subnet(client, "172.27.0.0/16", 22)
+def container_rss(client, container_id: str) -> float:
+    """Resident memory of the container's processes (the cgroup's total_rss)."""
+    try:
+        stat = dict(line.split() for line in (CGROUP / container_id / "memory.stat").read_text().splitlines())
+        return float(stat["total_rss"])
+    except (OSError, KeyError):
+        stats = client.api.stats(container_id, stream=False)["memory_stats"]
+        return float(stats.get("stats", {}).get("rss", 0))
+
+
+def left_over(client, containers: list[str], networks: list[str]) -> int:
+    """How many of these containers and networks (by id) still exist."""
+    left = 0
+    for inspect, ids in ((client.api.inspect_container, containers), (client.api.inspect_network, networks)):
+        for i in ids:
+            try:
+                inspect(i)
+                left += 1
+            except docker.errors.NotFound:
+                pass
+    return left
+
+
+def ours(client, n: int, per_container: int, image: str, bench_id: str, timeout: float,
+         bridge_prefix: int | None = None) -> dict[str, float | None]:
+    subnet = free_subnet(client, "172.27.0.0/16" if bridge_prefix is None else "172.26.0.0/16",
+                         22 if n <= 1000 else 21)
+    bridges = "" if bridge_prefix is None else f"docker_bridge_prefix = {bridge_prefix}"
     plan = expand(parse(f"""
 [fleet]
 name = "bench{bench_id}"
@@ -91,6 +122,7 @@ address_pool = "{subnet}"
 devices_per_container = {per_container}
 docker_image = "{image}"
 health_interval = 5.0
+{bridges}
 [[device]]
 kind = "enip"
 count = {n}
@@ -105,21 +137,29 @@ tags = ["SCADA=INT[1000]"]
             started = time.monotonic() - begun
             healthy = wait_healthy(list(applied.devices), timeout)
             up = None if healthy is None else started + healthy
-            listed = backend.api.containers(filters={"label": f"{BENCH_LABEL}={bench_id}"})
+            mine = {"label": f"cpppo-fleet.fleet={plan.fleet.name}"}
+            listed = backend.api.containers(all=True, filters=mine)
+            nets = [net["Id"] for net in backend.api.networks(filters=mine)]
             ids = [c["Id"] for c in listed if "cpppo-fleet.worker" in c["Labels"]]
             memory = [container_memory(client, i) for i in ids]
+            rss = [container_rss(client, i) for i in ids]
             poller = sum(container_memory(client, c["Id"]) for c in listed if c["Id"] not in ids)
             begun = time.monotonic()
-            backend.down()
+            try:
+                backend.down()
+            except BackendError as exc:  # moby#17217 would show here: "... has active endpoints"
+                print(f"down failed: {exc}", flush=True)
             down = time.monotonic() - begun
+            left = left_over(client, [c["Id"] for c in listed], nets)
         finally:
             backend.close()
-    return {"containers": len(ids), "up": up, "started": started, "memory": sum(memory) / len(memory),
-            "total": float(sum(memory) + poller), "down": down}
+    return {"containers": len(ids), "networks": len(nets), "up": up, "started": started,
+            "memory": sum(memory) / len(memory), "rss": sum(rss) / len(rss),
+            "total": float(sum(memory) + poller), "down": down, "left": left}
 
 
 def peer(client, n: int, image: str, bench_id: str, timeout: float) -> dict[str, float | None]:
-    subnet = free_subnet(client, "172.26.0.0/16", 22)
+    subnet = free_subnet(client, "172.25.0.0/16", 22)
     labels = {BENCH_LABEL: bench_id}
     network = client.networks.create(f"bench{bench_id}-peer", driver="bridge", labels=labels,
                                      ipam=docker.types.IPAMConfig(pool_configs=[
@@ -140,13 +180,15 @@ def peer(client, n: int, image: str, bench_id: str, timeout: float) -> dict[str,
     healthy = wait_healthy(devices, timeout)
     up = None if healthy is None else started + healthy
     memory = [container_memory(client, c.id) for c in containers]
+    rss = [container_rss(client, c.id) for c in containers]
     begun = time.monotonic()
     for container in containers:
         container.remove(force=True)
     network.remove()
     down = time.monotonic() - begun
-    return {"containers": n, "up": up, "started": started, "memory": sum(memory) / len(memory),
-            "total": float(sum(memory)), "down": down}
+    left = left_over(client, [c.id for c in containers], [network.id])
+    return {"containers": n, "networks": 1, "up": up, "started": started, "memory": sum(memory) / len(memory),
+            "rss": sum(rss) / len(rss), "total": float(sum(memory)), "down": down, "left": left}
 
 
 def cleanup(client, bench_id: str) -> None:
@@ -168,40 +210,51 @@ def _fmt(value: float | None, scale: float = 1.0, unit: str = "") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=30, help="devices (default 30; try 100, 300)")
+    parser.add_argument("--n", type=int, default=30, help="devices (default 30; try 100, 300, 1000)")
     parser.add_argument("--per-container", type=int, default=1, help="our devices per container")
-    parser.add_argument("--no-peer", action="store_true", help="measure only ours")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for all healthy")
+    parser.add_argument("--old", action="store_true", help="also ours on the old layout: one /22 bridge, "
+                                                           "its containers started one at a time")
+    parser.add_argument("--no-peer", action="store_true", help="no upstream containers.run loop")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for all healthy")
     args = parser.parse_args(argv)
     client = docker.from_env(timeout=300)
     print("building images (cached when nothing changed) ...", flush=True)
     image = build_device_image(client)
     upstream = None if args.no_peer else build_upstream_image(client)
     bench_id = uuid.uuid4().hex[:8]
+    columns: list[tuple[str, dict[str, float | None]]] = []
     try:
-        print(f"ours: {args.n} devices, {args.per_container} per container ...", flush=True)
-        a = ours(client, args.n, args.per_container, image, bench_id, args.timeout)
-        b = None
+        print(f"ours: {args.n} devices, {args.per_container} per container, small bridges ...", flush=True)
+        columns.append(("ours", ours(client, args.n, args.per_container, image, bench_id, args.timeout)))
+        if args.old:
+            print(f"ours, old layout: {args.n} devices on one /22 bridge, started one at a time ...",
+                  flush=True)
+            columns.append(("old layout", ours(client, args.n, args.per_container, image, bench_id,
+                                               args.timeout, bridge_prefix=22)))
         if upstream:
             print(f"peer: {args.n} upstream cpppo containers, sequential containers.run ...", flush=True)
-            b = peer(client, args.n, upstream, bench_id, args.timeout)
+            columns.append(("upstream loop", peer(client, args.n, upstream, bench_id, args.timeout)))
     finally:
         cleanup(client, bench_id)
         client.close()
     mib = 2**20
-    rows = [("containers", "containers", 1.0, ""), ("up -> all healthy", "up", 1.0, " s"),
-            ("  of which create+start", "started", 1.0, " s"),
-            ("memory / container", "memory", mib, " MiB"),
-            ("memory, all (+ poller)", "total", mib, " MiB"),
-            ("down", "down", 1.0, " s")]
-    print(f"\nN = {args.n} ENIP devices\n{'':24} {'ours':>12} {'upstream loop':>14} {'peer/ours':>10}")
+    rows = [("containers", "containers", 1.0, ""), ("networks", "networks", 1.0, ""),
+            ("up -> all healthy", "up", 1.0, " s"), ("  of which create+start", "started", 1.0, " s"),
+            ("memory / container", "memory", mib, " MiB"), ("  of which RSS", "rss", mib, " MiB"),
+            ("memory, all (+ poller)", "total", mib, " MiB"), ("down", "down", 1.0, " s"),
+            ("left after down (by id)", "left", 1.0, "")]
+    a = columns[0][1]
+    ratios = [f"{name}/ours" for name, _ in columns[1:]]
+    print(f"\nN = {args.n} ENIP devices\n{'':24}" + "".join(f" {name:>14}" for name, _ in columns)
+          + "".join(f" {r:>18}" for r in ratios))
     for title, key, scale, unit in rows:
-        ratio = ""
-        if b and a[key] and b[key]:
-            ratio = f"{b[key] / a[key]:.2f}x"
-        print(f"{title:24} {_fmt(a[key], scale, unit):>12} {_fmt(b[key], scale, unit) if b else '-':>14} "
-              f"{ratio:>10}")
-    return 0
+        line = f"{title:24}" + "".join(f" {_fmt(c[key], scale, unit):>14}" for _, c in columns)
+        for _, b in columns[1:]:
+            timed = key in ("up", "started", "down") and a[key] and b[key]
+            ratio = f"{b[key] / a[key]:.2f}x" if timed else ""
+            line += f" {ratio:>18}"
+        print(line)
+    return 0 if all(c["left"] == 0 for _, c in columns) else 1
 
 
 if __name__ == "__main__":

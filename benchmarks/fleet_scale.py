@@ -4,6 +4,14 @@ supervisord (``--naive``, at its own N, default 200).
 
     python benchmarks/fleet_scale.py                  # N = 200, ours only (about a minute)
     python benchmarks/fleet_scale.py --n 1000 --naive # and the naive layout at N = 200
+    python benchmarks/fleet_scale.py --n 10000 --n 30000 --n 100000 --per-worker 5000 --large
+                                                      # issue 20's rows (each N in turn)
+
+``--large`` (for N in the tens of thousands) measures what the supervised fleet does itself
+instead of sweeping from this process (which could not hold 100,000 connections): the full
+sweep is the supervised pollers' (all shards) answer to a sweep request, idle CPU is measured
+with the pollers stopped (polling off) and again with them sweeping, SIGKILL-to-healthy and
+`status --json` are timed as a user would see them.
 
 Measured: time from `up` to all healthy, total RSS of the fleet (supervisord + workers +
 poller), idle CPU of the fleet (fraction of one core, over --idle seconds with the health
@@ -39,14 +47,15 @@ from fleet.plan import expand  # noqa: E402
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def fleet_toml(n: int, per_worker: int, octet: int, kinds: str = "enip,modbus") -> str:
+def fleet_toml(n: int, per_worker: int, octet: int, kinds: str = "enip,modbus",
+               interval: float | None = 5.0) -> str:
+    interval = "" if interval is None else f"health_interval = {interval}\n"  # None: the default for n
     enip, modbus = (n - n // 2, n // 2) if kinds == "enip,modbus" else (n, 0) if kinds == "enip" else (0, n)
     text = f"""
 [fleet]
 name = "bench{n}"
-address_pool = "127.{octet}.0.0/16"
-health_interval = 5.0
-health_timeout = 2.0
+address_pool = "127.{octet}.0.0/{16 if n < 65_000 else 15}"
+{interval}health_timeout = 2.0
 devices_per_worker = {per_worker}
 """
     if enip:
@@ -56,7 +65,7 @@ kind = "enip"
 count = {enip}
 name = "plc{{n:05}}"
 tags = ["SCADA=INT[100]", "Speed=REAL"]
-identity = {{ product_name = "1756-L61/B LOGIX5561", serial_number = "0x6000{{n:04}}" }}
+identity = {{ product_name = "1756-L61/B LOGIX5561", serial_number = "0x6{{n:07}}" }}
 """
     if modbus:
         text += f"""
@@ -120,9 +129,10 @@ def persistent_sweep(devices) -> float:
         return runner.run(run())
 
 
-def ours(n: int, per_worker: int, idle: float, tmp: Path, kinds: str) -> dict[str, float | str]:
+def ours(n: int, per_worker: int, idle: float, tmp: Path, kinds: str,
+         interval: float = 5.0) -> dict[str, float | str]:
     path = tmp / "fleet.toml"
-    path.write_text(fleet_toml(n, per_worker, 78, kinds))
+    path.write_text(fleet_toml(n, per_worker, 78, kinds, interval))
     state = tmp / "state"
     plan = expand(load(path))
     backend = ProcessBackend(plan, state)
@@ -158,6 +168,82 @@ def ours(n: int, per_worker: int, idle: float, tmp: Path, kinds: str) -> dict[st
     finally:
         begun = time.monotonic()
         subprocess.run([*cli, "down", str(path), "--state-dir", str(state)], capture_output=True, timeout=300)
+        out["down (s)"] = time.monotonic() - begun
+    return out
+
+
+def large(n: int, per_worker: int, idle: float, tmp: Path, kinds: str,
+          interval: float | None) -> dict[str, float | str]:
+    """The rows of issue 20 for one N: everything measured through the supervised fleet."""
+    from fleet.backends.base import health_programs
+    from fleet.health import request_sweep
+    from fleet.store import Store
+
+    path = tmp / "fleet.toml"
+    path.write_text(fleet_toml(n, per_worker, 78, kinds, interval))
+    state = tmp / "state"
+    begun = time.process_time()
+    plan = expand(load(path))
+    out: dict[str, float | str] = {"plan CPU (s)": time.process_time() - begun}
+    backend = ProcessBackend(plan, state)
+    cli = [sys.executable, "-c", "from fleet.cli import main; main()"]
+
+    def settled(since: float, names: set[str] | None = None, timeout: float = 300.0) -> float:
+        """Seconds from ``since`` until the store has an ok result newer than it for every
+        device (of ``names``); the last such result's time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with Store(state / "health.sqlite") as store:
+                rows = store.db.execute("SELECT device, ok, time FROM health WHERE time >= ?",
+                                        (since,)).fetchall()
+            ok = {d: t for d, good, t in rows if good and (names is None or d in names)}
+            if len(ok) == (len(names) if names is not None else n):
+                return max(ok.values()) - since
+            time.sleep(0.5)
+        return float("nan")
+
+    try:
+        begun = time.monotonic()
+        proc = subprocess.run([*cli, "up", str(path), "--state-dir", str(state), "--timeout", "600"],
+                              capture_output=True, text=True, timeout=900)
+        out["up to all healthy (s)"] = time.monotonic() - begun
+        if proc.returncode != 0:
+            out["note"] = (proc.stdout + proc.stderr).strip().splitlines()[-1]
+            return out
+        time.sleep(2)
+        status = backend.status()
+        pollers = [p for p in health_programs(8) if p in status]
+        out["workers / pollers"] = f"{len(plan.workers)} / {len(pollers)}"
+        pids = fleet_pids(backend)
+        out["total RSS (MB)"] = rss_mb(pids)
+        out["pollers' RSS (MB)"] = rss_mb([status[p].pid for p in pollers])
+        out["RSS per device (kB)"] = out["total RSS (MB)"] * 1024 / n
+        begun = time.monotonic()
+        proc = subprocess.run([*cli, "status", str(path), "--state-dir", str(state), "--json"],
+                              capture_output=True, text=True, timeout=300)
+        out["status --json (s)"] = time.monotonic() - begun
+        out["status healthy"] = json.loads(proc.stdout)["healthy"] if proc.stdout else proc.stderr[-200:]
+        out["full sweep (s)"] = settled(request_sweep(state))
+        out["idle CPU, polling (cores)"] = idle_cpu(fleet_pids(backend), idle)
+        rpc = backend._rpc()
+        for name in pollers:
+            rpc.stopProcess(name, True)
+        out["idle CPU, polling off (cores)"] = idle_cpu(fleet_pids(backend), idle)
+        for name in pollers:
+            rpc.startProcess(name, True)
+        settled(request_sweep(state))
+        victim = backend.status()["w000"].pid
+        devices = plan.worker_devices("w000")
+        os.kill(victim, signal.SIGKILL)
+        begun = time.monotonic()
+        while time.monotonic() - begun < 300:  # this process's own polls, fresh connections
+            if all(r.ok for r in run_sweep(devices, 2.0, 500)):
+                break
+            time.sleep(0.2)
+        out["SIGKILL to healthy (s)"] = time.monotonic() - begun
+    finally:
+        begun = time.monotonic()
+        subprocess.run([*cli, "down", str(path), "--state-dir", str(state)], capture_output=True, timeout=600)
         out["down (s)"] = time.monotonic() - begun
     return out
 
@@ -225,7 +311,9 @@ def naive(n: int, idle: float, tmp: Path) -> dict[str, float | str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=200, help="devices in our fleet (default 200)")
+    parser.add_argument("--n", type=int, action="append", help="devices (default 200); repeat for more rows")
+    parser.add_argument("--large", action="store_true", help="measure via the supervised fleet (N >= 10k)")
+    parser.add_argument("--interval", type=float, help="health_interval (default: 5 s; --large: unset)")
     parser.add_argument("--per-worker", type=int, default=100, help="devices per worker process")
     parser.add_argument("--naive", action="store_true", help="also run the naive layout")
     parser.add_argument("--naive-n", type=int, default=200, help="devices in the naive layout")
@@ -233,24 +321,32 @@ def main() -> int:
                         help="device kinds in our fleet (default: half each)")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds to sample idle CPU over")
     args = parser.parse_args()
+    rows = {}
+    for n in args.n or [200]:
+        with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
+            (Path(tmp) / "ours").mkdir()
+            if args.large:
+                rows[f"N={n}"] = large(n, args.per_worker, args.idle, Path(tmp) / "ours", args.kinds,
+                                       args.interval)
+            else:
+                rows[f"cpppo-fleet N={n}"] = ours(n, args.per_worker, args.idle, Path(tmp) / "ours",
+                                                  args.kinds, args.interval or 5.0)
+        print(json.dumps(rows), file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
-        (Path(tmp) / "ours").mkdir()
-        mine = ours(args.n, args.per_worker, args.idle, Path(tmp) / "ours", args.kinds)
-        rows = {f"cpppo-fleet N={args.n}": mine}
         if args.naive:
             (Path(tmp) / "naive").mkdir()
             rows[f"naive N={args.naive_n}"] = naive(args.naive_n, args.idle, Path(tmp) / "naive")
     keys = list(dict.fromkeys(k for row in rows.values() for k in row))
     names = list(rows)
-    print(f"{'metric':<26}" + "".join(f"{name:>22}" for name in names)
+    print(f"{'metric':<32}" + "".join(f"{name:>22}" for name in names)
           + ("   naive/ours" if len(names) == 2 else ""))
     for key in keys:
         cells = [rows[name].get(key, "") for name in names]
-        line = f"{key:<26}" + "".join(f"{c:>22.3f}" if isinstance(c, float) else f"{c!s:>22}" for c in cells)
+        line = f"{key:<32}" + "".join(f"{c:>22.3f}" if isinstance(c, float) else f"{c!s:>22}" for c in cells)
         if len(cells) == 2 and all(isinstance(c, (int, float)) and c for c in cells) and key != "processes":
             line += f"   {cells[1] / cells[0]:>8.2f}x"
         print(line)
-    if args.naive and args.naive_n != args.n:
+    if args.naive and [args.naive_n] != args.n:
         print(f"(naive/ours compares fleet totals at different N: {args.naive_n} vs {args.n})")
     print(json.dumps(rows), file=sys.stderr)
     return 0

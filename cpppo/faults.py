@@ -205,14 +205,22 @@ def parse_fault(kind: str, arg: str | None = None, *, now: float | None = None,
     return Fault(**base)
 
 
-@dataclass
+@dataclass(slots=True)
 class FaultState:
     """The fault slot of one device.  ``active`` is None while healthy: servers test it first."""
 
     active: Fault | None = None
-    rng: random.Random = field(default_factory=random.Random, repr=False)
+    _rng: random.Random | None = field(default=None, repr=False)  # made when a fault first draws
     clock: Any = field(default=time.time, repr=False)
     listeners: list[Any] = field(default_factory=list, repr=False)
+
+    @property
+    def rng(self) -> random.Random:
+        """The slot's random numbers (made on first use: a Mersenne Twister is 2.5 kB, and a
+        worker has a slot per device)."""
+        if self._rng is None:
+            self._rng = random.Random()
+        return self._rng
 
     def set(self, fault: Fault | None) -> None:
         self.active = fault

@@ -5,8 +5,11 @@ Modbus devices a register read.  Connections are kept open from one sweep to the
 dropped one is reopened on the next sweep), so a steady fleet costs a few requests per device
 per interval.  Results go to the state folder's SQLite store (``fleet.store``).
 
-Run as ``python -m fleet.health <state-dir>``: the process backend supervises it as the
-``health`` program; it follows ``plan.json`` there as ``up`` rewrites it.
+Run as ``python -m fleet.health [--shard K/N] <state-dir>``: the process backend supervises it
+as the ``health`` program; it follows ``plan.json`` there as ``up`` rewrites it.  A fleet with
+more devices than one process may hold connections to (``fleet.limits``) is polled by N
+programs, ``health`` and ``health-1`` ...: shard K polls every Nth device from the Kth, and
+``health`` (shard 0), which serves the fleet page, takes the others' results from the store.
 """
 
 from __future__ import annotations
@@ -63,7 +66,12 @@ class Poller:
         client = self.clients.get(device.name)
         if client is None:
             client = KINDS[device.kind].client(device.host, device.port, device.options, self.timeout)
-            await client.__aenter__()
+            try:
+                await client.__aenter__()
+            except BaseException:  # connected but not set up (a timeout, say): close it, or its socket
+                with contextlib.suppress(Exception, asyncio.CancelledError):  # stays open until collected
+                    await client.__aexit__(None, None, None)
+                raise
             self.clients[device.name] = client
         return client
 
@@ -146,8 +154,9 @@ def run_sweep(devices: Iterable[PlannedDevice], timeout: float, concurrency: int
         return runner.run(sweep_once(list(devices), timeout, concurrency))
 
 
+LOGGED = 100  # devices named in the log per change (a fleet of 100,000 coming up: a count for the rest)
 QUICK = 0.2  # seconds between re-polls of the devices not yet healthy, after a change
-SETTLE = 60.0  # for how long after a change (a new plan, a sweep request) they are re-polled so often
+SETTLE = 60.0  # how long after a change's first sweep (new plan, sweep request) they are re-polled so
 REQUEST = "sweep.request"  # in the state folder: `up` writes it to ask for a sweep now
 
 
@@ -162,15 +171,18 @@ def request_sweep(state_dir: Path) -> float:
 class Schedule:
     """The supervised poller: a sweep every ``health_interval``, following plan.json.  After a
     change (plan.json rewritten, or a sweep requested by ``up``) it sweeps at once, then
-    re-polls the devices not yet healthy every QUICK seconds for SETTLE seconds, so that a
-    fleet coming up is seen healthy as soon as it is."""
+    re-polls the devices not yet healthy every QUICK seconds for SETTLE seconds after that
+    sweep ends, so that a fleet coming up is seen healthy as soon as it is."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, shard: tuple[int, int] = (0, 1)) -> None:
         self.state_dir = Path(state_dir)
+        self.shard, self.shards = shard  # this process polls devices[shard::shards]
+        self.mine: tuple[PlannedDevice, ...] = ()
         self.plan_path = self.state_dir / "plan.json"
         self.mtimes: dict[str, float] = {}  # plan.json's and the request's, as last seen
         self.plan: Plan | None = None
         self.settle_until = time.monotonic() + SETTLE  # the fleet has just come up
+        self.swept = False  # the sweep after the last change is done (a big fleet's takes minutes)
         self.stopping = asyncio.Event()
 
     def _touched(self, name: str) -> bool:
@@ -191,10 +203,13 @@ class Schedule:
         if self._touched("plan.json"):
             with contextlib.suppress(OSError, ValueError, KeyError):
                 self.plan = Plan.from_json(json.loads(self.plan_path.read_text()))
-                log.info("following %d devices", len(self.plan.devices))
+                self.mine = self.plan.devices[self.shard::self.shards]
+                log.info("following %d devices%s", len(self.mine),
+                         f" (shard {self.shard} of {self.shards})" if self.shards > 1 else "")
                 changed = True
         if changed:
             self.settle_until = time.monotonic() + SETTLE
+            self.swept = False
         return changed
 
     async def run(self, max_sweeps: int | None = None) -> None:
@@ -206,7 +221,8 @@ class Schedule:
         failing: set[str] = set()
         sweeps = 0
         store = open_store(self.database)
-        web = await self._start_web()
+        web = await self._start_web() if self.shard == 0 else None
+        others: dict[str, float] = {}  # the other shards' devices: time of the result last shown
         plan = self.plan
         try:
             while not self.stopping.is_set() and (max_sweeps is None or sweeps < max_sweeps):
@@ -219,17 +235,24 @@ class Schedule:
                 # settling after a change: then `up` is waiting, so sweep at once
                 settling = time.monotonic() < self.settle_until
                 spread = 0.0 if settling else max(0.0, fleet.health_interval - fleet.health_timeout)
-                results = await poller.sweep(self.plan.devices, spread,
+                results = await poller.sweep(self.mine, spread,
                                              web.view.record if web is not None else None)
                 store = self._record(store, results, fleet.health_retention)
+                if not self.swept:  # settle for SETTLE seconds after this sweep, however long it took
+                    self.swept = True
+                    self.settle_until = max(self.settle_until, time.monotonic() + SETTLE)
                 if web is not None:
+                    if self.shards > 1:
+                        self._show_others(web, store, others)
                     web.refresh(store)
                 sweeps += 1
                 now_failing = {r.device for r in results if not r.ok}
-                for r in results:
-                    if not r.ok and r.device not in failing:
-                        log.warning("%s: down: %s", r.device, r.error)
-                for name in sorted(failing - now_failing):
+                newly = [r for r in results if not r.ok and r.device not in failing]
+                for r in newly[:LOGGED]:
+                    log.warning("%s: down: %s", r.device, r.error)
+                if len(newly) > LOGGED:
+                    log.warning("... and %d more down", len(newly) - LOGGED)
+                for name in sorted(failing - now_failing)[:LOGGED]:
                     log.info("%s: healthy again", name)
                 if now_failing != failing or sweeps == 1:
                     log.info("sweep %d: %d/%d healthy in %.2f s", sweeps, len(results) - len(now_failing),
@@ -266,13 +289,25 @@ class Schedule:
             if self.stopping.is_set() or self._changed():
                 break  # stopping, or a new plan or a request: sweep everything now
             if failing and time.monotonic() < self.settle_until:
-                results = await poller.sweep([d for d in self.plan.devices if d.name in failing])
+                results = await poller.sweep([d for d in self.mine if d.name in failing])
                 store = self._record(store, results, self.plan.fleet.health_retention, again=True)
                 healed = {r.device for r in results if r.ok}
-                for name in sorted(healed):
+                for name in sorted(healed)[:LOGGED]:
                     log.info("%s: healthy", name)
+                if len(healed) > LOGGED:
+                    log.info("... and %d more healthy", len(healed) - LOGGED)
                 failing -= healed
         return store, failing
+
+    def _show_others(self, web: Any, store: Store, shown: dict[str, float]) -> None:
+        """Feed the fleet page the results the other shards stored since the last look."""
+        mine = {d.name for d in self.mine}
+        with contextlib.suppress(sqlite3.Error, StoreError):
+            for name, history in store.history(latencies=False).items():
+                last = history.last
+                if last is not None and name not in mine and shown.get(name) != last.time:
+                    shown[name] = last.time
+                    web.view.record(last)
 
     @property
     def database(self) -> Path:
@@ -309,7 +344,7 @@ def wait_healthy(database: Path, devices: Sequence[PlannedDevice], asked: float,
     while True:
         try:
             with Store(database) as store:
-                history, errors = store.history([d.name for d in devices]), store.serve_errors()
+                history, errors = store.history(latencies=False), store.serve_errors()
         except StoreError:
             history, errors = {}, {}  # not there yet, or being replaced by the poller
         running, skip = pids(), set(excused())
@@ -341,15 +376,17 @@ def sweep_and_print(state_dir: Path) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-async def _main(state_dir: Path) -> None:
-    schedule = Schedule(state_dir)
+async def _main(state_dir: Path, shard: tuple[int, int] = (0, 1)) -> None:
+    from fleet.backends.base import health_programs
+
+    schedule = Schedule(state_dir, shard)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, schedule.stopping.set)
     import os
 
     with open_store(state_dir / "health.sqlite") as store:
-        store.record_start("health", os.getpid())
+        store.record_start(health_programs(shard[1])[shard[0]], os.getpid())
     await schedule.run()
 
 
@@ -360,17 +397,22 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.INFO)
     once = args[:1] == ["--once"]
     args = args[1:] if once else args
-    if len(args) != 1:
-        print("usage: python -m fleet.health [--once] <state-dir>", file=sys.stderr)
+    shard = (0, 1)
+    if args[:1] == ["--shard"] and len(args) > 1:
+        k, _, n = args[1].partition("/")
+        shard = (int(k), int(n)) if k.isdigit() and n.isdigit() and int(k) < int(n) else (-1, 0)
+        args = args[2:]
+    if len(args) != 1 or shard[0] < 0:
+        print("usage: python -m fleet.health [--once | --shard K/N] <state-dir>", file=sys.stderr)
         return 2
     from cpppo.server.hosting import new_event_loop
-    from fleet.worker import raise_fd_limit
+    from fleet.limits import raise_fd_limit
 
     raise_fd_limit()
     if once:
         return sweep_and_print(Path(args[0]))
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(_main(Path(args[0])))
+        runner.run(_main(Path(args[0]), shard))
     return 0
 
 

@@ -36,6 +36,7 @@ class Kind(ABC):
     spec_key: ClassVar[str]  # the key holding the device's data specs (tags, registers)
     Options: ClassVar[type]  # frozen dataclass of the kind's own keys, with their defaults
     identity: ClassVar[Mapping[str, type]]  # identity keys fleet.toml accepts: int or str
+    sockets: ClassVar[int] = 1  # file descriptors one served device holds (its listening sockets)
 
     @property
     def keys(self) -> frozenset[str]:
@@ -245,6 +246,7 @@ class EnipKind(Kind):
     name = "enip"
     protocol = "EtherNet/IP"
     default_port = 44818
+    sockets = 2  # TCP and UDP (List Identity) on its port
     spec_key = "tags"
     Options = EnipOptions
     identity = {
@@ -279,13 +281,18 @@ class EnipKind(Kind):
             from cpppo.enip.codec.epath import parse_route_path
 
             t.checked("route_path", lambda: parse_route_path(route_path))
-        names = {spec.name.casefold() for _, spec in tags}
+        access = {spec.name.casefold(): spec.access for _, spec in tags}  # External Access of each
         if tags_from:
-            names |= {spec.name.casefold() for spec in export.specs}
+            access = {**{spec.name.casefold(): spec.access for spec in export.specs}, **access}
         health_tag = t.get("health_tag", str, None, what="a string")
-        if health_tag is not None and health_tag.split("[")[0].casefold() not in names:
+        if health_tag is not None and health_tag.split("[")[0].casefold() not in access:
             t.fail("health_tag", f"{health_tag!r} is not one of the device's tags")
-        first = tags[0][1]
+        if health_tag is not None and access[health_tag.split("[")[0].casefold()] == "none":
+            t.fail("health_tag", f"{health_tag!r} has external access none: the health poller cannot read it")
+        readable = [spec for _, spec in tags if spec.access != "none"]
+        if health_tag is None and not readable:
+            t.fail("tags", "every tag has external access none: give health_tag a tag clients can read")
+        first = readable[0] if readable else tags[0][1]
         texts = () if tags_from and not t.data.get("tags") else tuple(text.strip() for text, _ in tags)
         return EnipOptions(**read_limits(t), tags=texts, route_path=route_path, io=_io_options(t, texts),
                            simple=t.get("simple", bool, False, what="true or false"), udts=udts,

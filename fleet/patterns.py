@@ -4,6 +4,7 @@ checked before formatting so that a pattern can neither reach into ``n`` (``{n.r
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 
@@ -21,6 +22,17 @@ def format_pattern(pattern: str, n: int) -> str:
     ...
     ValueError: only {n} is available, not {n.real}
     """
+    check_pattern(pattern)
+    try:
+        return pattern.format(n=n)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+@functools.lru_cache(maxsize=256)
+def check_pattern(pattern: str) -> None:
+    """ValueError saying what is wrong with ``pattern`` (checked once per pattern: a plan of
+    100,000 devices formats the same few patterns over and over)."""
     try:
         fields = list(string.Formatter().parse(pattern))
     except ValueError as exc:
@@ -34,7 +46,3 @@ def format_pattern(pattern: str, n: int) -> str:
             raise ValueError(f"format {spec!r}: nested fields or widths over {MAX_WIDTH} are not allowed")
         if conversion not in (None, "s", "r", "a"):
             raise ValueError(f"unknown conversion !{conversion}")
-    try:
-        return pattern.format(n=n)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None

@@ -22,10 +22,10 @@ worker processes.  Pure: no sockets, no files, no processes.
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
+import functools
 import json
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from fleet.config import (
@@ -41,7 +41,7 @@ from fleet.kinds import KINDS
 from fleet.patterns import format_pattern
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedDevice:
     """One device, ready to serve and to poll."""
 
@@ -73,19 +73,68 @@ class PlannedDevice:
         """What the health poller reads (a fleet.kinds TagRead or RegisterRead)."""
         return KINDS[self.kind].health(self.options)
 
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+    def to_json(self, options: Any = None) -> dict[str, Any]:
+        """The JSON form; ``options``: what to write for the options instead of their JSON (an
+        index into a table of the options shared by many devices: :func:`devices_to_json`)."""
+        data = {f: getattr(self, f) for f in _DEVICE_FIELDS}
         data["identity"] = dict(self.identity)
+        data["options"] = asdict(self.options) if options is None else options
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PlannedDevice:
+    def from_json(cls, data: dict[str, Any], options: Sequence[Any] = ()) -> PlannedDevice:
+        """From :meth:`to_json`'s form; an integer ``options`` is an index into ``options``
+        (already parsed: the devices of a group share one options object)."""
         data = dict(data)
         data["identity"] = tuple(sorted(data["identity"].items()))
-        data["options"] = KINDS[data["kind"]].options_from_json(data["options"])
+        if isinstance(data["options"], int):
+            data["options"] = options[data["options"]]
+        else:
+            data["options"] = KINDS[data["kind"]].options_from_json(data["options"])
         if isinstance(data.get("delay"), list):
             data["delay"] = tuple(data["delay"])
         return cls(**data)
+
+
+_DEVICE_FIELDS = tuple(f.name for f in fields(PlannedDevice) if f.name not in ("identity", "options"))
+
+
+def devices_to_json(devices: Iterable[PlannedDevice]) -> dict[str, Any]:
+    """``{"options": [...], "columns": [...], "rows": [[...], ...]}``: each distinct options
+    object written once and named by its index (a fleet of 100,000 devices has a handful), a
+    device as a row of values in ``columns`` order, so plan.json stays small and quick to read."""
+    table: dict[int, int] = {}
+    shared: list[dict[str, Any]] = []
+    rows = []
+    for d in devices:
+        index = table.get(id(d.options))
+        if index is None:
+            index = table[id(d.options)] = len(shared)
+            shared.append({"kind": d.kind, "options": asdict(d.options)})
+        rows.append([d.name, d.kind, d.host, d.port, d.worker, d.group, d.n, dict(d.identity), index,
+                     d.delay, d.retain, d.home, d.files_root])
+    return {"options": shared, "columns": list(_COLUMNS), "rows": rows}
+
+
+_COLUMNS = ("name", "kind", "host", "port", "worker", "group", "n", "identity", "options", "delay", "retain",
+            "home", "files_root")
+
+
+def devices_from_json(data: Mapping[str, Any]) -> list[PlannedDevice]:
+    """The devices of :func:`devices_to_json`'s form (or the older one: a dict per device)."""
+    shared = [KINDS[o["kind"]].options_from_json(o["options"]) for o in data.get("options", ())]
+    if "rows" not in data:
+        return [PlannedDevice.from_json(d, shared) for d in data["devices"]]
+    if tuple(data["columns"]) != _COLUMNS:
+        return [PlannedDevice.from_json(dict(zip(data["columns"], row, strict=True)), shared)
+                for row in data["rows"]]
+    out = []
+    for name, kind, host, port, worker, group, n, identity, options, delay, retain, home, root in data[
+            "rows"]:
+        out.append(PlannedDevice(name, kind, host, port, worker, group, n, tuple(sorted(identity.items())),
+                                 shared[options], tuple(delay) if isinstance(delay, list) else delay,
+                                 retain, home, root))
+    return out
 
 
 @dataclass(frozen=True)
@@ -104,6 +153,7 @@ class Plan:
     devices: tuple[PlannedDevice, ...]
     workers: tuple[PlannedWorker, ...] = field(default_factory=tuple)
     faults: tuple[Any, ...] = ()  # [[fault]] schedule rows (fleet.faults.ScheduleRow)
+    digest: str = ""  # the fleet.toml it is the whole expansion of (fleet.config); "": a selection
 
     def fault_events(self, worker: str) -> list[dict[str, Any]]:
         """The scheduled fault events of ``worker``'s devices, for its spec."""
@@ -115,11 +165,19 @@ class Plan:
         return [asdict(e) for e in expand_schedule(self.faults, [d.name for d in self.devices])
                 if e.device in mine]
 
-    def device(self, name: str) -> PlannedDevice:
+    @functools.cached_property
+    def _by_name(self) -> dict[str, PlannedDevice]:
+        return {d.name: d for d in self.devices}
+
+    @functools.cached_property
+    def _by_worker(self) -> dict[str, tuple[PlannedDevice, ...]]:
+        out: dict[str, list[PlannedDevice]] = {}
         for device in self.devices:
-            if device.name == name:
-                return device
-        raise KeyError(name)
+            out.setdefault(device.worker, []).append(device)
+        return {w: tuple(ds) for w, ds in out.items()}
+
+    def device(self, name: str) -> PlannedDevice:
+        return self._by_name[name]
 
     def select(self, patterns: Iterable[str] | None) -> tuple[PlannedDevice, ...]:
         """Devices whose name (or worker name) matches any glob pattern; all for None."""
@@ -130,11 +188,12 @@ class Plan:
                      if any(fnmatch.fnmatchcase(d.name, p) or d.worker == p for p in patterns))
 
     def worker_devices(self, worker: str) -> tuple[PlannedDevice, ...]:
-        return tuple(d for d in self.devices if d.worker == worker)
+        return self._by_worker.get(worker, ())
 
     def to_json(self) -> dict[str, Any]:
-        return {"fleet": asdict(self.fleet), "devices": [d.to_json() for d in self.devices],
-                "workers": [asdict(w) for w in self.workers], "faults": [r.to_json() for r in self.faults]}
+        return {"fleet": asdict(self.fleet), **devices_to_json(self.devices),
+                "workers": [asdict(w) for w in self.workers], "faults": [r.to_json() for r in self.faults],
+                "digest": self.digest}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
@@ -143,12 +202,19 @@ class Plan:
         from fleet.faults import ScheduleRow
 
         return cls(fleet=FleetSettings(**fleet),
-                   devices=tuple(PlannedDevice.from_json(d) for d in data["devices"]),
+                   devices=tuple(devices_from_json(data)),
                    workers=tuple(PlannedWorker(w["name"], tuple(w["devices"])) for w in data["workers"]),
-                   faults=tuple(ScheduleRow.from_json(r) for r in data.get("faults", [])))
+                   faults=tuple(ScheduleRow.from_json(r) for r in data.get("faults", [])),
+                   digest=data.get("digest", ""))
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=1, sort_keys=True)
+        """plan.json's text: one line per device (100,000 devices: about 15 MB)."""
+        data = self.to_json()
+        rows = data.pop("rows")
+        head = json.dumps(data, sort_keys=True)[:-1]
+        lines = ",\n".join(json.dumps(row, separators=(",", ":")) for row in rows)
+        return f'{head}, "rows": [\n{lines}\n]}}\n'
+
 
 
 class _Pool:
@@ -168,13 +234,17 @@ class _Pool:
         if self.used + count > self.size:
             raise ConfigError(src, table, key, f"address pool exhausted: {self.label} {list(self.items)} has "
                                                f"{self.size - self.used} addresses left, {count} needed")
-        out = []
-        for i in range(self.used, self.used + count):
-            for r in self.ranges:
-                if i < len(r):
-                    out.append(str(ipaddress.IPv4Address(r[i])))
-                    break
-                i -= len(r)
+        out: list[str] = []
+        skip = self.used  # addresses handed out before: skip whole ranges, never enumerate them
+        for r in self.ranges:
+            if skip >= len(r):
+                skip -= len(r)
+                continue
+            part = r[skip:skip + count - len(out)]
+            skip = 0
+            out.extend(f"{a >> 24}.{a >> 16 & 255}.{a >> 8 & 255}.{a & 255}" for a in part)
+            if len(out) == count:
+                break
         self.used += count
         return out
 
@@ -198,6 +268,7 @@ def expand(config: FleetConfig) -> Plan:
             group_pools[group.index] = pool
 
     devices: list[PlannedDevice] = []
+    per = config.fleet.devices_per_worker
     seen_names: dict[str, int] = {}
     seen_endpoints: dict[tuple[str, int], str] = {}
     for group in config.groups:
@@ -230,7 +301,8 @@ def expand(config: FleetConfig) -> Plan:
                                   f"port clash: {name!r} and {other!r} both at {host}:{port}")
             seen_endpoints[(host, port)] = name
             try:
-                devices.append(_device(group, name, n, host, port, config.fleet.retain))
+                devices.append(_device(group, name, n, host, port, config.fleet.retain,
+                                       f"w{len(devices) // per:03d}"))
             except ValueError as exc:  # an identity pattern that fits the first device only
                 raise ConfigError(src, table, "identity", f"device {name!r}: {exc}") from None
 
@@ -241,14 +313,42 @@ def expand(config: FleetConfig) -> Plan:
     for w, chunk in enumerate(_chunks(devices, config.fleet.devices_per_worker)):
         name = f"w{w:03d}"
         workers.append(PlannedWorker(name, tuple(d.name for d in chunk)))
-        planned.extend(_with_worker(d, name) for d in chunk)
+        planned.extend(d if d.worker == name else _with_worker(d, name) for d in chunk)
+    if config.fleet.backend == "process":
+        _check_fits(src, planned, workers)
     names = [d.name for d in planned]
     for i, row in enumerate(config.faults):
         if not any(fnmatch.fnmatchcase(n, row.devices) for n in names):
             raise ConfigError(src, f"fault[{i}]", "devices",
                               f"{row.devices!r} matches no device of the fleet")
     return Plan(fleet=config.fleet, devices=tuple(planned), workers=tuple(workers),
-                faults=tuple(config.faults))
+                faults=tuple(config.faults), digest=config.digest)
+
+
+def _check_fits(src: str, devices: Sequence[PlannedDevice], workers: Sequence[PlannedWorker]) -> None:
+    """ConfigError (one line, naming the limit) when a worker's devices need more file
+    descriptors than one process may hold (``fleet.limits``)."""
+    from fleet.limits import MARGIN, limit_name, nofile_limit, worker_fds
+
+    limit = nofile_limit()
+    start = 0
+    for worker in workers:
+        chunk = devices[start:start + len(worker.devices)]
+        start += len(worker.devices)
+        need = worker_fds(KINDS[d.kind].sockets for d in chunk)
+        if need > limit:
+            most = max({d.kind for d in chunk}, key=lambda k: KINDS[k].sockets)
+            fit = max(1, (limit - MARGIN) // (KINDS[most].sockets + 1))
+            raise ConfigError(src, "fleet", "devices_per_worker",
+                              f"worker {chunk[0].worker}'s {len(chunk)} devices need {need} open files "
+                              f"(listening sockets, a health connection each, {MARGIN} more), over "
+                              f"{limit_name(limit)}: at most {fit} {most} devices per worker")
+
+
+@functools.lru_cache(maxsize=64)
+def _patterned(identity: tuple[tuple[str, Any], ...]) -> tuple[str, ...]:
+    """The identity keys whose values depend on ``n`` (patterns with a field)."""
+    return tuple(k for k, v in identity if isinstance(v, str) and "{" in v)
 
 
 def _chunks(devices: list[PlannedDevice], per: int) -> list[list[PlannedDevice]]:
@@ -279,15 +379,19 @@ def _chunks(devices: list[PlannedDevice], per: int) -> list[list[PlannedDevice]]
 
 
 def _device(group: DeviceGroup, name: str, n: int, host: str, port: int,
-            retain: bool = False) -> PlannedDevice:
+            retain: bool = False, worker: str = "") -> PlannedDevice:
     """Device ``n`` of ``group``; ValueError when its own identity values are refused."""
     kind = KINDS[group.kind]
     identity = identity_values(kind, group.identity, n)
-    if group.identity and n != group.first:  # the first one was built by the config's dry run
-        kind.check_identity(identity)
-    return PlannedDevice(name=name, kind=group.kind, host=host, port=port, worker="", group=group.index, n=n,
+    if group.identity and n != group.first:  # the first one was built by the config's dry run:
+        patterned = _patterned(group.identity)
+        if patterned:  # the others' values are the first one's, checked already
+            kind.check_identity({k: identity[k] for k in patterned})
+    return PlannedDevice(name=name, kind=group.kind, host=host, port=port, worker=worker, group=group.index,
+                         n=n,
                          identity=tuple(identity.items()), options=group.options, delay=group.delay,
                          retain=retain if group.retain is None else group.retain, home=group.home)
+
 
 
 def _with_worker(device: PlannedDevice, worker: str) -> PlannedDevice:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from fleet.backends.base import ProgramStatus
@@ -14,7 +13,7 @@ from fleet.states import DeviceState, ProcessState, device_state
 from fleet.store import DeviceHistory, ServeError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeviceReport:
     """One row of ``cpppo-fleet status``."""
 
@@ -34,21 +33,17 @@ class DeviceReport:
     fault: str | None = None  # the injected fault, as status shows it ("latency 300ms until 12:03:10")
 
     def to_json(self) -> dict:
-        data = asdict(self)
+        data = {f: getattr(self, f) for f in _REPORT_FIELDS}
         data["state"] = self.state.value
         return data
 
+    def column(self, name: str) -> str:
+        """The value of a summary column (``kind``, ``worker``, ``state``, ...) as text."""
+        value = getattr(self, name)
+        return value.value if isinstance(value, DeviceState) else str(value)
 
-def percentile(values: Sequence[float], fraction: float) -> float | None:
-    """Nearest-rank percentile.
 
-    >>> percentile([3.0, 1.0, 2.0], 0.5)
-    2.0
-    """
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+_REPORT_FIELDS = tuple(f.name for f in fields(DeviceReport))
 
 
 def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, ProgramStatus],
@@ -75,7 +70,7 @@ def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, Prog
         current = last is not None and started is not None and last.time >= started
         last_ok = last.ok if current else None
         fresh = last is not None and now - last.time <= stale_after
-        lats = hist.latencies if hist else ()
+        p50, p99 = hist.percentiles() if hist else (None, None)
         error = last.error if last else None
         unserved = (serve_errors or {}).get(device.name)
         state = None
@@ -97,7 +92,7 @@ def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, Prog
             last_ok=last.ok if last else None, error=error,
             checked=last.time if last else None,
             latency=last.latency if last and last.ok else None,
-            p50=percentile(lats, 0.50), p99=percentile(lats, 0.99), fault=shown,
+            p50=p50, p99=p99, fault=shown,
         ))
     return out
 

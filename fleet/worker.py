@@ -15,7 +15,6 @@ retried.  SIGTERM closes all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import logging
@@ -31,23 +30,13 @@ from typing import Any
 from cpppo.faults import FaultState
 from cpppo.server.hosting import new_event_loop
 from fleet.kinds import KINDS
-from fleet.plan import PlannedDevice
+from fleet.limits import raise_fd_limit
+from fleet.plan import PlannedDevice, devices_from_json
 
 log = logging.getLogger("fleet.worker")
 
 RETRY_SECONDS = 3.0  # between attempts to serve devices that failed to start
 START_BATCH = 200  # devices started concurrently
-
-
-def raise_fd_limit() -> int:
-    """Raise the soft open-files limit to the hard one (each device holds 1-2 listening sockets
-    plus its clients' connections); return the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-    return soft
 
 
 def retain_path(state_dir: str | Path, device: str) -> Path:
@@ -99,18 +88,21 @@ async def start(device: PlannedDevice, faults: FaultState | None = None, pool: A
     return await KINDS[device.kind].serve(model, device.host, device.port, device.delay, device.options, pool)
 
 
-def connection_cap(configured: int, devices: int, fd_limit: int | None = None) -> int:
+def connection_cap(configured: int, sockets: int, fd_limit: int | None = None) -> int:
     """How many connections one worker accepts across its devices (one more evicts the longest
     idle of them): ``configured`` (fleet.toml ``worker_max_connections``), but never more than
-    the open-files limit leaves after each device's listening sockets and a margin, so idle
-    connections cannot exhaust the worker's descriptors and lock every device out.
+    the open-files limit leaves after its devices' ``sockets`` (listening: ``Kind.sockets``
+    each) and a margin, so idle connections cannot exhaust the worker's descriptors and lock
+    every device out.
 
-    >>> connection_cap(0, 100, fd_limit=1024), connection_cap(500, 100, fd_limit=1024)
+    >>> connection_cap(0, 200, fd_limit=1024), connection_cap(500, 200, fd_limit=1024)
     (760, 500)
     """
+    from fleet.limits import MARGIN
+
     if fd_limit is None:
         fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    room = max(fd_limit - 2 * devices - 64, 16)
+    room = max(fd_limit - sockets - MARGIN, 16)
     return min(configured, room) if configured else room
 
 
@@ -151,7 +143,8 @@ class Worker:
         if not state_dir and any(d.retain for d in devices):
             log.warning("%s: retain = true, but the worker has no state folder: writes are not kept", name)
         self.devices = devices
-        self.pool = ConnectionSet(connection_cap(max_connections, len(devices)))  # ``.evictions`` counts
+        sockets = sum(KINDS[d.kind].sockets for d in devices)
+        self.pool = ConnectionSet(connection_cap(max_connections, sockets))  # ``.evictions`` counts
         self.servers: dict[str, Any] = {}
         self.errors: dict[str, str] = {}  # device -> why it cannot be served (last attempt)
         self.failed: set[str] = set()  # devices given up on (Unservable): never retried
@@ -268,7 +261,7 @@ async def serve_spec(spec: dict[str, Any], source: Path | None = None) -> None:
         write(lambda store: store.record_start(name, pid))
     report = None if write is None else (
         lambda errors, failed: write(lambda store: store.record_serve_errors(name, pid, errors, failed)))
-    worker = Worker(name, [PlannedDevice.from_json(d) for d in spec["devices"]], report,
+    worker = Worker(name, devices_from_json(spec), report,
                     spec.get("max_connections", 0), spec.get("state_dir") or spec.get("retain_root") or None)
     control = spec.get("control_dir") or (spec.get("state_dir") and str(Path(spec["state_dir"]) / "control"))
     if control:
@@ -299,7 +292,7 @@ def _grow(worker: Worker, source: Path) -> None:
     """Re-read the spec file and host the devices added to it."""
     try:
         spec = json.loads(source.read_text())
-        added = worker.grow([PlannedDevice.from_json(d) for d in spec["devices"]])
+        added = worker.grow(devices_from_json(spec))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("%s: cannot re-read %s: %s", worker.name, source, exc)
         return

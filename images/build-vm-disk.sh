@@ -4,9 +4,11 @@
 # no boot loader: the kernel and initrd beside it are booted directly, by qemu -kernel, packer's
 # qemu builder or vagrant-libvirt).  The guest has systemd, sshd, python3 (venv) and iproute2;
 # root logs in with the given public key; its network comes from the kernel command line
-# (`ip=ADDR::GW:MASK:HOST:eth0:none`, through systemd-network-generator and networkd), its
-# name servers are this machine's (apt reaches the Debian mirror; nothing else is needed).
-# Like a freshly built image, its apt lists are empty.
+# (`ip=ADDR::GW:MASK:HOST:eth0:none`, or `ip=eth0:dhcp`, through systemd-network-generator and
+# networkd), its name servers are this machine's.  Docker's engine (and apparmor, which it
+# needs under Debian's kernel) is on the disk but not enabled: the role starts it when a host
+# runs the docker backend (a lab host on a private network reaches no package mirror).  Like a
+# freshly built image, its apt lists are empty.
 #
 #   images/build-vm-disk.sh OUT_DIR PUBLIC_KEY     -> OUT_DIR/{disk.qcow2,vmlinuz,initrd.img}
 #
@@ -27,7 +29,7 @@ trap 'rm -rf "$work"' EXIT
 key=$(cat "$pubkey")
 # initramfs-tools: only the modules a virtio guest needs (smaller, faster to boot)
 mmdebstrap --quiet --variant=minbase \
-    --include=systemd,systemd-sysv,udev,dbus,linux-image-cloud-amd64,initramfs-tools,openssh-server,python3,python3-venv,iproute2,procps,e2fsprogs \
+    --include=systemd,systemd-sysv,udev,dbus,linux-image-cloud-amd64,initramfs-tools,openssh-server,python3,python3-venv,iproute2,procps,e2fsprogs,docker.io,apparmor \
     --essential-hook='mkdir -p "$1"/etc/initramfs-tools/conf.d && echo MODULES=list >"$1"/etc/initramfs-tools/conf.d/cpppo-modules' \
     --essential-hook='mkdir -p "$1"/etc/initramfs-tools && printf "virtio_pci\nvirtio_blk\nvirtio_net\next4\n" >>"$1"/etc/initramfs-tools/modules' \
     --customize-hook='echo "/dev/vda / ext4 rw,errors=remount-ro 0 1" >"$1"/etc/fstab' \
@@ -38,6 +40,7 @@ mmdebstrap --quiet --variant=minbase \
     --customize-hook='chmod 600 "$1"/root/.ssh/authorized_keys' \
     --customize-hook='sed -i "s/^#\?UseDNS.*/UseDNS no/" "$1"/etc/ssh/sshd_config' \
     --customize-hook='chroot "$1" systemctl enable systemd-networkd systemd-network-generator ssh' \
+    --customize-hook='chroot "$1" systemctl disable docker.service docker.socket containerd.service' \
     --customize-hook='chroot "$1" systemctl mask getty@tty1.service e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer' \
     --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
     bookworm "$work/root"

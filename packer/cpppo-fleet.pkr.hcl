@@ -52,6 +52,12 @@ variable "ssh_key" {
   description = "A private key (with KEY.pub beside it) Ansible logs in with during the build"
 }
 
+variable "up_timeout" {
+  type        = number
+  default     = 120
+  description = "Seconds the service's `cpppo-fleet up` waits for every device at boot (slow hosts: more)"
+}
+
 variable "interface" {
   type        = string
   default     = ""
@@ -96,7 +102,13 @@ variable "vm_dir" {
 variable "accelerator" {
   type        = string
   default     = "tcg"
-  description = "kvm where KVM can boot a guest (images/kvm-works.sh), tcg otherwise"
+  description = "kvm where KVM can boot a guest (tests/lab_vm.py: kvm_boots), tcg otherwise"
+}
+
+variable "docker" {
+  type        = bool
+  default     = false
+  description = "A Docker engine on the host and the device image loaded (fleet.toml: backend = \"docker\")"
 }
 
 variable "output_directory" {
@@ -112,6 +124,7 @@ locals {
   role_vars = [
     "--extra-vars", "cpppo_fleet_source=${local.root} cpppo_fleet_fleet_file=${local.fleet} cpppo_fleet_start=false",
     "--extra-vars", "cpppo_fleet_controller_python=${var.controller_python} cpppo_fleet_interface=${var.interface} ${local.build_dir}",
+    "--extra-vars", "{\"cpppo_fleet_docker\": ${var.docker}, \"cpppo_fleet_up_timeout\": ${var.up_timeout}}",
     "--extra-vars", "ansible_ssh_private_key_file=${var.ssh_key}",
   ]
 }
@@ -152,6 +165,10 @@ source "qemu" "labhost" {
     ["-initrd", "${var.vm_dir}/initrd.img"],
     ["-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 ip=10.0.2.15::10.0.2.2:255.255.255.0:cpppo-lab:eth0:none"],
     ["-serial", "file:${var.output_directory}-serial.log"],
+    ["-cpu", "max"],
+    # slirp with only packer's SSH forward on loopback: the guest reaches nothing outside
+    ["-netdev", "user,id=user.0,restrict=on,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22"],
+    ["-device", "virtio-net,netdev=user.0"],
   ]
   boot_wait            = "5s"
   communicator         = "ssh"
@@ -222,5 +239,6 @@ build {
     only                = ["qemu.labhost"]
     output              = "${var.output_directory}/cpppo-fleet-labhost-{{.Provider}}.box"
     keep_input_artifact = true
+    compression_level   = 1 # the disk is most of it: fast beats small here
   }
 }

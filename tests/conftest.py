@@ -11,6 +11,9 @@ from hypothesis import settings
 
 from tests import upstream
 
+# the packer-built lab-host VM image, shared by the VM tests (built once per session)
+pytest_plugins = ["tests.lab_box"]
+
 # CI runs the property tests on a fixed sequence of examples, so a submission's result does not
 # depend on the luck of the draw; locally they explore new examples on every run.
 settings.register_profile("ci", derandomize=True, print_blob=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
-import re
 import shutil
 import socket
 import subprocess
@@ -22,9 +21,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE = ROOT / "ansible"
+VAGRANT_DIR = ROOT / "vagrant"
 BASE_IMAGE = "cpppo-fleet/base:bookworm"
 LABHOST_IMAGE = "cpppo-fleet/labhost:bookworm"
 LABEL = "cpppo-fleet.test-lab"
+HOME = "/opt/cpppo-fleet"  # the labhost role's cpppo_fleet_home
 SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10")
 # systemd as PID 1 without --privileged (cgroups v1 here); NET_ADMIN for the fleet's aliases
@@ -39,6 +40,20 @@ def ansible_playbook_command() -> list[str]:
         return [str(beside)]
     found = shutil.which("ansible-playbook")
     return [found] if found else []
+
+
+def vagrant(args: list[str], work: Path, env: dict[str, str] | None = None,
+            timeout: float = 900.0) -> subprocess.CompletedProcess:
+    """``vagrant`` on vagrant/Vagrantfile with its state (.vagrant/, boxes) under ``work``; the
+    Ansible of the tests on its PATH."""
+    tools = [str(Path(sys.executable).parent)]
+    if ansible_playbook_command():
+        tools.append(str(Path(ansible_playbook_command()[0]).parent))
+    full = {**os.environ, "VAGRANT_CWD": str(VAGRANT_DIR), "VAGRANT_DOTFILE_PATH": str(work / "dot"),
+            "VAGRANT_HOME": str(work / "home"), "VAGRANT_CHECKPOINT_DISABLE": "1",
+            "VAGRANT_NO_COLOR": "1", "PATH": ":".join([*tools, os.environ["PATH"]]), **(env or {})}
+    return subprocess.run(["vagrant", *args], cwd=work, env=full, capture_output=True, text=True,
+                          timeout=timeout, check=False, stdin=subprocess.DEVNULL)
 
 
 def build_labhost_image(client) -> str:
@@ -76,27 +91,41 @@ class LabNetwork:
 
     def pool(self, index: int, size: int = 16) -> ipaddress.IPv4Network:
         """The ``index``-th block of ``size`` addresses in the upper half (device addresses)."""
-        half = list(self.subnet.subnets(new_prefix=self.subnet.prefixlen + 1))[1]
-        return list(half.subnets(new_prefix=32 - (size - 1).bit_length()))[index]
+        return upper_block(self.subnet, index, size)
+
+
+def upper_block(subnet: ipaddress.IPv4Network, index: int, size: int = 16) -> ipaddress.IPv4Network:
+    """The ``index``-th block of ``size`` addresses in the upper half of ``subnet`` (the lower
+    half is the lab hosts')."""
+    half = list(subnet.subnets(new_prefix=subnet.prefixlen + 1))[1]
+    return list(half.subnets(new_prefix=32 - (size - 1).bit_length()))[index]
+
+
+def free_subnets(taken: list[ipaddress.IPv4Network], tries: int = 20,
+                 prefix: int = 24) -> Iterator[ipaddress.IPv4Network]:
+    """Up to ``tries`` random 10.x.y.0/``prefix`` (16..24) that overlap none of ``taken``."""
+    rng = random.Random(os.getpid() ^ time.time_ns())
+    for _ in range(tries):
+        third = rng.randrange(0, 256) & ~((1 << (24 - prefix)) - 1)
+        subnet = ipaddress.ip_network(f"10.{rng.randrange(100, 250)}.{third}.0/{prefix}")
+        if not any(subnet.overlaps(t) for t in taken):
+            yield subnet
 
 
 @contextmanager
-def lab_network(client, tries: int = 20) -> Iterator[LabNetwork]:
-    """A private bridge network on a free 10.x.y.0/24, removed (by id) afterwards."""
+def lab_network(client, tries: int = 20, prefix: int = 24) -> Iterator[LabNetwork]:
+    """A private bridge network on a free 10.x.y.0/``prefix`` (24: 256 addresses, 20: 4,096),
+    removed (by id) afterwards."""
     import docker.errors
     from docker.types import IPAMConfig, IPAMPool
 
     taken = [ipaddress.ip_network(c["Subnet"]) for n in client.networks.list()
              for c in ((n.attrs.get("IPAM") or {}).get("Config") or []) if "Subnet" in c
              and ":" not in c["Subnet"]]
-    rng = random.Random(os.getpid() ^ time.time_ns())
     network = None
-    for _ in range(tries):
-        subnet = ipaddress.ip_network(f"10.{rng.randrange(100, 250)}.{rng.randrange(0, 255)}.0/24")
-        if any(subnet.overlaps(t) for t in taken):
-            continue
-        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=str(subnet[1]),
-                                                 iprange=str(next(subnet.subnets(new_prefix=25))))])
+    for subnet in free_subnets(taken, tries, prefix):
+        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=str(subnet[1]), iprange=str(
+            next(subnet.subnets(new_prefix=subnet.prefixlen + 1))))])
         try:
             network = client.networks.create(f"cpppo-lab-{os.getpid()}-{subnet.network_address}",
                                              driver="bridge", ipam=ipam, labels={LABEL: str(os.getpid())})
@@ -151,6 +180,27 @@ def start_labhosts(client, network: LabNetwork, count: int, public_key: Path,
         remove_labhosts(hosts)
         raise
     return hosts
+
+
+def provisioned_image(client, network: LabNetwork, key: Path, extra_vars: dict[str, str],
+                      work: Path) -> tuple[str, PlaybookRun]:
+    """An image of a lab host the labhost role provisioned (project installed, no fleet service):
+    the role applied over SSH to one fresh container, which is then committed.  Hosts started
+    from it are what a provisioned lab host is, so applying the role to them only deploys a
+    fleet (the role is idempotent).  Returns (image id, the playbook run); remove it by id."""
+    [host] = start_labhosts(client, network, 1, key.with_suffix(".pub"), prefix="provision")
+    try:
+        inventory = write_inventory(work / "provision.ini", [host], key, {})
+        run = run_playbook(inventory, {**extra_vars, "cpppo_fleet_service": "false"})
+        if run.returncode != 0:
+            raise RuntimeError(f"provisioning {host.name} failed:\n{run.output[-4000:]}")
+        host.container.exec_run(["rm", "-f", "/root/.ssh/authorized_keys", f"{HOME}/fleet.toml"])
+        image = host.container.commit(repository="cpppo-fleet/labhost-provisioned",
+                                      tag=f"test-{os.getpid()}-{time.monotonic_ns()}",
+                                      conf={"Labels": {LABEL: str(os.getpid())}})
+        return image.id, run
+    finally:
+        remove_labhosts([host])
 
 
 def authorize(container, public_key: Path) -> None:
@@ -218,12 +268,9 @@ class PlaybookRun:
 
     def recap(self) -> dict[str, dict[str, int]]:
         """The PLAY RECAP: host -> {ok, changed, unreachable, failed, ...}."""
-        result = {}
-        for line in self.output.split("PLAY RECAP", 1)[-1].splitlines():
-            match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
-            if match:
-                result[match[1]] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match[2])}
-        return result
+        from fleet.lab import playbook_recap
+
+        return playbook_recap(self.output)
 
     def changed_tasks(self) -> list[str]:
         """The names of the tasks that reported a change (for messages)."""
@@ -275,3 +322,42 @@ count = {modbus}
 name = "{name}-pump{{n}}"
 registers = ["40001-40010=7"]
 """
+
+
+@contextmanager
+def ssh_tunnel(address: str, key: Path, host: str, port: int, timeout: float = 60.0) -> Iterator[int]:
+    """A local port on 127.0.0.1 forwarded over SSH through the lab host at ``address`` to
+    ``host:port`` as the lab host sees it (a device on a docker bridge inside a VM, say); the
+    ``ssh`` process is stopped by its pid afterwards."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local = probe.getsockname()[1]
+    proc = subprocess.Popen(["ssh", *SSH_OPTIONS, "-i", str(key), "-N", "-o", "ExitOnForwardFailure=yes",
+                             "-L", f"127.0.0.1:{local}:{host}:{port}", f"root@{address}"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ssh -L to {host}:{port} via {address}: {proc.stderr.read().decode()}")
+            try:
+                socket.create_connection(("127.0.0.1", local), timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"ssh -L to {host}:{port} via {address}: no local port") from None
+                time.sleep(0.3)
+        yield local
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM to ``proc`` (by its pid), SIGKILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)

@@ -86,11 +86,12 @@ class LabVm:
 
 
 def start_vm(network: LabNetwork, address: ipaddress.IPv4Address, work: Path, vm_dir: Path = VM_DIR,
-             memory: int = 1024, ssh_timeout: float = 600.0) -> LabVm:
-    """Boot a copy-on-write overlay of the disk on a new tap in ``network``'s bridge at ``address``."""
+             memory: int = 1024, ssh_timeout: float = 600.0, disk: Path | None = None) -> LabVm:
+    """Boot a copy-on-write overlay of the disk (``vm_dir``'s, or ``disk``, booted with
+    ``vm_dir``'s kernel) on a new tap in ``network``'s bridge at ``address``."""
     accelerator = "kvm" if kvm_boots(vm_dir) else "tcg"
     overlay = work / f"vm-{address}.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(vm_dir / "disk.qcow2"),
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk or vm_dir / "disk.qcow2"),
                     "-F", "qcow2", str(overlay)], check=True, timeout=60)
     tap = f"tcpf{os.getpid() % 100000}{int(address) % 256}"[:15]
     subprocess.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], check=True, timeout=30)

@@ -124,8 +124,10 @@ TYPE_NAMES = ["BOOL", "SINT", "INT", "DINT", "LINT", "USINT", "UINT", "UDINT", "
 TYPED_TAGS = [f"A_{name}={name}[{n}]" for n, name in enumerate(TYPE_NAMES, start=2)] + [
     "D=DINT", "L=LINT", "I=INT", "R=REAL", "Str=STRING[2]",
     "Program:Main.Speed=REAL", "Program:Main.Counts=DINT[5]", "Program:Aux.Name=STRING"]
-PYCOMM3_TYPE = {"SSTRING": "SHORT_STRING"}
-PYLOGIX_TYPE = {"ULINT": "LWORD", "SSTRING": "STRING", "STRING": "ASCIISTRING82"}  # pylogix's own names
+PYCOMM3_TYPE = {"SSTRING": "SHORT_STRING", "BOOL": "DWORD"}  # BOOL[2] is held (and listed) as Logix does:
+PYLOGIX_TYPE = {"ULINT": "LWORD", "SSTRING": "STRING", "STRING": "ASCIISTRING82",  # DWORD[1]
+                "BOOL": "DWORD"}  # pylogix's own names
+LISTED = {"BOOL": 1}  # the elements listed, where not the declared length
 
 
 @pytest.fixture(scope="module", params=[(20, 11), (32, 11)], ids=["v20-symbolic", "v32-instance-ids"])
@@ -181,8 +183,9 @@ def test_pycomm3_tag_list_types_dimensions_and_programs(typed_server):
         tags = {t["tag_name"]: t for t in plc.get_tag_list()}
         for n, name in enumerate(TYPE_NAMES, start=2):
             tag = tags[f"A_{name}"]
+            listed = [LISTED.get(name, n), 0, 0]
             assert (tag["data_type_name"], tag["dim"], tag["dimensions"]) == (PYCOMM3_TYPE.get(name, name), 1,
-                                                                             [n, 0, 0]), name
+                                                                             listed), name
             assert tag["tag_type"] == ("struct" if name == "STRING" else "atomic")
         assert (tags["D"]["dim"], tags["D"]["dimensions"]) == (0, [0, 0, 0])
         assert not any(name.startswith("Program:") for name in tags)
@@ -232,7 +235,8 @@ def test_pylogix_tag_list_with_programs(typed_server):
         tags = {t.TagName: t for t in listing.Value}
         for n, name in enumerate(TYPE_NAMES, start=2):
             tag = tags[f"A_{name}"]
-            assert (tag.DataType, tag.Array, tag.Size) == (PYLOGIX_TYPE.get(name, name), 1, n), name
+            expected = (PYLOGIX_TYPE.get(name, name), 1, LISTED.get(name, n))
+            assert (tag.DataType, tag.Array, tag.Size) == expected, name
         assert (tags["D"].DataType, tags["D"].Array, tags["D"].Size) == ("DINT", 0, 0)
         assert {"Program:Main", "Program:Aux"} <= set(tags)
         assert (tags["Program:Main.Counts"].DataType, tags["Program:Main.Counts"].Size) == ("DINT", 5)

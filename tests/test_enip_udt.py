@@ -70,7 +70,6 @@ def test_values_encode_and_decode_round_trip():
     (["Motor={A:DINT,a:REAL}"], "duplicate member 'a'"),
     (["Motor={A:DINT}", "Motor={B:DINT}"], "already defined"),
     (["Self={Me:Self}"], "member 'Me' has unknown type 'Self'"),  # recursion cannot be written
-    (["Motor={Bits:BOOL[8]}"], "BOOL arrays in a structure"),
     (["Motor={A:DINT[2,2]}"], "members have one dimension"),
 ])
 def test_bad_definitions_are_named(udts, message):

@@ -166,6 +166,7 @@ FLEET_WRONG_TYPES: dict[str, list[Any]] = {
     "health_concurrency": [0, 1.5], "health_retention": [-1, "9"], "devices_per_worker": [0, []],
     "prefix_length": [7, 33, "32"], "interface": [5], "docker_network": ["host"],
     "docker_subnet": ["10.0.0.0/99", 5], "docker_memory": ["lots", 64],
+    "docker_bridge_prefix": [21, 29, "27", True],
 }
 BAD_TAGS = ["Speed=FLOAT", "X@1/2=INT", "1X=INT", "X=INT[0]", "X=INT[70000]", "", "X", "=INT",
             "SCADA=INT[100]\nY=INT", "X@a/b/c=INT"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import random
 import signal
@@ -75,12 +76,13 @@ def remove_labelled(client, test_id: str) -> None:
             client.api.remove_network(net["Id"])
 
 
-def fleet_plan(name: str, pool: str, image: str, extra: str = "", enip: int = 2, modbus: int = 2) -> Plan:
+def fleet_plan(name: str, pool: str | list[str], image: str, extra: str = "", enip: int = 2,
+               modbus: int = 2) -> Plan:
     return expand(parse(f"""
 [fleet]
 name = "{name}"
 backend = "docker"
-address_pool = "{pool}"
+address_pool = {json.dumps(pool)}
 docker_image = "{image}"
 health_interval = 1.0
 {extra}
@@ -116,10 +118,10 @@ def device_image(docker_client) -> str:
 
 
 @contextlib.contextmanager
-def docker_fleet(client, state_dir: Path, plan: Plan) -> Iterator[DockerBackend]:
+def docker_fleet(client, state_dir: Path, plan: Plan, healthcheck: float = 2.0) -> Iterator[DockerBackend]:
     """A DockerBackend labelled for this test; whatever it created is removed afterwards."""
     test_id = uuid.uuid4().hex[:12]
-    backend = DockerBackend(plan, state_dir, labels={TEST_LABEL: test_id}, healthcheck=2.0)
+    backend = DockerBackend(plan, state_dir, labels={TEST_LABEL: test_id}, healthcheck=healthcheck)
     try:
         yield backend
     finally:
@@ -294,6 +296,51 @@ def test_down_leaves_no_container_or_network(bridge_fleet, docker_client, device
     assert docker_client.api.networks(filters=label) == []
     assert backend.status() == {}
     backend.down()  # idempotent
+
+
+# -- many small bridges, started in parallel -------------------------------------------------------
+@pytest.mark.timeout(900)  # 13 containers on a 2-core machine that other suites load heavily
+def test_twelve_containers_on_three_bridges_start_in_parallel_and_down_leaves_nothing(
+        docker_client, device_image, tmp_path) -> None:
+    """12 single-device containers over three /28 bridges, started three at a time (one per
+    bridge): all healthy, each on its own block's bridge; after ``down`` none of the containers
+    or networks exists any more, looked up by the ids docker gave them (a wrong endpoint count,
+    moby#17217, would leave a network behind "with active endpoints")."""
+    import docker.errors
+
+    block = ipaddress.IPv4Network(free_subnet(docker_client, "172.29.0.0/16"))
+    pool = [f"{block[base + 1]}-{block[base + 4]}" for base in (0, 16, 32)]
+    name = f"t{uuid.uuid4().hex[:8]}"
+    plan = fleet_plan(name, pool, device_image, "docker_bridge_prefix = 28", enip=6, modbus=6)
+    # Docker's own probes (a Python process each) seldom: not 13 of them every 2 s on 2 cores
+    with docker_fleet(docker_client, tmp_path / name, plan, healthcheck=300.0) as backend:
+        assert [n.subnet for n in backend.networks] == [f"{block[base]}/28" for base in (0, 16, 32)]
+        seen: set[str] = set()
+        applied = backend.up(progress=lambda done, total, what: seen.add(what))
+        assert {"creating containers", "starting containers"} <= seen
+        failing = [r for r in wait_all_healthy(applied.devices, timeout=240.0) if not r.ok]
+        assert failing == [], (failing, failing and backend.logs(applied.device(failing[0].device).worker))
+        label = {"label": [f"cpppo-fleet.fleet={name}"]}
+        containers = docker_client.api.containers(all=True, filters=label)
+        networks = docker_client.api.networks(filters=label)
+        assert len(containers) == 13 and len(networks) == 3  # the poller is on all three
+        for c in containers:
+            attached = c["NetworkSettings"]["Networks"]
+            if c["Labels"].get("cpppo-fleet.role") == "health":
+                assert sorted(attached) == [f"{name}-net{i}" for i in range(3)]
+                continue
+            (network, settings), = attached.items()
+            device = applied.device(c["Labels"]["cpppo-fleet.device"])
+            assert ipaddress.IPv4Address(device.host) in ipaddress.IPv4Network(
+                backend.networks[int(network.rsplit("net", 1)[1])].subnet)
+            assert settings["IPAddress"] == device.host
+        backend.down()
+        for c in containers:
+            with pytest.raises(docker.errors.NotFound):
+                docker_client.api.inspect_container(c["Id"])
+        for net in networks:
+            with pytest.raises(docker.errors.NotFound):
+                docker_client.api.inspect_network(net["Id"])
 
 
 # -- several devices per container ----------------------------------------------------------------

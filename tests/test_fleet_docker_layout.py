@@ -36,10 +36,17 @@ def test_one_container_per_device_by_default() -> None:
     assert not any(c.extra_addresses for c in specs)
 
 
-def test_a_large_fleet_spreads_over_bridges_of_at_most_1022_addresses() -> None:
-    plan = plan_of('address_pool = "172.30.0.0/16"', count=2500)
+@pytest.mark.parametrize(("prefix", "count", "first", "per"), [
+    ("docker_bridge_prefix = 22", 2500, ["172.30.0.0/22", "172.30.4.0/22", "172.30.8.0/22"], 1020),
+    ("", 300, ["172.30.0.0/27", "172.30.0.32/27", "172.30.0.64/27"], 28),  # the default: /27
+    ("docker_bridge_prefix = 28", 30, ["172.30.0.0/28", "172.30.0.16/28", "172.30.0.32/28"], 12),
+])
+def test_a_large_fleet_spreads_over_bridges_of_the_prefix(prefix: str, count: int, first: list[str],
+                                                          per: int) -> None:
+    plan = plan_of(f'address_pool = "172.30.0.0/16"\n{prefix}', count=count)
     nets = networks(plan)
-    assert [n.subnet for n in nets] == ["172.30.0.0/22", "172.30.4.0/22", "172.30.8.0/22"]
+    assert [n.subnet for n in nets][:3] == first
+    assert len(nets) == -(-count // per)  # every block full but the last
     device_hosts = {d.host for d in plan.devices}
     for net in nets:
         subnet = ipaddress.IPv4Network(net.subnet)
@@ -49,7 +56,19 @@ def test_a_large_fleet_spreads_over_bridges_of_at_most_1022_addresses() -> None:
     for c in containers(plan, nets):
         (network, _), = c.endpoints
         per_net[network] = per_net.get(network, 0) + 1
-    assert max(per_net.values()) <= 1022 and sum(per_net.values()) == 2500
+    assert max(per_net.values()) == per and sum(per_net.values()) == count
+
+
+def test_bridge_prefix_is_checked_and_ranges_must_fit_one_bridge() -> None:
+    for bad in (21, 29, "27", True):
+        with pytest.raises(ConfigError, match="docker_bridge_prefix") as info:
+            plan_of(f'address_pool = "172.30.0.0/16"\ndocker_bridge_prefix = {bad!r}'.replace("'", '"')
+                    .replace("True", "true"))
+        assert info.value.key == "docker_bridge_prefix"
+    with pytest.raises(BackendError, match="wider than one /27 bridge"):
+        networks(plan_of('address_pool = "172.30.0.1-172.30.0.40"'))
+    (net,) = networks(plan_of('address_pool = "172.30.0.1-172.30.0.40"\ndocker_bridge_prefix = 24'))
+    assert net.subnet == "172.30.0.0/24"
 
 
 def test_grouped_containers_add_their_other_addresses_and_span_blocks() -> None:
@@ -64,7 +83,7 @@ def test_grouped_containers_add_their_other_addresses_and_span_blocks() -> None:
 @pytest.mark.parametrize(("fleet", "message"), [
     ('address_pool = "172.30.0.0/24"\ndocker_subnet = "127.61.0.0/24"', "is loopback"),
     ('address_pool = "172.30.1.0/24"\ndocker_subnet = "172.31.0.0/24"', "outside the docker subnet"),
-    ('address_pool = "172.30.3.1-172.30.4.9"', "is a range; give docker_subnet"),
+    ('address_pool = "172.30.3.1-172.30.4.9"', "is a range wider than one /27 bridge; give docker_subnet"),
     ('address_pool = "172.30.1.0/30"', "no free address left"),
 ])
 def test_addressing_problems_are_one_line_errors(fleet: str, message: str) -> None:

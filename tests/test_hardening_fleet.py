@@ -100,8 +100,8 @@ def test_worker_serves_with_its_limits_and_caps_its_devices_together():
 def test_worker_cap_never_exceeds_what_its_descriptors_allow():
     from fleet.worker import connection_cap
 
-    assert connection_cap(0, 10, fd_limit=4096) == 4096 - 20 - 64
-    assert connection_cap(100_000, 10, fd_limit=4096) == 4096 - 20 - 64
-    assert connection_cap(50, 10, fd_limit=4096) == 50
+    assert connection_cap(0, 20, fd_limit=4096) == 4096 - 20 - 64  # 10 ENIP devices: TCP and UDP each
+    assert connection_cap(100_000, 20, fd_limit=4096) == 4096 - 20 - 64
+    assert connection_cap(50, 20, fd_limit=4096) == 50
     with socket.socket():  # a sanity check that the default reads this process's limit
         assert connection_cap(0, 0) > 16

@@ -2,22 +2,21 @@
 docker build (from the local lab-host image, provisioned over SSH by the labhost role) makes an
 image whose container boots the fleet under systemd, checked with testinfra and pycomm3.
 
-The qemu build needs the offline-built VM disk (tests/test_lab_vm.py).
+The qemu build (from the offline-built VM disk) is tests/test_lab_packer_qemu.py.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from fleet.config import load
 from fleet.plan import expand
+from tests.lab_box import TEMPLATE, packer
 from tests.lab_targets import (
     ROOT,
     SSH_OPTIONS,
@@ -30,16 +29,8 @@ from tests.lab_targets import (
     start_labhosts,
 )
 
-TEMPLATE = ROOT / "packer" / "cpppo-fleet.pkr.hcl"
 needs_packer = pytest.mark.skipif(shutil.which("packer") is None,
                                   reason="packer not installed (apt-get install packer: Debian's 1.6.6)")
-
-
-def packer(args: list[str], cwd: Path, timeout: float = 900.0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PACKER_CACHE_DIR": str(cwd / "packer_cache"), "CHECKPOINT_DISABLE": "1",
-           "PACKER_NO_COLOR": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run(["packer", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
 
 
 @needs_packer

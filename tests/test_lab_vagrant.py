@@ -3,18 +3,15 @@ with Vagrant's docker provider ``vagrant up`` brings up a lab host that the labh
 provisions from this machine over SSH (no get-pip, no index: the wheelhouse is built here);
 testinfra and third-party clients check it; ``vagrant destroy`` leaves no container behind.
 
-The libvirt provider (a VM of the offline-built box) is exercised in tests/test_lab_vm.py.
+The libvirt provider (a VM of the box packer builds) is exercised in tests/test_lab_libvirt.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -23,27 +20,17 @@ from fleet.plan import expand
 from tests.lab_targets import (
     ROOT,
     SSH_OPTIONS,
+    VAGRANT_DIR,
     ansible_playbook_command,
     build_labhost_image,
     lab_fleet_toml,
     lab_network,
     ssh_keypair,
+    vagrant,
 )
 
-VAGRANT_DIR = ROOT / "vagrant"
 needs_vagrant = pytest.mark.skipif(shutil.which("vagrant") is None,
                                    reason="vagrant not installed (apt-get install vagrant: Debian's 2.3.4)")
-
-
-def vagrant(args: list[str], work: Path, env: dict[str, str] | None = None,
-            timeout: float = 900.0) -> subprocess.CompletedProcess:
-    """``vagrant`` on vagrant/Vagrantfile with its state (.vagrant/, boxes) under ``work``."""
-    full = {**os.environ, "VAGRANT_CWD": str(VAGRANT_DIR), "VAGRANT_DOTFILE_PATH": str(work / "dot"),
-            "VAGRANT_HOME": str(work / "home"), "VAGRANT_CHECKPOINT_DISABLE": "1",
-            "VAGRANT_NO_COLOR": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-            **(env or {})}
-    return subprocess.run(["vagrant", *args], cwd=work, env=full, capture_output=True, text=True,
-                          timeout=timeout, check=False)
 
 
 @needs_vagrant

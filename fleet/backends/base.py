@@ -20,6 +20,16 @@ from fleet.plan import Plan
 from fleet.states import ProcessState
 
 HEALTH_PROGRAM = "health"  # the name of the health poller among a backend's programs
+
+
+def health_programs(shards: int) -> list[str]:
+    """The health poller's programs: ``health`` (it serves the fleet page too), and past one
+    process's open-files limit ``health-1``, ``health-2``, ... (each polls its share).
+
+    >>> health_programs(1), health_programs(3)
+    (['health'], ['health', 'health-1', 'health-2'])
+    """
+    return [HEALTH_PROGRAM] + [f"{HEALTH_PROGRAM}-{k}" for k in range(1, shards)]
 START_TIMEOUT = 120.0  # seconds for every program to be running
 
 # progress(done, total, what): backends report long operations through this; the CLI draws it
@@ -57,6 +67,14 @@ class StateDir:
     logs = property(lambda self: self.root / "logs")
     workers = property(lambda self: self.root / "workers")  # one spec JSON per worker
     addresses = property(lambda self: self.root / "addresses.json")  # alias addresses we added
+
+    def plan_key(self) -> tuple[int, int, int] | None:
+        """plan.json's identity and version (inode, mtime, size); None when there is none."""
+        try:
+            st = self.plan.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
 
     def worker_spec(self, worker: str) -> Path:
         return self.workers / f"{worker}.json"
@@ -107,6 +125,7 @@ class Backend(ABC):
         self.plan = plan
         self.state = StateDir(state_dir)
         self.interrupted: dict[str, tuple[str, ...]] = {}  # by the last up(): worker -> its devices
+        self._applied: tuple[tuple[int, int, int], Plan | None] | None = None  # plan.json, as last read
 
     def interrupts(self, before: Plan | None, workers: set[str]) -> None:
         """Note that ``up`` restarts these workers: the devices they served (in the plan
@@ -148,7 +167,8 @@ class Backend(ABC):
             raise BackendError(f"--only {' '.join(selection or [])}: no device matches")
         names = {d.worker for d in devices}
         workers = tuple(w for w in self.plan.workers if w.name in names)
-        return replace(self.plan, devices=devices, workers=workers), selection  # the rest as planned
+        digest = self.plan.digest if len(devices) == len(self.plan.devices) else ""  # the whole plan?
+        return replace(self.plan, devices=devices, workers=workers, digest=digest), selection
 
     def write_applied(self, applied: Plan) -> None:
         """Record the plan being brought up (the health poller follows it)."""
@@ -201,6 +221,12 @@ class Backend(ABC):
         return lines[-1] if lines else "(no output; see `cpppo-fleet logs`)"
 
     def applied_plan(self) -> Plan | None:
-        """The plan last brought up (selected devices only), or None."""
-        data = read_json(self.state.plan)
-        return Plan.from_json(data) if isinstance(data, dict) else None
+        """The plan last brought up (selected devices only), or None; read again only when
+        plan.json changed (100,000 devices take a second to read)."""
+        key = self.state.plan_key()
+        if key is None:
+            return None
+        if self._applied is None or self._applied[0] != key:
+            data = read_json(self.state.plan)
+            self._applied = (key, Plan.from_json(data) if isinstance(data, dict) else None)
+        return self._applied[1]

@@ -18,17 +18,18 @@ from pathlib import Path
 import fleet.backends.supervisor_conf as supervisor_conf
 from fleet import addresses
 from fleet.backends.base import (
-    HEALTH_PROGRAM,
     Backend,
     BackendError,
     ProgramStatus,
     Progress,
+    health_programs,
     no_progress,
     read_json,
     write_atomic,
 )
 from fleet.backends.lock import state_lock
-from fleet.plan import Plan
+from fleet.limits import poller_shards
+from fleet.plan import Plan, devices_to_json
 from fleet.states import ProcessState
 from fleet.store import Store, StoreError
 
@@ -103,13 +104,13 @@ class ProcessBackend(Backend):
             spec = {
                 "worker": worker.name,
                 "state_dir": str(self.state.root),
-                "devices": [d.to_json() for d in applied.worker_devices(worker.name)],
+                **devices_to_json(applied.worker_devices(worker.name)),  # options once, a row a device
                 "max_connections": applied.fleet.worker_max_connections,
             }
             events = self.plan.fault_events(worker.name)  # over the whole fleet: as planned
             if events:
                 spec["fault_events"] = events
-            text = json.dumps(spec, indent=1, sort_keys=True)
+            text = json.dumps(spec, sort_keys=True, separators=(",", ":"))  # compact: 100,000 devices
             path = self.state.worker_spec(worker.name)
             digest = hashlib.sha1(text.encode()).hexdigest()[:16]
             if worker.name in kept and running and _grows(read_json(path), json.loads(text)):
@@ -173,7 +174,8 @@ class ProcessBackend(Backend):
             if info["statename"] in _IDLE:
                 with contextlib.suppress(xmlrpc.client.Fault):
                     rpc.startProcess(info["name"], False)
-        self.wait_running([w.name for w in applied.workers] + [HEALTH_PROGRAM], progress)
+        pollers = health_programs(poller_shards(len(applied.devices)))
+        self.wait_running([w.name for w in applied.workers] + pollers, progress)
         rpc = self._rpc()
         for name in grown:  # serve the devices added to their specs, the others untouched
             with contextlib.suppress(xmlrpc.client.Fault):
@@ -346,12 +348,30 @@ def _alive(pid: int) -> bool:
         return False
 
 
+_DEVICE_KEYS = ("devices", "options", "columns", "rows")  # its devices: fleet.plan.devices_to_json
+
+
+def _spec_devices(spec: dict) -> dict[str, object] | None:
+    """A worker spec's devices by name, each with its options written out (None: not a spec)."""
+    try:
+        if isinstance(spec.get("rows"), list):
+            options = spec["options"]
+            at = spec["columns"].index("options")
+            return {row[0]: [*row[:at], options[row[at]], *row[at + 1:]] for row in spec["rows"]}
+        return {d["name"]: d for d in spec["devices"]}
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return None
+
+
 def _grows(old: object, new: dict) -> bool:
     """Whether worker spec ``new`` only adds devices to ``old`` (every other key, and every
     device already there, unchanged)."""
-    if not isinstance(old, dict) or not isinstance(old.get("devices"), list):
+    if not isinstance(old, dict):
         return False
-    if {k: v for k, v in old.items() if k != "devices"} != {k: v for k, v in new.items() if k != "devices"}:
+    before, after = _spec_devices(old), _spec_devices(new)
+    if before is None or after is None:
         return False
-    added = {d["name"]: d for d in new["devices"]}
-    return all(added.get(d.get("name")) == d for d in old["devices"]) and len(added) > len(old["devices"])
+    if {k: v for k, v in old.items() if k not in _DEVICE_KEYS} != \
+            {k: v for k, v in new.items() if k not in _DEVICE_KEYS}:
+        return False
+    return all(after.get(name) == d for name, d in before.items()) and len(after) > len(before)

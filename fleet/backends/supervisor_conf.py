@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import resource
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fleet.backends.base import HEALTH_PROGRAM, StateDir
+from fleet.backends.base import StateDir, health_programs
+from fleet.limits import nofile_limit, poller_shards
 
 MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes
 
@@ -31,10 +31,9 @@ def conf_path(state: StateDir) -> Path:
 
 
 def min_fds(devices: int) -> int:
-    """File descriptors supervisord (and so its children) should have: plenty, within the hard limit."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max(4096, 4 * devices + 1024)
-    return want if hard == resource.RLIM_INFINITY else min(want, hard)
+    """File descriptors supervisord (and so its children) should have: plenty, within the limit
+    (each child raises its own soft limit to it again: fleet.limits)."""
+    return min(max(4096, 4 * devices + 1024), nofile_limit())
 
 
 def render(state: StateDir, fleet_name: str, workers: Sequence[tuple[str, str]], devices: int,
@@ -71,7 +70,10 @@ def render(state: StateDir, fleet_name: str, workers: Sequence[tuple[str, str]],
     ]
     programs = [(name, f"{python} -m fleet.worker {state.worker_spec(name)}", digest)
                 for name, digest in workers]
-    programs.append((HEALTH_PROGRAM, f"{python} -m fleet.health {root}", ""))
+    shards = poller_shards(devices)
+    for k, name in enumerate(health_programs(shards)):
+        shard = f" --shard {k}/{shards}" if shards > 1 else ""
+        programs.append((name, f"{python} -m fleet.health{shard} {root}", ""))
     for name, command, digest in programs:
         lines += [
             f"[program:{name}]",

@@ -6,13 +6,18 @@ from pathlib import Path
 
 import typer
 
+from fleet.cli import multihost
 from fleet.cli.common import FLEET_FILE, STATE_DIR, ProgressBar, backend_for, fail
+from fleet.hosts import is_multihost
 
 
 def down(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR) -> None:
     """Stop every worker, the health poller and the supervisor; remove sockets and added addresses."""
     from fleet.backends import BackendError
 
+    if is_multihost(path):
+        multihost.refuse("--state-dir", state_dir)
+        return multihost.down(path)
     plan, backend = backend_for(path, state_dir)
     with ProgressBar() as progress:
         try:

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import typer
 
+from fleet.cli import multihost
 from fleet.cli.common import EXIT_CONFIG, EXIT_FAILED, FLEET_FILE, STATE_DIR, fail, load_plan, state_dir_for
+from fleet.hosts import is_multihost
 
 WORDS = typer.Argument(None, metavar="PATTERN KIND [ARG] [FLEET_FILE]",
                        help="Devices (a glob), the fault kind and its argument.")
@@ -48,6 +50,9 @@ def fault(words: list[str] = WORDS,
     from fleet.control import control_dir
 
     args, path = _split(words)
+    if is_multihost(path):
+        multihost.refuse("--state-dir", state_dir)
+        return multihost.fault(path, args, clear, duration, seed)
     plan = load_plan(path)
     state = state_dir_for(path, plan, state_dir)
     control = control_dir(state)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from fleet.cli import multihost
 from fleet.cli.common import EXIT_CONFIG, FLEET_FILE, STATE_DIR, backend_for, command_hint, fail
+from fleet.hosts import is_multihost
 
 
 def logs(device: str = typer.Argument(..., help="A device name, a worker name (w000) or 'health'."),
@@ -15,8 +17,11 @@ def logs(device: str = typer.Argument(..., help="A device name, a worker name (w
     """Print the last lines of the log of the worker hosting DEVICE."""
     from fleet.backends.base import HEALTH_PROGRAM
 
+    if is_multihost(path):
+        multihost.refuse("--state-dir", state_dir)
+        return multihost.logs(path, device, lines)
     plan, backend = backend_for(path, state_dir)
-    workers = {w.name for w in plan.workers} | {HEALTH_PROGRAM}
+    workers = {w.name for w in plan.workers} | {HEALTH_PROGRAM} | set(backend.status())
     if device in workers:
         program = device
     else:

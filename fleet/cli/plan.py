@@ -7,15 +7,24 @@ from pathlib import Path
 
 import typer
 
+from fleet.cli import multihost
 from fleet.cli.common import FLEET_FILE, load_plan
+from fleet.hosts import is_multihost
 
 
 def plan(path: Path = FLEET_FILE,
          as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON.")) -> None:
-    """Validate fleet.toml and print the expanded plan (device, kind, IP:port, worker); starts nothing."""
+    """Validate fleet.toml and print the expanded plan (device, kind, IP:port, worker; the host of
+    each in a multi-host fleet); starts nothing."""
+    if is_multihost(path):
+        return multihost.plan(path, as_json)
     fleet_plan = load_plan(path)
     if as_json:
-        typer.echo(json.dumps(fleet_plan.to_json(), indent=1))
+        data = fleet_plan.to_json()  # a device per object (plan.json's rows are for programs)
+        for key in ("options", "columns", "rows"):
+            data.pop(key)
+        data["devices"] = [d.to_json() for d in fleet_plan.devices]
+        typer.echo(json.dumps(data, indent=1))
         return
     width = max(len(d.name) for d in fleet_plan.devices)
     kinds = max(6, *(len(d.kind) for d in fleet_plan.devices))
@@ -32,6 +41,8 @@ def plan(path: Path = FLEET_FILE,
 
 def validate(path: Path = FLEET_FILE) -> None:
     """Validate fleet.toml; print a one-line summary (exit 2 with the error otherwise)."""
+    if is_multihost(path):
+        return typer.echo(multihost.summary(multihost.load(path)))
     typer.echo(_summary(load_plan(path)))
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from fleet.cli import multihost
 from fleet.cli.common import EXIT_CONFIG, FLEET_FILE, STATE_DIR, ProgressBar, backend_for, fail
+from fleet.hosts import is_multihost
 
 PATTERN = typer.Argument(..., help="Glob over device names (or a worker name, or 'health').")
 
@@ -17,10 +19,14 @@ def restart(pattern: str = PATTERN,
     from fleet.backends import BackendError
     from fleet.backends.base import HEALTH_PROGRAM
 
+    if is_multihost(path):
+        multihost.refuse("--state-dir", state_dir)
+        return multihost.restart(path, pattern)
     plan, backend = backend_for(path, state_dir)
     applied = backend.applied_plan()
-    if pattern == HEALTH_PROGRAM:
-        programs = [HEALTH_PROGRAM]
+    if pattern == HEALTH_PROGRAM:  # and its shards
+        programs = sorted(p for p in backend.status()
+                          if p == HEALTH_PROGRAM or p.startswith(f"{HEALTH_PROGRAM}-")) or [HEALTH_PROGRAM]
     else:
         devices = (applied or plan).select([pattern])
         if not devices:

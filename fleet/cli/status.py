@@ -9,14 +9,22 @@ from pathlib import Path
 
 import typer
 
+from fleet.cli import multihost
 from fleet.cli.common import EXIT_FAILED, FLEET_FILE, STATE_DIR, backend_for, command_hint, fail
-from fleet.cli.table import device_table, ms
+from fleet.cli.table import LISTED, SUMMARY_ABOVE, device_table, ms, summary_tables
+from fleet.hosts import is_multihost
 
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
 WATCH = typer.Option(False, "--watch", "-w", help="Refresh a live table in place (Ctrl-C ends it), "
                                                   "worst devices first.")
 INTERVAL = typer.Option(1.0, "--interval", min=0.1, help="Seconds between --watch refreshes.")
 COUNT = typer.Option(0, "--count", min=0, help="Stop --watch after this many refreshes (0: never).")
+ALL = typer.Option(False, "--all", "-a", help=f"A row for every device, however many (past {SUMMARY_ABOVE} "
+                                              "devices, status prints a summary instead).")
+ONLY = typer.Option(None, "--only", metavar="PATTERN",
+                    help="Rows for the devices matching this glob (or a worker's name); repeatable.")
+STATES = typer.Option(None, "--state", metavar="STATE",
+                      help="Rows for the devices in this state (healthy, down, faulted, ...); repeatable.")
 
 
 def _collect(plan, backend, quiet: bool = False):  # -> (programs, reports, starts, faults, orphans)
@@ -35,7 +43,8 @@ def _collect(plan, backend, quiet: bool = False):  # -> (programs, reports, star
     elif programs and backend.state.database.exists():
         try:
             with Store(backend.state.database) as store:
-                history, starts, unserved = store.history(), store.starts(), store.serve_errors()
+                history = store.history(latencies=False)
+                starts, unserved = store.starts(), store.serve_errors()
         except StoreError as exc:
             if not quiet:
                 typer.echo(f"cpppo-fleet: {exc} (no health results to show; the health poller starts "
@@ -49,14 +58,21 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
            faults_ok: bool = typer.Option(False, "--faults-ok",
                                           help="Injected faults do not count: exit 0 when every device "
                                                "is healthy or faulted on purpose."),
-           watch: bool = WATCH, interval: float = INTERVAL, count: int = COUNT) -> None:
+           watch: bool = WATCH, interval: float = INTERVAL, count: int = COUNT,
+           show_all: bool = ALL, only: list[str] | None = ONLY, states: list[str] | None = STATES) -> None:
     """Per device: state, IP:port, worker, uptime, restarts, last health result and latency
-    (last, p50, p99), injected fault; exit 0 only when every device is healthy.  ``--watch``:
-    a live table, worst devices first."""
+    (last, p50, p99), injected fault; exit 0 only when every device is healthy.  Past
+    100 devices: counts by state, kind and worker, and the devices not healthy
+    (``--all``, ``--only``, ``--state`` ask for rows).  ``--watch``: a live table, worst first."""
     from fleet.report import summary
     from fleet.states import DeviceState
     from fleet.web.serve import read_web
 
+    if is_multihost(path):
+        multihost.refuse("--watch", watch)
+        multihost.refuse("--state-dir", state_dir)
+        return multihost.status(path, as_json, faults_ok)
+    wanted = _check_states(states)
     plan, backend = backend_for(path, state_dir)
     if watch:
         from fleet.cli.watch import watch as live
@@ -84,14 +100,17 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
             **((read_web(backend.state.root) or {}) if programs else {}),
             "programs": {n: {"state": p.state.value, "pid": p.pid, "started": p.started}
                          for n, p in programs.items()},
-            "devices": _with_io(plan, backend, reports) if programs else [r.to_json() for r in reports],
+            "devices": DEVICES_MARK,
             "faults": {name: {**f.to_dict(), "describe": f.describe()}
                        for name, f in sorted(injected.items())},
-        }, indent=1))
+        }, indent=1).replace(f'"{DEVICES_MARK}"', _json_rows(
+            _device_json(plan, backend, programs, select_reports(reports, only, wanted)))))
+    elif show_all or only or wanted or len(reports) <= SUMMARY_ABOVE:
+        _table(plan.fleet.name, select_reports(reports, only, wanted), line)
     else:
-        _table(plan.fleet.name, reports, line)
-        if notice:
-            typer.echo(f"cpppo-fleet: {notice}", err=True)
+        _summary(plan.fleet.name, reports, line, command_hint(path, state_dir))
+    if notice and not as_json:
+        typer.echo(f"cpppo-fleet: {notice}", err=True)
     fine = {DeviceState.HEALTHY, DeviceState.FAULTED} if faults_ok else {DeviceState.HEALTHY}
     if orphans or not all(r.state in fine for r in reports):
         raise typer.Exit(EXIT_FAILED)
@@ -123,12 +142,66 @@ def _check_now(plan, programs) -> dict:
     return {r.device: DeviceHistory(r, (r.latency,) if r.ok else ()) for r in results}
 
 
-def _table(name: str, reports, line: str) -> None:
+DEVICES_MARK = "@devices@"  # replaced by the device rows, one compact line each (quick at 100,000)
+
+
+def _device_json(plan, backend, programs, reports) -> list[dict]:
+    return _with_io(plan, backend, reports) if programs else [r.to_json() for r in reports]
+
+
+def _json_rows(rows: list[dict]) -> str:
+    if not rows:
+        return "[]"
+    return "[\n" + ",\n".join(json.dumps(row, separators=(",", ":")) for row in rows) + "\n ]"
+
+
+def _check_states(states: list[str] | None) -> set:
+    from fleet.states import DeviceState
+
+    known = {s.value: s for s in DeviceState}
+    for state in states or ():
+        if state not in known:
+            raise typer.BadParameter(f"{state!r} is not a device state (one of {', '.join(known)})",
+                                     param_hint="--state")
+    return {known[s] for s in states or ()}
+
+
+def select_reports(reports, only: list[str] | None, states: set):
+    """The reports matching any ``only`` glob (device name, or worker name) and in any of
+    ``states`` (each: all when empty)."""
+    import fnmatch
+
+    return [r for r in reports
+            if (not only or any(fnmatch.fnmatchcase(r.name, p) or r.worker == p for p in only))
+            and (not states or r.state in states)]
+
+
+def _console():
     from rich.console import Console
 
-    console = Console(width=max(140, Console().width))
+    return Console(width=max(140, Console().width))
+
+
+def _table(name: str, reports, line: str) -> None:
+    console = _console()
     console.print(device_table(name, reports))
     console.print(line, markup=False, highlight=False)
+
+
+def _summary(name: str, reports, line: str, hint: str) -> None:
+    """Counts by state for each summary column, then the devices not healthy (up to LISTED)."""
+    from fleet.states import DeviceState
+
+    console = _console()
+    for table in summary_tables(name, reports):
+        console.print(table)
+    unwell = [r for r in reports if r.state is not DeviceState.HEALTHY]
+    if unwell:
+        console.print(device_table(name, unwell[:LISTED], title=f"not healthy: {len(unwell)}"
+                                   + (f" (the first {LISTED})" if len(unwell) > LISTED else "")))
+    console.print(line, markup=False, highlight=False)
+    console.print(f"{len(reports)} devices: rows with `cpppo-fleet status {hint} --all`, "
+                  "`--state down` or `--only PATTERN`", markup=False, highlight=False)
 
 
 def poll(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: bool = JSON) -> None:
@@ -136,6 +209,9 @@ def poll(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: b
     from fleet.health import run_sweep
     from fleet.store import StoreError, open_store
 
+    if is_multihost(path):
+        multihost.refuse("--state-dir", state_dir)
+        return multihost.poll(path, as_json)
     plan, backend = backend_for(path, state_dir)
     devices = (backend.applied_plan() or plan).devices
     begun = time.monotonic()

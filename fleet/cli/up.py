@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
+from fleet.cli import multihost
 from fleet.cli.common import EXIT_FAILED, FLEET_FILE, STATE_DIR, ProgressBar, backend_for, command_hint, fail
+from fleet.hosts import is_multihost
 
 ONLY = typer.Option(None, "--only", help="Bring up only the devices matching this glob "
                                          "(repeatable; adds to those already up).")
@@ -20,6 +22,10 @@ def up(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, only: list[s
     """Bring the fleet up under its backend and return once it is up (the supervisor keeps running)."""
     from fleet.backends import BackendError
 
+    if is_multihost(path):
+        multihost.refuse("--only", only)
+        multihost.refuse("--state-dir", state_dir)
+        return multihost.up(path, timeout)
     plan, backend = backend_for(path, state_dir)
     with ProgressBar() as progress:
         try:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from fleet.report import percentile
+from fleet.store import percentile
 
 SEVERITY = {"failed": 0, "down": 1, "restarting": 2, "unknown": 3, "faulted": 4, "starting": 5, "stopped": 6,
             "healthy": 7}

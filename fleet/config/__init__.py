@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fleet.config.devices import MAX_DEVICES, DeviceGroup, identity_value, identity_values, read_group
 from fleet.config.pools import DOCKER_BRIDGE_BLOCK, bridge_pool, pool_addresses
-from fleet.config.settings import NAME_OK, FleetSettings, read_fleet
+from fleet.config.settings import NAME_OK, FleetSettings, default_interval, read_fleet
 from fleet.table import ConfigError
 
 __all__ = ["DOCKER_BRIDGE_BLOCK", "MAX_DEVICES", "NAME_OK", "ConfigError", "DeviceGroup", "FleetConfig",
@@ -51,6 +51,9 @@ class FleetConfig:
     fleet: FleetSettings
     groups: tuple[DeviceGroup, ...] = field(default_factory=tuple)
     faults: tuple = ()  # [[fault]] schedule rows (fleet.faults.ScheduleRow)
+    multihost: bool = False  # it names lab hosts ([hosts], [[host]]): fleet.hosts shards it
+    digest: str = ""  # of the text it was read from (and the code reading it): a plan expanded
+    # from it again would be the same, so `status` can take plan.json's instead (fleet.plan)
 
 
 def load(path: str | Path) -> FleetConfig:
@@ -72,10 +75,10 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(src, "file", None, f"not valid TOML: {exc}") from None
-    unknown = set(data) - {"fleet", "device", "fault"}
+    unknown = set(data) - {"fleet", "device", "fault", "host", "hosts"}
     if unknown:
         raise ConfigError(src, "top level", sorted(unknown)[0],
-                          "unknown table (expected [fleet], [[device]], [[fault]])")
+                          "unknown table (expected [fleet], [[device]], [[fault]], [hosts], [[host]])")
     fleet_table = data.get("fleet")
     if not isinstance(fleet_table, dict):
         raise ConfigError(src, "fleet", None, "missing [fleet] table")
@@ -91,7 +94,21 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
     if over is not None:
         raise ConfigError(src, f"device[{over}]", "count",
                           f"the fleet would have {total[-1]} devices; at most {MAX_DEVICES} are supported")
-    return FleetConfig(source=Path(source), fleet=fleet, groups=groups, faults=read_faults(src, data))
+    if "health_interval" not in fleet_table:  # the default grows with the fleet
+        fleet = replace(fleet, health_interval=default_interval(total[-1]))
+    return FleetConfig(source=Path(source), fleet=fleet, groups=groups, faults=read_faults(src, data),
+                       digest=_digest(text), multihost="host" in data or "hosts" in data)
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    from fleet import __version__
+
+    return hashlib.sha1(f"{__version__}\0{PLAN_FORMAT}\0{text}".encode()).hexdigest()[:20]
+
+
+PLAN_FORMAT = 2  # bump when expanding the same text would give another plan
 
 
 def read_faults(src: str, data: dict) -> tuple:
@@ -117,4 +134,4 @@ def load_for_backend(path: str | Path, backend: str) -> FleetConfig:
         return config
     table = {**tomllib.loads(Path(path).read_text())["fleet"], "backend": backend}
     return FleetConfig(source=config.source, fleet=read_fleet(str(path), table), groups=config.groups,
-                       faults=config.faults)
+                       faults=config.faults, digest=_digest(f"{config.digest}\0{backend}"))

@@ -7,7 +7,9 @@ import itertools
 
 from fleet.table import Table
 
-DOCKER_BRIDGE_BLOCK = 22  # a Linux bridge holds ~1,000 ports: one bridge per /22 (1,022 addresses)
+DOCKER_BRIDGE_BLOCK = 22  # the widest bridge: a Linux bridge holds ~1,000 ports (a /22: 1,022 addresses)
+DOCKER_BRIDGE_PREFIX = 27  # the default bridge: a /27 (28 devices), so a big fleet starts on many at once
+DOCKER_BRIDGE_NARROWEST = 28  # a /28: 12 devices (network, broadcast, gateway and poller take four)
 
 
 def pool_addresses(item: str) -> range:
@@ -59,21 +61,23 @@ def is_loopback(item: str) -> bool:
         return False
 
 
-def bridge_pool(items: tuple[str, ...]) -> tuple[str, ...]:
-    """The address pool for docker bridges: a CIDR wider than one bridge's /22 becomes a range
-    per /22 block, leaving out each block's network and broadcast addresses and its two top
-    addresses (the bridge's gateway and the health poller's), so a big fleet spreads over
-    several bridges.
+def bridge_pool(items: tuple[str, ...], prefix: int = DOCKER_BRIDGE_PREFIX) -> tuple[str, ...]:
+    """The address pool for docker bridges of ``prefix`` (``docker_bridge_prefix``): a CIDR
+    wider than one bridge becomes a range per block, leaving out each block's network and
+    broadcast addresses and its two top addresses (the bridge's gateway and the health
+    poller's), so a big fleet spreads over several bridges.
 
-    >>> bridge_pool(("172.30.0.0/21", "10.1.0.0/24"))
+    >>> bridge_pool(("172.30.0.0/21", "10.1.0.0/24"), 22)
     ('172.30.0.1-172.30.3.252', '172.30.4.1-172.30.7.252', '10.1.0.0/24')
+    >>> bridge_pool(("172.30.0.0/26",))
+    ('172.30.0.1-172.30.0.28', '172.30.0.33-172.30.0.60')
     """
     out: list[str] = []
     for item in items:
         net = None if "-" in item else ipaddress.IPv4Network(item, strict=False)
-        if net is None or net.prefixlen >= DOCKER_BRIDGE_BLOCK:
+        if net is None or net.prefixlen >= prefix:
             out.append(item)
             continue
-        for block in net.subnets(new_prefix=DOCKER_BRIDGE_BLOCK):
+        for block in net.subnets(new_prefix=prefix):
             out.append(f"{block.network_address + 1}-{block.broadcast_address - 3}")
     return tuple(out)

@@ -12,7 +12,14 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from fleet.config.pools import bridge_pool, is_loopback, read_pool
+from fleet.config.pools import (
+    DOCKER_BRIDGE_BLOCK,
+    DOCKER_BRIDGE_NARROWEST,
+    DOCKER_BRIDGE_PREFIX,
+    bridge_pool,
+    is_loopback,
+    read_pool,
+)
 from fleet.table import Table
 
 BACKENDS = ("process", "docker")
@@ -32,7 +39,7 @@ class FleetSettings:
     addressing: str = "loopback"  # "loopback" (127/8 needs nothing) or "alias" (root: add to interface)
     interface: str = "lo"  # the interface alias-mode adds device addresses to
     prefix_length: int = 32  # prefix of the addresses alias mode adds
-    health_interval: float = 5.0  # seconds between health sweeps
+    health_interval: float = 5.0  # seconds between health sweeps (unset: default_interval(devices))
     health_timeout: float = 2.0  # seconds a device has to answer one poll
     health_concurrency: int = 200  # polls in flight at once
     health_retention: int = 100  # health results kept per device in the state database
@@ -43,6 +50,7 @@ class FleetSettings:
     # -- docker backend (issue 8): read when backend = "docker" --------------------------------
     devices_per_container: int = 1  # devices per container, each at its own IP (docker: = devices_per_worker)
     docker_network: str = "bridge"  # "bridge" (user-defined bridges on this host) or "macvlan" (a LAN)
+    docker_bridge_prefix: int = DOCKER_BRIDGE_PREFIX  # bridge: one network per /N block of the pool (22..28)
     docker_subnet: str | None = None  # IPAM subnet holding every device; default: address_pool's CIDR(s)
     docker_gateway: str | None = None  # macvlan: the LAN's router; default: a free address of the subnet
     docker_parent: str | None = None  # macvlan: the host interface on the LAN (eth0, eth0.10, a veth)
@@ -51,6 +59,21 @@ class FleetSettings:
 
 
 FLEET_KEYS = frozenset(f.name for f in fields(FleetSettings))
+
+# Polls one health poller process completes per second, measured with benchmarks/fleet_scale.py
+# --large (an ENIP poll is a List Identity and a tag read, a Modbus poll one register read, on
+# kept connections) on this 2-core machine shared with other work; benchmarks/README.md.
+SWEEP_RATE = 1000
+
+
+def default_interval(devices: int) -> float:
+    """``health_interval`` when fleet.toml gives none: 5 s, or longer for a fleet the pollers
+    cannot sweep in 5 s (a sweep of ``devices`` at SWEEP_RATE, with room to spare: twice that).
+
+    >>> default_interval(250), default_interval(10_000), default_interval(100_000)
+    (5.0, 20.0, 200.0)
+    """
+    return max(5.0, 2.0 * devices / SWEEP_RATE)
 
 
 def read_fleet(src: str, data: dict[str, Any]) -> FleetSettings:
@@ -108,6 +131,10 @@ def _docker(t: Table, settings: FleetSettings) -> FleetSettings:
     d = settings
     per = t.positive("devices_per_container", d.devices_per_container)
     network = t.choice("docker_network", DOCKER_NETWORKS, d.docker_network)
+    bridge = t.get("docker_bridge_prefix", int, d.docker_bridge_prefix, what="an integer")
+    if not DOCKER_BRIDGE_BLOCK <= bridge <= DOCKER_BRIDGE_NARROWEST:
+        t.fail("docker_bridge_prefix", f"must be {DOCKER_BRIDGE_BLOCK}..{DOCKER_BRIDGE_NARROWEST} (a Linux "
+               f"bridge holds about 1,000 ports; a /{DOCKER_BRIDGE_NARROWEST} 12 devices), got {bridge}")
     subnet = _address(t, "docker_subnet", ipaddress.IPv4Network, "a CIDR such as '172.30.0.0/16'")
     gateway = _address(t, "docker_gateway", ipaddress.IPv4Address, "an IPv4 address")
     parent = t.get("docker_parent", str, None, what="an interface name")
@@ -117,13 +144,14 @@ def _docker(t: Table, settings: FleetSettings) -> FleetSettings:
     if not _MEMORY.match(memory):
         t.fail("docker_memory", f"must be a size such as '64m' or '1g', got {memory!r}")
     image = t.get("docker_image", str, None, what="an image name")
-    settings = replace(settings, devices_per_container=per, docker_network=network, docker_subnet=subnet,
-                       docker_gateway=gateway, docker_parent=parent, docker_memory=memory,
+    settings = replace(settings, devices_per_container=per, docker_network=network,
+                       docker_bridge_prefix=bridge, docker_subnet=subnet, docker_gateway=gateway,
+                       docker_parent=parent, docker_memory=memory,
                        docker_image=image)
     if settings.backend != "docker":
         return settings
     if any(is_loopback(item) for item in settings.address_pool):
         t.fail("address_pool", "the docker backend needs a private subnet (eg. '172.30.0.0/16'), "
                "not loopback addresses: containers cannot own 127.x addresses")
-    pool = bridge_pool(settings.address_pool) if network == "bridge" else settings.address_pool
+    pool = bridge_pool(settings.address_pool, bridge) if network == "bridge" else settings.address_pool
     return replace(settings, devices_per_worker=per, address_pool=pool)

@@ -3,7 +3,7 @@
     enip_server [-a [<interface>][:<port>]] [-v...] [-d #.#[-#.#]] [-w [<interface>]:<port>]
                 [-l <file>] [-p|--no-print] [--index <n>] [--retain <file>]
                 [--route-path <path>|false] [-S] [-c <file>]
-                <name>[@<cls>/<inst>/<attr>]=<TYPE>[<n>][=<value>[,...]][~<behaviour>] ...
+                <name>[@<cls>/<inst>/<attr>]=<TYPE>[<n>][!<access>][=<value>[,...]][~<behaviour>] ...
 
 ``main(argv, attribute_class=...)`` runs the server with a custom ``device.Attribute``
 subclass (spec 2.1.3); it returns the exit status when the server stops (SIGINT/SIGTERM).
@@ -109,7 +109,7 @@ def build_parser(prog: str = "enip_server", tags_required: bool = True) -> argpa
     io.add_argument("--rpi-range", default="1-10000", metavar="<min>-<max>",
                     help="RPIs accepted, milliseconds (default 1-10000)")
     ap.add_argument("tags", nargs="+" if tags_required else "*", metavar="TAG",
-                    help="<name>[@<class>/<inst>/<attr>]=<TYPE>[<length>][=<value>[,...]][~<behaviour>]"
+                    help="<name>[@<class>/<inst>/<attr>]=<TYPE>[<length>][!ro|!none][=<value>[,...]][~<behaviour>]"
                          + ("" if tags_required else " (optional: extra tags)"))
     return ap
 

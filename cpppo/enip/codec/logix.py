@@ -258,6 +258,7 @@ class SymbolEntry:
     symbol_type: int
     dimensions: tuple[int, int, int] = (0, 0, 0)
     alias: bool = False  # an alias tag: software control without the base-tag bit 26
+    access: int = 0  # external access (attribute 10): 0 read/write, 2 read only, 3 none
 
 
 def encode_symbol_entry(entry: SymbolEntry, attributes: tuple[int, ...]) -> bytes:
@@ -265,7 +266,7 @@ def encode_symbol_entry(entry: SymbolEntry, attributes: tuple[int, ...]) -> byte
 
     Attributes: 1 name, 2 symbol type, 3 symbol address (UDINT), 5 symbol object address
     (UDINT), 6 software control (UDINT), 7 element size (UINT), 8 dimensions (3 x UDINT),
-    10 external access (USINT: 0 read/write)."""
+    10 external access (USINT: 0 read/write, 2 read only, 3 none)."""
     out = bytearray(struct.pack("<I", entry.instance))
     for attribute in attributes:
         if attribute == 1:
@@ -282,7 +283,7 @@ def encode_symbol_entry(entry: SymbolEntry, attributes: tuple[int, ...]) -> byte
         elif attribute == 8:
             out += struct.pack("<3I", *entry.dimensions)
         elif attribute == 10:
-            out.append(0)
+            out.append(entry.access)
         else:
             raise CodecError(f"symbol attribute {attribute} is not supported")
     return bytes(out)
@@ -302,7 +303,7 @@ def decode_symbol_entries(data: bytes, attributes: tuple[int, ...] = (1, 2)) -> 
             raise CodecError("truncated symbol instance id in Get Instance Attribute List reply")
         instance = struct.unpack_from("<I", data, i)[0]
         i += 4
-        name, symbol_type, dims = "", 0, (0, 0, 0)
+        name, symbol_type, dims, access = "", 0, (0, 0, 0), 0
         for attribute in attributes:
             if attribute == 1:
                 if i + 2 > len(data):
@@ -322,6 +323,8 @@ def decode_symbol_entries(data: bytes, attributes: tuple[int, ...] = (1, 2)) -> 
                 symbol_type = values[0]
             elif attribute == 8:
                 dims = values
+            elif attribute == 10:
+                access = values[0]
             i = end
-        entries.append(SymbolEntry(instance, name, symbol_type, dims))
+        entries.append(SymbolEntry(instance, name, symbol_type, dims, access=access))
     return entries

@@ -1,6 +1,7 @@
 """``Attribute``: a named, typed value of a simulated device, the hook users subclass (spec
 2.1.3).  The device model (``model``) and the standard CIP objects (``objects``) both build
-on it, so it lives below them both.
+on it, so it lives below them both; so does ``parse_access``, the External Access of tags
+(``model``) and structure members (``udt``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,25 @@ from typing import Any
 from cpppo.enip.codec.cip import ServiceError, Status
 from cpppo.enip.codec.types import TYPES, CIPType
 
-__all__ = ["Attribute"]
+__all__ = ["ACCESS", "Attribute", "parse_access"]
+
+#: Logix External Access (and Constant), as tag specs, L5X and tag CSV exports spell them
+ACCESS = {"rw": "rw", "readwrite": "rw", "ro": "ro", "readonly": "ro", "const": "ro", "constant": "ro",
+          "none": "none"}
+
+
+def parse_access(text: str) -> str:
+    """``"Read Only"`` / ``"ro"`` / ``"constant"`` -> "ro", ``"Read/Write"`` / ``"rw"`` -> "rw",
+    ``"None"`` -> "none"; ValueError for anything else."""
+    key = "".join(c for c in text.casefold() if c.isalpha())
+    if key not in ACCESS:
+        raise ValueError(f"unknown external access {text!r} (rw, ro or none)")
+    return ACCESS[key]
+
+# One lock for every attribute of the process: reads and writes are short and never wait on
+# another thread while holding it, and a lock per attribute costs a fleet of 100,000 devices
+# millions of locks.  A member view shares its tag's lock (a read-modify-write excludes both).
+_LOCK = threading.RLock()
 
 
 class Attribute:
@@ -24,11 +43,10 @@ class Attribute:
     ``journal`` (a :class:`cpppo.behaviour.Journal`) records each write.
     """
 
-    driver: Any = None
-    journal: Any = None
-    plant: Any = None  # the device's Plant, told of each write (values following this one move)
-    members: Any = None  # a structure's driven members: [(udt.MemberView, Driver)], produced at each read
-    _driving = False
+    # slots: a device carries dozens of attributes (its tags and its standard objects), a
+    # fleet of 100,000 devices millions; subclasses may add a __dict__ of their own
+    __slots__ = ("_driving", "_lock", "array", "driver", "error", "journal", "mask", "members", "name",
+                 "parser", "plant", "value")
 
     def __init__(self, name: str, type_cls: CIPType | str, default: Any = None, error: int = 0x00,
                  mask: int = 0, length: int | None = None) -> None:
@@ -44,7 +62,12 @@ class Attribute:
             self.array = length is not None
             values = [self.parser.default() if default is None else default] * count
         self.value: list[Any] = values
-        self._lock = threading.RLock()
+        self.driver: Any = None
+        self.journal: Any = None
+        self.plant: Any = None  # the device's Plant, told of each write (values following this one move)
+        self.members: Any = None  # a structure's driven members: [(udt.MemberView, Driver)], read live
+        self._driving = False
+        self._lock = _LOCK
 
     def __len__(self) -> int:
         return len(self.value)

@@ -50,7 +50,7 @@ from cpppo.enip.client.operations import OperationError, parse_path
 from cpppo.enip.codec.cip import ServiceError
 from cpppo.enip.codec.epath import Logical, Segment, Symbolic
 from cpppo.enip.codec.types import STRING_HANDLE, TYPES, CIPType
-from cpppo.enip.device.model import Device, TagSpec, parse_tag_spec
+from cpppo.enip.device.model import Device, TagSpec, bool_array, pack_bits, parse_access, parse_tag_spec
 from cpppo.enip.device.services import resolve
 from cpppo.enip.device.udt import FIRST_TEMPLATE, StructType, install_types, layout, parse_udts
 
@@ -78,7 +78,8 @@ class Export:
     specs: list[TagSpec] = field(default_factory=list)
     values: dict[str, list[Any]] = field(default_factory=dict)
     unsupported: list[str] = field(default_factory=list)
-    aliases: list[tuple[str, str, str, str]] = field(default_factory=list)  # name, target, where, scope
+    # name, target, where, scope, access
+    aliases: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     warned: bool = False  # the unsupported lines were logged
 
     def install(self, device: Device) -> None:
@@ -95,8 +96,8 @@ class Export:
             values = self.values.get(spec.name)
             if values:  # copies: devices built of one export share none of their values
                 tag.attribute[0:len(values)] = copy.deepcopy(values)
-        for name, target, where, prefix in self.aliases:
-            problem = _add_alias(device, name, target, prefix)
+        for name, target, where, prefix, access in self.aliases:
+            problem = _add_alias(device, name, target, prefix, access)
             if problem:
                 log.warning("%s: alias for %r: %s; not served", where, target, problem)
 
@@ -113,7 +114,7 @@ def _alias_path(target: str) -> tuple[Segment, ...]:
                  for item in items)
 
 
-def _add_alias(device: Device, name: str, target: str, prefix: str) -> str | None:
+def _add_alias(device: Device, name: str, target: str, prefix: str, access: str = "rw") -> str | None:
     """Add alias tag ``name`` sharing the values of ``target``, a tag of the program
     ``prefix`` first; what is wrong, if anything."""
     path = _alias_path(target)
@@ -126,7 +127,8 @@ def _add_alias(device: Device, name: str, target: str, prefix: str) -> str | Non
         return f"the export has no such tag or member ({exc})"
     base = found.tag if found.tag is not None and len(path) == 1 else None
     spec = TagSpec(name, found.attribute.parser, len(found.attribute) if found.attribute.array else None,
-                   dims=base.dims if base is not None else None)
+                   dims=None if base is None else base.dims, bools=None if base is None else base.bools,
+                   access=access)
     try:
         tag = device.add_tag(spec, attribute=found.attribute)
     except ValueError as exc:
@@ -166,7 +168,7 @@ def _types(source: str, controller: ET.Element, given: Mapping[str, StructType])
             raise ExportError(f"{source}: DataType {name!r}: recursive type "
                               f"({' -> '.join([*busy[busy.index(key):], key])})")
         busy.append(key)
-        fields: list[tuple[str, CIPType, int | None]] = []
+        fields: list[tuple[str, CIPType, int | None, str]] = []
         for member in element.findall("./Members/Member"):
             mname, mtype = member.get("Name", ""), member.get("DataType", "")
             hidden = member.get("Hidden", "false").lower() == "true"
@@ -180,7 +182,9 @@ def _types(source: str, controller: ET.Element, given: Mapping[str, StructType])
                 raise ExportError(f"{source}: DataType {element.get('Name')!r} Member {mname!r}: "
                                   f"unknown data type {mtype!r}") from None
             dims = _dims(member.get("Dimension"))
-            fields.append((mname, ctype, dims[0] if dims else None))
+            access = _access(f"{source}: DataType {element.get('Name')!r} Member {mname!r}",
+                             member.get("ExternalAccess"), None)
+            fields.append((mname, ctype, dims[0] if dims else None, access))
         busy.pop()
         try:
             udt = layout(element.get("Name", name), fields, first + len(types))
@@ -238,7 +242,14 @@ def _value(ctype: CIPType, element: ET.Element) -> Any:
             member = members.get((child.get("Name") or "").casefold())
             if member is None:
                 continue
-            if member.length:
+            if member.bools:  # a BOOL array member: its BOOLs packed into DWORDs
+                bits = [False] * member.bools
+                for item in child.findall("Element"):
+                    index = int((item.get("Index") or "[0]").strip("[]").split(",")[0])
+                    if index < len(bits):
+                        bits[index] = bool(_scalar(TYPES["BOOL"], item.get("Value")))
+                value[member.name] = pack_bits(bits)
+            elif member.length:
                 items = value[member.name]
                 for item in child.findall("Element"):
                     index = int((item.get("Index") or "[0]").strip("[]").split(",")[0])
@@ -258,12 +269,24 @@ def _element(ctype: CIPType, item: ET.Element) -> Any:
     return _value(ctype, inner) if inner is not None else _scalar(ctype, item.get("Value"))
 
 
+def _access(where: str, external: str | None, constant: str | None) -> str:
+    """A tag's access from its ExternalAccess and Constant: "rw", "ro" or "none"."""
+    try:
+        access = parse_access(external) if external else "rw"
+    except ValueError as exc:
+        raise ExportError(f"{where}: {exc}") from None
+    if (constant or "").strip().casefold() in ("true", "1") and access == "rw":
+        access = "ro"  # a Constant is read only to clients
+    return access
+
+
 def _tags(source: str, scope: ET.Element, prefix: str, types: dict[str, StructType], export: Export) -> None:
     for tag in scope.findall("./Tags/Tag"):
         name = tag.get("Name", "")
         full = f"{prefix}{name}"
+        access = _access(f"{source}: Tag {full!r}", tag.get("ExternalAccess"), tag.get("Constant"))
         if tag.get("TagType", "Base") == "Alias":
-            _alias(export, f"{source}: Tag {full!r}", prefix, full, tag.get("AliasFor") or "")
+            _alias(export, f"{source}: Tag {full!r}", prefix, full, tag.get("AliasFor") or "", access)
             continue
         type_name = tag.get("DataType")
         if not type_name:
@@ -283,7 +306,12 @@ def _tags(source: str, scope: ET.Element, prefix: str, types: dict[str, StructTy
             length = 1
             for d in dims:
                 length *= d
-        export.specs.append(TagSpec(full, ctype, length, None, dims=dims if len(dims) > 1 else None))
+        try:
+            spec = bool_array(TagSpec(full, ctype, length, None, dims=dims if len(dims) > 1 else None,
+                                      access=access), f"{source}: Tag {full!r}")
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
+        export.specs.append(spec)
         data = next((d for d in tag.findall("Data") if d.get("Format") == "Decorated"), None)
         if data is None or not len(data):
             continue
@@ -299,10 +327,10 @@ def _tags(source: str, scope: ET.Element, prefix: str, types: dict[str, StructTy
                 values = [_value(ctype, top)]
         except ValueError as exc:
             raise ExportError(f"{source}: Tag {full!r}: bad initial value: {exc}") from None
-        export.values[full] = values
+        export.values[full] = pack_bits(values) if spec.bools else values
 
 
-def _alias(export: Export, where: str, prefix: str, name: str, target: str) -> None:
+def _alias(export: Export, where: str, prefix: str, name: str, target: str, access: str = "rw") -> None:
     """Record alias ``name`` of ``target`` (a tag of the program ``prefix`` first, if it has
     one, else a controller tag), or why it is not served."""
     target = target.strip()
@@ -317,7 +345,7 @@ def _alias(export: Export, where: str, prefix: str, name: str, target: str) -> N
         export.unsupported.append(f"{where}: alias for {target!r}: aliases of an element are not "
                                   "supported (only of a tag or a member); not served")
         return
-    export.aliases.append((name, target, where, prefix))
+    export.aliases.append((name, target, where, prefix, access))
 
 
 def _load_l5x(source: str, data: bytes, export: Export) -> None:
@@ -384,8 +412,9 @@ def _load_csv(source: str, data: bytes, export: Export) -> None:
         prefix = f"Program:{scope}." if scope else ""
         full = f"{prefix}{name}"
         where = f"{source}: line {number}: {kind} {full!r}"
+        access = _csv_access(where, field_("ATTRIBUTES"))
         if kind == "ALIAS":
-            _alias(export, where, prefix, full, field_("SPECIFIER"))
+            _alias(export, where, prefix, full, field_("SPECIFIER"), access)
             continue
         datatype = field_("DATATYPE")
         if not datatype:
@@ -399,9 +428,18 @@ def _load_csv(source: str, data: bytes, export: Export) -> None:
             raise ExportError(f"{where}: data type {type_name!r} is not defined (give its structure "
                               "in udts / --udt, or an L5X export listed before this file)")
         try:
-            export.specs.append(parse_tag_spec(f"{full}={datatype}", known))
+            spec = parse_tag_spec(f"{full}={datatype}", known)
         except ValueError as exc:
             raise ExportError(f"{where}: {exc}") from None
+        export.specs.append(dataclasses.replace(spec, access=access))
+
+
+def _csv_access(where: str, attributes: str) -> str:
+    """The access an ATTRIBUTES column gives: ``(RADIX := Decimal, Constant := false,
+    ExternalAccess := Read Only)``."""
+    pairs = {key.casefold(): value.strip() for key, value in
+             re.findall(r"(\w+)\s*:=\s*([^,)]*)", attributes)}
+    return _access(where, pairs.get("externalaccess"), pairs.get("constant"))
 
 
 def load_export(paths: str | Path | Sequence[str | Path], udts: Sequence[str] = ()) -> Export:

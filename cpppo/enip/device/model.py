@@ -8,29 +8,45 @@ subclasses and other threads may touch them concurrently.
 
 ``Device.from_specs(["SCADA=INT[1000]", "Tag@22/1/1=DINT[4]"], identity={...})`` builds a
 device from ``enip_server`` tag specs
-(``<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>][=<value>[,...]][~<behaviour>]``).
+(``<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>][!<access>][=<value>[,...]][~<behaviour>]``).
 A tag with a behaviour (:mod:`cpppo.behaviour`) has a ``driver``: its values are produced
 when it is read, and a client's write to it is refused with status 0x0F (privilege
 violation), as a controller refuses writes to a tag whose external access is read only.
 With a ``journal``, every client write is recorded before it is acknowledged.
 A tag named ``Program:<program>.<name>`` is scoped to that program (as a Logix controller's
-program tags are), and ``DWORD[<n>]`` holds a BOOL[32 x n] array the way Logix stores one.
+program tags are).  ``BOOL[<n>]`` is held the way Logix holds it: DWORD[<n>/32, rounded up],
+listed as a DWORD array (symbol type 0x20D3) of that many elements, element ``i`` of the
+wire holding BOOLs 32i..32i+31 (``DWORD[<n>]`` is the same thing, declared by its words).
+``!ro`` / ``!none`` after the type give a tag Logix's External Access Read Only (writes are
+refused with 0x0F, privilege violation) or None (not listed, not readable: 0x05).
 ``StringMember`` views the ``LEN`` / ``DATA`` members of a Logix STRING element.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cpppo.enip.codec.epath import Port
-from cpppo.enip.codec.types import DINT, LOGIX_STRING_CHARS, SINT, STRING_HANDLE, STRUCT, TYPES, CIPType
-from cpppo.enip.device.attribute import Attribute
+from cpppo.enip.codec.types import (
+    BOOL,
+    DINT,
+    DWORD,
+    LOGIX_STRING_CHARS,
+    SINT,
+    STRING_HANDLE,
+    STRUCT,
+    TYPES,
+    CIPType,
+)
+from cpppo.enip.device.attribute import ACCESS, Attribute, parse_access
 from cpppo.faults import FaultState
 
-__all__ = ["Attribute", "Device", "StringMember", "Tag", "TagSpec", "parse_identity", "parse_tag_spec"]
+__all__ = ["ACCESS", "Attribute", "Device", "StringMember", "Tag", "TagSpec", "bool_array", "pack_bits",
+           "parse_access", "parse_identity", "parse_tag_spec", "unpack_bits"]
 
 
 class StringMember(Attribute):
@@ -90,7 +106,8 @@ class StringMember(Attribute):
 
 @dataclass(frozen=True, repr=False)
 class TagSpec:
-    """A parsed ``<name>[@<class>/<instance>/<attribute>]=<TYPE>[<length>][=<values>][~<behaviour>]``."""
+    """A parsed ``<name>[@<class>/<instance>/<attribute>]=<TYPE>[<length>][!<access>][=<values>]
+    [~<behaviour>]``."""
 
     name: str
     type: CIPType
@@ -99,10 +116,13 @@ class TagSpec:
     values: tuple[Any, ...] | None = None  # initial values (repeated to fill an array)
     behaviour: str | None = None  # cpppo.behaviour grammar, e.g. "sine(amplitude=10, period=60)"
     dims: tuple[int, ...] | None = None  # a multi-dimensional array's dimensions (length: their product)
+    bools: int | None = None  # a BOOL[n] array (held as DWORD[length]): n
+    access: str = "rw"  # Logix External Access: "rw", "ro" (Read Only, or Constant) or "none"
 
     def __repr__(self) -> str:
-        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("values", "behaviour", "dims")
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("values", "behaviour", "dims", "bools")
                         if getattr(self, k) is not None)
+        extra += f", access={self.access!r}" if self.access != "rw" else ""
         return (f"TagSpec(name={self.name!r}, type={self.type.name}, length={self.length!r}, "
                 f"address={self.address!r}{extra})")
 
@@ -119,9 +139,40 @@ class TagSpec:
 # the whole text (fullmatch: no trailing newline), ASCII names: Logix symbols are ASCII
 _SPEC = re.compile(r"""\s*(?P<name>[A-Za-z_][\w:.]*(?:\[[\d,\s]+\][\w:.]*)*)
     (?:@(?P<address>[^=]+))?
-    \s*=\s*(?P<type>[A-Za-z_]\w*)\s*(?:\[\s*(?P<length>[^\]]*)\s*\])?\s*(?P<rest>.*?)\s*""",
+    \s*=\s*(?P<type>[A-Za-z_]\w*)\s*(?:\[\s*(?P<length>[^\]]*)\s*\])?\s*
+    (?:!\s*(?P<access>[A-Za-z]\w*)\s*)?(?P<rest>.*?)\s*""",
                    re.X | re.S | re.ASCII)
-_GRAMMAR = "<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>][=<value>[,...]][~<behaviour>]"
+_GRAMMAR = "<name>[@<class>/<instance>/<attribute>]=<TYPE>[<n>][!<access>][=<value>[,...]][~<behaviour>]"
+
+def pack_bits(bits: Sequence[Any], width: int = 32) -> list[int]:
+    """BOOLs -> unsigned words of ``width`` bits, BOOL ``i`` in bit ``i % width`` of word
+    ``i // width`` (the last word padded with zeros): how Logix holds a BOOL array."""
+    words = [0] * -(-len(bits) // width)
+    for index, bit in enumerate(bits):
+        if bit:
+            words[index // width] |= 1 << index % width
+    return words
+
+
+def unpack_bits(words: Sequence[int], count: int, width: int = 32) -> list[bool]:
+    """The first ``count`` BOOLs of ``words`` (the inverse of ``pack_bits``)."""
+    return [bool(int(words[index // width]) >> index % width & 1) for index in range(count)]
+
+
+def bool_array(spec: TagSpec, what: str) -> TagSpec:
+    """A ``BOOL[n]`` spec as Logix holds it: DWORD[n/32 rounded up], its initial BOOLs (repeated
+    to fill n) packed into the words; other specs unchanged.  ValueError naming ``what``."""
+    if spec.type is not BOOL or spec.length is None:
+        return spec
+    if spec.dims:
+        raise ValueError(f"{what}: a BOOL array has one dimension")
+    if spec.behaviour is not None:
+        raise ValueError(f"{what}: a BOOL array takes no behaviour (give it to a BOOL tag)")
+    count = spec.length
+    values = spec.values
+    if values is not None:
+        values = tuple(pack_bits([values[index % len(values)] for index in range(count)]))
+    return dataclasses.replace(spec, type=DWORD, length=-(-count // 32), values=values, bools=count)
 
 
 def _split_rest(rest: str) -> tuple[str | None, str | None]:
@@ -168,12 +219,15 @@ def parse_tag_spec(spec: str, types: Mapping[str, CIPType] | None = None) -> Tag
     for syntax here; whether the tags it names exist is checked by ``Device.from_specs``.
     ``types``: the device's structures (upper-case name -> type,
     ``cpppo.enip.device.udt.parse_udts``) beside the atomic types.  ``<TYPE>[2,3]`` is a
-    two-dimensional array (up to three dimensions).
+    two-dimensional array (up to three dimensions); ``BOOL[<n>]`` is held as Logix holds it
+    (``bool_array``); ``!ro`` / ``!none`` (or ``!rw``) after the type is its External Access.
 
     >>> parse_tag_spec("SCADA@22/1/1=INT[1000]")
     TagSpec(name='SCADA', type=INT, length=1000, address=(22, 1, 1))
     >>> parse_tag_spec("Speed=REAL=1500~lag(Speed_SP, tau=5)").behaviour
     'lag(Speed_SP, tau=5)'
+    >>> parse_tag_spec("Flags=BOOL[40]!ro=1,0")
+    TagSpec(name='Flags', type=DWORD, length=2, address=None, values=(1431655765, 85), bools=40, access='ro')
     """
     match = _SPEC.fullmatch(spec)
     rest = match["rest"] if match else ""
@@ -226,7 +280,14 @@ def parse_tag_spec(spec: str, types: Mapping[str, CIPType] | None = None) -> Tag
             parse_behaviour(behaviour)
         except ValueError as exc:
             raise ValueError(f"bad tag spec {spec!r}: {exc}") from None
-    return TagSpec(match["name"], known[type_name], length, address, values, behaviour, dims)
+    access = "rw"
+    if match["access"] is not None:
+        try:
+            access = parse_access(match["access"])
+        except ValueError as exc:
+            raise ValueError(f"bad tag spec {spec!r}: {exc}") from None
+    return bool_array(TagSpec(match["name"], known[type_name], length, address, values, behaviour, dims,
+                              access=access), f"bad tag spec {spec!r}")
 
 
 def _member_path(name: str, tags: Collection[str]) -> bool:
@@ -246,6 +307,8 @@ class Tag:
     address: tuple[int, int, int] | None = None
     dims: tuple[int, ...] | None = None  # a multi-dimensional array's dimensions
     alias_for: str | None = None  # an alias tag: the tag (or member) whose values it shares
+    bools: int | None = None  # a BOOL[n] array, held as DWORDs: n
+    access: str = "rw"  # External Access: "rw", "ro" (writes refused) or "none" (not listed or readable)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -437,7 +500,8 @@ class Device:
             attribute.array = spec.length is not None
         elif attribute is None:
             attribute = self.attribute_class(spec.name, spec.type, default=spec.initial, length=spec.length)
-        tag = Tag(spec.name, attribute, len(self.symbols) + 1, spec.address, spec.dims)
+        tag = Tag(spec.name, attribute, len(self.symbols) + 1, spec.address, spec.dims, bools=spec.bools,
+                  access=spec.access)
         self.tags[key] = tag
         self.symbols[tag.instance] = tag
         if spec.address is not None:
@@ -480,5 +544,8 @@ class Device:
             dims = tag.dims or ((len(attr),) if attr.array else ())
             shape = f"[{','.join(map(str, dims))}]" if dims else ""
             where = f"@0x{tag.address[0]:X}/{tag.address[1]}/{tag.address[2]}" if tag.address else ""
-            lines.append(f"{tag.name:<24} {attr.parser.name}{shape} {where}".rstrip())
+            kind = f"{attr.parser.name}{shape}"
+            kind = f"BOOL[{tag.bools}] (as {kind})" if tag.bools else kind
+            access = {"ro": " read-only", "none": " no-external-access"}.get(tag.access, "")
+            lines.append(f"{tag.name:<24} {kind} {where}{access}".rstrip())
         return lines

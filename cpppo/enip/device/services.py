@@ -36,7 +36,7 @@ from cpppo.enip.codec.types import (
 )
 from cpppo.enip.device.model import Attribute, Device, StringMember, Tag
 from cpppo.enip.device.objects import GET_ALL_ATTRIBUTES, STRING_TEMPLATE
-from cpppo.enip.device.udt import StructType, member_view
+from cpppo.enip.device.udt import MemberView, StructType, member_view
 
 __all__ = ["PROGRAM_SYMBOL_TYPE", "Target", "get_attribute_list", "get_attribute_single",
            "get_attributes_all", "get_instance_attribute_list", "read_modify_write_tag", "read_tag",
@@ -139,6 +139,8 @@ def resolve(device: Device, path: tuple[Segment, ...]) -> Target:
             attribute, rest = _numeric(device, path)
     else:
         raise ServiceError(Status.PATH_SEGMENT_ERROR, (), "tag path must start with a name or a class")
+    if tag is not None and tag.access == "none":  # External Access None: as if it were not there
+        raise ServiceError(Status.PATH_DESTINATION_UNKNOWN, (), f"{tag.name} has no external access")
     element, rest = _index(rest, attribute, tag.dims if tag is not None else None)
     while rest and isinstance(rest[0], Symbolic) and (attribute.parser is LOGIX_STRING
                                                       or isinstance(attribute.parser, StructType)):
@@ -193,6 +195,7 @@ def _room(ctype: CIPType, room: int) -> int:
 def read_tag(target: Target, elements: int, room: int, offset: int | None = None) -> tuple[int, bytes]:
     """Read Tag (``offset`` None) or Read Tag Fragmented: ``(status, reply data)``; room is the
     number of reply bytes available for values and type."""
+    _readable(target)
     attribute = target.attribute
     ctype = attribute.parser
     data = ctype.encode(_values(attribute, target.element, elements))
@@ -222,8 +225,40 @@ def _incoming_type(tag_type: CIPType, code: int, handle: int | None) -> CIPType:
     return tag_type
 
 
+def _access(target: Target) -> str:
+    """The External Access of what ``target`` names: a member's, narrowed by a structure's
+    members (a whole structure is as restricted as its most restricted member)."""
+    attribute = target.attribute
+    access = attribute.access if isinstance(attribute, MemberView) else "rw"
+    parser = attribute.parser
+    if isinstance(parser, StructType) and parser.access != "rw" and access != "none":
+        access = parser.access
+    return access
+
+
+def _readable(target: Target) -> None:
+    """A structure member of External Access None, or a structure holding one, refuses reads
+    as Logix does (0x0F, pycomm3's "Permission denied"); a None tag is not found (resolve)."""
+    attribute = target.attribute
+    if (isinstance(attribute, MemberView) or isinstance(attribute.parser, StructType)) and \
+            _access(target) == "none":
+        raise ServiceError(Status.PRIVILEGE_VIOLATION, (), f"{attribute.name}: external access none")
+
+
+def _writable(target: Target) -> None:
+    """A tag or member of External Access Read Only (or a Constant), or a structure holding
+    one, refuses writes as Logix does: 0x0F."""
+    if target.tag is not None and target.tag.access == "ro":
+        raise ServiceError(Status.PRIVILEGE_VIOLATION, (), f"{target.tag.name} is read only")
+    attribute = target.attribute
+    if (isinstance(attribute, MemberView) or isinstance(attribute.parser, StructType)) and \
+            _access(target) != "rw":
+        raise ServiceError(Status.PRIVILEGE_VIOLATION, (), f"{attribute.name} is not writable")
+
+
 def write_tag(target: Target, request: logix.WriteTag | logix.WriteTagFragmented) -> None:
     """Write Tag [Fragmented].  More data than ``elements`` needs is accepted and ignored."""
+    _writable(target)
     attribute = target.attribute
     if attribute.error:
         raise ServiceError(attribute.error, (), f"{attribute.name} is faulted")
@@ -285,6 +320,7 @@ def read_modify_write_tag(target: Target, data: bytes) -> None:
     parameter); a tag that is not an integer (REAL, BOOL, strings) is 0xFF/0x2107 (type
     mismatch); too few bytes for the masks is 0x13.  Masks narrower than the element apply
     to its low bytes; bytes after the AND mask are ignored (pycomm3 sends 8 AND-mask bytes)."""
+    _writable(target)
     attribute = target.attribute
     if attribute.error:
         raise ServiceError(attribute.error, (), f"{attribute.name} is faulted")
@@ -312,6 +348,9 @@ def read_modify_write_tag(target: Target, data: bytes) -> None:
 
 # --- Symbol browsing and the STRING template ------------------------------------------------------
 
+#: Symbol Object attribute 10, External Access
+_ACCESS_CODE = {"rw": 0, "ro": 2, "none": 3}
+
 #: the symbol type a Logix controller gives its ``Program:<name>`` entries
 PROGRAM_SYMBOL_TYPE = 0x1068
 
@@ -326,6 +365,8 @@ def symbol_entries(device: Device, program: str | None = None) -> list[logix.Sym
     wanted = program.casefold() if program else None
     for instance in sorted(device.symbols):
         tag = device.symbols[instance]
+        if tag.access == "none":  # External Access None: not listed
+            continue
         scope = tag.program
         if wanted is None and scope is not None:
             if scope.casefold() not in programs:
@@ -335,7 +376,7 @@ def symbol_entries(device: Device, program: str | None = None) -> list[logix.Sym
         if (scope or "").casefold() != (wanted or ""):
             continue
         entries.append(logix.SymbolEntry(instance, tag.local_name, tag.symbol_type, tag.shape,
-                                         alias=tag.alias_for is not None))
+                                         alias=tag.alias_for is not None, access=_ACCESS_CODE[tag.access]))
     if wanted is not None and not entries:
         raise ServiceError(Status.PATH_DESTINATION_UNKNOWN, (), f"no program {program!r}")
     return entries

@@ -6,7 +6,8 @@ a ``StructType``: a CIP type (code 0xA0, a structure handle) whose values are di
 ``{"Speed": 0.0, "Running": False, "Faults": [0, 0, 0, 0], "Name": ""}``.  Members lie out
 as Logix lays them out: each at its natural alignment (arrays, strings and structures on
 4 bytes, 8 for 64-bit members), consecutive BOOLs packed into the bits of a hidden SINT
-host (``ZZZZZZZZZZMotor0``), the size rounded to the structure's alignment.
+host (``ZZZZZZZZZZMotor0``), a BOOL[n] member held as DWORD[n/32 rounded up] (a list of
+words), the size rounded to the structure's alignment.
 
 The template (what Read Template at @0x6C/<instance> serves) lists every member (hosts
 too) as info UINT (array length, or the bit of a BOOL), type UINT (the atomic code, or
@@ -32,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cpppo.enip.codec.cip import ServiceError, Status
-from cpppo.enip.codec.types import BOOL, LOGIX_STRING, STRING_HANDLE, STRUCT, TYPES, CIPType
-from cpppo.enip.device.attribute import Attribute
+from cpppo.enip.codec.types import BOOL, DWORD, LOGIX_STRING, STRING_HANDLE, STRUCT, TYPES, CIPType
+from cpppo.enip.device.attribute import Attribute, parse_access
 
 __all__ = ["Member", "MemberView", "StructType", "member_target", "member_view", "parse_dims", "parse_udt",
            "parse_udts"]
@@ -52,6 +53,8 @@ class Member:
     length: int | None = None  # an array member's element count
     bit: int | None = None  # a BOOL member: its bit in the host SINT at ``offset``
     host: bool = False
+    bools: int | None = None  # a BOOL[n] member, held (as Logix holds it) as DWORD[length]: n
+    access: str = "rw"  # External Access: "rw", "ro" or "none" (model.parse_access)
 
     @property
     def type_word(self) -> int:
@@ -78,6 +81,14 @@ class StructType(CIPType):
 
     def __eq__(self, other: object) -> bool:
         return self is other
+
+    @functools.cached_property
+    def access(self) -> str:
+        """The most restricted External Access of any member (nested ones too): a whole
+        value is read only if "rw", written only if "rw" (Logix refuses with 0x0F)."""
+        levels = [m.access for m in self.fields]
+        levels += [m.type.access for m in self.fields if isinstance(m.type, StructType)]
+        return "none" if "none" in levels else "ro" if "ro" in levels else "rw"
 
     @functools.cached_property
     def fields(self) -> tuple[Member, ...]:
@@ -162,8 +173,8 @@ class StructType(CIPType):
         return out
 
 
-_MEMBER = re.compile(r"\s*(?P<name>[A-Za-z_]\w*)\s*:\s*(?P<type>[A-Za-z_]\w*)\s*(?:\[(?P<dims>[^\]]*)\])?\s*",
-                     re.ASCII)
+_MEMBER = re.compile(r"\s*(?P<name>[A-Za-z_]\w*)\s*:\s*(?P<type>[A-Za-z_]\w*)\s*(?:\[(?P<dims>[^\]]*)\])?\s*"
+                     r"(?:!\s*(?P<access>[A-Za-z]\w*)\s*)?", re.ASCII)
 _UDT = re.compile(r"\s*(?P<name>[A-Za-z_]\w*)\s*=\s*\{(?P<body>.*)\}\s*", re.ASCII | re.S)
 
 
@@ -187,14 +198,16 @@ def _align(ctype: CIPType, array: bool) -> int:
     return max(natural, 4) if array else natural
 
 
-def layout(name: str, fields: Sequence[tuple[str, CIPType, int | None]], template: int) -> StructType:
-    """The StructType of ``fields`` (name, type, array length or None), laid out as Logix does."""
+def layout(name: str, fields: Sequence[tuple[Any, ...]], template: int) -> StructType:
+    """The StructType of ``fields`` (name, type, array length or None[, access]), laid out as
+    Logix does."""
     if not fields:
         raise ValueError(f"structure {name!r} has no members")
     members: list[Member] = []
     offset, host, bits, hosts, alignment = 0, -1, 8, 0, 4
     seen: set[str] = set()
-    for member, ctype, length in fields:
+    for member, ctype, length, *more in fields:
+        access = more[0] if more else "rw"
         if member.casefold() in seen:
             raise ValueError(f"structure {name!r}: duplicate member {member!r}")
         seen.add(member.casefold())
@@ -204,23 +217,24 @@ def layout(name: str, fields: Sequence[tuple[str, CIPType, int | None]], templat
                 members.append(Member(f"{HOST_PREFIX}{name}{hosts}", TYPES["SINT"], host, host=True))
                 hosts += 1
                 offset += 1
-            members.append(Member(member, BOOL, host, bit=bits))
+            members.append(Member(member, BOOL, host, bit=bits, access=access))
             bits += 1
             continue
-        if ctype is BOOL:
-            raise ValueError(f"structure {name!r}: member {member!r}: BOOL arrays in a structure "
-                             "are not supported (use DWORD[n], 32 bits each)")
+        bools = None
+        if ctype is BOOL:  # a BOOL array: DWORDs of 32 BOOLs, as Logix holds one
+            ctype, bools, length = DWORD, length, -(-length // 32)  # type: ignore[operator]
         bits = 8  # a BOOL after another member starts a new host
         align = _align(ctype, length is not None)
         alignment = max(alignment, align)
         offset = -(-offset // align) * align
-        members.append(Member(member, ctype, offset, length))
+        members.append(Member(member, ctype, offset, length, bools=bools, access=access))
         offset += (length or 1) * ctype.size  # type: ignore[operator]
     size = -(-offset // alignment) * alignment
     names = b"".join(m.name.encode("ascii") + b"\0" for m in members)
     # after "<name>;n", two bytes a member that pylogix reads: low two bits of the second are
-    # its access (3: read/write; 0: internal, the hidden BOOL hosts); never NUL
-    scopes = b"".join(b"\x04\x04" if m.host else b"\x04\x07" for m in members)
+    # its access (3: read/write; 0: internal, the hidden BOOL hosts and External Access None
+    # members; a Read Only member is listed 3, the value Logix uses for it being unconfirmed)
+    scopes = b"".join(b"\x04\x04" if m.host or m.access == "none" else b"\x04\x07" for m in members)
     raw = b"".join(struct.pack("<HHI", (m.length or (m.bit or 0)) & 0xFFFF, m.type_word, m.offset)
                    for m in members) + f"{name};n".encode("ascii") + scopes + b"\0" + names
     words = (len(raw) + 23 + 3) // 4
@@ -237,7 +251,7 @@ def parse_udt(text: str, known: Mapping[str, CIPType], template: int) -> StructT
     if not match:
         raise ValueError(f"bad structure {text!r}: expected <Name>={{<member>:<TYPE>[<n>],...}}")
     name = match["name"]
-    fields: list[tuple[str, CIPType, int | None]] = []
+    fields: list[tuple[str, CIPType, int | None, str]] = []
     for piece in re.split(r",(?![^\[]*\])", match["body"]):  # not the commas of [2,3]
         if not piece.strip():
             continue
@@ -254,7 +268,13 @@ def parse_udt(text: str, known: Mapping[str, CIPType], template: int) -> StructT
             if len(dims) != 1:
                 raise ValueError(f"structure {name!r} member {part['name']!r}: members have one dimension")
             length = dims[0]
-        fields.append((part["name"], ctype, length))
+        access = "rw"
+        if part["access"] is not None:
+            try:
+                access = parse_access(part["access"])
+            except ValueError as exc:
+                raise ValueError(f"structure {name!r} member {part['name']!r}: {exc}") from None
+        fields.append((part["name"], ctype, length, access))
     return layout(name, fields, template)
 
 
@@ -285,6 +305,7 @@ class MemberView(Attribute):
                          member.type, length=member.length)
         self.value = []  # never used: the values live in the root tag
         self.root, self.path, self.member = root, path, member
+        self.access = member.access  # member_view narrows it to its parents'
         self._lock = root._lock
 
     @property  # type: ignore[override]
@@ -367,7 +388,10 @@ def member_view(parent: Attribute, element: int, name: str) -> MemberView:
         raise ValueError(f"{ctype.name} has no member {name!r}")
     if isinstance(parent, MemberView):
         path = (*parent.path, *((element,) if parent.member.length else ()), m.name)
-        return MemberView(parent.root, path, m)
+        view = MemberView(parent.root, path, m)
+        if parent.access != "rw" and view.access != "none":
+            view.access = parent.access  # a member of a Read Only (or None) member is so too
+        return view
     return MemberView(parent, (element, m.name), m)
 
 

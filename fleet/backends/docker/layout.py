@@ -4,9 +4,12 @@ Every device keeps the address the plan gave it (``address_pool``), so ``status`
 poller and the process backend all agree on it.  The addresses must lie in ``docker_subnet``
 (by default the pool's own CIDRs), which must not be loopback.
 
-* ``bridge``: user-defined bridge networks on this host.  A Linux bridge holds at most 1,024
-  ports, so a subnet wider than /22 is split into /22 blocks (1,022 addresses) and each block
-  that holds devices gets a bridge of its own; the host routes to every block.
+* ``bridge``: user-defined bridge networks on this host, one per ``/docker_bridge_prefix``
+  block of the subnet that holds devices (a /27 of 28 devices by default; at widest a /22,
+  as a Linux bridge holds at most 1,024 ports); the host routes to every block.  Small
+  bridges make a fast start: dockerd 20.10 must join and leave one network's containers one
+  at a time (see :meth:`~fleet.backends.docker.backend.DockerBackend.attaching`), so the
+  backend starts as many containers at once as the fleet has bridges.
 * ``macvlan``: one network per subnet on ``docker_parent``, so devices are hosts on that LAN.
 
 On each network the gateway (given, or the highest address no device uses) and the health
@@ -31,7 +34,7 @@ the first device's address on each network it needs; the entry point adds the ot
 ... '''))
 >>> net, = networks(plan)
 >>> net.name, net.subnet, net.gateway, net.poller
-('lab-net0', '172.30.0.0/22', '172.30.3.254', '172.30.3.253')
+('lab-net0', '172.30.0.0/27', '172.30.0.30', '172.30.0.29')
 >>> [(c.name, c.worker, c.endpoints) for c in containers(plan)]
 ... # doctest: +NORMALIZE_WHITESPACE
 [('lab-w000', 'w000', (('lab-net0', '172.30.0.1'),)), ('lab-pump3', 'w001', (('lab-net0', '172.30.0.3'),))]
@@ -44,7 +47,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fleet.backends.base import BackendError
-from fleet.config import DOCKER_BRIDGE_BLOCK as BRIDGE_BLOCK
 from fleet.plan import Plan, PlannedDevice
 
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
@@ -89,15 +91,18 @@ def subnets(plan: Plan) -> list[ipaddress.IPv4Network]:
     """The fleet's docker subnets: ``docker_subnet``, else the address pool's CIDRs."""
     fleet = plan.fleet
     items = [fleet.docker_subnet] if fleet.docker_subnet else list(fleet.address_pool)
+    block = fleet.docker_bridge_prefix
     out: list[ipaddress.IPv4Network] = []
     for item in items:
         if "-" in item:  # a range: within one bridge block, that block is its subnet
             lo, hi = (int(ipaddress.IPv4Address(part.strip())) for part in item.split("-", 1))
-            block = ipaddress.IPv4Network((lo >> (32 - BRIDGE_BLOCK) << (32 - BRIDGE_BLOCK), BRIDGE_BLOCK))
-            if fleet.docker_network != "bridge" or hi not in range(int(block[0]), int(block[-1]) + 1):
-                raise BackendError(f"backend docker: address_pool {item!r} is a range; give docker_subnet "
-                                   "(the CIDR the devices' addresses lie in)")
-            item = str(block)
+            within = ipaddress.IPv4Network((lo >> (32 - block) << (32 - block), block))
+            if fleet.docker_network != "bridge" or hi not in range(int(within[0]), int(within[-1]) + 1):
+                wide = f" wider than one /{block} bridge" if fleet.docker_network == "bridge" else ""
+                raise BackendError(f"backend docker: address_pool {item!r} is a range{wide}; give "
+                                   "docker_subnet (the CIDR the devices' addresses lie in)"
+                                   + (" or a wider docker_bridge_prefix" if wide else ""))
+            item = str(within)
         net = ipaddress.IPv4Network(item, strict=False)
         if net in out:
             continue
@@ -113,6 +118,7 @@ def subnets(plan: Plan) -> list[ipaddress.IPv4Network]:
 def _blocks(plan: Plan) -> dict[ipaddress.IPv4Network, list[str]]:
     """Each network's subnet and the device addresses in it, in plan order."""
     nets = subnets(plan)
+    block = plan.fleet.docker_bridge_prefix
     blocks: dict[ipaddress.IPv4Network, list[str]] = {}
     for device in plan.devices:
         ip = ipaddress.IPv4Address(device.host)
@@ -120,8 +126,8 @@ def _blocks(plan: Plan) -> dict[ipaddress.IPv4Network, list[str]]:
         if net is None:
             raise BackendError(f"backend docker: {device.name}'s address {ip} is outside the docker "
                                f"subnet(s) {', '.join(map(str, nets))}")
-        if plan.fleet.docker_network == "bridge" and net.prefixlen < BRIDGE_BLOCK:
-            net = ipaddress.IPv4Network((int(ip) >> (32 - BRIDGE_BLOCK) << (32 - BRIDGE_BLOCK), BRIDGE_BLOCK))
+        if plan.fleet.docker_network == "bridge" and net.prefixlen < block:
+            net = ipaddress.IPv4Network((int(ip) >> (32 - block) << (32 - block), block))
         if ip in (net.network_address, net.broadcast_address):
             raise BackendError(f"backend docker: {device.name}'s address {ip} is the network or "
                                f"broadcast address of {net}")

@@ -1,0 +1,201 @@
+"""Large fleets at small scale (issue 20): address pools past a /16 and of several CIDRs, planned
+without enumerating them; the open-files limit (``$CPPPO_FLEET_NOFILE`` lowers it): several
+health poller processes when one cannot hold a connection to every device, and a one-line
+refusal when a worker's devices cannot fit; ``status``'s summary past 100 devices and its
+``--all``, ``--only``, ``--state`` rows."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fleet.backends.base import BackendError, health_programs
+from fleet.cli import app
+from fleet.config import ConfigError, parse
+from fleet.limits import ENV, poller_shards
+from fleet.plan import Plan, expand
+from tests.fleet_support import CliFleet, until
+
+OCTET = 20 + os.getpid() % 200
+
+
+def plan_of(pool: str, count: int, per: int = 100, kind: str = "modbus", extra: str = "") -> Plan:
+    spec = 'registers = ["40001"]' if kind == "modbus" else 'tags = ["A=INT"]'
+    return expand(parse(f"""
+[fleet]
+name = "big"
+address_pool = {pool}
+devices_per_worker = {per}
+[[device]]
+kind = "{kind}"
+count = {count}
+name = "d{{n}}"
+{spec}
+{extra}
+"""))
+
+
+def test_a_slash_15_holds_100000_devices_across_its_two_16s() -> None:
+    plan = plan_of('"127.64.0.0/15"', 100_000, per=500)
+    hosts = [d.host for d in plan.devices]
+    assert hosts[0] == "127.64.0.1" and hosts[65533] == "127.64.255.254"
+    assert hosts[65534] == "127.64.255.255" and hosts[65535] == "127.65.0.0"  # inside a /15: plain hosts
+    assert hosts[-1] == "127.65.134.160" and len(set(hosts)) == 100_000
+    assert len(plan.workers) == 200 and plan.worker_devices("w199")[-1].name == "d100000"
+    again = Plan.from_json(json.loads(plan.dumps()))  # plan.json: options written once, a row per device
+    assert again == plan and again.devices[0].options is again.devices[-1].options
+    assert len(json.loads(plan.dumps())["options"]) == 1
+
+
+def test_several_cidrs_and_ranges_are_taken_in_order_without_enumerating() -> None:
+    # a /8 of 16 million addresses first: taking 3 from it must not walk the rest
+    plan = plan_of('["127.0.0.0/8"]', 3)
+    assert [d.host for d in plan.devices] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    plan = plan_of('["127.70.0.0/30", "127.71.255.254-127.72.0.1", "127.73.0.0/16"]', 8)
+    assert [d.host for d in plan.devices] == [
+        "127.70.0.1", "127.70.0.2",  # the /30's two hosts
+        "127.71.255.254", "127.71.255.255", "127.72.0.0", "127.72.0.1",  # the range, inclusive
+        "127.73.0.1", "127.73.0.2"]
+
+
+def test_pool_overlap_and_exhaustion_are_one_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        plan_of('["127.74.0.0/15", "127.75.3.0/24"]', 3)
+    assert str(info.value) == ("fleet.toml: fleet: key 'address_pool': pools '127.74.0.0/15' and "
+                               "'127.75.3.0/24' overlap")
+    with pytest.raises(ConfigError) as info:
+        plan_of('["127.76.0.0/30", "127.77.0.0/31"]', 5)
+    assert str(info.value) == ("fleet.toml: device[0]: key 'count': address pool exhausted: fleet "
+                               "address_pool ['127.76.0.0/30', '127.77.0.0/31'] has 4 addresses left, "
+                               "5 needed")
+
+
+def test_a_worker_that_cannot_fit_the_open_files_limit_is_refused_in_one_line(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv(ENV, "300")
+    text = f"""
+[fleet]
+name = "nofit"
+address_pool = "127.92.{OCTET}.0/24"
+devices_per_worker = 100
+[[device]]
+kind = "enip"
+count = 150
+name = "plc{{n}}"
+tags = ["A=INT"]
+"""
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    message = (f"cpppo-fleet: {path}: fleet: key 'devices_per_worker': worker w000's 100 devices need "
+               "364 open files (listening sockets, a health connection each, 64 more), over the "
+               f"open-files limit of 300 (${ENV}): at most 78 enip devices per worker")
+    for command in (["validate"], ["up", "--state-dir", str(tmp_path / "state")]):  # the same refusal
+        result = CliRunner().invoke(app, [*command, str(path)])
+        assert result.exit_code == 2 and result.output.strip() == message, result.output
+    assert not (tmp_path / "state" / "supervisord.pid").exists()
+    monkeypatch.setenv(ENV, "1000")  # room for them: the same file plans
+    assert len(expand(parse(text)).workers) == 2
+
+
+@pytest.fixture
+def fleets() -> Iterator[list[CliFleet]]:
+    made: list[CliFleet] = []
+    yield made
+    for fleet in made:
+        try:
+            fleet.backend.down()
+        except BackendError:
+            pass
+
+
+@pytest.mark.slow
+def test_past_the_open_files_limit_the_poller_shards_and_status_summarises(monkeypatch, tmp_path,
+                                                                           fleets) -> None:
+    """400 devices with every process limited to 300 open files: one poller cannot keep 400
+    connections, so two poller programs share the devices, and all 400 are healthy."""
+    monkeypatch.setenv(ENV, "300")
+    assert poller_shards(400) == 2
+    fleet = CliFleet(tmp_path, f"""
+[fleet]
+name = "shards"
+address_pool = "127.93.{OCTET}.0/23"
+health_interval = 1.0
+health_timeout = 2.0
+devices_per_worker = 100
+[[device]]
+kind = "modbus"
+count = 400
+name = "pump{{n:03}}"
+port = 1502
+registers = ["40001-40004=7"]
+""")
+    fleets.append(fleet)
+    out = fleet.cli("up", "--timeout", "120")
+    assert "400/400 devices healthy in 4 workers" in out, out
+    programs = fleet.backend.status()
+    assert set(health_programs(2)) <= set(programs) and "health-2" not in programs
+    assert "shard 1 of 2" in fleet.cli("logs", "health-1", "--lines", "5000")
+    pid = programs["health"].pid
+    limits = Path(f"/proc/{pid}/limits").read_text()
+    assert [line.split()[3] for line in limits.splitlines() if line.startswith("Max open files")] == ["300"]
+
+    # the summary: counts by state, kind and worker; the devices not healthy listed
+    fleet.cli("fault", "pump007", "offline")
+    until(lambda: fleet.devices()["pump007"]["state"] == "faulted", 30, "pump007 faulted")
+    out = fleet.cli("status", code=1)
+    assert "by kind" in out and "by worker" in out and "not healthy: 1" in out, out
+    assert "pump007" in out and "pump008" not in out and "399 healthy / 400 total, 1 faulted" in out, out
+    assert "--all" in out
+    rows = fleet.cli("status", "--all", code=1)
+    assert all(f"pump{n:03}" in rows for n in range(1, 401)), rows[-2000:]
+    only = fleet.cli("status", "--only", "pump01[0-2]", "--only", "w003", code=1)
+    assert "pump010" in only and "pump012" in only and "pump350" in only and "pump013" not in only
+    faulted = fleet.cli("status", "--state", "faulted", code=1)
+    assert "pump007" in faulted and "pump001" not in faulted
+    data = json.loads(fleet.invoke("status", "--json", "--state", "faulted", code=1).stdout)
+    assert [d["name"] for d in data["devices"]] == ["pump007"] and data["total"] == 400
+    bad = fleet.invoke("status", "--state", "sleepy", code=2).output
+    assert "'sleepy' is not a device state" in bad
+    fleet.cli("fault", "--clear")
+    until(fleet.all_healthy, 60, "all healthy after clearing the fault")
+
+
+def test_a_poll_that_times_out_while_connecting_leaves_no_socket_open() -> None:
+    """A device that accepts the connection but never answers Register Session: the poller
+    must close the connection it opened (a poller of 100,000 devices cannot leak one a poll)."""
+    import asyncio
+
+    from fleet.health import Poller
+    from tests.support import free_port
+
+    host = f"127.94.{OCTET}.1"
+    port = free_port(host)
+    plan = plan_of(f'"{host}/32"', 1, kind="enip", extra=f"port = {port}")
+    closed: list[bool] = []
+
+    async def scenario() -> None:
+        async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1 << 16)  # the Register Session request, never answered
+            eof = await asyncio.wait_for(reader.read(1 << 16), 10.0) == b""  # the poller closed it
+            closed.append(eof)
+            writer.close()
+
+        server = await asyncio.start_server(mute, host, port)
+        try:
+            poller = Poller(timeout=0.3, concurrency=1)
+            result = await poller.poll(plan.devices[0])
+            assert not result.ok and poller.clients == {}
+            for _ in range(100):
+                if closed:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())
+    assert closed == [True]
