@@ -154,6 +154,10 @@ def test_io_figures_in_status_json_and_metrics(tmp_path):
                     if scanner.received >= 20:
                         break
                 during = await asyncio.to_thread(io)
+                # the poller re-emits what it last scraped from the workers (every interval)
+                out = ("cpppo_fleet_device_io_packets_total", ("device", first), ("direction", "out"),
+                       ("worker", device.worker))
+                await asyncio.to_thread(until, lambda: metrics().get(out, 0) >= 20, 30, "scraped packets")
                 scraped = await asyncio.to_thread(metrics)
                 scanner.producing = False  # silent: the adapter times the connection out
                 await asyncio.to_thread(until, lambda: io()[first]["timeouts"] == 1, 20, "the timeout")
