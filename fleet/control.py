@@ -11,6 +11,9 @@ Requests (``{"op": ...}``) and their answers (``{"ok": true, ...}`` or ``{"ok": 
 - ``{"op": "clear", "devices": [...] | null}``: end faults (all of this worker's with null).
 - ``{"op": "faults"}``: ``{"faults": {device: fault-snapshot}}`` of the active ones.
 - ``{"op": "ping"}``: ``{"worker": name, "pid": pid, "devices": n}``.
+- ``{"op": "lines"}``: ``{"lines": {link: {"serving": bool, "units": [...], "frames": n}}}``, the
+  Modbus/RTU lines the worker serves (:meth:`fleet.rtu.Line.report`); such reports are the
+  entries of :data:`REPORTS` (their modules add them).
 
 A unix socket's path is limited to 107 bytes; a long state folder is reached through
 ``/proc/self/fd/N/``, which is short whatever the folder's name.
@@ -29,8 +32,9 @@ from typing import Any
 
 from cpppo.faults import Fault, FaultError, FaultState
 
-__all__ = ["MAX_LINE", "ControlError", "ControlServer", "control_dir", "request", "socket_path"]
+__all__ = ["MAX_LINE", "REPORTS", "ControlError", "ControlServer", "control_dir", "request", "socket_path"]
 
+REPORTS: dict[str, Callable[[], Any]] = {}  # op -> what the worker answers to it (fleet.rtu: "lines")
 MAX_LINE = 1 << 20  # one request line at most (a list of 100,000 device names fits)
 _SUN_PATH_MAX = 107
 
@@ -129,6 +133,8 @@ class ControlServer:
         try:
             if op == "ping":
                 return {"ok": True, "worker": self.worker, "pid": os.getpid(), "devices": len(self.faults)}
+            if op in REPORTS:
+                return {"ok": True, op: REPORTS[op]()}
             if op == "faults":
                 active = {name: snap for name, state in self.faults.items() if (snap := state.snapshot())}
                 return {"ok": True, "faults": active}

@@ -56,16 +56,20 @@ def offset(name: str) -> float:
 class Poller:
     """Polls devices, keeping one client per device open between sweeps."""
 
-    def __init__(self, timeout: float = 2.0, concurrency: int = 200, persistent: bool = True) -> None:
+    def __init__(self, timeout: float = 2.0, concurrency: int = 200, persistent: bool = True,
+                 control: Path | None = None) -> None:
         self.timeout = timeout
         self.concurrency = concurrency
         self.persistent = persistent
+        self.control = control  # the fleet's control folder: a client that asks the worker is told it
         self.clients: dict[str, Any] = {}
 
     async def _client(self, device: PlannedDevice) -> Any:
         client = self.clients.get(device.name)
         if client is None:
             client = KINDS[device.kind].client(device.host, device.port, device.options, self.timeout)
+            if hasattr(client, "locate"):  # its health is its worker's report (fleet.rtu.PortReport)
+                client.locate(self.control, device.worker)
             try:
                 await client.__aenter__()
             except BaseException:  # connected but not set up (a timeout, say): close it, or its socket
@@ -137,21 +141,22 @@ class Poller:
 
 
 async def sweep_once(devices: Iterable[PlannedDevice], timeout: float,
-                     concurrency: int) -> list[HealthResult]:
+                     concurrency: int, control: Path | None = None) -> list[HealthResult]:
     """One sweep with fresh connections (for ``cpppo-fleet poll`` and ``up``)."""
-    poller = Poller(timeout, concurrency, persistent=False)
+    poller = Poller(timeout, concurrency, persistent=False, control=control)
     try:
         return await poller.sweep(devices)
     finally:
         await poller.close()
 
 
-def run_sweep(devices: Iterable[PlannedDevice], timeout: float, concurrency: int) -> list[HealthResult]:
+def run_sweep(devices: Iterable[PlannedDevice], timeout: float, concurrency: int,
+              control: Path | None = None) -> list[HealthResult]:
     """:func:`sweep_once` from synchronous code, on uvloop when available."""
     from cpppo.server.hosting import new_event_loop
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        return runner.run(sweep_once(list(devices), timeout, concurrency))
+        return runner.run(sweep_once(list(devices), timeout, concurrency, control))
 
 
 LOGGED = 100  # devices named in the log per change (a fleet of 100,000 coming up: a count for the rest)
@@ -217,7 +222,9 @@ class Schedule:
         if self.plan is None:
             raise SystemExit(f"fleet.health: no plan in {self.plan_path}")
         fleet = self.plan.fleet
-        poller = Poller(fleet.health_timeout, fleet.health_concurrency)
+        from fleet.control import control_dir
+
+        poller = Poller(fleet.health_timeout, fleet.health_concurrency, control=control_dir(self.state_dir))
         failing: set[str] = set()
         sweeps = 0
         store = open_store(self.database)
@@ -370,7 +377,10 @@ def sweep_and_print(state_dir: Path) -> int:
     import json
 
     plan = Plan.from_json(json.loads((state_dir / "plan.json").read_text()))
-    results = run_sweep(plan.devices, plan.fleet.health_timeout, plan.fleet.health_concurrency)
+    from fleet.control import control_dir
+
+    results = run_sweep(plan.devices, plan.fleet.health_timeout, plan.fleet.health_concurrency,
+                        control_dir(state_dir))
     for r in results:
         print(json.dumps({"device": r.device, "ok": r.ok, "latency": r.latency, "error": r.error}))
     return 0 if all(r.ok for r in results) else 1

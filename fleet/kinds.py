@@ -482,8 +482,9 @@ class ModbusRtuOptions(ServerLimits):
     parity: str = "E"
     stopbits: int = 1
     timing: bool = False  # pty: replies take the wire's time at the baud rate (and t3.5)
+    serial: str = ""  # pty: the line is this serial port (pyserial), not a pseudo-terminal the fleet makes
     lines: tuple[str, ...] = ()  # gateway: the lines behind it
-    link: str = ""  # planned, pty: the line's link
+    link: str = ""  # planned, pty: the line's link (its serial port, for one)
     routes: tuple[tuple[int, str], ...] = ()  # planned, gateway: (unit id, line link) behind it
     cluster: str = ""  # planned: devices one worker hosts together (a line and its gateways)
 
@@ -496,7 +497,7 @@ class ModbusRtuKind(ModbusKind):
     name = "modbus-rtu"
     protocol = "Modbus/RTU"
     Options = ModbusRtuOptions
-    _PTY_ONLY = ("line", "baud", "parity", "stopbits", "timing")
+    _PTY_ONLY = ("line", "baud", "parity", "stopbits", "timing", "serial")
     _UNADDRESSED = ("port", "port_step", "address", "address_pool", "delay", "max_connections",
                     "idle_timeout", "max_in_flight")
     _PLANNED = frozenset({"link", "routes", "cluster"})  # the plan's, not fleet.toml's
@@ -549,10 +550,12 @@ class ModbusRtuKind(ModbusKind):
             t.checked(key, lambda key=key, value=value: LineSettings.parse(**{_LINE_ARG[key]: value}))
         settings = LineSettings.parse(*(values.get(k, d) for k, d in (("baud", 19200), ("parity", "E"),
                                                                       ("stopbits", 1))))
+        # a serial port's presence is checked by validate and up (fleet.rtu.check_ports), not here
+        serial = t.get("serial", str, "", what="a serial port such as '/dev/ttyUSB0'")
         return ModbusRtuOptions(transport=transport, registers=base.registers,
                                 health_register=base.health_register, unit_id=unit, line=line,
                                 baud=settings.baudrate, parity=settings.parity, stopbits=settings.stopbits,
-                                timing=t.get("timing", bool, False, what="true or false"))
+                                timing=t.get("timing", bool, False, what="true or false"), serial=serial)
 
     def options_from_json(self, data: Mapping[str, Any]) -> ModbusRtuOptions:
         options = super().options_from_json(data)
@@ -592,6 +595,10 @@ class ModbusRtuKind(ModbusKind):
                            pool=pool, server_class=RtuTcpServer)
 
     def client(self, host: str, port: int, options: ModbusRtuOptions, timeout: float) -> Any:
+        if options.serial:
+            from fleet.rtu import PortReport
+
+            return PortReport(options, timeout)
         if options.transport == "pty":
             from fleet.rtu import line_client
 
@@ -603,6 +610,11 @@ class ModbusRtuKind(ModbusKind):
         from cpppo.modbus.aclient import AsyncModbusClient
 
         return AsyncModbusClient(host, port, unit=options.unit_id, timeout=timeout)
+
+    async def check(self, client: Any, options: Any, identity: Mapping[str, Any]) -> None:
+        if options.serial:  # a serial port's units: the worker's report, not a poll on the line
+            return await client.check()
+        return await super().check(client, options, identity)
 
     def addressed(self, options: ModbusRtuOptions) -> bool:
         return options.transport != "pty"
@@ -620,6 +632,8 @@ class ModbusRtuKind(ModbusKind):
 
     def endpoint(self, device: Any) -> str:
         o = device.options
+        if o.serial:
+            return f"{o.link}#{o.unit_id} (port)"
         return f"{o.link}#{o.unit_id}" if o.transport == "pty" else f"{device.host}:{device.port}"
 
 

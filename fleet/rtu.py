@@ -10,6 +10,10 @@ named by the link ``.fleet/<fleet>/tty/<line>`` beside fleet.toml, and the healt
 other's replies, so the poller has a wire of its own to the same units and never takes (or
 collides with) a reply meant for the user's master.  A gateway in the same worker reaches
 the line's units in-process.
+
+A line may instead be a serial port the user names (``serial = "/dev/ttyUSB0"``): the worker
+opens it with pyserial and serves the units there; no link, no health pty (the port's far side
+is the user's), so its units' health is the worker's report (:class:`PortReport`).
 """
 
 from __future__ import annotations
@@ -21,11 +25,33 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fleet.control import REPORTS, request, socket_path
 from fleet.table import ConfigError
 
 KIND = "modbus-rtu"
 TRANSPORTS = ("pty", "tcp", "gateway")
-LINE_KEYS = ("baud", "parity", "stopbits", "timing")  # a line's settings: one value per line
+LINE_KEYS = ("baud", "parity", "stopbits", "timing", "serial")  # a line's settings: one value per line
+
+
+def check_ports(devices: Iterable[Any], source: str) -> None:
+    """ConfigError unless each line's ``serial`` is a character device on this host: what
+    ``validate`` and ``up`` check (not ``status`` or ``down``: an unplugged port's fleet still
+    comes down)."""
+    import stat
+
+    seen = set()
+    for d in devices:
+        path = getattr(d.options, "serial", "") if d.kind == KIND else ""
+        if not path or path in seen:
+            continue
+        seen.add(path)
+        table = f"device[{d.group}]"
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise ConfigError(source, table, "serial", f"serial port {path!r}: {exc.strerror}") from None
+        if not stat.S_ISCHR(mode):
+            raise ConfigError(source, table, "serial", f"serial port {path!r} is not a character device")
 
 
 def tty_dir(source: str | Path, fleet: str) -> Path:
@@ -59,6 +85,7 @@ def arrange(devices: list[Any], config: Any) -> list[Any]:
     tty = tty_dir(config.source, config.fleet.name)
     firsts = {g.index: g.first for g in config.groups}
     lines: dict[str, _Line] = {}
+    ports: dict[str, str] = {}  # a serial port (its real path) -> the line on it
     starts: dict[tuple[int, str], int] = {}
     units: dict[int, int] = {}  # index in devices -> unit id
     for i, device in enumerate(devices):
@@ -66,6 +93,10 @@ def arrange(devices: list[Any], config: Any) -> list[Any]:
         if device.kind != KIND or o.transport == "tcp":
             continue
         table = f"device[{device.group}]"
+        if o.serial and config.fleet.backend != "process":
+            raise ConfigError(src, table, "serial",
+                              f"serial = {o.serial!r} needs backend = \"process\" (the port is on this host, "
+                              f"not in a {config.fleet.backend} container)")
         if config.fleet.backend != "process":
             raise ConfigError(src, table, "transport",
                               f"transport = {o.transport!r} needs backend = \"process\" (the fleet's "
@@ -74,6 +105,12 @@ def arrange(devices: list[Any], config: Any) -> list[Any]:
         if o.transport == "gateway":
             continue
         settings = tuple(getattr(o, key) for key in LINE_KEYS)
+        if o.serial:
+            real = os.path.realpath(o.serial)
+            other = ports.setdefault(real, o.line)
+            if other != o.line:
+                raise ConfigError(src, table, "serial", f"{o.serial!r} is the port of line {other!r} too: "
+                                                        "a port carries one line")
         line = lines.setdefault(o.line, _Line(settings, device.group))
         if line.settings != settings:
             key = next(k for k, a, b in zip(LINE_KEYS, settings, line.settings, strict=True) if a != b)
@@ -92,6 +129,10 @@ def arrange(devices: list[Any], config: Any) -> list[Any]:
                                                      f"{device.name!r} and {line.units[unit].name!r}")
         line.units[unit] = device
         units[i] = unit
+
+    def link_of(line: _Line, name: str) -> str:  # a line's serial port, or the link of its pty
+        return line.settings[LINE_KEYS.index("serial")] or str(tty / name)
+
     joined = {name: name for name in lines}  # union-find: a gateway joins its lines
 
     def root(name: str) -> str:
@@ -117,11 +158,11 @@ def arrange(devices: list[Any], config: Any) -> list[Any]:
                                       "gateway routes a unit id to one line")
                 owner[unit] = name
             joined[root(name)] = root(o.lines[0])
-        routes[i] = tuple((unit, str(tty / name)) for unit, name in sorted(owner.items()))
+        routes[i] = tuple((unit, link_of(lines[name], name)) for unit, name in sorted(owner.items()))
     out = list(devices)
     for i, unit in units.items():
         o = devices[i].options
-        out[i] = replace(devices[i], options=replace(o, unit_id=unit, link=str(tty / o.line),
+        out[i] = replace(devices[i], options=replace(o, unit_id=unit, link=o.serial or str(tty / o.line),
                                                      cluster=f"line:{root(o.line)}"))
     for i, pairs in routes.items():
         o = devices[i].options
@@ -160,9 +201,12 @@ def describe_lines(devices: Iterable[Any]) -> list[str]:
     for name, units in lines.items():
         o = units[0].options
         wire = LineSettings(o.baud, o.parity, o.stopbits, timing=o.timing)
-        out.append(f"line {name}: {o.link} ({wire.describe()}{', wire timing' if o.timing else ''}), "
+        health = ("health: the worker's report that it has the port open (no poll on the line)"
+                  if o.serial else f"health polls on {health_link(o.link)}")
+        out.append(f"line {name}: {'serial port ' if o.serial else ''}{o.link} "
+                   f"({wire.describe()}{', wire timing' if o.timing else ''}), "
                    f"{len(units)} units {ranges(u.options.unit_id for u in units)}, "
-                   f"worker {units[0].worker}; health polls on {health_link(o.link)}")
+                   f"worker {units[0].worker}; {health}")
     for d in devices:
         if d.kind == KIND and d.options.transport == "gateway":
             out.append(f"gateway {d.name}: Modbus/TCP {d.host}:{d.port} -> {', '.join(d.options.lines)} "
@@ -171,8 +215,9 @@ def describe_lines(devices: Iterable[Any]) -> list[str]:
 
 
 def links(devices: Iterable[Any]) -> set[str]:
-    """The line links (and health links) of planned devices."""
+    """The line links (and health links) of planned devices (a serial port is the user's: none)."""
     return {path for d in devices if d.kind == KIND and getattr(d.options, "link", "")
+            and not getattr(d.options, "serial", "")
             for path in (d.options.link, health_link(d.options.link))}
 
 
@@ -206,12 +251,18 @@ class Line:
         self.servers: list[Any] = []
         self.members = 0
 
-    def open(self, settings: Any) -> None:
-        """Serve the line on its ptys (the user's link and the health link); ValueError naming
-        a link that cannot be made."""
+    def open(self, settings: Any, serial: str = "") -> None:
+        """Serve the line on its ptys (the user's link and the health link), or on its serial
+        port; ValueError naming a link that cannot be made or a port that cannot be opened."""
         if self.servers:
             return
         from cpppo.modbus.rtu_server import RtuSerialServer
+
+        if serial:
+            server = RtuSerialServer(self.units, serial, settings)
+            server.open()
+            self.servers = [server]
+            return
 
         try:
             Path(self.link).parent.mkdir(parents=True, exist_ok=True)
@@ -234,8 +285,14 @@ class Line:
             server.close()
         self.servers = []
 
+    def report(self) -> dict[str, Any]:
+        """What the worker says of the line (the control channel's ``lines``)."""
+        return {"serving": bool(self.servers) and all(s.serving for s in self.servers),
+                "units": sorted(self.units.devices), "frames": sum(s.counters.frames for s in self.servers)}
+
 
 LINES: dict[str, Line] = {}  # the worker's lines, by link
+REPORTS["lines"] = lambda: {link: each.report() for link, each in LINES.items()}  # for PortReport
 
 
 def line(link: str) -> Line:
@@ -288,7 +345,8 @@ def serve_unit(model: Any, options: Any) -> Hold:
     from cpppo.modbus.serial_line import LineSettings
 
     each = line(options.link)
-    each.open(LineSettings(options.baud, options.parity, options.stopbits, timing=options.timing))
+    each.open(LineSettings(options.baud, options.parity, options.stopbits, timing=options.timing),
+              options.serial)
     each.units.add(options.unit_id, model)
     return Hold([each], unit=options.unit_id)
 
@@ -364,3 +422,38 @@ def line_client(options: Any, timeout: float) -> Any:
             return await self.master.request(request, self.unit if unit is None else unit)
 
     return LineClient()
+
+
+class PortReport:
+    """The health of a unit on a serial port the user named: the worker's report (its control
+    channel's ``lines``) that it has the port open and serving the unit.  Nothing is sent on the
+    line: the port's far side is the user's master's, and a second master would collide with it.
+    ``locate`` (the poller's) says which control socket to ask."""
+
+    def __init__(self, options: Any, timeout: float) -> None:
+        self.options, self.timeout = options, timeout
+        self.socket: Path | None = None
+
+    def locate(self, control: Path | None, worker: str) -> None:
+        self.socket = None if control is None else socket_path(control, worker)
+
+    async def __aenter__(self) -> PortReport:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def check(self) -> None:
+        import asyncio
+
+        o = self.options
+        if self.socket is None:
+            raise RuntimeError(f"no control folder to ask which worker has {o.serial} open")
+        answer = await asyncio.to_thread(request, self.socket, {"op": "lines"}, self.timeout)
+        line = answer["lines"].get(o.link)
+        if line is None:
+            raise RuntimeError(f"the worker does not have {o.serial} open")
+        if not line["serving"]:
+            raise RuntimeError(f"the worker has {o.serial} open but is not reading it (far side gone?)")
+        if o.unit_id not in line["units"]:
+            raise RuntimeError(f"unit {o.unit_id} is not on {o.serial}")

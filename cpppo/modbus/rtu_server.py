@@ -205,6 +205,13 @@ class RtuSerialServer:
             os.set_blocking(self._fd, False)
         self.loop.add_reader(self._fd, self._readable)
 
+    @property
+    def serving(self) -> bool:
+        """Whether the port is open and read (not waiting to read again after the far side of
+        the line went away)."""
+        retry = self._retry
+        return self._fd >= 0 and (retry is None or retry.cancelled() or retry.when() <= self.loop.time())
+
     def _readable(self) -> None:
         try:
             data = os.read(self._fd, 4096)

@@ -47,6 +47,17 @@ def load_plan(path: Path, config=None):  # -> fleet.plan.Plan
         fail(str(exc), EXIT_CONFIG)
 
 
+def check_here(path: Path, plan) -> None:
+    """Exit 2 with one line for what this host lacks to serve ``plan`` (a serial port named in
+    fleet.toml that is not here): ``validate`` and ``up`` check it, ``status`` and ``down`` not."""
+    from fleet.rtu import check_ports
+
+    try:
+        check_ports(plan.devices, str(path))
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+
+
 def state_dir_for(path: Path, plan, override: Path | None) -> Path:
     """Where the fleet's state lives: ``--state-dir`` or ``.fleet/<name>/`` beside fleet.toml."""
     if override is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from fleet.cli import multihost
-from fleet.cli.common import FLEET_FILE, load_plan
+from fleet.cli.common import FLEET_FILE, check_here, load_plan
 from fleet.hosts import is_multihost
 
 
@@ -43,7 +43,9 @@ def validate(path: Path = FLEET_FILE) -> None:
     """Validate fleet.toml; print a one-line summary (exit 2 with the error otherwise)."""
     if is_multihost(path):
         return typer.echo(multihost.summary(multihost.load(path)))
-    typer.echo(_summary(load_plan(path)))
+    plan = load_plan(path)
+    check_here(path, plan)
+    typer.echo(_summary(plan))
 
 
 def _summary(fleet_plan) -> str:

@@ -39,7 +39,7 @@ def _collect(plan, backend, quiet: bool = False):  # -> (programs, reports, star
     history, starts, unserved = {}, {}, {}
     if orphans:  # no supervised poller to trust: ask the devices themselves, now
         programs = orphans
-        history = _check_now(applied or plan, orphans)
+        history = _check_now(applied or plan, orphans, control_dir(backend.state.root))
     elif programs and backend.state.database.exists():
         try:
             with Store(backend.state.database) as store:
@@ -132,13 +132,13 @@ def _with_io(plan, backend, reports) -> list[dict]:
     return [{**r.to_json(), **({"io": figures.get(r.name)} if r.name in adapters else {})} for r in reports]
 
 
-def _check_now(plan, programs) -> dict:
+def _check_now(plan, programs, control) -> dict:
     """The history of one health sweep, now, of the devices of these programs (workers)."""
     from fleet.health import run_sweep
     from fleet.store import DeviceHistory
 
     devices = [d for d in plan.devices if d.worker in programs]
-    results = run_sweep(devices, plan.fleet.health_timeout, plan.fleet.health_concurrency)
+    results = run_sweep(devices, plan.fleet.health_timeout, plan.fleet.health_concurrency, control)
     return {r.device: DeviceHistory(r, (r.latency,) if r.ok else ()) for r in results}
 
 
@@ -215,7 +215,10 @@ def poll(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: b
     plan, backend = backend_for(path, state_dir)
     devices = (backend.applied_plan() or plan).devices
     begun = time.monotonic()
-    results = run_sweep(devices, plan.fleet.health_timeout, plan.fleet.health_concurrency)
+    from fleet.control import control_dir
+
+    results = run_sweep(devices, plan.fleet.health_timeout, plan.fleet.health_concurrency,
+                        control_dir(backend.state.root))
     elapsed = time.monotonic() - begun
     if backend.state.root.exists():
         try:

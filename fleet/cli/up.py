@@ -8,7 +8,16 @@ from pathlib import Path
 import typer
 
 from fleet.cli import multihost
-from fleet.cli.common import EXIT_FAILED, FLEET_FILE, STATE_DIR, ProgressBar, backend_for, command_hint, fail
+from fleet.cli.common import (
+    EXIT_FAILED,
+    FLEET_FILE,
+    STATE_DIR,
+    ProgressBar,
+    backend_for,
+    check_here,
+    command_hint,
+    fail,
+)
 from fleet.hosts import is_multihost
 
 ONLY = typer.Option(None, "--only", help="Bring up only the devices matching this glob "
@@ -27,6 +36,7 @@ def up(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, only: list[s
         multihost.refuse("--state-dir", state_dir)
         return multihost.up(path, timeout)
     plan, backend = backend_for(path, state_dir)
+    check_here(path, plan)
     with ProgressBar() as progress:
         try:
             applied = backend.up(only, progress)
