@@ -2,7 +2,7 @@
 a pty the fleet makes: the worker opens the port with pyserial; no link, no health pty (health
 is the worker's report that it has the port open); ``down`` leaves the user's device node
 alone.  The "port" is one end of a socat pty pair the test makes; pymodbus's serial client on
-the other end is the master that judges the wire."""
+the other end is the master that judges the wire, and its TCP client a gateway in front."""
 
 from __future__ import annotations
 
@@ -89,7 +89,15 @@ def test_a_line_on_a_serial_port_serves_a_third_party_master(tmp_path: Path) -> 
 
     with pty_pair() as (ours, theirs):
         nodes = {p: os.path.realpath(p) for p in (ours, theirs)}
-        f = CliFleet(tmp_path, port_fleet(ours))
+        gateway = f"""
+[[device]]
+kind = "modbus-rtu"
+transport = "gateway"
+name = "gw{{n}}"
+port = {15400 + OCTET}
+lines = ["field"]
+"""
+        f = CliFleet(tmp_path, port_fleet(ours) + gateway)
         pids: list[int] = []
         try:
             shown = CliRunner().invoke(app, ["plan", str(f.path)]).output
@@ -113,6 +121,17 @@ def test_a_line_on_a_serial_port_serves_a_third_party_master(tmp_path: Path) -> 
                     client.read_holding_registers(0, count=1, device_id=9)
             finally:
                 client.close()
+            from pymodbus.client import ModbusTcpClient
+
+            gw = f.devices()["gw1"]
+            host, port = gw["endpoint"].rsplit(":", 1)
+            tcp = ModbusTcpClient(host, port=int(port), timeout=2, retries=0)
+            try:  # the gateway reaches the port's units in-process
+                assert tcp.connect()
+                assert tcp.read_holding_registers(0, count=3, device_id=3).registers == [7, 11, 12]
+                assert tcp.read_holding_registers(0, count=1, device_id=9).exception_code == 0x0A
+            finally:
+                tcp.close()
             assert not (tmp_path / ".fleet").exists()  # no link, no health pty
             assert not os.path.lexists(f"{ours}.health")
         finally:
