@@ -66,7 +66,8 @@ def test_docker_build_makes_an_image_that_boots_the_fleet(docker_client, tmp_pat
                        "-var", f"controller_python={sys.executable}",
                        "-var", f"ansible_playbook={ansible_playbook_command()[0]}",
                        "-var", f"build_dir={ROOT / '.cache' / 'labhost'}",
-                       "-var", f"repository={repository}", "-var", f"tag={tag}", str(TEMPLATE)], tmp_path)
+                       "-var", f"repository={repository}", "-var", f"tag={tag}", str(TEMPLATE)], tmp_path,
+                      timeout=900)
         seconds = time.monotonic() - begun
         image = None
         try:
