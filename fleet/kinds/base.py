@@ -1,0 +1,139 @@
+"""What every device kind is (:class:`Kind`) and the server limits all kinds share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, NamedTuple
+
+from fleet.table import Table
+
+
+class Kind(ABC):
+    """What the fleet knows of one device kind."""
+
+    name: ClassVar[str]  # the ``kind = "..."`` of fleet.toml
+    default_port: ClassVar[int]  # port of a device whose table gives none
+    spec_key: ClassVar[str]  # the key holding the device's data specs (tags, registers)
+    Options: ClassVar[type]  # frozen dataclass of the kind's own keys, with their defaults
+    identity: ClassVar[Mapping[str, type]]  # identity keys fleet.toml accepts: int or str
+    sockets: ClassVar[int] = 1  # file descriptors one served device holds (its listening sockets)
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """The kind's own fleet.toml keys."""
+        return frozenset(f.name for f in fields(self.Options))
+
+    def metrics_labels(self) -> dict[str, str]:
+        """Labels every metric of a device of this kind carries."""
+        return {"kind": self.name, "protocol": self.protocol}
+
+    protocol: ClassVar[str]  # the wire protocol, for labels and messages
+
+    @abstractmethod
+    def options(self, t: Table) -> Any:
+        """Read and check the kind's keys of one [[device]] table (ConfigError naming the key)."""
+
+    def options_from_json(self, data: Mapping[str, Any]) -> Any:
+        """``Options`` from its JSON form (lists back to tuples)."""
+        return self.Options(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    @abstractmethod
+    def build(self, options: Any, identity: Mapping[str, Any], *, n: int = 0, retain: str | None = None,
+              home: str | Callable[[str], str] = "") -> Any:
+        """The device model (no sockets); ValueError naming what the protocol library refuses.
+        ``n``: the device's number (behaviour parameters use it); ``retain``: the journal
+        keeping client writes; ``home``: the directory playback file names are relative to."""
+
+    @abstractmethod
+    def check_identity(self, identity: Mapping[str, Any]) -> None:
+        """ValueError if the protocol library would refuse these identity values (cheap: the
+        plan checks every device's own values)."""
+
+    @abstractmethod
+    async def serve(self, model: Any, host: str, port: int, delay: Any, options: Any = None,
+                    pool: Any = None) -> Any:
+        """Serve a built model; the handle has ``close()`` and ``wait_closed()``.  ``options``
+        (the kind's Options) gives the server's connection limits; ``pool`` (a
+        ``cpppo.server.stream.ConnectionSet``) caps the worker's connections as a whole."""
+
+    @abstractmethod
+    def client(self, host: str, port: int, options: Any, timeout: float) -> Any:
+        """An (unopened) asyncio client of a device, for the health poller."""
+
+    @abstractmethod
+    async def check(self, client: Any, options: Any, identity: Mapping[str, Any]) -> None:
+        """One health check through an open ``client``; raises when the device is not well."""
+
+    @abstractmethod
+    def health(self, options: Any) -> NamedTuple:
+        """What :meth:`check` reads (structured: a TagRead, a RegisterRead)."""
+
+    # -- planning: what a kind whose devices are not all at an IP:port of their own changes ----
+    def addressed(self, options: Any) -> bool:
+        """Whether the devices of a group with these options each take an IP:port."""
+        return True
+
+    def arrange(self, devices: list[Any], config: Any) -> list[Any]:
+        """The planned devices (all the fleet's, in plan order) with this kind's fleet-wide
+        choices made (ConfigError for what no worker could serve); unchanged by default."""
+        return devices
+
+    def together(self, device: Any) -> str | None:
+        """A name the devices one worker must host together share (None: any worker)."""
+        return None
+
+    def endpoint(self, device: Any) -> str:
+        """Where a client reaches the device, as plan and status show it."""
+        return f"{device.host}:{device.port}"
+
+    def wire(self, device: Any) -> str | None:
+        """A name the devices sharing one wire share (a serial line: the health poller polls
+        them one at a time); None: the device has a connection of its own."""
+        return None
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Connection limits every kind's [[device]] table may set (unset: the server's default)."""
+
+    max_connections: int | None = None  # connections per device; one more evicts the longest idle
+    idle_timeout: float | None = None  # seconds a connection may stay silent (0: forever)
+    max_in_flight: int | None = None  # delayed replies one connection may have waiting
+
+
+_LIMIT_TYPES = {"max_connections": (int,), "idle_timeout": (int, float), "max_in_flight": (int,)}
+
+
+def read_limits(t: Table) -> dict[str, Any]:
+    """The :class:`ServerLimits` keys a [[device]] table sets, checked."""
+    return {key: (float if float in kinds else int)(t.positive(key, None, kinds, zero=key == "idle_timeout"))
+            for key, kinds in _LIMIT_TYPES.items() if key in t.data}
+
+
+def limits(options: Any) -> dict[str, Any]:
+    """The limits ``options`` sets, as server settings keywords.
+
+    >>> from fleet.kinds import ModbusOptions
+    >>> limits(ModbusOptions(max_connections=16)), limits(None)
+    ({'max_connections': 16}, {})
+    """
+    return {f.name: getattr(options, f.name) for f in fields(ServerLimits)
+            if options is not None and getattr(options, f.name, None) is not None}
+
+
+def _relative_to(home: str | Callable[[str], str]) -> Callable[[str], str]:
+    """Resolves a file name (a playback recording, a ``tags_from`` export) against the fleet
+    file's directory ``home``; a callable ``home`` is that resolver already
+    (:func:`fleet.worker.files_base`: a container's view of the files, or the docker backend
+    noting which files a device reads)."""
+    import os.path
+
+    if callable(home):
+        return home
+    return lambda name: os.path.join(home, name) if home else name
+
+
+class IdentityMismatch(Exception):
+    """The device at the planned address answers as another device."""
