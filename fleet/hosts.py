@@ -7,7 +7,7 @@ fleet.toml, and each host's shard of the devices.
     interface = "eth0"            # the interface each host adds its devices' addresses to
     inventory = "lab.ini"         # or take the hosts from an Ansible inventory (group labhosts)
     timeout = 20.0                # seconds one command may take on one host
-    vars = { cpppo_fleet_up_timeout = "300" }   # extra variables for the labhost role
+    vars = { cpppo_fleet_build_dir = "/srv/wheels" }   # extra variables for the labhost role
 
     [[host]]
     name = "lab1"
