@@ -39,8 +39,8 @@ from tests.lab_targets import (
     wait_for_ssh,
 )
 
-# In every test run: 8 minutes on the shared 2-core machine at load 10 (the role once on a fresh
-# container, about a minute; each `up` of the three hosts about a minute).
+# In every test run: 4.5 minutes at load 4, 8 at load 10, on a shared 2-core machine (the role
+# once on a fresh container, about a minute; each `up` of the three hosts 20-70 s).
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 CLI = Path(sys.executable).parent / "cpppo-fleet"
