@@ -186,6 +186,9 @@ def _shape(spec: BehaviourSpec, vtype: ValueType, constants: Mapping[str, Any], 
     if spec.kind == "playback":
         file, name = base(params.pop("file")), params.pop("name", None)
         series = load_series(file, name, int(params.pop("element", 0)))
+        text = next((value for _, value in series if isinstance(value, str)), None)
+        if text is not None and vtype.kind != "str":
+            raise ValueError(f"playback file {file}: {text!r} is text, but the value is {vtype.name}")
         shape: sh.Shape = Playback(series, **params)
     else:
         shape = {"sine": sh.Sine, "ramp": sh.Ramp, "triangle": sh.Triangle, "square": sh.Square,
