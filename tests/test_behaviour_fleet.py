@@ -141,6 +141,10 @@ def test_fleet_values_move_follow_writes_and_are_retained(fleet: CliFleet) -> No
     ('"40001~sine(amplitude=100)"', "outside uint16's 0..65535"),
     ('"40001~playback(\'missing.csv\')"', "missing.csv: No such file or directory"),
     ('"40001~sine(amplitude=n * 10000, offset=40000)"', "outside uint16"),  # only the last device
+    ('"40001~sine(amplitude=(n % 4) * 20000, offset=30000)"', "outside uint16's 0..65535 (on device n = 2)"),
+    ('"40001-40004~counter(high=1000 + (n == 3) * i * 30000)"',
+     "0..91000, outside uint16's 0..65535 (on device n = 3)"),  # element 3 of device 3 only
+    ('"30001-30002:float32~playback(\'level.csv\', speed=n % 3)"', "not 0 (on device n = 3)"),
 ])
 def test_validate_names_file_table_key_and_problem(tmp_path: Path, registers: str, problem: str) -> None:
     path = tmp_path / "fleet.toml"
@@ -153,6 +157,7 @@ count = 5
 name = "pump{{n}}"
 registers = ["40010=1", {registers}]
 """)
+    (tmp_path / "level.csv").write_text("0,10\n10,20\n")
     from typer.testing import CliRunner
 
     from fleet.cli import app
@@ -187,3 +192,31 @@ tags = ["Level=REAL~playback('level.csv', speed=n)"]
     assert result.exit_code == 0, result.output
     device = build(expand(load(path)).devices[1])
     assert 10 <= device.tag("Level").attribute[0] <= 20
+
+
+def test_validate_checks_every_device_whose_parameters_name_n(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fleet.cli import app
+
+    path = tmp_path / "fleet.toml"
+
+    def validate(amplitude: str) -> tuple[int, str]:
+        path.write_text(f"""
+[fleet]
+name = "patterned"
+[[device]]
+kind = "enip"
+count = 10
+name = "plc{{n}}"
+tags = ["SP=REAL", "A=INT~sine(amplitude={amplitude}, period=10)", "B=REAL~lag(SP * n, tau=1)"]
+""")
+        result = CliRunner().invoke(app, ["validate", str(path)])
+        return result.exit_code, [ln for ln in result.output.splitlines() if ln.strip()][-1]
+
+    code, line = validate("(n % 3) * 10000")  # every device fits: at most 20000
+    assert code == 0, line
+    code, line = validate("(n % 5) * 10000")  # the first (n = 1) and last (n = 10) fit, n = 4 does not
+    assert code == 2 and str(path) in line and "device[0]" in line and "'tags'" in line, line
+    assert line.endswith("tag 'A': behaviour 'sine(amplitude=(n % 5) * 10000, period=10)' reaches "
+                         "-40000..40000, outside INT's -32768..32767 (on device n = 4)"), line
