@@ -4,6 +4,7 @@ validate time naming file, table, key and problem."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -220,3 +221,65 @@ tags = ["SP=REAL", "A=INT~sine(amplitude={amplitude}, period=10)", "B=REAL~lag(S
     assert code == 2 and str(path) in line and "device[0]" in line and "'tags'" in line, line
     assert line.endswith("tag 'A': behaviour 'sine(amplitude=(n % 5) * 10000, period=10)' reaches "
                          "-40000..40000, outside INT's -32768..32767 (on device n = 4)"), line
+
+
+def test_the_example_fleet_is_alive() -> None:
+    """The repository's fleet.toml as its comments describe it, each kind's device built as the
+    worker builds it, on a fake clock: the lines' Motor_Speed lags its setpoint while Running and
+    their counts count, the pumps' flow and pressure follow the run coil, the meters follow the
+    daily load curve with noise."""
+    from datetime import UTC, datetime
+
+    from cpppo.behaviour import FakeClock
+    from cpppo.modbus.address import REGISTER_TYPES
+    from fleet.config import load
+    from fleet.plan import expand
+    from fleet.worker import build
+    from tests.support import ROOT
+
+    devices = {d.name: d for d in expand(load(ROOT / "fleet.toml")).devices}
+    f32 = REGISTER_TYPES["float32"]
+    eight = datetime(2026, 3, 2, 8, 0, tzinfo=UTC).timestamp()  # 08:00 UTC
+
+    def built(name: str):
+        device = build(devices[name])
+        clock = device.plant.clock = FakeClock(wall=eight)
+        return device, clock, devices[name].n
+
+    line, clock, n = built("line007")
+    tag = line.tag
+    assert tag("Motor_Speed").attribute[0] == pytest.approx(0, abs=3)
+    clock.advance(4)  # one time constant toward Speed_SP * Running = 1500
+    assert tag("Motor_Speed").attribute[0] == pytest.approx(1500 * (1 - math.exp(-1)), abs=3)
+    clock.advance(60)
+    assert tag("Motor_Speed").attribute[0] == pytest.approx(1500, abs=3)
+    tag("Speed_SP").attribute[0] = 1200.0  # a client's new setpoint
+    clock.advance(60)
+    assert tag("Motor_Speed").attribute[0] == pytest.approx(1200, abs=3)
+    tag("Running").attribute[0] = False  # stopped: the motor runs down
+    clock.advance(60)
+    assert tag("Motor_Speed").attribute[0] == pytest.approx(0, abs=3)
+    rates = [(i + 1) * (1 + n % 5) for i in range(16)]
+    assert tag("Counts").attribute[0:16] == [round(r * clock.elapsed()) for r in rates]
+    clock.advance(10)
+    assert tag("Counts").attribute[0:16] == [round(r * clock.elapsed()) for r in rates]
+
+    pump, clock, n = built("pump05")
+    assert f32.decode(pump.read(30001, 2)) == pytest.approx(0, abs=4)  # flow: stopped
+    assert f32.decode(pump.read(30003, 2)) == pytest.approx(1.2, abs=0.1)  # pressure: static head
+    assert pump.handle(1, bytes.fromhex("05 0000 ff00")).hex() == "050000ff00"  # coil 1: run
+    clock.advance(30)
+    assert f32.decode(pump.read(30001, 2)) == pytest.approx(110 + n % 20, abs=4)
+    assert f32.decode(pump.read(30003, 2)) == pytest.approx(1.2 + 4.5, abs=0.1)
+    assert pump.handle(1, bytes.fromhex("05 0000 0000")).hex() == "0500000000"  # stop
+    clock.advance(30)
+    assert f32.decode(pump.read(30001, 2)) == pytest.approx(0, abs=4)
+
+    meter, clock, _ = built("meter03")
+    morning = [f32.decode(meter.read(30001, 2)) for _ in range(20) if not clock.advance(0.5)]
+    assert all(300 < kw < 340 for kw in morning) and len(set(morning)) > 10  # 08:00: 320 kW, noisy
+    clock.advance(10 * 3600 - 10)  # 18:00
+    assert f32.decode(meter.read(30001, 2)) == pytest.approx(360, abs=15)
+    clock.advance(9.5 * 3600)  # 03:30 the next day: between 150 and 155
+    assert f32.decode(meter.read(30001, 2)) == pytest.approx(152.5, abs=15)
+    assert 220 < meter.read(30003)[0] < 240  # the voltage
