@@ -43,6 +43,14 @@ name = "line{{n}}"
 port = {port}
 retain = true
 tags = ["Speed_SP=REAL=100", "Motor_Speed=REAL~lag(Speed_SP, tau=0.5)", "Recipe=STRING='none'"]
+
+[[device]]
+kind = "modbus"
+count = 1
+name = "tank{{n}}"
+port = {port}
+retain = false
+registers = ["40001-40002=5"]
 """
 
 
@@ -106,6 +114,13 @@ def test_fleet_values_move_follow_writes_and_are_retained(fleet: CliFleet) -> No
         assert plc.write("Speed_SP", 1500.0).error is None and plc.write("Recipe", "rye").error is None
         until(lambda: abs(plc.read("Motor_Speed").value - 1500) < 1, timeout=10, what="the lag converging")
 
+    tank = _modbus(where["tank1"])  # a group with retain = false in a fleet that retains
+    try:
+        assert not tank.write_registers(0, [9, 9], device_id=1).isError()
+        assert tank.read_holding_registers(0, count=2, device_id=1).registers == [9, 9]
+    finally:
+        tank.close()
+
     worker = {d.name: d.worker for d in fleet.plan.devices}
     pids = fleet.pids()
     os.kill(pids[worker["pump2"]], signal.SIGKILL)  # right after the acknowledged writes
@@ -134,6 +149,12 @@ def test_fleet_values_move_follow_writes_and_are_retained(fleet: CliFleet) -> No
     until(fleet.all_healthy, what="all healthy after down/up")
     check()
     assert (fleet.state / "retain" / "pump2.journal").is_file()
+    tank = _modbus(where["tank1"])
+    try:  # not retained: back to its initial values
+        assert tank.read_holding_registers(0, count=2, device_id=1).registers == [5, 5]
+    finally:
+        tank.close()
+    assert not (fleet.state / "retain" / "tank1.journal").exists()
 
 
 @pytest.mark.parametrize("registers, problem", [
