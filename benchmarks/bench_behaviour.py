@@ -8,7 +8,8 @@
    (half ENIP, half Modbus, 100 devices a worker, the health poller sweeping every 5 s), one
    still and one with ``--tags`` moving tags (registers) per device, both up at once; the CPU
    of every process of each fleet (supervisord, workers, health poller) is sampled over the
-   same ``--idle`` seconds (so both see the same machine load), ``--samples`` times;
+   same ``--idle`` seconds (so both see the same machine load), ``--samples`` times, with the
+   health pollers sweeping and again with them stopped (the workers and supervisord alone);
    reported: the medians of each and of the difference.
 1. Idle CPU: one process (as one fleet worker) serves ``--devices`` ENIP devices with
    ``--tags`` tags each, and another as many Modbus devices with as many register ranges,
@@ -160,11 +161,38 @@ def moves(plan) -> None:
         client.close()
 
 
-def fleet_idle(devices: int, tags: int, idle: float, samples: int) -> dict[str, list[float]]:
+def sample(backends: dict, idle: float, samples: int, what: str) -> dict[str, list[float]]:
+    """CPU (cores) of the still and the moving fleet over the same ``idle`` seconds, ``samples``
+    times; ``median``: the medians of still, moving and the difference."""
     import statistics
-    import tempfile
 
     from benchmarks.fleet_scale import cpu_seconds, fleet_pids
+
+    print(f"  {what}:", flush=True)
+    cores: dict[str, list[float]] = {"still": [], "moving": [], "difference": []}
+    for _ in range(samples):  # both fleets over the same seconds: the same machine load
+        pids = {moving: fleet_pids(backend) for moving, backend in backends.items()}
+        before, begun = {m: cpu_seconds(p) for m, p in pids.items()}, time.monotonic()
+        time.sleep(idle)
+        elapsed = time.monotonic() - begun
+        used = {m: (cpu_seconds(p) - before[m]) / elapsed for m, p in pids.items()}
+        cores["still"].append(used[False])
+        cores["moving"].append(used[True])
+        cores["difference"].append(used[True] - used[False])
+        print(f"    still {used[False]:.4f} cores ({len(pids[False])} processes), moving "
+              f"{used[True]:.4f} cores ({len(pids[True])}), load average {os.getloadavg()[0]:.1f}",
+              flush=True)
+    cores["median"] = [statistics.median(cores[k]) for k in ("still", "moving", "difference")]
+    still, moving, difference = cores["median"]
+    print(f"    median: still {still:.4f} cores   moving {moving:.4f} cores   "
+          f"difference {difference:+.4f} cores (goal: within 0.01)", flush=True)
+    return cores
+
+
+def fleet_idle(devices: int, tags: int, idle: float, samples: int) -> dict[str, dict[str, list[float]]]:
+    import tempfile
+
+    from fleet.backends.base import health_programs
     from fleet.backends.process import ProcessBackend
     from fleet.config import load
     from fleet.plan import expand
@@ -191,21 +219,14 @@ def fleet_idle(devices: int, tags: int, idle: float, samples: int) -> dict[str, 
                         for moving, (path, state) in fleets.items()}
             moves(backends[True].plan)
             time.sleep(5)  # settle after start-up
-            cores: dict[str, list[float]] = {"still": [], "moving": [], "difference": []}
-            for _ in range(samples):  # both fleets over the same seconds: the same machine load
-                pids = {moving: fleet_pids(backend) for moving, backend in backends.items()}
-                before, begun = {m: cpu_seconds(p) for m, p in pids.items()}, time.monotonic()
-                time.sleep(idle)
-                elapsed = time.monotonic() - begun
-                used = {m: (cpu_seconds(p) - before[m]) / elapsed for m, p in pids.items()}
-                cores["still"].append(used[False])
-                cores["moving"].append(used[True])
-                cores["difference"].append(used[True] - used[False])
-                print(f"  sample: still {used[False]:.4f} cores ({len(pids[False])} processes), moving "
-                      f"{used[True]:.4f} cores ({len(pids[True])}), load average {os.getloadavg()[0]:.1f}",
-                      flush=True)
-            cores["median"] = [statistics.median(cores[k]) for k in ("still", "moving", "difference")]
-            return cores
+            results = {"polling": sample(backends, idle, samples, "health poller sweeping every 5 s")}
+            for backend in backends.values():  # the workers and supervisord alone
+                rpc = backend._rpc()
+                for name in health_programs(8):
+                    if name in backend.status():
+                        rpc.stopProcess(name, True)
+            results["polling off"] = sample(backends, idle, samples, "health poller stopped")
+            return results
         finally:
             for path, state in fleets.values():
                 subprocess.run([*cli, "down", str(path), "--state-dir", str(state)], capture_output=True,
@@ -273,10 +294,7 @@ def main() -> int:
     if not args.skip_fleet:
         print(f"\n0. idle CPU of a fleet of {args.devices} devices (half ENIP, half Modbus) x {args.tags} "
               f"tags, still beside moving, {args.samples} x {args.idle:g} s each")
-        cores = fleet_idle(args.devices, args.tags, args.idle, args.samples)
-        still, moving, difference = cores["median"]
-        print(f"  median: still {still:.4f} cores   moving {moving:.4f} cores   "
-              f"difference {difference:+.4f} cores (goal: within 0.01)", flush=True)
+        fleet_idle(args.devices, args.tags, args.idle, args.samples)
     if not args.skip_idle:
         print(f"\n1. idle CPU, {args.devices} devices x {args.tags} tags in one process, "
               f"{args.idle:g} s each")
