@@ -133,3 +133,13 @@ def test_status_after_the_supervisor_died_tells_the_truth(tmp_path: Path, fleets
     assert "restarted w000, interrupting 4 devices" in out and "4/4 devices healthy" in out, out
     status = fleet.status(code=0)
     assert status["supervisor"] == "running" and status["up"] is True
+    assert all(gone(pid) for pid in orphans.values()), orphans  # replaced, not left beside the new ones
+    assert not set(orphans.values()) & {p["pid"] for p in status["programs"].values()}
+
+
+def gone(pid: int) -> bool:
+    """True if ``pid`` has exited (a zombie waiting for its parent counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
