@@ -176,6 +176,29 @@ def test_clients_that_never_read_do_not_grow_the_server():
     assert growth < 24 << 20, f"server grew {growth / 1e6:.1f} MB (from {before / 1e6:.1f} MB)"
 
 
+def test_modbus_clients_that_never_read_do_not_grow_the_server():
+    port = free_port()
+    argv = python_module("cpppo.bin.modbus_sim", "-a", f"127.0.0.1:{port}", "40001-40125=99")
+    probe = frame(1, 1, bytes.fromhex("03 0000 0001"))
+    with running(argv, listen=("127.0.0.1", port)) as proc:
+        hogs = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        try:
+            for hog in hogs:
+                hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            request = frame(7, 1, bytes.fromhex("03 0000 007d"))  # 12 bytes asking for 259
+            assert exchange(port, probe, timeout=10, expect=11)[7:] == bytes.fromhex("03 02 0063")
+            before = rss(proc.pid)
+            sent = flood(hogs, [request, request], seconds=4.0, limit=400_000)
+            after = rss(proc.pid)
+            assert exchange(port, probe, timeout=10, expect=11)[7:] == bytes.fromhex("03 02 0063")
+        finally:
+            for hog in hogs:
+                hog.close()
+    growth = after - before
+    assert sent > 100_000, "the flood did not get going"
+    assert growth < 24 << 20, f"server grew {growth / 1e6:.1f} MB (from {before / 1e6:.1f} MB)"
+
+
 # --- idle connections ------------------------------------------------------------------------------
 
 @contextlib.contextmanager
