@@ -391,6 +391,18 @@ def test_idle_web_connections_lock_out_neither_the_web_api_nor_enip():
         assert len(os.listdir(f"/proc/{proc.pid}/fd")) < 512
 
 
+def test_enip_server_takes_descriptors_for_both_its_caps():
+    """--max-connections 960 with the web API's 128 need more than the usual 1,024 descriptors:
+    the server raises its own soft limit to hold both crowds (up to the hard limit)."""
+    argv, _, web = enip_with_web()
+    argv[argv.index("SCADA=INT[1000]"):] = ["--max-connections", "960", "SCADA=INT[10]"]
+    with soft_descriptors(1024), running(argv, listen=("127.0.0.1", web)) as proc:
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+    soft = int(next(line for line in limits.splitlines() if line.startswith("Max open files")).split()[3])
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] >= 960 + 128 + 64:
+        assert soft >= 960 + 128 + 64, limits
+
+
 def test_web_clients_that_never_read_do_not_grow_the_server():
     """Two clients pipelining requests and never reading the answers: the server reads no
     more than it can answer (aiohttp's bound, and the write buffer's)."""
