@@ -464,8 +464,7 @@ def test_a_web_site_evicts_never_served_then_longest_idle_and_keeps_a_live_strea
         try:
             streamer = await get("/stream")  # busy, and reading what it is sent: not idle
             served = await get("/")  # answered, then idle
-            silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-            await asyncio.sleep(0.05)
+            silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]  # accepted in order
             newer = [await get("/"), await get("/")]  # each evicts a never-served one, oldest first
             assert await closed(silent[0][0]) and await closed(silent[1][0])
             last = await get("/")  # evicts the longest idle: ``served``
