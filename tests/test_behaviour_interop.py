@@ -199,6 +199,8 @@ def test_modbus_sim_retains_writes_across_sigkill(tmp_path):
     (["cpppo.server.enip", "A=INT~expr(B)", "B=INT~expr(A)"], "expressions form a cycle: A -> B -> A"),
     (["cpppo.bin.modbus_sim", "40001~sine(amplitude=10)"], "modbus_sim: register 40001: behaviour"),
     (["cpppo.bin.modbus_sim", "40001~expr(r1)"], "unknown register 'r1'"),
+    (["cpppo.bin.modbus_sim", "40001~playback('/nonexistent.csv')"], "/nonexistent.csv: No such file"),
+    (["cpppo.bin.modbus_sim", "40001~lag(r40002, tau=1)", "40002~expr(r40001)"], "expressions form a cycle"),
 ])
 def test_command_lines_refuse_bad_behaviours_in_one_line(argv, message):
     module, *rest = argv
