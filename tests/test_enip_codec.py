@@ -41,6 +41,16 @@ def test_framer_needs_more_bytes_and_frames_back_to_back():
     consumed, _, payload = encapsulation.decode(two)
     assert payload == b"xyz" and encapsulation.decode(two[consumed:])[0] == len(frame)
     assert encapsulation.peek_length(frame) == 3
+    # the framers that unpack in place (the server's) use the codec's own header layout
+    assert encapsulation.HEADER.unpack_from(frame) == (0, 3, 0x11223344, 1, b"\0" * 8, 0)
+
+
+def test_sender_context_numbers_requests():
+    assert encapsulation.sender_context(1) == h("0100000000000000")
+    assert encapsulation.sender_context(0x0102030405060708) == h("0807060504030201")
+    assert encapsulation.sender_context(2**64 + 3) == encapsulation.sender_context(3)  # wraps
+    frame = encapsulation.encode(0x6F, b"", context=encapsulation.sender_context(77))
+    assert int.from_bytes(encapsulation.decode(frame)[1].context, "little") == 77
 
 
 def test_encapsulation_rejects_bad_fields():
