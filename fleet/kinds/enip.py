@@ -248,13 +248,12 @@ class EnipKind(Kind):
         tags = {t.name: t for t in map(parse_tag_spec, device.options.tags)}
         if name not in tags:
             raise WriteError(f"{device.name} has no tag {name!r}")
-        kind = tags[name].type.name
+        ctype = tags[name].type
         try:
-            value: Any = (text if "STRING" in kind else float(text) if kind in ("REAL", "LREAL")
-                          else int(text, 0))
+            value = ctype.parse(text)
         except ValueError:
-            raise WriteError(f"{text!r} is not a {kind} value") from None
-        await client.write(target, [value], tag_type=kind)
+            raise WriteError(f"{text!r} is not a {ctype.name} value") from None
+        await client.write(target, [value], tag_type=ctype.name)
 
 
 def enip_route(options: EnipOptions) -> dict[str, Any]:
