@@ -27,6 +27,7 @@ from typing import Any
 
 from cpppo.enip.codec import epath
 from cpppo.enip.codec.errors import CodecError
+from cpppo.enip.codec.types import STRING
 
 __all__ = ["decode_tcpip"]
 
@@ -47,12 +48,15 @@ def _need(data: bytes, end: int, what: str) -> None:
 
 
 def _string(data: bytes, at: int, what: str) -> tuple[str, int]:
-    """A CIP STRING (UINT length, characters, padded to an even length) at ``at``."""
-    _need(data, at + 2, what)
-    (size,) = struct.unpack_from("<H", data, at)
-    _need(data, at + 2 + size, what)
-    text = data[at + 2:at + 2 + size].decode("iso-8859-1")
-    return text, min(len(data), at + 2 + size + size % 2)
+    """A CIP STRING (UINT length, characters, padded to an even length) at ``at``: the codec's
+    STRING, the pad as :func:`~cpppo.enip.codec.types.encode_padded_strings` writes it (a
+    missing last pad tolerated)."""
+    try:
+        (piece,) = STRING.split(data[at:], limit=1)
+    except ValueError:  # a CodecError, or nothing left at all
+        raise CodecError(f"TCP/IP object reply truncated in the {what}: {len(data)} bytes") from None
+    (text,) = STRING.decode(piece)
+    return text, min(len(data), at + len(piece) + len(piece) % 2)
 
 
 def decode_tcpip(raw: Sequence[int] | bytes) -> list[Any]:

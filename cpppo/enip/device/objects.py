@@ -26,6 +26,7 @@ from cpppo.enip.codec.types import (
     ULINT,
     USINT,
     CIPType,
+    encode_padded_strings,
 )
 from cpppo.enip.device.attribute import Attribute
 
@@ -73,8 +74,8 @@ def _ip(text: str) -> int:
 
 
 def _cip_string_padded(text: str) -> bytes:
-    raw = text.encode("iso-8859-1", "replace")
-    return struct.pack("<H", len(raw)) + raw + (b"\0" if len(raw) % 2 else b"")
+    """A CIP STRING padded to an even size, as the TCP/IP Object holds its names."""
+    return encode_padded_strings([text.encode("iso-8859-1", "replace")])
 
 
 def _mac(text: str) -> bytes:
