@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from cpppo.enip.codec import epath
 from cpppo.enip.codec.epath import Logical
-from cpppo.enip.codec.logix import TEMPLATE_CLASS
+from cpppo.enip.codec.logix import TEMPLATE_CLASS, encode_template, template_words
 from cpppo.enip.codec.types import (
     LOGIX_STRING_SIZE,
     SSTRING,
@@ -42,20 +42,11 @@ PROGRAM_NAME, WALL_CLOCK, TCPIP, ETHERNET_LINK = 0x64, 0x8B, 0xF5, 0xF6
 GET_ALL_ATTRIBUTES = {IDENTITY: tuple(range(1, 11)), TCPIP: (1, 2, 3, 4, 5, 6), ETHERNET_LINK: (1, 2, 3)}
 
 
-def _string_template() -> bytes:
-    """The Logix STRING template, as Read Template (0x4C at @0x6C/0x0FCE) serves it: two
-    member descriptors (info UINT, type UINT, offset UDINT), the NUL-terminated structure and
-    member names, NUL-padded to the length clients compute from the definition size:
-    ``ceil((words * 4 - 23) / 4) * 4`` bytes."""
-    members = struct.pack("<HHI", 0, 0xC4, 0) + struct.pack("<HHI", 82, 0xC2, 4)
-    raw = members + b"ASCIISTRING82\0LEN\0DATA\0"
-    words = (len(raw) + 23 + 3) // 4
-    return raw.ljust((words * 4 - 23 + 3) // 4 * 4, b"\0")
-
-
-STRING_TEMPLATE = _string_template()
+#: the Logix STRING template, as Read Template (0x4C at @0x6C/0x0FCE) serves it: LEN (a DINT
+#: at 0), DATA (82 SINTs at 4), then the structure's and the members' names
+STRING_TEMPLATE = encode_template([(0, 0xC4, 0), (82, 0xC2, 4)], b"ASCIISTRING82\0LEN\0DATA\0")
 #: the template's object definition size, in 32-bit words
-STRING_TEMPLATE_WORDS = (len(STRING_TEMPLATE) + 23) // 4
+STRING_TEMPLATE_WORDS = template_words(STRING_TEMPLATE)
 
 
 class ClockAttribute(Attribute):
