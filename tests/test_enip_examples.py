@@ -450,4 +450,7 @@ def test_the_tcpip_object_served_is_what_the_client_decodes(domain: str, host: s
 
     with serve_in_thread(device) as server:
         decoded = decode_tcpip(asyncio.run(read(server.port)))
+    assert decoded[3] == [{"class": 0xF6}, {"instance": 1}]  # the Ethernet Link object
     assert decoded[4] == "10.0.0.7" and decoded[-2:] == [domain, host]
+    with pytest.raises(ValueError, match=r"TCPIP address '10\.0\.0' is not an IPv4 address"):
+        Device.from_specs(["X=INT"], tcpip={"ip_address": "10.0.0"})

@@ -8,12 +8,10 @@ as USINT arrays of their encoded bytes, so Get/Set Attribute Single see exactly 
 
 from __future__ import annotations
 
-import ipaddress
-import struct
 import time
 from typing import TYPE_CHECKING, Any
 
-from cpppo.enip.codec import epath
+from cpppo.enip.codec import tcpip
 from cpppo.enip.codec.epath import Logical
 from cpppo.enip.codec.logix import TEMPLATE_CLASS, encode_template, template_words
 from cpppo.enip.codec.types import (
@@ -26,7 +24,6 @@ from cpppo.enip.codec.types import (
     ULINT,
     USINT,
     CIPType,
-    encode_padded_strings,
 )
 from cpppo.enip.device.attribute import Attribute
 
@@ -55,18 +52,6 @@ class ClockAttribute(Attribute):
     def __getitem__(self, key: int | slice) -> Any:
         now = time.time_ns() // 1000
         return [now] if self._validate_key(key) is slice else now
-
-
-def _ip(text: str) -> int:
-    try:
-        return int(ipaddress.IPv4Address(text))
-    except ValueError:
-        raise ValueError(f"TCPIP address {text!r} is not an IPv4 address") from None
-
-
-def _cip_string_padded(text: str) -> bytes:
-    """A CIP STRING padded to an even size, as the TCP/IP Object holds its names."""
-    return encode_padded_strings([text.encode("iso-8859-1", "replace")])
 
 
 def _mac(text: str) -> bytes:
@@ -126,17 +111,16 @@ def install_standard_objects(device: Device) -> None:
     put(TEMPLATE_CLASS, STRING_HANDLE, 4, "Object Definition Size", UDINT, STRING_TEMPLATE_WORDS)
     put(TEMPLATE_CLASS, STRING_HANDLE, 5, "Structure Size", UDINT, LOGIX_STRING_SIZE)
 
-    interface = (struct.pack("<5I", _ip(net["ip_address"]), _ip(net["network_mask"]),
-                             _ip(net["gateway_address"]), _ip(net["dns_primary"]), _ip(net["dns_secondary"]))
-                 + _cip_string_padded(str(net["domain_name"])))
-    link_path = epath.encode((Logical("class", ETHERNET_LINK), Logical("instance", 1)))
+    addresses = ("ip_address", "network_mask", "gateway_address", "dns_primary", "dns_secondary")
+    interface = tcpip.encode_interface([str(net[key]) for key in addresses], str(net["domain_name"]))
+    link = tcpip.encode_link_path((Logical("class", ETHERNET_LINK), Logical("instance", 1)))
     put(TCPIP, 1, 1, "Status", UDINT, int(net["status"]))
     put(TCPIP, 1, 2, "Configuration Capability", UDINT, int(net["configuration_capability"]))
     put(TCPIP, 1, 3, "Configuration Control", UDINT, int(net["configuration_control"]), settable=True)
-    link = struct.pack("<H", len(link_path) // 2) + link_path
     put(TCPIP, 1, 4, "Physical Link Object", USINT, _octets(link))
     put(TCPIP, 1, 5, "Interface Configuration", USINT, _octets(interface), settable=True)
-    put(TCPIP, 1, 6, "Host Name", USINT, _octets(_cip_string_padded(str(net["host_name"]))), settable=True)
+    host = tcpip.encode_host_name(str(net["host_name"]))
+    put(TCPIP, 1, 6, "Host Name", USINT, _octets(host), settable=True)
     put(TCPIP, 0, 1, "Revision", UINT, 4)
 
     put(ETHERNET_LINK, 1, 1, "Interface Speed", UDINT, int(net["interface_speed"]))
