@@ -32,12 +32,13 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cpppo.enip.codec.cip import ServiceError, Status
 from cpppo.enip.codec.errors import CodecError
 from cpppo.enip.codec.types import STRUCT
 
 __all__ = [
     "SYMBOL_CLASS", "TEMPLATE_CLASS", "GetInstanceAttributeList", "ReadModifyWriteReply",
-    "ReadModifyWriteTag", "ReadTag", "ReadTagFragmented",
+    "ReadModifyWriteTag", "ReadTag", "ReadTagFragmented", "ReadTemplate",
     "SymbolEntry", "TypedData", "WriteTag", "WriteTagFragmented", "decode_symbol_entries",
     "decode_type", "encode_symbol_entry", "encode_template", "encode_type", "split_typed",
     "template_words",
@@ -45,7 +46,8 @@ __all__ = [
 
 SYMBOL_CLASS = 0x6B
 TEMPLATE_CLASS = 0x6C
-_TEMPLATE_MEMBER = struct.Struct("<HHI")  # info (array length, or bit number), type, offset
+_TEMPLATE_MEMBER = struct.Struct("<HHI")
+_READ_TEMPLATE = struct.Struct("<IH")  # info (array length, or bit number), type, offset
 
 
 def encode_template(members: Sequence[tuple[int, int, int]], tail: bytes) -> bytes:
@@ -64,6 +66,30 @@ def encode_template(members: Sequence[tuple[int, int, int]], tail: bytes) -> byt
     raw += tail
     words = (len(raw) + 23 + 3) // 4
     return raw.ljust((words * 4 - 23 + 3) // 4 * 4, b"\0")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTemplate:
+    """Read Template (Read Tag, 0x4C, at @0x6C/<instance>) request data: the byte ``offset``
+    (UDINT) and ``count`` (UINT) of the definition wanted; ``decode`` raises ServiceError
+    with the status a server answers a wrong length with.
+
+    >>> ReadTemplate.decode(ReadTemplate(0, 100).encode())
+    ReadTemplate(offset=0, count=100)
+    """
+
+    offset: int
+    count: int
+
+    def encode(self) -> bytes:
+        return _READ_TEMPLATE.pack(self.offset, self.count)
+
+    @classmethod
+    def decode(cls, data: bytes) -> ReadTemplate:
+        size = _READ_TEMPLATE.size
+        if len(data) != size:
+            raise ServiceError(Status.NOT_ENOUGH_DATA if len(data) < size else Status.TOO_MUCH_DATA)
+        return cls(*_READ_TEMPLATE.unpack(data))
 
 
 def template_words(definition: bytes) -> int:
