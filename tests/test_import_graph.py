@@ -165,3 +165,23 @@ def test_no_skip_hides_an_import_error() -> None:
               for node in ast.walk(ast.parse(path.read_text(), str(path)))
               if isinstance(node, ast.Attribute) and node.attr == "importorskip"]
     assert called == []
+
+
+def test_only_the_codecs_pack_bytes() -> None:
+    """No CIP body is packed by hand: ``struct`` is imported in ``cpppo/enip/codec/`` only (of
+    the EtherNet/IP code, the servers' shared ``cpppo/server/`` and ``fleet/``), so clients and
+    servers build and read every message with the one codec's records."""
+    packers = sorted(name for name, path in modules().items()
+                     if name.startswith(("cpppo.enip.", "cpppo.server.", "fleet."))
+                     and not name.startswith("cpppo.enip.codec")
+                     and "struct" in imports_of(path))
+    assert packers == []
+
+
+def imports_of(path: Path) -> set[str]:
+    """The top-level module names ``path`` imports (any depth in its source)."""
+    tree = ast.parse(path.read_text(), str(path))
+    names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+             for alias in node.names}
+    return names | {node.module.split(".")[0] for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module and not node.level}
