@@ -102,7 +102,7 @@ def serving(app: Any) -> Iterator[str]:
 @contextlib.contextmanager
 def chromium(tmp: Path, width: int = 1280, height: int = 800) -> Iterator[Any]:
     """Headless Chromium (Debian's chromium + chromium-driver) under selenium; always quit."""
-    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium import webdriver  # a [test] dependency; only the browser may be missing
     from selenium.webdriver.chrome.service import Service
 
     binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")

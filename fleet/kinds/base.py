@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, NamedTuple
 
@@ -92,6 +92,22 @@ class Kind(ABC):
     def health(self, options: Any) -> NamedTuple:
         """What :meth:`check` reads (structured: a TagRead, a RegisterRead)."""
 
+    # -- the fleet page: what a device says it is and holds, through an open :meth:`client` ----
+    async def device_identity(self, device: Any, connect: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+        """What the device says it is (``connect()``: its open client); by default the plan's
+        identity, for protocols with no identity service the page reads."""
+        return dict(device.identity_dict)
+
+    @abstractmethod
+    async def values(self, client: Any, options: Any, shown: int) -> list[dict[str, Any]]:
+        """``[{"name", "type", "first", "values"}, ...]``: the first ``shown`` elements of each
+        tag or range the device's options configure, read through an open ``client``."""
+
+    @abstractmethod
+    async def write(self, client: Any, device: Any, target: str, text: str) -> None:
+        """Write ``text`` (as the page's user typed it) to ``target`` (a tag, a register
+        number...); :class:`WriteError` (one line) for a request the device cannot take."""
+
     # -- planning: what a kind whose devices are not all at an IP:port of their own changes ----
     def addressed(self, options: Any) -> bool:
         """Whether the devices of a group with these options each take an IP:port."""
@@ -155,6 +171,10 @@ def _relative_to(home: str | Callable[[str], str]) -> Callable[[str], str]:
     if callable(home):
         return home
     return lambda name: os.path.join(home, name) if home else name
+
+
+class WriteError(ValueError):
+    """A write the device (or the request) refused: the message says why."""
 
 
 class IdentityMismatch(Exception):
