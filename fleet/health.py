@@ -276,12 +276,14 @@ class Schedule:
         """The fleet page and /metrics (:mod:`fleet.web.serve`); None, logged, when the
         address cannot be bound (health polling matters more)."""
         from cpppo.server.aioweb import WebBindError
-        from fleet.web.serve import start_web
+        from fleet.web.serve import record_web, start_web
 
         try:
             return await start_web(self.plan, self.state_dir)  # type: ignore[arg-type]
         except WebBindError as exc:
             log.error("%s", exc.strerror)
+            with contextlib.suppress(OSError):
+                record_web(self.state_dir, {"web_error": exc.strerror})
             return None
 
     async def _settle(self, poller: Poller, store: Store, failing: set[str],
