@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import sys
 import uuid
@@ -24,9 +25,10 @@ from fleet.web.serve import read_web
 from tests.fleet_support import until
 from tests.test_fleet_docker import device_image, docker_fleet, fleet_text, free_subnet, wait_all_healthy
 from tests.test_web_status_watch import ANSI, run_in_pty
-from tests.web_support import chromium, fetch, screenshot
+from tests.web_support import chromium, fetch, post_json, screenshot
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
+TOKEN = "docker-" + uuid.uuid4().hex
 __all__ = ["device_image"]  # the session fixture, shared
 
 
@@ -39,10 +41,25 @@ def fleet(docker_client, device_image, tmp_path_factory) -> Iterator[tuple]:
     subnet = free_subnet(docker_client, "172.29.0.0/16")
     path.write_text(fleet_text(name, subnet, device_image, enip=1, modbus=1))
     with docker_fleet(docker_client, tmp / name, expand(load(path))) as backend:
-        applied = backend.up()
+        with environment(CPPPO_FLEET_TOKEN=TOKEN):  # the poller's container gets up's write token
+            applied = backend.up()
         assert [r.error for r in wait_all_healthy(applied.devices) if not r.ok] == []
         until(lambda: read_web(backend.state.root) is not None, 60, "the poller's web address")
         yield backend, applied, path
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextlib.contextmanager
@@ -141,3 +158,17 @@ def test_status_watch_on_the_docker_backend(fleet, tmp_path: Path) -> None:
     last = text.rsplit(title, 1)[1]
     order = re.findall(rf"\b({modbus}|{enip})\b", last)
     assert order[:2] == [modbus, enip]  # worst first
+
+
+def test_writes_need_the_token_from_ups_environment_on_the_docker_backend(fleet) -> None:
+    backend, applied, _path = fleet
+    modbus = next(d.name for d in applied.devices if d.kind == "modbus")
+    url = read_web(backend.state.root)["web"] + f"api/devices/{modbus}/"
+    assert not (backend.state.root / "web-token").exists()  # the environment's token, not a file's
+    for given, status in ((None, 401), ("not-" + TOKEN, 401), (TOKEN, 200)):
+        assert post_json(url + "write", {"target": "40004", "value": "9"}, given)[0] == status, given
+    values = json.loads(fetch(url.rstrip("/"))[1])["values"]
+    assert {v["name"]: v["values"] for v in values}["40001-40010"][3] == 9
+    for what, body in (("fault", {"kind": "offline", "for": "30s"}), ("clear", {})):
+        for given, status in ((None, 401), ("not-" + TOKEN, 401), (TOKEN, 200)):
+            assert post_json(url + what, body, given)[0] == status, (what, given)
