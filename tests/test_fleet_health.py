@@ -197,3 +197,33 @@ registers = ["40001-40010=0"]
         assert all(when >= begun + offset(name) * spread - 0.01 for when, name in starts)
     _begun, starts, _results = asyncio.run(sweep(0.0))
     assert [name for _t, name in starts] == names
+
+
+def test_the_supervised_poller_spreads_every_sweep_but_the_first_after_a_change(tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    """The first sweep (``up`` waits on it) polls at once; the next ones, even while settling,
+    are spread over the interval less the timeout."""
+    from fleet.health import Schedule
+
+    plan = expand(parse(f"""
+[fleet]
+name = "sched"
+address_pool = "127.77.{OCTET}.0/24"
+health_interval = 0.3
+health_timeout = 0.1
+[[device]]
+kind = "modbus"
+count = 3
+name = "pump{{n}}"
+registers = ["40001-40004"]
+"""))
+    (tmp_path / "plan.json").write_text(plan.dumps())
+    spreads: list[float] = []
+
+    async def sweep(self, devices, spread=0.0, on_result=None):  # no devices to poll: all healthy
+        spreads.append(spread)
+        return [HealthResult(d.name, True, 0.001, None, 0.0) for d in devices]
+
+    monkeypatch.setattr(Poller, "sweep", sweep)
+    asyncio.run(Schedule(tmp_path).run(max_sweeps=3))
+    assert spreads == [0.0, pytest.approx(0.2), pytest.approx(0.2)]
