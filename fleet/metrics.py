@@ -46,6 +46,7 @@ from fleet.plan import Plan, PlannedDevice
 from fleet.web.view import STATES
 
 WORKER_PORT = 9179  # a docker worker's /metrics, at its first device's address
+METRICS_CONNECTIONS = 16  # a worker's /metrics connections (the poller scrapes it; within limits.MARGIN)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -168,7 +169,8 @@ async def serve_worker_metrics(worker: str, servers: dict[str, Any], devices: li
     app.router.add_get("/metrics", metrics)
     host, port = ("127.0.0.1", 0) if state_dir else (devices[0].host if devices else "0.0.0.0", WORKER_PORT)
     try:
-        runner, host, port = await start_site(app, host, port, f"{worker}'s metrics")
+        runner, host, port = await start_site(app, host, port, f"{worker}'s metrics",
+                                              max_connections=METRICS_CONNECTIONS)
     except WebBindError as exc:
         logging.getLogger("fleet.worker").warning("%s", exc.strerror)
         return None

@@ -31,6 +31,7 @@ from cpppo.enip.device.model import Attribute, Device
 from cpppo.enip.server.io import IOEngine, parse_rpi_range, parse_t_o_port, serve_adapter
 from cpppo.enip.server.transport import Settings, serve
 from cpppo.enip.web import TOKEN_VARIABLE, WebBindError, parse_web_address, serve_web
+from cpppo.server.aioweb import MAX_CONNECTIONS as WEB_CONNECTIONS
 from cpppo.server.hosting import bind_error_text, ensure_fd_limit, new_event_loop, parse_delay
 
 __all__ = ["main", "parse_address", "parse_delay"]
@@ -235,7 +236,7 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
                                    ("--idle-timeout", args.idle_timeout, 0)):
             if value < least:
                 raise ValueError(f"{flag} must be >= {least}, got {value:g}")
-        ensure_fd_limit(args.max_connections + 64)
+        ensure_fd_limit(args.max_connections + (WEB_CONNECTIONS if web else 0) + 64)  # the web port's too
         policy = io_policy(args, host)
         assemblies = Assemblies.from_specs(device, args.assembly) if args.assembly else None
     except (ValueError, OSError) as exc:
