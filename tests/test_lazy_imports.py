@@ -112,3 +112,65 @@ def test_worker_imports_metrics_packages_only_when_scraped(kind: str, tmp_path: 
     assert {"aiohttp", "prometheus_client", "fleet.metrics"} <= names
     assert heavy(names) == sorted({"aiohttp", "prometheus_client", "fleet.metrics", "fleet.web", "yarl",
                                    "multidict"} & names)  # never rich, typer, docker, simpleeval
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_lazy_site_answers_its_first_connections(loop: str) -> None:
+    """The connections accepted while the application is being made (their requests arrived
+    first) are answered by it, as later ones are."""
+    import asyncio
+
+    from cpppo.server.hosting import new_event_loop
+    from cpppo.server.lazyweb import start_lazy_site
+
+    made = []
+
+    def make_app():
+        from aiohttp import web
+
+        async def hello(request: web.Request) -> web.Response:
+            return web.Response(text=f"hello {request.query.get('n')}")
+
+        made.append(1)
+        app = web.Application()
+        app.router.add_get("/", hello)
+        return app
+
+    async def get(port: int, n: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET /?n={n} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        reply = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        return reply
+
+    async def main() -> list[bytes]:
+        site = await start_lazy_site(make_app, "127.0.0.1", 0, "test site", 4)
+        try:
+            first = await asyncio.gather(*(get(site.port, n) for n in range(3)))
+            return [*first, await get(site.port, 3)]
+        finally:
+            await site.cleanup()
+
+    factory = asyncio.new_event_loop if loop == "asyncio" else new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        replies = runner.run(main())
+    assert made == [1]
+    for n, reply in enumerate(replies):
+        assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(f"hello {n}".encode()), reply
+
+
+def test_lazy_site_bind_error_is_one_line() -> None:
+    """A taken port is refused as start_site refuses it: a WebBindError naming the address."""
+    import asyncio
+    import socket
+
+    from cpppo.server.hosting import WebBindError
+    from cpppo.server.lazyweb import start_lazy_site
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(WebBindError) as refused:
+            asyncio.run(start_lazy_site(dict, "127.0.0.1", port, "the test's metrics", 4))
+    assert refused.value.strerror.startswith(f"cannot serve the test's metrics on 127.0.0.1:{port}: ")

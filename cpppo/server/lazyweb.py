@@ -44,7 +44,7 @@ class _Held(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
-        return True  # keep the transport open until aiohttp has answered
+        return True  # the transport stays open: _hand_over does what aiohttp's protocol asks
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost = True
@@ -60,8 +60,9 @@ class _Held(asyncio.Protocol):
         protocol.connection_made(self.transport)
         for data in self.data:
             protocol.data_received(data)
-        if self.eof:
-            protocol.eof_received()
+        if self.eof and not protocol.eof_received():  # as the transport does with an EOF
+            self.transport.close()
+            return
         self.transport.resume_reading()
 
 
