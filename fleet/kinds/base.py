@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, NamedTuple
 
@@ -45,6 +45,28 @@ class Kind(ABC):
         """The device model (no sockets); ValueError naming what the protocol library refuses.
         ``n``: the device's number (behaviour parameters use it); ``retain``: the journal
         keeping client writes; ``home``: the directory playback file names are relative to."""
+
+    def label(self, name: str) -> str:
+        """How a one-line error names a driven value of the device's plant (a tag)."""
+        return f"tag {name!r}"
+
+    def check_patterned(self, model: Any, ns: Iterable[int], home: str | Callable[[str], str] = "") -> None:
+        """ValueError naming the value and the device if a behaviour of ``model`` (a group's
+        device, built) patterned on ``n`` does not fit its type on another device ``n`` of
+        ``ns``: what building each of them would refuse, at the cost of its shapes only."""
+        from cpppo.behaviour.spec import check_devices
+
+        units = getattr(model, "devices", None)
+        models = units.values() if isinstance(units, Mapping) else (model,)  # a line's units
+        base = _relative_to(home)
+        for each in models:
+            plant = getattr(each, "plant", None)
+            for name, driver in (plant.drivers.items() if plant else ()):
+                if driver.spec is not None and driver.spec.patterned:
+                    try:
+                        check_devices(driver.spec.text, driver.vtype, driver.length, ns, base=base)
+                    except ValueError as exc:
+                        raise ValueError(f"{self.label(name)}: {exc}") from None
 
     @abstractmethod
     def check_identity(self, identity: Mapping[str, Any]) -> None:

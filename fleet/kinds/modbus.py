@@ -63,6 +63,9 @@ class ModbusKind(Kind):
         return ModbusDevice.from_specs(list(options.registers), unit_ids=options.unit_ids,
                                        identity=dict(identity), n=n, retain=retain, base=_relative_to(home))
 
+    def label(self, name: str) -> str:
+        return f"register {name[1:]}"  # a driven range by its first register, r40001
+
     def check_identity(self, identity: Mapping[str, Any]) -> None:
         from cpppo.modbus.device import ModbusDevice
 
