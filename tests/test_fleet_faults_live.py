@@ -139,11 +139,36 @@ def test_the_rest_of_the_fleet_is_unaffected_and_history_is_kept(fleet: CliFleet
     assert "inject" in history and "pump1" in history and "offline" in history
 
 
-def test_bad_fault_commands_change_nothing(fleet: CliFleet) -> None:
-    assert "unknown fault kind 'melt'" in fleet.cli("fault", "pump1", "melt", code=2)
-    assert "no device matches 'nothing*'" in fleet.cli("fault", "nothing*", "timeout", code=2)
-    assert "bad --for 'soon'" in fleet.cli("fault", "pump1", "offline", "--for", "soon", code=2)
-    assert json.loads(fleet.cli("faults", "--json")) == {}
+@pytest.mark.parametrize(("words", "message"), [
+    (["pump1", "melt"], "unknown fault kind 'melt'"),
+    (["nothing*", "timeout"], "no device matches 'nothing*'"),
+    (["pump1", "offline", "--for", "soon"], "bad --for 'soon'"),
+    (["pump1", "offline", "--for", "0s"], "--for '0s' must be longer than 0"),
+    (["pump*", "drop", "1.5"], "probability '1.5' is out of range"),
+    (["line1", "error", "0x100"], "out of range 1..0xFF"),
+    (["pump1", "latency", "800ms..200ms"], "the low end is above the high end"),
+    (["pump1", "latency", "9999h"], "must be between 0 and 7 days"),
+    (["line1", "flap", "10ms"], "too short"),
+    (["pump1", "timeout", "5s"], "timeout takes no argument"),
+    (["pump1", "latency", "1s", "2s"], "fault takes PATTERN KIND [ARG]"),
+    (["--clear", "nothing*"], "no device matches 'nothing*'"),
+])
+def test_bad_fault_commands_are_one_line_and_change_nothing(fleet: CliFleet, words, message) -> None:
+    """Exit 2, one line naming the problem, and nothing changed anywhere: no worker holds a
+    fault, the record and the history are as they were."""
+    fleet.cli("fault", "pump2", "latency", "1ms")  # something to keep as it is
+    history = fleet.cli("faults", "--history", "--json")
+    result = fleet.invoke("fault", *words, code=2)
+    assert result.output.strip().splitlines() == [result.output.strip()] and message in result.output, \
+        result.output
+    assert list(json.loads(fleet.cli("faults", "--json"))) == ["pump2"]
+    assert fleet.cli("faults", "--history", "--json") == history
+    from fleet.control import control_dir, request, socket_path
+
+    held = {}
+    for worker in fleet.plan.workers:
+        held |= request(socket_path(control_dir(fleet.state), worker.name), {"op": "faults"})["faults"]
+    assert {name: f["describe"] for name, f in held.items()} == {"pump2": "latency 1ms"}
 
 
 def _accepts(host: str, port: int) -> bool:
@@ -427,13 +452,15 @@ def test_scheduled_faults_fire_and_are_recorded(tmp_path) -> None:
     ('[[fault]]\ndevices = "pump*"\nkind = "offline"\nat = "soon"\n', "fault[0]: key 'at': bad 'at' 'soon'"),
     ('[[fault]]\ndevices = "pump*"\nkind = "melt"\nat = "1s"\n', "fault[0]: key 'kind': unknown fault kind"),
 ])
-def test_bad_schedule_rows_are_refused_by_validate(tmp_path, row, message) -> None:
+def test_bad_schedule_rows_are_refused_by_validate_and_up(tmp_path, row, message) -> None:
     path = tmp_path / "fleet.toml"
     path.write_text(fleet_text(1, 1502) + row)
     from typer.testing import CliRunner
 
     from fleet.cli import app
 
-    result = CliRunner().invoke(app, ["validate", str(path)])
-    assert result.exit_code == 2 and message in result.output, result.output
-    assert len(result.output.strip().splitlines()) == 1
+    for command in (["validate"], ["up", "--state-dir", str(tmp_path / "state")]):  # up too, before anything
+        result = CliRunner().invoke(app, [*command, str(path)])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "state").exists()
