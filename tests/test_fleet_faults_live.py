@@ -446,6 +446,63 @@ def test_scheduled_faults_fire_and_are_recorded(tmp_path) -> None:
         f.backend.down()
 
 
+CHAOS = """
+[[fault]]
+devices = "pump1"
+kind = "timeout"
+at = "3s"
+for = "6s"
+
+[[fault]]
+devices = "*"
+kind = "latency"
+arg = "50ms..100ms"
+rate = "90/min"
+start = "2s"
+stop = "7s"
+for = "5s"
+seed = 11
+"""
+
+
+def test_a_schedule_repeats_exactly_after_down_and_up(tmp_path) -> None:
+    """The same [[fault]] rows and seeds inject the same faults into the same devices at the same
+    offsets from `up` in a second run (the history's `until` less the run's epoch); the history
+    of both runs is kept."""
+    from fleet.faults import SCHEDULE_EPOCH_FILE
+
+    octet = 100 + (os.getpid() + 71) % 100
+    f = CliFleet(tmp_path, fleet_text(octet, free_port(f"127.78.{octet}.1")) + CHAOS)
+    expected = sorted((e["device"], e["kind"]) for w in f.plan.workers for e in f.plan.fault_events(w.name))
+    assert len(expected) > 3 and ("pump1", "timeout") in expected
+    control = f.state / "control"
+
+    def run() -> list[tuple]:
+        f.cli("up")
+        epoch = float((control / SCHEDULE_EPOCH_FILE).read_text())
+        mine = []
+
+        def injected() -> bool:
+            mine[:] = [e for e in json.loads(f.cli("faults", "--history", "--json"))
+                       if e["event"] == "inject" and e["source"] == "schedule" and e["time"] >= epoch]
+            return len(mine) >= len(expected)
+
+        until(injected, 60, "every scheduled fault injected")
+        f.cli("down")
+        return sorted((e["until"] - epoch, e["device"], e["fault"]) for e in mine)
+
+    try:
+        first = run()
+        assert sorted((device, fault.split()[0]) for _, device, fault in first) == expected
+        second = run()
+        assert [e[1:] for e in second] == [e[1:] for e in first]
+        assert [e[0] for e in second] == pytest.approx([e[0] for e in first], abs=1e-3)
+        history = json.loads(f.cli("faults", "--history", "--json"))
+        assert len([e for e in history if e["source"] == "schedule"]) == 2 * len(expected)
+    finally:
+        f.backend.down()
+
+
 @pytest.mark.parametrize(("row", "message"), [
     ('[[fault]]\ndevices = "nothing*"\nkind = "offline"\nat = "1s"\n',
      "fault[0]: key 'devices': 'nothing*' matches no"),
