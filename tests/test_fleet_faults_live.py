@@ -4,6 +4,7 @@ dropped one; and normal service after ``fault --clear``.  The rest of the fleet 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -169,6 +171,40 @@ def test_bad_fault_commands_are_one_line_and_change_nothing(fleet: CliFleet, wor
     for worker in fleet.plan.workers:
         held |= request(socket_path(control_dir(fleet.state), worker.name), {"op": "faults"})["faults"]
     assert {name: f["describe"] for name, f in held.items()} == {"pump2": "latency 1ms"}
+
+
+def _listening(pid: int) -> set[tuple[str, int]]:
+    """The TCP addresses process ``pid`` listens on (its socket inodes in /proc/net/tcp)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    out = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        row = line.split()
+        if row[3] == "0A" and row[9] in inodes:  # LISTEN
+            address, port = row[1].split(":")
+            out.add((socket.inet_ntoa(bytes.fromhex(address)[::-1]), int(port, 16)))
+    return out
+
+
+def test_the_control_channel_opens_no_network_port(fleet: CliFleet) -> None:
+    """Each worker's control channel is a unix socket in the state folder: a worker listens on
+    TCP only at its devices' addresses and its /metrics."""
+    from urllib.parse import urlsplit
+
+    from fleet.metrics import worker_urls
+
+    urls = worker_urls(fleet.plan, fleet.state)
+    for worker, pid in fleet.pids().items():
+        if worker == "health":
+            continue
+        assert (fleet.state / "control" / f"{worker}.sock").is_socket()
+        metrics = urlsplit(urls[worker])
+        devices = {(d.host, d.port) for d in fleet.plan.worker_devices(worker)}
+        assert _listening(pid) == devices | {(metrics.hostname, metrics.port)}
 
 
 def _accepts(host: str, port: int) -> bool:
