@@ -286,9 +286,10 @@ class Schedule:
         request_check`) at once, beside the sweep (its own connections and store handle), so that
         ``status`` shows a cleared device healthy a moment after the clear, not at its next
         place in the interval; those asked ``until_ok`` again every QUICK seconds until they
-        answer, for CHECK_FOR seconds."""
+        answer, for CHECK_FOR seconds.  So too a device whose recorded fault ends (its
+        ``--for`` or a schedule's ``for``)."""
         from fleet.control import control_dir
-        from fleet.faults import checks_requested
+        from fleet.faults import ACTIVE_FILE, active, checks_requested
 
         assert self.plan is not None
         fleet = self.plan.fleet
@@ -297,6 +298,8 @@ class Schedule:
         seen: set[str] = set()
         checks_requested(control, seen)  # those made before this poller started: its first sweep answers them
         pending: dict[str, float] = {}  # device -> until when it is re-polled
+        ending: dict[str, float] = {}  # device -> when its recorded fault ends (`fault --for`, schedules)
+        recorded: float | None = None  # the fault record's mtime, as last read
         store = open_store(self.database)
         try:
             while not self.stopping.is_set():
@@ -308,6 +311,15 @@ class Schedule:
                     for name in names:
                         if name in mine:
                             pending[name] = now + CHECK_FOR if until_ok else now
+                with contextlib.suppress(OSError):
+                    if (mtime := (control / ACTIVE_FILE).stat().st_mtime) != recorded:
+                        recorded = mtime
+                        due = {name: end for name, end in ending.items() if end <= time.time()}
+                        ending = due | {name: f.until for name, f in active(control).items()
+                                        if f.until is not None and name in mine}
+                for name in [n for n, end in ending.items() if end <= time.time()]:  # a fault ended:
+                    del ending[name]  # polled until it answers, as after a clear
+                    pending[name] = now + CHECK_FOR
                 if not pending:
                     continue
                 results = await poller.sweep([mine[n] for n in pending if n in mine])

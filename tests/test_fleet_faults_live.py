@@ -425,7 +425,7 @@ def test_pycomm3_sees_each_fault_then_normal_service(fleet: CliFleet, kind: str)
 def test_status_sees_a_fault_and_its_clear_at_once(tmp_path) -> None:
     """The health poller polls the devices `fault` and `fault --clear` name at once rather than
     at their place in the health interval (300 s here): status shows the faulted device's
-    refused poll, and the device healthy right after the clear."""
+    refused poll, and the device healthy right after the clear, or right after its `--for`."""
     octet = 100 + (os.getpid() + 53) % 100
     text = fleet_text(octet, free_port(f"127.78.{octet}.1")).replace("health_interval = 0.5",
                                                                       "health_interval = 300")
@@ -438,6 +438,9 @@ def test_status_sees_a_fault_and_its_clear_at_once(tmp_path) -> None:
         assert f.devices()["pump1"]["state"] == "faulted"
         f.cli("fault", "--clear", "pump1")
         until(lambda: f.devices()["pump1"]["state"] == "healthy", what="pump1 healthy after the clear")
+        f.cli("fault", "pump2", "offline", "--for", "3s")  # and when a fault ends by itself
+        until(lambda: f.devices()["pump2"]["last_ok"] is False, what="the poller seeing pump2 refuse")
+        until(lambda: f.devices()["pump2"]["state"] == "healthy", what="pump2 healthy once its fault ended")
     finally:
         f.backend.down()
 
