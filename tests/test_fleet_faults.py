@@ -111,6 +111,17 @@ def test_bad_requests_get_an_error_not_a_crash(worker) -> None:
     assert request(path, {"op": "ping"})["ok"]  # still serving
 
 
+def test_workers_are_asked_at_once_and_one_unreachable_is_reported(worker) -> None:
+    state, slots = worker
+    asked = [*devices("pump1", "meter1"), SimpleNamespace(name="far1", worker="w9")]
+    done, failed = faults.apply(state, asked, parse_fault("drop", "0.5"))
+    assert sorted(done) == ["meter1", "pump1"] and list(failed) == ["w9"]
+    assert "no control socket" in failed["w9"]
+    assert slots["meter1"].active.kind == "drop" and sorted(faults.active(state)) == ["meter1", "pump1"]
+    done, failed = faults.clear(state, asked)
+    assert "pump1" in done and list(failed) == ["w9"] and faults.active(state) == {}
+
+
 def test_unreachable_worker_is_reported(tmp_path: Path) -> None:
     done, failed = faults.apply(tmp_path, devices("pump1"), parse_fault("timeout"))
     assert done == [] and "no control socket" in failed["w0"]
