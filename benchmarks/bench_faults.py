@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -41,10 +42,18 @@ CLI = [sys.executable, "-c", "import sys; from fleet.cli import main; sys.exit(m
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as installed: .pyc cached
 
 
+CPU = {}  # command -> CPU seconds its last run took (user + system)
+
+
 def cli(*args: str, path: Path) -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     begun = time.monotonic()
     subprocess.run([*CLI, *args, str(path)], check=True, capture_output=True, timeout=120, env=ENV)
-    return time.monotonic() - begun
+    took = time.monotonic() - begun
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU[args[0] if args[1:2] != ("--clear",) else "clear"] = (after.ru_utime - before.ru_utime
+                                                             + after.ru_stime - before.ru_stime)
+    return took
 
 
 def healthy_since(database: Path, devices, since: float) -> int:
@@ -111,7 +120,7 @@ def main() -> int:
             while refusing(enip) < len(enip) and time.monotonic() < deadline:
                 time.sleep(0.02)
             print(f"fault -> effect ({len(enip)} ENIP devices offline): {time.monotonic() - begun:.2f} s "
-                  f"(the CLI itself {took:.2f} s)")
+                  f"(the CLI itself {took:.2f} s, {CPU['fault']:.2f} s CPU)")
             time.sleep(2 * plan.fleet.health_timeout)  # the poller has seen them refuse
             begun, asked = time.monotonic(), time.time()
             took = cli("fault", "--clear", path=path)
@@ -125,7 +134,7 @@ def main() -> int:
                     store = time.monotonic() - begun
                 time.sleep(0.02)
             print(f"clear -> listening ({len(enip)} ENIP devices accept connections): "
-                  f"{listening or -1:.2f} s (the CLI itself {took:.2f} s)")
+                  f"{listening or -1:.2f} s (the CLI itself {took:.2f} s, {CPU['clear']:.2f} s CPU)")
             print(f"clear -> healthy in the fleet's store (status): {store or -1:.2f} s")
             pending = enip
             deadline = time.monotonic() + 60
