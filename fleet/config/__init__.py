@@ -40,7 +40,7 @@ from fleet.table import ConfigError
 
 __all__ = ["DOCKER_BRIDGE_BLOCK", "MAX_DEVICES", "NAME_OK", "ConfigError", "DeviceGroup", "FleetConfig",
            "FleetSettings", "bridge_pool", "identity_value", "identity_values", "load", "load_for_backend",
-           "parse", "pool_addresses"]
+           "parse", "plan_digest", "pool_addresses"]
 
 
 @dataclass(frozen=True)
@@ -97,10 +97,12 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
     if "health_interval" not in fleet_table:  # the default grows with the fleet
         fleet = replace(fleet, health_interval=default_interval(total[-1]))
     return FleetConfig(source=Path(source), fleet=fleet, groups=groups, faults=read_faults(src, data),
-                       digest=_digest(text), multihost="host" in data or "hosts" in data)
+                       digest=plan_digest(text), multihost="host" in data or "hosts" in data)
 
 
-def _digest(text: str) -> str:
+def plan_digest(text: str) -> str:
+    """The digest of a fleet.toml text (and of the code expanding it) that plan.json keeps: the
+    same digest, the same plan."""
     import hashlib
 
     from fleet import __version__
@@ -134,4 +136,4 @@ def load_for_backend(path: str | Path, backend: str) -> FleetConfig:
         return config
     table = {**tomllib.loads(Path(path).read_text())["fleet"], "backend": backend}
     return FleetConfig(source=config.source, fleet=read_fleet(str(path), table), groups=config.groups,
-                       faults=config.faults, digest=_digest(f"{config.digest}\0{backend}"))
+                       faults=config.faults, digest=plan_digest(f"{config.digest}\0{backend}"))
