@@ -125,6 +125,22 @@ def test_assembly_needs_existing_fixed_size_tags():
         Assemblies.from_specs(device, ["100=in:A", "100=out:A"])
 
 
+def test_behaviours_drive_inputs_not_outputs():
+    """A behaviour moves an input assembly's bytes (each read of the tags); an output or
+    configuration assembly over a driven tag is refused: the scanner writes those tags."""
+    device = Device.from_specs(["Count=DINT~counter(rate=1000, update=0)",
+                                "Out=INT~sine(amplitude=5, period=9)", "Plain=INT"])
+    inputs = Assemblies.from_specs(device, ["100=in:Count,Out"]).get(100)
+    seen = {struct.unpack_from("<i", inputs.read())[0] for _ in range(1000)}
+    end = time.monotonic() + 30
+    while len(seen) < 3 and time.monotonic() < end:  # whole counts at 1,000/s
+        seen.add(struct.unpack_from("<i", inputs.read())[0])
+    assert len(seen) >= 3
+    for kind in ("out", "config"):
+        with pytest.raises(ValueError, match=f"tag 'Out' is driven by its behaviour \\(sine\\); an {kind} "):
+            Assemblies.from_specs(device, [f"150={kind}:Plain,Out"])
+
+
 # --- the Connection Manager, sans-IO --------------------------------------------------------------
 
 _triads = iter(range(1, 10_000))
@@ -254,6 +270,30 @@ def test_consume_and_timeout(manager):
     assert manager.expired(start + 0.2 + connection.timeout - 0.001) == []
     assert manager.expired(start + 0.2 + connection.timeout) == [connection]  # x4 multiplier x 10 ms
     assert connection.closed == "timed out" and not manager.by_o_t
+
+
+def test_outputs_a_tag_refuses_are_dropped(manager):
+    """An O->T packet whose data a tag refuses (a user Attribute raising) is counted as
+    dropped; the connection and the next packets go on."""
+    manager, device = manager
+    reply, _extra, _triad = _open(manager)
+    connection = manager.by_o_t[cip.ForwardOpenReply.decode(reply.data).o_t_connection]
+    outputs = device.tag("Outputs").attribute
+    refuse = [True]
+
+    def write(data: bytes, real=connection.consumed.write) -> None:
+        if refuse[0]:
+            raise cip.ServiceError(0x0F, (), "refused by a hook")
+        real(data)
+
+    connection.consumed.write = write
+    peer, now = ("127.0.0.9", 2222), connection.opened
+    o_t = connection.o_t
+    assert manager.consume(Packet(o_t, 1, struct.pack("<HIhh", 1, 1, 7, 8)), peer, now) is connection
+    assert connection.dropped == 1 and outputs[0:2] == [0, 0] and connection.o_t in manager.by_o_t
+    refuse[0] = False
+    assert manager.consume(Packet(o_t, 2, struct.pack("<HIhh", 2, 1, 7, 8)), peer, now) is connection
+    assert outputs[0:2] == [7, 8] and connection.dropped == 1
 
 
 def test_sockaddr_items(manager):
@@ -463,6 +503,7 @@ def test_readme_io_commands():
     (["--assembly", "100=in", "A=INT"], "at least one tag"),
     (["--t-o-port", "nowhere", "A=INT"], "a port number or 'source'"),
     (["--rpi-range", "5-1", "A=INT"], "min <= max"),
+    (["--assembly", "150=out:A", "A=INT~counter(rate=1)"], "tag 'A' is driven by its behaviour (counter)"),
 ])
 def test_enip_server_io_flag_errors(argv, why):
     done = subprocess.run([sys.executable, "-m", "cpppo.server.enip", "-a", f"{io_host()}:0", *argv],

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cpppo.enip.client.aclient import AsyncClient
 from cpppo.enip.client.scanner import Scanner
 from fleet.config import load
 from fleet.plan import Plan, expand
@@ -41,7 +42,7 @@ kind = "enip"
 count = 2
 name = "rack{{n}}"
 port = {port}
-tags = ["Inputs=DINT[2]", "Outputs=INT[2]"]
+tags = ["Inputs=DINT[2]~counter(rate=200)", "Outputs=INT[2]"]
 {io}
 {extra}
 """
@@ -79,6 +80,13 @@ def test_io_table_errors(tmp_path, io, needle):
     assert needle in message and "\n" not in message
 
 
+def test_io_outputs_are_no_driven_tags(tmp_path):
+    text = fleet_text(44818, 'io = { assemblies = ["100=in:Inputs", "150=out:Inputs"] }')
+    message = _error(tmp_path, text)
+    assert "device[0].io: key 'assemblies': assembly 150: tag 'Inputs' is driven by its behaviour" in message
+    assert "\n" not in message
+
+
 def test_io_needs_own_addresses(tmp_path):
     text = fleet_text(44818, extra='address = "127.78.1.1"\nport_step = 1')
     assert "need addresses of their own" in _error(tmp_path, text)
@@ -92,18 +100,28 @@ def test_fleet_of_adapters(tmp_path):
         until(fleet.all_healthy, what="all healthy")
         local = io_host()
 
-        async def exchange(device) -> tuple[bytes, Scanner]:
+        async def exchange(device, outputs: tuple[int, int]) -> tuple[list, Scanner, list]:
+            """Inputs until the behaviour moved them twice; then the outputs as a tag client reads them."""
+            counts: list[tuple[int, int]] = []
             async with Scanner(device.host, device.port, inputs=(100, 8), outputs=(150, 4), rpi=0.01,
                                io_address=(local, 0)) as scanner:
-                scanner.output = struct.pack("<hh", 3, 4)
+                scanner.output = struct.pack("<hh", *outputs)
                 async for packet in scanner:
-                    if scanner.received >= 20:
-                        return packet.data, scanner
-            raise AssertionError(scanner.error)
+                    value = struct.unpack("<ii", packet.data)
+                    if not counts or value != counts[-1]:
+                        counts.append(value)
+                    if len(counts) >= 3 or scanner.received >= 3000:
+                        break
+                async with AsyncClient(device.host, device.port, timeout=10) as client:
+                    read = await client.read("Outputs[0-1]")
+            if scanner.error:
+                raise AssertionError(scanner.error)
+            return counts, scanner, read
 
-        for device in fleet.plan.devices:
-            data, scanner = asyncio.run(exchange(device))
-            assert data == bytes(8) and scanner.missing == 0
+        for n, device in enumerate(fleet.plan.devices):
+            counts, scanner, read = asyncio.run(exchange(device, (3 + n, -4)))
+            assert len(counts) >= 3 and counts == sorted(counts)  # the counter behaviour drives them
+            assert scanner.missing == 0 and read == [3 + n, -4]  # the scanner's outputs, read over TCP
     finally:
         fleet.cli("down")
 

@@ -365,7 +365,11 @@ class ConnectionManager:
         if connection.destination is None:
             connection.destination = sender
         if fresh and connection.consumed is not None and (connection.run or not connection.header):
-            connection.consumed.write(data)
+            try:
+                connection.consumed.write(data)
+            except Exception as exc:  # a tag refused the value (a user hook): the others go on
+                connection.dropped += 1
+                log.debug("O->T data of connection 0x%08x not applied: %s", connection.o_t, exc)
         return connection
 
     def produce(self, connection: IOConnection) -> tuple[int, int, bytes]:
