@@ -37,6 +37,7 @@ from cpppo.enip.device.assembly import Assemblies, parse_assembly_spec
 from cpppo.enip.device.connections import ConnectionManager, IOPolicy
 from cpppo.enip.device.dispatch import Dispatcher, Session
 from cpppo.enip.device.model import Device
+from cpppo.faults import Fault
 from tests.enip_io_support import ASSEMBLIES, TAGS, adapter, io_host, scan
 
 # --- codec --------------------------------------------------------------------------------------
@@ -329,6 +330,39 @@ def test_our_scanner_with_our_adapter():
         assert struct.unpack("<I", cip.Reply.decode(reply).data)[0] >= counters["sent"]
 
 
+def test_scanner_callback():
+    """``Scanner(..., on_input=callback)``: every input packet to the callback, in order; the
+    connection ends when the adapter falls silent and ``wait_closed()`` returns."""
+    host, local = io_host(), io_host()
+    with adapter(TAGS, ASSEMBLIES, host) as ours:
+        ours.call(lambda: ours.device.tag("Inputs").attribute.__setitem__(slice(0, 2), [7, 8]))
+
+        async def run() -> tuple[list, Scanner]:
+            packets = []
+            enough = asyncio.Event()
+
+            def on_input(packet) -> None:
+                packets.append(packet)
+                if len(packets) == 20:
+                    enough.set()
+
+            scanner = Scanner(host, inputs=(100, 10), outputs=(150, 4), rpi=0.01, multiplier=0,
+                              io_address=(local, 0), on_input=on_input)
+            await scanner.open()
+            try:
+                await asyncio.wait_for(enough.wait(), 30)
+                ours.call(lambda: ours.device.faults.set(Fault("offline")))
+                await asyncio.wait_for(scanner.wait_closed(), 30)
+            finally:
+                await scanner.close()
+            return packets, scanner
+
+        packets, scanner = asyncio.run(run())
+        assert len(packets) >= 20 and {p.data for p in packets} == {struct.pack("<iih", 7, 8, 0)}
+        assert [p.sequence for p in packets] == sorted(p.sequence for p in packets)
+        assert "0x0203" in scanner.error
+
+
 def test_several_scanners_on_one_adapter():
     """An owner, an input-only and a listen-only connection at once, from three scanners."""
     host = io_host()
@@ -416,8 +450,6 @@ def test_bad_udp_disturbs_nothing():
 
 def test_offline_fault_silences_io():
     """An injected ``offline`` fault stops the adapter's inputs: the scanner times out."""
-    from cpppo.faults import Fault
-
     host, local = io_host(), io_host()
     with adapter(TAGS, ASSEMBLIES, host) as ours:
         async def run():
