@@ -273,6 +273,26 @@ def test_consume_and_timeout(manager):
     assert connection.closed == "timed out" and not manager.by_o_t
 
 
+def test_packet_rates(manager):
+    """Packets per second from the totals sampled (at most once a second) over the last 5 s."""
+    manager, _device = manager
+    reply, _extra, _triad = _open(manager)
+    connection = manager.by_o_t[cip.ForwardOpenReply.decode(reply.data).o_t_connection]
+    assert manager.rates() == (0.0, 0.0)
+    manager.sample(100.0)
+    connection.received, connection.sent = 50, 100
+    manager.sample(100.5)  # too soon: not kept
+    assert manager.rates() == (0.0, 0.0)
+    manager.sample(101.0)
+    assert manager.rates() == (50.0, 100.0)
+    connection.received, connection.sent = 350, 400
+    manager.sample(107.0)  # the sample of 100.0 is out of the window
+    assert manager.rates() == (50.0, 50.0)
+    manager.close(connection, "closed")  # the totals keep what closed connections counted
+    manager.sample(108.0)
+    assert manager.rates() == (300 / 7, 300 / 7)
+
+
 def test_outputs_a_tag_refuses_are_dropped(manager):
     """An O->T packet whose data a tag refuses (a user Attribute raising) is counted as
     dropped; the connection and the next packets go on."""

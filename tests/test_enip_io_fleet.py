@@ -104,7 +104,7 @@ def test_fleet_of_adapters(tmp_path):
             """Inputs until the behaviour moved them twice; then the outputs as a tag client reads them."""
             counts: list[tuple[int, int]] = []
             async with Scanner(device.host, device.port, inputs=(100, 8), outputs=(150, 4), rpi=0.01,
-                               io_address=(local, 0)) as scanner:
+                               io_address=(local, 0), multiplier=5) as scanner:
                 scanner.output = struct.pack("<hh", *outputs)
                 async for packet in scanner:
                     value = struct.unpack("<ii", packet.data)
@@ -161,30 +161,50 @@ def test_io_figures_in_status_json_and_metrics(tmp_path):
         fleet.cli("up")
         until(fleet.all_healthy, what="all healthy")
         assert io()[first] == io()[second] == {"connections": 0, "packets_in": 0, "packets_out": 0,
+                                               "packets_per_second_in": 0, "packets_per_second_out": 0,
                                                "timeouts": 0, "refused": 0, "missing": 0, "late": 0,
                                                "dropped": 0}
         device = fleet.plan.devices[0]
 
-        async def exchange() -> tuple[dict, dict]:
+        async def exchange() -> tuple[dict, dict, str]:
+            # multiplier 5: x128 RPI, so a loaded machine does not time the connection out early
             async with Scanner(device.host, device.port, inputs=(100, 8), outputs=(150, 4), rpi=0.01,
-                               io_address=(io_host(), 0)) as scanner:
+                               io_address=(io_host(), 0), multiplier=5) as scanner:
                 async for _packet in scanner:
                     if scanner.received >= 20:
                         break
+                # packets per second: over the adapter's samples of its totals (one a second)
+                await asyncio.to_thread(until, lambda: io()[first]["packets_per_second_out"] > 0, 30,
+                                        "a packet rate")
                 during = await asyncio.to_thread(io)
+                table = await asyncio.to_thread(fleet.cli, "status")
                 # the poller re-emits what it last scraped from the workers (every interval)
                 out = ("cpppo_fleet_device_io_packets_total", ("device", first), ("direction", "out"),
                        ("worker", device.worker))
-                await asyncio.to_thread(until, lambda: metrics().get(out, 0) >= 20, 30, "scraped packets")
+                rate = ("cpppo_fleet_device_io_packets_per_second", ("device", first), ("direction", "in"),
+                        ("worker", device.worker))
+
+                def scraped_enough() -> bool:
+                    seen = metrics()
+                    return seen.get(out, 0) >= 20 and seen.get(rate, 0) > 0
+
+                await asyncio.to_thread(until, scraped_enough, 30, "scraped packets")
                 scraped = await asyncio.to_thread(metrics)
                 scanner.producing = False  # silent: the adapter times the connection out
                 await asyncio.to_thread(until, lambda: io()[first]["timeouts"] == 1, 20, "the timeout")
-            return during, scraped
+            return during, scraped, table
 
-        during, scraped = asyncio.run(exchange())
+        during, scraped, table = asyncio.run(exchange())
+        rows = {line.split()[1]: line for line in table.splitlines()
+                if line.split()[1:2] in ([first], [second])}  # "│ rack0 │ enip │ ..."
+        assert re.search(r" 1 conn [1-9]\d*/s \d+ late \d+ miss ", rows[first]), table  # the I/O column
+        assert re.search(r" 0 conn 0/s 0 late 0 miss ", rows[second]), table
         assert during[first]["connections"] == 1 and during[second]["connections"] == 0
         assert during[first]["packets_in"] >= 20 and during[first]["packets_out"] >= 20
+        assert during[first]["packets_per_second_in"] > 0 and during[second]["packets_per_second_out"] == 0
         worker = ("worker", device.worker)
+        assert scraped[("cpppo_fleet_device_io_packets_per_second", ("device", first), ("direction", "in"),
+                        worker)] > 0
         assert scraped[("cpppo_fleet_device_io_connections", ("device", first), worker)] == 1
         assert scraped[("cpppo_fleet_device_io_packets_total", ("device", first), ("direction", "out"),
                         worker)] >= 20

@@ -26,6 +26,7 @@ import logging
 import random
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,7 @@ EXT_CONNECTION_TIMED_OUT = 0x0203
 EXT_INVALID_SEGMENT = 0x0315
 
 COUNTERS = ("sent", "received", "late", "missing", "dropped")  # per connection, summed by counters()
+RATE_WINDOW = 5.0  # seconds of packet totals rates() spans
 SOURCE = "source"  # IOPolicy.t_o_port: send T->O data to the port the O->T data comes from
 
 
@@ -152,6 +154,7 @@ class ConnectionManager:
         self.timed_out = 0
         self.closed: list[IOConnection] = []  # the last few closed, for status
         self._gone = dict.fromkeys(COUNTERS, 0)  # the counters of connections closed so far
+        self._samples: deque[tuple[float, int, int]] = deque()  # (time, received, sent), for rates()
 
     # --- Forward Open / Close ----------------------------------------------------------------------
 
@@ -323,6 +326,25 @@ class ConnectionManager:
                 totals[name] += getattr(connection, name)
         return {"connections": len(self.by_o_t), **totals, "refused": self.refused,
                 "timed_out": self.timed_out}
+
+    def sample(self, now: float) -> None:
+        """Note the packet totals (at most once a second; the I/O scheduler calls this), for
+        ``rates()`` over the last RATE_WINDOW seconds."""
+        samples = self._samples
+        if samples and now - samples[-1][0] < 1.0:
+            return
+        totals = self.counters()
+        samples.append((now, totals["received"], totals["sent"]))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
+            samples.popleft()
+
+    def rates(self) -> tuple[float, float]:
+        """(O->T packets received, T->O packets sent) per second over the samples' span (up
+        to RATE_WINDOW seconds, to the last sample); 0.0 before two samples."""
+        if len(self._samples) < 2:
+            return 0.0, 0.0
+        (t0, in0, out0), (t1, in1, out1) = self._samples[0], self._samples[-1]
+        return (in1 - in0) / (t1 - t0), (out1 - out0) / (t1 - t0)
 
     # --- data ---------------------------------------------------------------------------------------
 
