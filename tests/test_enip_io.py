@@ -563,6 +563,16 @@ def test_enip_server_io_flag_errors(argv, why):
     assert done.returncode == 2 and why in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+def test_enip_server_io_policy_flags():
+    from cpppo.enip.cli.server import build_parser, io_policy
+
+    argv = ["--t-o-port", "source", "--rpi-range", "2-50", "--lenient-sizes", "A=INT"]
+    args = build_parser().parse_args(argv)
+    assert io_policy(args, "127.0.0.9") == IOPolicy(rpi_min=2000, rpi_max=50000, t_o_port="source",
+                                                    io_host="127.0.0.9", lenient_sizes=True)
+    assert not io_policy(build_parser().parse_args(["A=INT"]), "").lenient_sizes  # ODVA's sizes by default
+
+
 def test_enip_client_io_flag_errors():
     done = subprocess.run([sys.executable, "-m", "cpppo.server.enip.client", "--io", "x"],
                           capture_output=True, text=True, timeout=30)

@@ -57,10 +57,12 @@ def _error(tmp_path: Path, text: str) -> str:
 
 def test_io_table_round_trips(tmp_path):
     (tmp_path / "fleet.toml").write_text(fleet_text(44818, 'io = { assemblies = ["100=in:Inputs"], '
-                                                           't_o_port = "source", rpi_range = "2-500" }'))
+                                                           't_o_port = "source", rpi_range = "2-500", '
+                                                           'lenient_sizes = true }'))
     plan = expand(load(tmp_path / "fleet.toml"))
     io = plan.devices[0].options.io
     assert io.assemblies == ("100=in:Inputs",) and io.t_o_port == "source" and io.rpi_range == "2-500"
+    assert io.lenient_sizes
     again = Plan.from_json(json.loads(json.dumps(plan.to_json())))  # as the workers read it
     assert again.devices[0].options.io == io
 
@@ -73,6 +75,7 @@ def test_io_table_round_trips(tmp_path):
     ('io = { assemblies = ["100=in:Inputs"], t_o_port = "x" }', "key 't_o_port': bad T->O port"),
     ('io = { assemblies = ["100=in:Inputs"], rpi_range = "9-1" }', "key 'rpi_range': bad RPI range"),
     ('io = { assemblies = ["100=in:Inputs"], port = 0 }', "key 'port': must be 1-65535"),
+    ('io = { assemblies = ["100=in:Inputs"], lenient_sizes = 1 }', "'lenient_sizes': must be true or false"),
     ('io = "100=in:Inputs"', "device[0]: key 'io': must be a table"),
 ])
 def test_io_table_errors(tmp_path, io, needle):

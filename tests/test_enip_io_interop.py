@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import struct
 import subprocess
 import time
 
 import pytest
 
+from cpppo.enip.client.aclient import AsyncClient
 from cpppo.enip.client.scanner import Scanner
 from tests import cmeip
 from tests.enip_io_support import adapter, io_host
@@ -171,3 +173,65 @@ def test_our_scanner_with_cm_adapter(cm_python):
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.slow
+def test_cm_scanner_with_a_fleet_adapter(cm_python, tmp_path):
+    """cm-ethernetip's scanner with an adapter of a fleet (the io table's ``t_o_port =
+    "source"`` and ``lenient_sizes = true``): the counter behaviour's inputs reach it, its
+    outputs land in the tag, and the fleet's status counts the connection."""
+    from tests.fleet_support import CliFleet, until
+    from tests.support import free_port
+
+    octet = 150 + (os.getpid() + 37) % 100
+    port = free_port(f"127.79.{octet}.1")
+    fleet = CliFleet(tmp_path, f"""
+[fleet]
+name = "cmio{octet}"
+address_pool = "127.79.{octet}.0/24"
+health_interval = 0.5
+
+[[device]]
+kind = "enip"
+count = 1
+name = "cmrack"
+port = {port}
+tags = ["Inputs=DINT[2]~counter(rate=100)", "Outputs=DINT"]
+[device.io]
+assemblies = ["100=in:Inputs", "150=out:Outputs", "151=config"]
+t_o_port = "source"
+lenient_sizes = true
+""")
+    try:
+        fleet.cli("up")
+        until(fleet.all_healthy, what="all healthy")
+        device = fleet.plan.devices[0]
+        proc = _peer(cm_python, "scanner", device.host, str(device.port), "30", "1", "10000", "2a000000")
+        try:
+            seen = set()
+
+            def moved(line: dict) -> bool:
+                if "inputs" in line and line.get("received"):
+                    seen.add(line["inputs"])
+                return "error" in line or len(seen) >= 4
+
+            assert "error" not in _lines(proc, moved)[-1]
+            counts = [struct.unpack("<ii", bytes.fromhex(x))[0] for x in seen]
+            assert len(counts) >= 4 and max(counts) > 0  # inputs the behaviour moves
+
+            def connected() -> bool:
+                return (fleet.devices()["cmrack"]["io"] or {}).get("connections") == 1
+
+            until(connected, 30, "the connection in status")
+
+            async def outputs() -> int:
+                async with AsyncClient(device.host, device.port, timeout=10) as client:
+                    return await client.read("Outputs")
+
+            until(lambda: asyncio.run(outputs()) == 42, 30, "the scanner's outputs in the tag")
+        finally:
+            proc.kill()
+            proc.wait()
+        until(lambda: fleet.devices()["cmrack"]["io"]["timeouts"] == 1, 30, "the silent scanner's timeout")
+    finally:
+        fleet.cli("down")
