@@ -172,8 +172,8 @@ def manager():
     ({"points": (151, 100)}, (0x0117,)),                       # a config assembly is no O->T point
     ({"o_t_size": 12}, (0x0109, 10)),                          # sequence 2 + header 4 + data 4, said
     ({"t_o_size": 11}, (0x0109, 12)),
-    ({"rpi": 500}, (0x0111,)),                                 # below --rpi-range
-    ({"rpi": 2_000_000}, (0x0111,)),
+    ({"rpi": 500}, (0x0112, 0x0202, 2000, 0, 2000, 0)),        # below --rpi-range: the minimum, both ways
+    ({"rpi": 2_000_000}, (0x0112, 0x0303, 0x4240, 0x000F, 0x4240, 0x000F)),  # above: the maximum, 1 s
     ({"transport": 0x11}, (0x0103,)),                          # change of state trigger
     ({"t_o_kind": 1}, (0x0108,)),                              # multicast T->O
     ({"config": 150}, (0x0118,)),                              # config data for a non-config instance
@@ -187,6 +187,19 @@ def test_forward_open_refusals(manager, kwds, ext):
     failure = cip.ForwardOpenFailure.decode(reply.data)
     assert (failure.serial, failure.vendor, failure.originator_serial) == triad
     assert not manager.by_o_t and manager.refused == 1
+
+
+def test_rpi_refusal_names_the_direction(manager):
+    """An O->T RPI in range and a T->O one too slow: type 0 and the O->T RPI as asked, type 3
+    and the maximum for T->O."""
+    manager, _device = manager
+    request = cip.ForwardOpen(0, 0x2000, 77, 1, 99, multiplier=0, o_t_rpi=10_000,
+                              o_t_params=NetworkParams(10).encode(False), t_o_rpi=5_000_000,
+                              t_o_params=NetworkParams(12).encode(False), transport=1,
+                              path=(Logical("class", 4), Logical("instance", 151),
+                                    Logical("connection_point", 150), Logical("connection_point", 100)))
+    reply = cip.Reply.decode(manager.forward_open(0x54, request, "127.0.0.9", ())[0])
+    assert reply.ext_status == (0x0112, 0x0300, 10_000, 0, 0x4240, 0x000F)
 
 
 def test_forward_open_bad_path_segment(manager):
@@ -427,7 +440,7 @@ def test_refusals_over_the_wire():
     host, local = io_host(), io_host()
     with adapter(TAGS, ASSEMBLIES, host) as ours:
         for kwds, ext in (({"inputs": (101, 10)}, 0x0117), ({"inputs": (100, 8)}, 0x0109),
-                          ({"rpi": 20.0}, 0x0111)):
+                          ({"rpi": 20.0}, 0x0112)):
             async def refused(kwds=kwds):
                 scanner = Scanner(host, **{"inputs": (100, 10), "outputs": (150, 4), "rpi": 0.01,
                                            "io_address": (local, 0), **kwds})

@@ -15,8 +15,9 @@ produces the same input assembly, and closed with the last of them (0x0119 other
 
 Refusals (general status 0x01, extended status): 0x0100 triad in use, 0x0103 transport
 class/trigger, 0x0106 ownership conflict, 0x0108 connection type, 0x0109 size (with the
-size expected as a second word), 0x0111 RPI, 0x0113 out of connections, 0x0117 connection
-point, 0x0118 configuration path, 0x0119 no owner for a listen-only, 0x0315 path segment.
+size expected as a second word), 0x0112 RPI (with the acceptable RPIs: five more words),
+0x0113 out of connections, 0x0117 connection point, 0x0118 configuration path, 0x0119 no
+owner for a listen-only, 0x0315 path segment.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ EXT_OWNERSHIP_CONFLICT = 0x0106
 EXT_CONNECTION_NOT_FOUND = 0x0107
 EXT_INVALID_CONNECTION_TYPE = 0x0108
 EXT_INVALID_CONNECTION_SIZE = 0x0109
-EXT_RPI_NOT_SUPPORTED = 0x0111
+EXT_RPI_NOT_ACCEPTABLE = 0x0112  # (0x0111 "RPI not supported" is deprecated)
+RPI_ACCEPTABLE, RPI_MINIMUM, RPI_MAXIMUM = 0, 2, 3  # 0x0112's acceptable-RPI types
 EXT_OUT_OF_CONNECTIONS = 0x0113
 EXT_INVALID_CONNECTION_POINT = 0x0117
 EXT_INVALID_CONFIGURATION = 0x0118
@@ -208,11 +210,7 @@ class ConnectionManager:
             kind = "input-only"
         if produced is None and kind != "owner":
             raise Refused(EXT_INVALID_CONNECTION_POINT, f"a {kind} connection needs an input assembly")
-        rpis = [r for r, p in ((request.o_t_rpi, o_t), (request.t_o_rpi, t_o)) if p.kind != NULL]
-        for rpi in rpis:
-            if not self.policy.rpi_min <= rpi <= self.policy.rpi_max:
-                raise Refused(EXT_RPI_NOT_SUPPORTED, f"RPI {rpi} us outside {self.policy.rpi_min}-"
-                                                     f"{self.policy.rpi_max} us")
+        self._check_rpis((request.o_t_rpi, o_t), (request.t_o_rpi, t_o))
         overhead = (2 if transport.cls == 1 else 0)
         slack = overhead if self.policy.lenient_sizes else 0
         if kind == "owner":
@@ -245,6 +243,25 @@ class ConnectionManager:
             transport=transport.cls, header=header,
             timeout=timeout_multiplier(request.multiplier) * watched,
             peer=peer, destination=self._destination(peer, items))
+
+    def _check_rpis(self, *directions: tuple[int, NetworkParams]) -> None:
+        """Refuse an RPI outside the policy's range with 0x0112 "RPI value(s) not acceptable"
+        and the five words that follow it in the CIP Vol 1 failure reply: the acceptable O->T
+        and T->O RPI types (a USINT each: 0 acceptable, 2 the minimum, 3 the maximum) and
+        the acceptable O->T and T->O RPIs (a UDINT each, microseconds)."""
+        low, high = self.policy.rpi_min, self.policy.rpi_max
+        types, values, wrong = [], [], []
+        for rpi, params in directions:
+            if params.kind == NULL or low <= rpi <= high:
+                types.append(RPI_ACCEPTABLE)
+                values.append(rpi if params.kind != NULL else 0)
+            else:
+                types.append(RPI_MINIMUM if rpi < low else RPI_MAXIMUM)
+                values.append(low if rpi < low else high)
+                wrong.append(rpi)
+        if wrong:
+            words = struct.unpack("<5H", struct.pack("<BBII", *types, *values))
+            raise Refused(EXT_RPI_NOT_ACCEPTABLE, f"RPI {wrong[0]} us outside {low}-{high} us", *words)
 
     def _points(self, points: list[int], o_t: NetworkParams,
                 t_o: NetworkParams) -> tuple[Assembly | None, Assembly | None]:
