@@ -7,10 +7,11 @@ the adapter tests below turn on the two compatibility settings it needs):
 
 - its scanner's Forward Open connection sizes leave out the 2-byte CIP sequence count
   (O->T 4 + data, T->O data), while its packets carry it; our adapter answers such a Forward
-  Open with 0x0109 unless ``IOPolicy(lenient_sizes=True)``;
+  Open with 0x0109 unless ``IOPolicy(lenient_sizes=True)`` (``enip_server --lenient-sizes``,
+  the fleet's ``io.lenient_sizes``);
 - its scanner receives T->O data on an ephemeral port and names it nowhere (no T->O Sockaddr
   Info item), so an adapter sending to port 2222 as ODVA says is never heard; ours does with
-  ``IOPolicy(t_o_port="source")`` (``enip_server --t-o-port source``);
+  ``IOPolicy(t_o_port="source")`` (``enip_server --t-o-port source``, ``io.t_o_port = "source"``);
 - its adapter answers an unknown assembly with 0x0116 (revision mismatch) rather than 0x0117,
   and sends its first T->O packets to the scanner's TCP address at 2222 before it learns the
   UDP source of the O->T data.
