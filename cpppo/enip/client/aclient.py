@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import struct
 from typing import Any
 
 from cpppo.dotdict import dotdict
@@ -31,7 +30,6 @@ from cpppo.enip.codec.encapsulation import Command
 
 __all__ = ["AsyncClient", "ENIPConnectionError", "ENIPError", "ENIPStatusError", "ENIPTimeout"]
 
-_CTX = struct.Struct("<Q")
 _UNSET: Any = object()
 
 
@@ -103,7 +101,7 @@ class AsyncClient:
             raise ENIPConnectionError(f"{what}: not connected to {self.host}:{self.port}")
         async with self._lock:
             self._context += 1
-            context = _CTX.pack(self._context)
+            context = encapsulation.sender_context(self._context)
             try:
                 async with asyncio.timeout(timeout):
                     self._writer.write(encapsulation.encode(command, payload, session=self.session,
