@@ -38,6 +38,9 @@ from cpppo.enip.codec.implicit import (
     IO_PORT,
     NULL,
     POINT_TO_POINT,
+    RPI_ACCEPTABLE,
+    RPI_MAXIMUM,
+    RPI_MINIMUM,
     NetworkParams,
     Packet,
     Sockaddr,
@@ -46,6 +49,7 @@ from cpppo.enip.codec.implicit import (
     decode_sockaddr,
     encode_data,
     encode_sockaddr,
+    rpi_refusal_words,
     sequence_gap,
     timeout_multiplier,
 )
@@ -65,7 +69,6 @@ EXT_CONNECTION_NOT_FOUND = 0x0107
 EXT_INVALID_CONNECTION_TYPE = 0x0108
 EXT_INVALID_CONNECTION_SIZE = 0x0109
 EXT_RPI_NOT_ACCEPTABLE = 0x0112  # (0x0111 "RPI not supported" is deprecated)
-RPI_ACCEPTABLE, RPI_MINIMUM, RPI_MAXIMUM = 0, 2, 3  # 0x0112's acceptable-RPI types
 EXT_OUT_OF_CONNECTIONS = 0x0113
 EXT_INVALID_CONNECTION_POINT = 0x0117
 EXT_INVALID_CONFIGURATION = 0x0118
@@ -262,7 +265,7 @@ class ConnectionManager:
                 values.append(low if rpi < low else high)
                 wrong.append(rpi)
         if wrong:
-            words = struct.unpack("<5H", struct.pack("<BBII", *types, *values))
+            words = rpi_refusal_words(*types, *values)
             raise Refused(EXT_RPI_NOT_ACCEPTABLE, f"RPI {wrong[0]} us outside {low}-{high} us", *words)
 
     def _points(self, points: list[int], o_t: NetworkParams,
