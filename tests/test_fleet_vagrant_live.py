@@ -134,4 +134,4 @@ registers = ["40001-40004=7"]
                 pass
     assert down.returncode == 0, down.stdout + down.stderr[-4000:]
     assert not left, f"down left {left}"
-    assert not project.exists()
+    assert not project.exists() and not (tmp_path / ".fleet" / "vmplant").exists()

@@ -141,6 +141,14 @@ def _down_vms(path: Path, lab) -> None:
         fail(str(exc))
     if left:
         fail(f"left behind: {'; '.join(left)} (`cpppo-fleet down` again retries)")
+    import shutil
+
+    from fleet.lab import state_dir
+
+    hosts = state_dir(path, lab)  # the shards' files and logs of machines that are no more
+    shutil.rmtree(hosts, ignore_errors=True)
+    if hosts.parent.is_dir() and not any(hosts.parent.iterdir()):
+        hosts.parent.rmdir()
     typer.echo(f"fleet {lab.name!r} is down: {len(lab.shards)} VMs destroyed, their network and project "
                "removed")
 
