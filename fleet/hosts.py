@@ -132,7 +132,7 @@ def load(path: str | Path) -> MultiHost:
     if config.fleet.backend == "vagrant":
         from fleet.vagrant import shard_vms
 
-        return shard_vms(config, data, src)
+        return shard_vms(config, data, src, shard_fleet)
     return shard_fleet(config, data, src)
 
 

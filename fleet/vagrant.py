@@ -140,11 +140,10 @@ def read_vagrant(src: str, data: dict[str, Any], config: FleetConfig) -> Vagrant
         timeout=float(t.positive("timeout", 20.0, (int, float))), vars=vars_)
 
 
-def shard_vms(config: FleetConfig, data: dict[str, Any], src: str):  # -> fleet.hosts.MultiHost
-    """The fleet's shards, a VM each: the multi-host fleet of ``[[host]]`` entries that
-    :func:`host_tables` makes of the VMs, each running the process backend."""
-    from fleet.hosts import shard_fleet
-
+def shard_vms(config: FleetConfig, data: dict[str, Any], src: str, shard_fleet: Callable):
+    """The fleet's shards, a VM each: the multi-host fleet (``shard_fleet``: fleet.hosts's,
+    passed in, as fleet.hosts calls this) of the ``[[host]]`` entries that :func:`host_tables`
+    makes of the VMs, each running the process backend."""
     settings = read_vagrant(src, data, config)
     project = project_dir(Path(src), config.fleet.name)
     synthetic = {**{k: v for k, v in data.items() if k != "vagrant"},
@@ -287,12 +286,8 @@ def network_name(fleet: str, project: Path) -> str:
 # --- running Vagrant ------------------------------------------------------------------------------
 
 def vagrant_env(project: Path) -> dict[str, str]:
-    from fleet.hosts import _ansible_tool
-
-    tools = [str(Path(t).parent) for t in (_ansible_tool("ansible-playbook"),) if t]
     return {**os.environ, "VAGRANT_CWD": str(project), "VAGRANT_DOTFILE_PATH": str(project / ".vagrant"),
-            "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_NO_COLOR": "1",
-            "PATH": ":".join([*tools, os.environ.get("PATH", "")])}
+            "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_NO_COLOR": "1"}
 
 
 def run_vagrant(project: Path, args: list[str], echo: Callable[[str], None] | None = None,

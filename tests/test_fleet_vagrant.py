@@ -7,7 +7,6 @@ up on machines for real."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import shutil
 import subprocess
 import sys
@@ -141,7 +140,7 @@ def test_the_generated_project_has_a_machine_per_vm(tmp_path):
 
 @pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant not installed (apt-get install vagrant)")
 @pytest.mark.parametrize("provider", ["docker", "libvirt"])
-def test_vagrant_validates_the_generated_project(tmp_path, provider):
+def test_vagrant_validates_the_generated_project(tmp_path, provider, monkeypatch):
     from fleet.vagrant import run_vagrant
 
     key = tmp_path / "k"
@@ -150,7 +149,7 @@ def test_vagrant_validates_the_generated_project(tmp_path, provider):
     project = project_dir(tmp_path / "plant.toml", "vmplant")
     project.mkdir(parents=True)
     (project / "Vagrantfile").write_text(vagrantfile("vmplant", lab.vms, project, "cpppo-vmplant-net"))
-    os.environ.setdefault("VAGRANT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VAGRANT_HOME", str(tmp_path / "home"))
     proc = run_vagrant(project, ["validate"], timeout=180)
     assert proc.returncode == 0 and "validated successfully" in proc.stdout, proc.stdout + proc.stderr
 
@@ -201,3 +200,13 @@ def test_up_refuses_a_missing_lab_host_image_in_one_line(docker_client, tmp_path
                           check=False, stdin=subprocess.DEVNULL)
     assert down.returncode == 0, down.stderr
     assert not project_dir(path, "vmplant").exists()
+
+
+def test_the_readme_example_validates(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split('### Fleets on machines the fleet makes: `backend = "vagrant"`', 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    devices = FLEET.split("[[device]]", 1)[1]
+    lab = load(write(tmp_path, example + "\n[[device]]" + devices))
+    assert [(h.name, h.address) for h in lab.hosts] == [("vm1", "10.77.0.11"), ("vm2", "10.77.0.12")]
+    assert lab.vms.provider == "docker"
