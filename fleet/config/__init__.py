@@ -75,14 +75,18 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(src, "file", None, f"not valid TOML: {exc}") from None
-    unknown = set(data) - {"fleet", "device", "fault", "host", "hosts"}
+    unknown = set(data) - {"fleet", "device", "fault", "host", "hosts", "vagrant"}
     if unknown:
         raise ConfigError(src, "top level", sorted(unknown)[0],
-                          "unknown table (expected [fleet], [[device]], [[fault]], [hosts], [[host]])")
+                          "unknown table (expected [fleet], [[device]], [[fault]], [hosts], [[host]], "
+                          "[vagrant])")
     fleet_table = data.get("fleet")
     if not isinstance(fleet_table, dict):
         raise ConfigError(src, "fleet", None, "missing [fleet] table")
     fleet = read_fleet(src, fleet_table)
+    if "vagrant" in data and fleet.backend != "vagrant":
+        raise ConfigError(src, "vagrant", None,
+                          f'[vagrant] is for backend = "vagrant", not {fleet.backend!r}')
     devices = data.get("device", [])
     if not isinstance(devices, list) or not all(isinstance(d, dict) for d in devices):
         raise ConfigError(src, "device", None, "must be an array of tables ([[device]])")
@@ -97,7 +101,14 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
     if "health_interval" not in fleet_table:  # the default grows with the fleet
         fleet = replace(fleet, health_interval=default_interval(total[-1]))
     return FleetConfig(source=Path(source), fleet=fleet, groups=groups, faults=read_faults(src, data),
-                       digest=plan_digest(text), multihost="host" in data or "hosts" in data)
+                       digest=plan_digest(text), multihost=is_multihost_data(data))
+
+
+def is_multihost_data(data: dict) -> bool:
+    """Whether the fleet file's ``data`` names lab hosts, or VMs the fleet makes (fleet.vagrant)."""
+    fleet = data.get("fleet")
+    vagrant = isinstance(fleet, dict) and fleet.get("backend") == "vagrant"
+    return "host" in data or "hosts" in data or vagrant
 
 
 def plan_digest(text: str) -> str:
