@@ -409,7 +409,9 @@ def test_scanner_callback():
                 if len(packets) == 20:
                     enough.set()
 
-            scanner = Scanner(host, inputs=(100, 10), outputs=(150, 4), rpi=0.01, multiplier=0,
+            # x128 the RPI (1.28 s) before silence ends the connection: a loaded machine's pauses
+            # must not end it before 20 packets came
+            scanner = Scanner(host, inputs=(100, 10), outputs=(150, 4), rpi=0.01, multiplier=5,
                               io_address=(local, 0), on_input=on_input)
             await scanner.open()
             try:
