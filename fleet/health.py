@@ -1,8 +1,9 @@
 """Health polling: every device, every interval, with bounded concurrency.
 
-ENIP devices answer a List Identity (which must match the plan's identity) and a tag read;
-Modbus devices a register read.  Connections are kept open from one sweep to the next (a
-dropped one is reopened on the next sweep), so a steady fleet costs a few requests per device
+ENIP devices answer a List Identity when the connection opens (which must match the plan's
+identity at every poll) and a tag read at every poll; Modbus devices a register read.
+Connections are kept open from one sweep to the next, through timed-out polls too (a dropped
+or refused one is reopened on the next sweep), so a steady fleet costs one request per device
 per interval.  Results go to the state folder's SQLite store (``fleet.store``).
 
 Run as ``python -m fleet.health [--shard K/N] <state-dir>``: the process backend supervises it
@@ -79,6 +80,13 @@ class Poller:
             self.clients[device.name] = client
         return client
 
+    def _usable(self, name: str) -> bool:
+        """Whether the device's client is still connected after a poll timed out: it is kept
+        (its late reply is skipped), so a slow poll costs no reconnect.  On a starved machine
+        (a fair share of a few percent of a core each) dropping it made the next poll pay a
+        connect, a Register Session and a List Identity more, so timeouts bred timeouts."""
+        return bool(getattr(self.clients.get(name), "connected", False))
+
     async def _drop(self, name: str) -> None:
         client = self.clients.pop(name, None)
         if client is not None:
@@ -96,7 +104,8 @@ class Poller:
             async with asyncio.timeout(self.timeout):
                 await self._check(device)
         except Exception as exc:
-            await self._drop(device.name)
+            if not (isinstance(exc, TimeoutError) and self._usable(device.name)):
+                await self._drop(device.name)
             return HealthResult(device.name, False, None, describe(exc, self.timeout), time.time())
         if not self.persistent:
             await self._drop(device.name)
