@@ -254,3 +254,37 @@ def test_a_reply_cut_off_halfway_closes_the_enip_connection() -> None:
             await server.wait_closed()
 
     assert asyncio.run(scenario()) == (True, False)
+
+
+def test_a_connection_slower_to_set_up_than_a_poll_is_connected_across_polls() -> None:
+    """Issue 20: every reply 0.9 s late, polls of 1.5 s: an ENIP setup (Register Session, List
+    Identity) takes 1.8 s, longer than a poll; it goes on past the timed-out poll, and the next
+    poll, one read of 0.9 s, succeeds.  Before, every poll started the setup over and the
+    device was never seen healthy however often it was polled."""
+    from cpppo.faults import parse_fault
+
+    port = free_port(f"127.77.{OCTET}.1")
+    plan = mixed_plan(port, 2)
+    devices = [d for d in plan.devices if d.kind == "enip"]
+
+    async def scenario() -> tuple[list[list[bool]], int]:
+        worker = Worker("w000", devices)
+        assert await worker.start_pending() == []
+        for device in devices:
+            worker.faults[device.name].set(parse_fault("latency", "900ms"))
+        poller = Poller(timeout=1.5, concurrency=len(devices))
+        sweeps = []
+        try:
+            for _ in range(4):
+                sweeps.append([r.ok for r in await poller.sweep(devices)])
+                if all(sweeps[-1]):
+                    break
+            connections = len(worker.pool)
+        finally:
+            await poller.close()
+            await worker.close()
+        return sweeps, connections
+
+    sweeps, connections = asyncio.run(scenario())
+    assert sweeps[0] == [False, False] and sweeps[-1] == [True, True], sweeps
+    assert connections == len(devices)

@@ -205,6 +205,9 @@ class EnipKind(Kind):
 
         return AsyncClient(host, port, timeout=timeout, **enip_route(options))
 
+    async def opened(self, client: Any) -> None:
+        await client.list_identity()  # kept as client.identity while the connection lasts
+
     async def check(self, client: Any, options: EnipOptions, identity: Mapping[str, Any]) -> None:
         # the identity answered on this connection: another device at the address means another
         # connection (a restarted worker drops its connections), so one List Identity a connection
