@@ -73,7 +73,9 @@ class Poller:
         longer than one poll's timeout (a starved machine) is connected all the same."""
         client = self.clients.get(device.name)
         if client is not None:
-            return client
+            if getattr(client, "connected", True):
+                return client
+            await self._drop(device.name)  # closed by the device while idle: a new one, this poll
         opening = self.opening.get(device.name)
         if opening is None:
             client = KINDS[device.kind].client(device.host, device.port, device.options, self.timeout)

@@ -148,7 +148,11 @@ def test_up_waits_on_the_pollers_results_since_it_asked(tmp_path: Path) -> None:
 
 
 def mixed_plan(port: int, count: int) -> Plan:
-    return expand(parse(f"""
+    return expand(parse(mixed_plan_text(port, count)))
+
+
+def mixed_plan_text(port: int, count: int) -> str:
+    return f"""
 [fleet]
 name = "slow"
 address_pool = "127.77.{OCTET}.0/24"
@@ -165,7 +169,7 @@ count = {count}
 name = "mb{{n}}"
 port = {port}
 registers = ["40001-40010=7"]
-"""))
+"""
 
 
 def test_a_timed_out_poll_keeps_its_connection_and_the_late_reply_is_skipped(monkeypatch) -> None:
@@ -288,3 +292,47 @@ def test_a_connection_slower_to_set_up_than_a_poll_is_connected_across_polls() -
     sweeps, connections = asyncio.run(scenario())
     assert sweeps[0] == [False, False] and sweeps[-1] == [True, True], sweeps
     assert connections == len(devices)
+
+
+def test_a_connection_the_device_closed_while_idle_is_replaced_within_the_poll() -> None:
+    """A device that closes silent connections sooner than the next poll (its idle_timeout)
+    is polled on a new connection, not reported down on the closed one."""
+    port = free_port(f"127.77.{OCTET}.1")
+    plan = expand(parse(mixed_plan_text(port, 2).replace('tags = ["SCADA=INT[10]"]',
+                                                         'tags = ["SCADA=INT[10]"]\nidle_timeout = 0.3')
+                        .replace('registers = ["40001-40010=7"]',
+                                 'registers = ["40001-40010=7"]\nidle_timeout = 0.3')))
+
+    async def scenario() -> tuple[list[bool], list[bool], bool]:
+        worker = Worker("w000", list(plan.devices))
+        assert await worker.start_pending() == []
+        poller = Poller(timeout=2.0, concurrency=8)
+        try:
+            first = [r.ok for r in await poller.sweep(plan.devices)]
+            clients = dict(poller.clients)
+            await asyncio.sleep(1.0)  # every device closes its idle connection meanwhile
+            closed = not any(c.connected for c in clients.values())
+            second = [r.ok for r in await poller.sweep(plan.devices)]
+        finally:
+            await poller.close()
+            await worker.close()
+        return first, second, closed
+
+    first, second, closed = asyncio.run(scenario())
+    assert closed and first == second == [True] * len(plan.devices), (first, second, closed)
+
+
+def test_a_big_fleets_devices_keep_idle_connections_past_the_health_interval() -> None:
+    """The default interval grows with the fleet (200 s at 100,000 devices), past the ENIP
+    server's 120 s idle timeout: unset, a device's idle_timeout outlasts 3 intervals."""
+    from fleet.config import IDLE_INTERVALS
+
+    def idle(count: int, extra: str = "", fleet: str = "") -> list:
+        text = mixed_plan_text(44818, count).replace("[[device]]", f"{extra}\n[[device]]", 1)
+        text = text.replace("[fleet]", f"[fleet]\n{fleet}").replace('/24"', '/8"')
+        return [g.options.idle_timeout for g in parse(text).groups]
+
+    assert idle(10) == [None, None]  # 5 s: the servers' defaults (120 s, 600 s) do
+    assert idle(15_000) == [IDLE_INTERVALS * 60.0 + 2.0, None]  # 30,000 devices, 60 s: past ENIP's 120 s
+    assert idle(10, fleet="health_interval = 250") == [752.0, 752.0]
+    assert idle(30_000, fleet="health_interval = 30")[0] is None

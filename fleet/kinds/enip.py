@@ -205,6 +205,11 @@ class EnipKind(Kind):
 
         return AsyncClient(host, port, timeout=timeout, **enip_route(options))
 
+    def idle_default(self) -> float | None:
+        from cpppo.enip.server.transport import Settings
+
+        return Settings.idle_timeout
+
     async def opened(self, client: Any) -> None:
         await client.list_identity()  # kept as client.identity while the connection lasts
 

@@ -98,8 +98,10 @@ class AsyncClient:
 
     @property
     def connected(self) -> bool:
-        """Whether the connection is open (requests may be sent on it)."""
-        return self._writer is not None and not self._writer.is_closing()
+        """Whether the connection is open (requests may be sent on it): not closed here, nor
+        by the device (its idle timeout, say) with nothing left to read."""
+        return (self._writer is not None and not self._writer.is_closing()
+                and not (self._reader is not None and self._reader.at_eof()))
 
     def _abort(self) -> None:
         """Drop the connection now (no await: usable while being cancelled)."""
