@@ -2,7 +2,15 @@
 
     python benchmarks/bench_behaviour.py [--devices 1000] [--tags 20] [--idle 10]
                                          [--seconds 4] [--rounds 2] [--skip-idle] [--skip-rates]
+                                         [--skip-fleet] [--samples 3]
 
+0. Idle CPU of a fleet: ``cpppo-fleet up`` of two ``--devices`` fleets on the process backend
+   (half ENIP, half Modbus, 100 devices a worker, the health poller sweeping every 5 s), one
+   still and one with ``--tags`` moving tags (registers) per device, both up at once; the CPU
+   of every process of each fleet (supervisord, workers, health poller) is sampled over the
+   same ``--idle`` seconds (so both see the same machine load), ``--samples`` times, with the
+   health pollers sweeping and again with them stopped (the workers and supervisord alone);
+   reported: the medians of each and of the difference.
 1. Idle CPU: one process (as one fleet worker) serves ``--devices`` ENIP devices with
    ``--tags`` tags each, and another as many Modbus devices with as many register ranges,
    every one on its own loopback address; still (plain values) and moving (sine, ramp,
@@ -106,6 +114,125 @@ def plant(kind: str, devices: int, tags: int, moving: bool, seconds: float) -> d
     return json.loads(out.stdout)
 
 
+# 0. Idle CPU of a whole fleet, still beside moving.
+
+def fleet_text(name: str, octet: int, devices: int, tags: int, moving: bool) -> str:
+    enip, modbus = devices - devices // 2, devices // 2
+    tag_list = ", ".join(json.dumps(t) for t in enip_tags(tags, moving))
+    ranges = ", ".join(json.dumps(r) for r in ["40001-40010=0", *modbus_ranges(tags, moving)])
+    return f"""
+[fleet]
+name = "{name}"
+address_pool = "127.{octet}.0.0/16"
+health_interval = 5.0
+health_timeout = 2.0
+devices_per_worker = 100
+
+[[device]]
+kind = "enip"
+count = {enip}
+name = "plc{{n:04}}"
+tags = [{tag_list}]
+
+[[device]]
+kind = "modbus"
+count = {modbus}
+name = "mb{{n:04}}"
+port = 1502
+registers = [{ranges}]
+"""
+
+
+def moves(plan) -> None:
+    """RuntimeError unless the moving fleet's values move: a Modbus device's counter, read
+    twice by pymodbus."""
+    from pymodbus.client import ModbusTcpClient
+
+    device = next(d for d in plan.devices if d.kind == "modbus")
+    client = ModbusTcpClient(device.host, port=device.port, timeout=5, retries=1)
+    try:
+        if not client.connect():
+            raise RuntimeError(f"{device.name} does not answer")
+        first = client.read_input_registers(2, count=1, device_id=1).registers[0]  # 30003: counter(rate=5)
+        time.sleep(1.0)
+        if client.read_input_registers(2, count=1, device_id=1).registers[0] == first:
+            raise RuntimeError(f"{device.name}'s 30003 does not move")
+    finally:
+        client.close()
+
+
+def sample(backends: dict, idle: float, samples: int, what: str) -> dict[str, list[float]]:
+    """CPU (cores) of the still and the moving fleet over the same ``idle`` seconds, ``samples``
+    times; ``median``: the medians of still, moving and the difference."""
+    import statistics
+
+    from benchmarks.fleet_scale import cpu_seconds, fleet_pids
+
+    print(f"  {what}:", flush=True)
+    cores: dict[str, list[float]] = {"still": [], "moving": [], "difference": []}
+    for _ in range(samples):  # both fleets over the same seconds: the same machine load
+        pids = {moving: fleet_pids(backend) for moving, backend in backends.items()}
+        before, begun = {m: cpu_seconds(p) for m, p in pids.items()}, time.monotonic()
+        time.sleep(idle)
+        elapsed = time.monotonic() - begun
+        used = {m: (cpu_seconds(p) - before[m]) / elapsed for m, p in pids.items()}
+        cores["still"].append(used[False])
+        cores["moving"].append(used[True])
+        cores["difference"].append(used[True] - used[False])
+        print(f"    still {used[False]:.4f} cores ({len(pids[False])} processes), moving "
+              f"{used[True]:.4f} cores ({len(pids[True])}), load average {os.getloadavg()[0]:.1f}",
+              flush=True)
+    cores["median"] = [statistics.median(cores[k]) for k in ("still", "moving", "difference")]
+    still, moving, difference = cores["median"]
+    print(f"    median: still {still:.4f} cores   moving {moving:.4f} cores   "
+          f"difference {difference:+.4f} cores (goal: within 0.01)", flush=True)
+    return cores
+
+
+def fleet_idle(devices: int, tags: int, idle: float, samples: int) -> dict[str, dict[str, list[float]]]:
+    import tempfile
+
+    from fleet.backends.base import health_programs
+    from fleet.backends.process import ProcessBackend
+    from fleet.config import load
+    from fleet.plan import expand
+
+    cli = [sys.executable, "-c", "from fleet.cli import main; main()"]
+    with tempfile.TemporaryDirectory(prefix="bench-behaviour-") as tmp:
+        fleets = {}
+        for moving, octet in ((False, 81), (True, 82)):
+            folder = Path(tmp) / ("moving" if moving else "still")
+            folder.mkdir()
+            path = folder / "fleet.toml"
+            path.write_text(fleet_text(f"plant-{folder.name}", octet, devices, tags, moving))
+            fleets[moving] = (path, folder / "state")
+        try:
+            for moving, (path, state) in fleets.items():
+                begun = time.monotonic()
+                proc = subprocess.run([*cli, "up", str(path), "--state-dir", str(state), "--timeout", "600"],
+                                      capture_output=True, text=True, timeout=900)
+                if proc.returncode:
+                    raise RuntimeError((proc.stdout + proc.stderr).strip().splitlines()[-1])
+                print(f"  {'moving' if moving else 'still'} fleet of {devices} up and healthy in "
+                      f"{time.monotonic() - begun:.1f} s", flush=True)
+            backends = {moving: ProcessBackend(expand(load(path)), state)
+                        for moving, (path, state) in fleets.items()}
+            moves(backends[True].plan)
+            time.sleep(5)  # settle after start-up
+            results = {"polling": sample(backends, idle, samples, "health poller sweeping every 5 s")}
+            for backend in backends.values():  # the workers and supervisord alone
+                rpc = backend._rpc()
+                for name in health_programs(8):
+                    if name in backend.status():
+                        rpc.stopProcess(name, True)
+            results["polling off"] = sample(backends, idle, samples, "health poller stopped")
+            return results
+        finally:
+            for path, state in fleets.values():
+                subprocess.run([*cli, "down", str(path), "--state-dir", str(state)], capture_output=True,
+                               timeout=600)
+
+
 # 2. Request rates.
 
 def enip_rate(moving: bool, args: argparse.Namespace) -> tuple[float, float]:
@@ -145,6 +272,8 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measured per plant")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per request-rate run")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=3, help="idle samples of each fleet (still, moving)")
+    parser.add_argument("--skip-fleet", action="store_true")
     parser.add_argument("--skip-idle", action="store_true")
     parser.add_argument("--skip-rates", action="store_true")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
@@ -162,6 +291,10 @@ def main() -> int:
             print(json.dumps(runner.run(_plant(args.plant, args.devices, args.tags, args.moving, args.idle))))
         return 0
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared: numbers are noisy)")
+    if not args.skip_fleet:
+        print(f"\n0. idle CPU of a fleet of {args.devices} devices (half ENIP, half Modbus) x {args.tags} "
+              f"tags, still beside moving, {args.samples} x {args.idle:g} s each")
+        fleet_idle(args.devices, args.tags, args.idle, args.samples)
     if not args.skip_idle:
         print(f"\n1. idle CPU, {args.devices} devices x {args.tags} tags in one process, "
               f"{args.idle:g} s each")

@@ -2,6 +2,7 @@
 same tags, same run.
 
     python benchmarks/bench_enip_client.py [--ops 4000] [--upstream-ops 600] [--devices 1000]
+                                           [--before DIR]
 
 1. Tag reads per second against one server (ours, `python -m cpppo.server.enip`, if it is
    built; else upstream's), reading "SCADA[1]" and "FLOAT" alternately:
@@ -9,6 +10,9 @@ same tags, same run.
    up to 250 bytes).  The upstream client runs in its cached virtualenv (fewer operations:
    it is slow); pycomm3's "pipelined" equivalent is ``read(*tags)`` in batches of 50 (it
    packs them into Multiple Service Packets itself; it has no request pipelining).
+   With ``--before DIR`` (a ``git archive`` of an older commit), the older tree's blocking
+   client and this tree's run the same spec-path script (``cpppo.server.enip.client``) in
+   turn, twice each, against the same server: the before/after rows.
 2. The asyncio client (``aclient.AsyncClient``) polling ``--devices`` simulated devices
    (ours, all served from one process) once each -- connect, register, List Identity, read
    SCADA[0-9], close -- all concurrently: the wall time.
@@ -73,6 +77,17 @@ try:
 except ImportError:
     asyncio.run(main())
 """
+
+
+def tree_client(tree: Path, port: int, ops: int) -> dict[str, float]:
+    """The blocking client of the source tree ``tree`` (first on sys.path), through the spec's
+    ``cpppo.server.enip.client`` path, which every version has: the UPSTREAM_SCRIPT loop."""
+    script = f"import sys; sys.path.insert(0, {str(tree)!r})\n" + UPSTREAM_SCRIPT
+    done = subprocess.run([sys.executable, "-I", "-c", script, HOST, str(port), str(ops)],
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode:
+        raise RuntimeError(f"the client of {tree} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout)
 
 
 def ours_client(port: int, ops: int) -> dict[str, float]:
@@ -150,6 +165,10 @@ def bench_one_server(args: argparse.Namespace) -> None:
         results = {"ours": ours_client(port, args.ops),
                    "upstream cpppo": upstream_client(port, args.upstream_ops),
                    "pycomm3": pycomm3_client(port, args.ops)}
+        if args.before:
+            for run in (1, 2):  # alternating, so that a change in the machine's load hits both
+                results[f"before #{run}"] = tree_client(args.before, port, args.ops)
+                results[f"after #{run}"] = tree_client(ROOT, port, args.ops)
     print(f"\n1. Tag reads per second against one server ({which}), {args.ops} ops "
           f"({args.upstream_ops} for upstream)")
     print("reads/s, and the client's CPU time per read (its whole process: the engine, the "
@@ -162,14 +181,16 @@ def bench_one_server(args: argparse.Namespace) -> None:
                   f"{res['pipelined_cpu']:>12.1f}")
         else:
             print(f"{name:<16} {'n/a':>12} {'':>12} {'n/a':>20}")
-    ours = results["ours"]
-    for peer in ("upstream cpppo", "pycomm3"):
-        if results[peer]:
-            peer_res = results[peer]
-            print(f"ratio ours/{peer}: synchronous {ours['sync'] / peer_res['sync']:.1f}x "
-                  f"({peer_res['sync_cpu'] / ours['sync_cpu']:.1f}x less CPU per read), "
-                  f"pipelined {ours['pipelined'] / peer_res['pipelined']:.1f}x "
-                  f"({peer_res['pipelined_cpu'] / ours['pipelined_cpu']:.1f}x less CPU per read)")
+    mine = ["ours", *(name for name in results if name.startswith(("before", "after")))]
+    for name in mine:
+        ours = results[name]
+        for peer in ("upstream cpppo", "pycomm3"):
+            if results[peer]:
+                peer_res = results[peer]
+                print(f"ratio {name}/{peer}: synchronous {ours['sync'] / peer_res['sync']:.1f}x "
+                      f"({peer_res['sync_cpu'] / ours['sync_cpu']:.1f}x less CPU per read), "
+                      f"pipelined {ours['pipelined'] / peer_res['pipelined']:.1f}x "
+                      f"({peer_res['pipelined_cpu'] / ours['pipelined_cpu']:.1f}x less CPU per read)")
 
 
 async def poll_all(ports: list[int]) -> tuple[float, int]:
@@ -221,6 +242,8 @@ def main() -> int:
     ap.add_argument("--ops", type=int, default=4000)
     ap.add_argument("--upstream-ops", type=int, default=600)
     ap.add_argument("--devices", type=int, default=1000)
+    ap.add_argument("--before", type=Path, metavar="DIR",
+                    help="an older source tree (git archive): its blocking client beside this one's")
     args = ap.parse_args()
     bench_one_server(args)
     bench_many_devices(args)

@@ -1,7 +1,7 @@
 """EtherNet/IP server speed and memory, ours beside upstream cpppo in the same run.
 
     python benchmarks/bench_enip_server.py [--seconds 10] [--connections 8] [--depth 8]
-                                           [--devices 1000] [--skip-upstream]
+                                           [--devices 1000] [--skip-upstream] [--before DIR]
 
 1. Throughput: each server (ours, then upstream cpppo 5.2.5 from the cached virtualenv) is
    started as its own process serving ``SCADA=INT[1000]``; one load generator (a separate
@@ -9,6 +9,8 @@
    ``--depth`` pipelined SendRRData / Unconnected Send / Read Tag ``SCADA[0-9]`` requests in
    flight for ``--seconds``.  Reported: replies per second, and the server's CPU time per
    request (utime+stime from /proc/<pid>/stat before and after).
+   With ``--before DIR`` (a ``git archive`` of an older commit), that tree's server is
+   measured too, right after ours, under the same load: the before/after rows.
 2. Many devices: one process serves ``--devices`` devices (each its own tags, identity and
    loopback address); reported: time until all listen, and RSS per device beyond the empty
    process.
@@ -171,6 +173,8 @@ def main() -> int:
     ap.add_argument("--depth", type=int, default=8)
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--skip-upstream", action="store_true")
+    ap.add_argument("--before", type=Path, metavar="DIR",
+                    help="an older source tree (git archive): its server measured beside ours")
     ap.add_argument("--loadgen", nargs=4, metavar=("PORT", "CONNS", "DEPTH", "SECONDS"),
                     help=argparse.SUPPRESS)
     ap.add_argument("--many", type=int, help=argparse.SUPPRESS)
@@ -188,6 +192,13 @@ def main() -> int:
     argv = python_module("cpppo.server.enip", "-a", f"127.0.0.1:{port}", "SCADA=INT[1000]")
     ours = measure(argv, port, args)
     rows.append(("ours", ours))
+    if args.before:  # the older tree's `python -m cpppo.server.enip`, its tree first on sys.path
+        port = free_port()
+        run = "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); " \
+              "runpy.run_module('cpppo.server.enip', run_name='__main__', alter_sys=True)"
+        rows.append((f"before ({args.before.name})", measure(
+            [sys.executable, "-I", "-c", run, str(args.before), "-a", f"127.0.0.1:{port}", "SCADA=INT[1000]"],
+            port, args)))
     if not args.skip_upstream:
         from tests.upstream import upstream_python
         port = free_port()
@@ -199,10 +210,15 @@ def main() -> int:
     print(f"{'server':<22} {'requests/s':>11} {'CPU ms/request':>15} {'errors':>7}")
     for name, row in rows:
         print(f"{name:<22} {row['rate']:>11.0f} {row['cpu_ms_per_request']:>15.4f} {row['errors']:>7}")
-    if len(rows) == 2:
-        (_, mine), (_, peer) = rows
-        print(f"ratio (ours / upstream): {mine['rate'] / peer['rate']:.1f}x requests/s, "
-              f"{peer['cpu_ms_per_request'] / mine['cpu_ms_per_request']:.1f}x less CPU per request")
+    if not args.skip_upstream:
+        peer = rows[-1][1]
+        for name, mine in rows[:-1]:
+            print(f"ratio ({name} / upstream): {mine['rate'] / peer['rate']:.1f}x requests/s, "
+                  f"{peer['cpu_ms_per_request'] / mine['cpu_ms_per_request']:.1f}x less CPU per request")
+    if args.before:
+        (_, after), (name, before) = rows[:2]
+        print(f"ratio (ours / {name}): {after['rate'] / before['rate']:.2f}x requests/s, "
+              f"{before['cpu_ms_per_request'] / after['cpu_ms_per_request']:.2f}x less CPU per request")
 
     out = subprocess.run([sys.executable, __file__, "--many", str(args.devices)], check=True,
                          capture_output=True, text=True, timeout=600)

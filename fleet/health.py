@@ -290,10 +290,10 @@ class Schedule:
                 if web is not None and self.plan is not plan:
                     plan = self.plan
                     web.follow(plan)
-                # spread over the interval (a latency figure is the device's own), except while
-                # settling after a change: then `up` is waiting, so sweep at once
-                settling = time.monotonic() < self.settle_until
-                spread = 0.0 if settling else max(0.0, fleet.health_interval - fleet.health_timeout)
+                # spread over the interval (a latency figure is the device's own), except the
+                # first sweep after a change: `up` is waiting on it, so sweep at once (while
+                # settling, the devices still failing are re-polled quickly in between)
+                spread = max(0.0, fleet.health_interval - fleet.health_timeout) if self.swept else 0.0
                 results = await poller.sweep(self.mine, spread,
                                              web.view.record if web is not None else None)
                 store = self._record(store, results, fleet.health_retention)
@@ -328,12 +328,14 @@ class Schedule:
         """The fleet page and /metrics (:mod:`fleet.web.serve`); None, logged, when the
         address cannot be bound (health polling matters more)."""
         from cpppo.server.aioweb import WebBindError
-        from fleet.web.serve import start_web
+        from fleet.web.serve import record_web, start_web
 
         try:
             return await start_web(self.plan, self.state_dir)  # type: ignore[arg-type]
         except WebBindError as exc:
             log.error("%s", exc.strerror)
+            with contextlib.suppress(OSError):
+                record_web(self.state_dir, {"web_error": exc.strerror})
             return None
 
     async def _settle(self, poller: Poller, store: Store, failing: set[str],

@@ -2,8 +2,8 @@
 
 A backend reports the state of each worker (a supervisord program, a container, ...) as a
 :class:`ProcessState`; the health store reports each device's last poll.  :func:`device_state`
-combines the two; :data:`TRANSITIONS` lists the changes a device may go through, so a backend
-(process, docker) only has to map its own vocabulary onto :class:`ProcessState`.
+combines the two, so a backend (process, docker) only has to map its own vocabulary onto
+:class:`ProcessState`.
 """
 
 from __future__ import annotations
@@ -42,25 +42,6 @@ class DeviceState(Enum):
     FAULTED = "faulted"  # running under an injected fault (cpppo-fleet fault): misbehaving on purpose
 
 
-# Which state may follow which: the life of a device.
-TRANSITIONS: dict[DeviceState, frozenset[DeviceState]] = {
-    DeviceState.STOPPED: frozenset({DeviceState.STARTING, DeviceState.FAILED}),
-    DeviceState.STARTING: frozenset({DeviceState.HEALTHY, DeviceState.DOWN, DeviceState.RESTARTING,
-                                     DeviceState.FAILED, DeviceState.STOPPED, DeviceState.UNKNOWN}),
-    DeviceState.HEALTHY: frozenset({DeviceState.DOWN, DeviceState.RESTARTING, DeviceState.STARTING,
-                                    DeviceState.STOPPED, DeviceState.UNKNOWN}),
-    DeviceState.DOWN: frozenset({DeviceState.HEALTHY, DeviceState.RESTARTING, DeviceState.STARTING,
-                                 DeviceState.STOPPED, DeviceState.UNKNOWN}),
-    DeviceState.RESTARTING: frozenset({DeviceState.STARTING, DeviceState.FAILED, DeviceState.STOPPED}),
-    DeviceState.FAILED: frozenset({DeviceState.STARTING, DeviceState.STOPPED}),
-    DeviceState.UNKNOWN: frozenset({DeviceState.HEALTHY, DeviceState.DOWN, DeviceState.RESTARTING,
-                                    DeviceState.STARTING, DeviceState.STOPPED}),
-    DeviceState.FAULTED: frozenset({DeviceState.HEALTHY, DeviceState.DOWN, DeviceState.RESTARTING,
-                                    DeviceState.STARTING, DeviceState.STOPPED, DeviceState.UNKNOWN}),
-}
-for _state in (DeviceState.STARTING, DeviceState.HEALTHY, DeviceState.DOWN, DeviceState.UNKNOWN):
-    TRANSITIONS[_state] |= {DeviceState.FAULTED}  # a fault may be injected into any running device
-
 _BY_PROCESS = {
     ProcessState.STOPPED: DeviceState.STOPPED,
     ProcessState.STOPPING: DeviceState.STOPPED,
@@ -92,7 +73,3 @@ def device_state(process: ProcessState, last_ok: bool | None, fresh: bool) -> De
         return DeviceState.UNKNOWN
     return DeviceState.HEALTHY if last_ok else DeviceState.DOWN
 
-
-def allowed(old: DeviceState, new: DeviceState) -> bool:
-    """Whether a device may go from ``old`` to ``new`` (staying put is always allowed)."""
-    return old is new or new in TRANSITIONS[old]

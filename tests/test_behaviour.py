@@ -187,6 +187,22 @@ def test_bad_behaviours_say_what_is_wrong(plant, text, message):
         build_driver(text, plant, INT)
 
 
+@pytest.mark.parametrize("content, message", [
+    ("0,abc\n1,def\n", "'abc' is text, but the value is INT"),
+    ("time,value\n", "no records"),
+    (b"\xff\xfe\x00garbage", "not a text file"),
+    ("0,1\n1,100000\n", "reaches 1..100000, outside INT's"),
+    ("0,1\nnoon,2\n", "'noon' is neither seconds nor a timestamp"),
+])
+def test_unplayable_files_say_what_is_wrong(plant, tmp_path, content, message):
+    path = tmp_path / "series.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ValueError, match=message):
+        build_driver(f"playback({str(path)!r})", plant, INT)
+    with pytest.raises(ValueError, match="Is a directory"):
+        build_driver(f"playback({str(tmp_path)!r})", plant, INT)
+
+
 def test_parse_behaviour_keeps_the_dynamic_expression():
     spec = parse_behaviour("expr(Pump_Run * 120 + noise(2))")
     assert spec.kind == "expr" and spec.inputs == {"Pump_Run"}

@@ -199,6 +199,8 @@ def test_modbus_sim_retains_writes_across_sigkill(tmp_path):
     (["cpppo.server.enip", "A=INT~expr(B)", "B=INT~expr(A)"], "expressions form a cycle: A -> B -> A"),
     (["cpppo.bin.modbus_sim", "40001~sine(amplitude=10)"], "modbus_sim: register 40001: behaviour"),
     (["cpppo.bin.modbus_sim", "40001~expr(r1)"], "unknown register 'r1'"),
+    (["cpppo.bin.modbus_sim", "40001~playback('/nonexistent.csv')"], "/nonexistent.csv: No such file"),
+    (["cpppo.bin.modbus_sim", "40001~lag(r40002, tau=1)", "40002~expr(r40001)"], "expressions form a cycle"),
 ])
 def test_command_lines_refuse_bad_behaviours_in_one_line(argv, message):
     module, *rest = argv
@@ -222,3 +224,31 @@ def test_web_api_shows_moving_values_and_refuses_writes_to_them():
             (status, values), = run_ops(conn, "Counts")
             assert status == 0 and values[0] > 0
             assert run_ops(conn, "Counts=(DINT)1") == [(0x0F, None)]  # privilege violation
+
+
+def test_what_the_historize_command_records_plays_back_into_another_device(tmp_path):
+    """`python -m cpppo.server.enip.historize` records what pycomm3 writes to one controller;
+    another controller plays the recording back (slowed down 10x), and pycomm3 reads the same
+    values from it in the same order."""
+    from pycomm3 import LogixDriver
+
+    recording = tmp_path / "line1.hst"
+    port = free_port()
+    argv = [sys.executable, "-m", "cpppo.server.enip.historize", str(recording), "-a", f"127.0.0.1:{port}",
+            "Level=REAL", "Other=INT"]
+    with running(argv, listen=("127.0.0.1", port)), LogixDriver(f"127.0.0.1:{port}") as plc:
+        for level in (10.0, 20.0, 40.0):
+            assert plc.write("Level", level).error is None and plc.write("Other", 7).error is None
+            time.sleep(0.5)
+    port = free_port()
+    argv = [sys.executable, "-m", "cpppo.server.enip", "-a", f"127.0.0.1:{port}",
+            f"Level=REAL~playback({str(recording)!r}, name='Level', speed=0.1, loop=false, "
+            "interpolate=false)"]
+    seen: list[float] = []
+    with running(argv, listen=("127.0.0.1", port)), LogixDriver(f"127.0.0.1:{port}") as plc:
+        deadline = time.monotonic() + 60
+        while (not seen or seen[-1] != 40.0) and time.monotonic() < deadline:
+            seen.append(plc.read("Level").value)
+            time.sleep(0.2)
+    assert seen[-1] == 40.0 and 20.0 in seen and set(seen) <= {10.0, 20.0, 40.0}, seen
+    assert seen == sorted(seen)  # in the order recorded, each held for its recorded time x 10

@@ -14,7 +14,7 @@ from cpppo.enip.client.aclient import AsyncClient
 from cpppo.enip.client.connector import connector, parse_operations
 from cpppo.enip.client.engine import Engine, check
 from cpppo.enip.client.wire import ENIPError, ENIPStatusError
-from cpppo.enip.codec import cip, epath, logix, types
+from cpppo.enip.codec import cip, cpf, encapsulation, epath, logix, types
 from cpppo.enip.codec.cip import Reply, Service, Status
 from cpppo.enip.device.model import Device
 from cpppo.enip.server.background import serve_in_thread
@@ -280,3 +280,56 @@ def test_route_paths(name) -> None:
         finally:
             for made in (wrong, right, bare):
                 made.close()
+
+
+# --- what AsyncClient puts on the wire -------------------------------------------------------
+
+def test_asyncclient_sends_a_2000_byte_write_as_fragments_on_the_wire() -> None:
+    """A relay between AsyncClient and the server records the bytes the client sends: a
+    2,000-byte write goes as Write Tag Fragmented requests, each Unconnected Send within
+    what a Logix takes (504 bytes), and the device ends up holding the data."""
+    dev = Device.from_specs(["BIG=INT[1000]"])
+    data = [(n * 13) % 32000 - 16000 for n in range(1000)]  # 2,000 bytes of INT
+    sent = bytearray()
+
+    async def scenario(port: int) -> list[Any]:
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, record: bool) -> None:
+                while chunk := await src.read(65536):
+                    if record:
+                        sent.extend(chunk)
+                    dst.write(chunk)
+                    await dst.drain()
+                dst.close()
+
+            await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+
+        relay_server = await asyncio.start_server(relay, "127.0.0.1", 0)
+        relay_port = relay_server.sockets[0].getsockname()[1]
+        try:
+            async with AsyncClient("127.0.0.1", relay_port, timeout=5.0) as client:
+                await client.write("BIG[0-999]", data, tag_type="INT")
+                return await client.read("BIG[0-999]")
+        finally:
+            relay_server.close()
+
+    with serve_in_thread(dev) as server:
+        assert asyncio.run(scenario(server.port)) == data
+    assert dev.tag("BIG").attribute[0:1000] == data
+    frames, buffer = [], bytes(sent)
+    while buffer:
+        used, header, payload = encapsulation.decode(buffer)
+        assert used, "the client sent a partial frame"
+        frames.append((header.command, payload))
+        buffer = buffer[used:]
+    assert frames[0][0] == encapsulation.Command.REGISTER_SESSION
+    messages = [cpf.decode_rr_data(p).data for c, p in frames if c == encapsulation.Command.SEND_RR_DATA]
+    writes = [m for m in messages if inner(m).service != Service.READ_TAG
+              and inner(m).service != Service.READ_TAG_FRAGMENTED]
+    assert len(writes) == 5 and all(len(m) <= UNCONNECTED_LIMIT for m in writes)
+    assert {inner(m).service for m in writes} == {Service.WRITE_TAG_FRAGMENTED}
+    pieces = [logix.WriteTagFragmented.decode(inner(m).data) for m in writes]
+    assert [p.offset for p in pieces] == [0, 440, 880, 1320, 1760] and {p.elements for p in pieces} == {1000}
+    assert types.INT.decode(b"".join(p.data for p in pieces)) == data

@@ -242,3 +242,15 @@ def test_a_short_typed_reply_names_the_missing_field():
     assert _decode_typed([1, 0, 2, 0], ["INT", "INT"]) == [1, 2]
     with pytest.raises(ValueError, match=r"reply of 3 bytes ends before its INT at offset 2"):
         _decode_typed([1, 0, 2], ["INT", "INT"])
+
+
+def test_typed_replies_decode_strings_with_the_codec():
+    from cpppo.enip.client.proxy import _decode_typed
+
+    raw = list(b"\x03\x00abc" + b"\x02xy" + b"\x05\x00")
+    assert _decode_typed(raw, ["STRING", "SSTRING", "INT"]) == ["abc", "xy", 5]
+    assert _decode_typed(list(b"\x00\x00\x00"), ["STRING", "SSTRING"]) == ["", ""]
+    with pytest.raises(ValueError, match=r"reply of 4 bytes ends within its STRING at offset 0"):
+        _decode_typed(list(b"\x05\x00ab"), ["STRING"])
+    with pytest.raises(ValueError, match=r"reply of 3 bytes ends within its SSTRING at offset 3"):
+        _decode_typed(list(b"\x01\x00a"), ["STRING", "SSTRING"])

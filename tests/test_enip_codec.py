@@ -41,6 +41,16 @@ def test_framer_needs_more_bytes_and_frames_back_to_back():
     consumed, _, payload = encapsulation.decode(two)
     assert payload == b"xyz" and encapsulation.decode(two[consumed:])[0] == len(frame)
     assert encapsulation.peek_length(frame) == 3
+    # the framers that unpack in place (the server's) use the codec's own header layout
+    assert encapsulation.HEADER.unpack_from(frame) == (0, 3, 0x11223344, 1, b"\0" * 8, 0)
+
+
+def test_sender_context_numbers_requests():
+    assert encapsulation.sender_context(1) == h("0100000000000000")
+    assert encapsulation.sender_context(0x0102030405060708) == h("0807060504030201")
+    assert encapsulation.sender_context(2**64 + 3) == encapsulation.sender_context(3)  # wraps
+    frame = encapsulation.encode(0x6F, b"", context=encapsulation.sender_context(77))
+    assert int.from_bytes(encapsulation.decode(frame)[1].context, "little") == 77
 
 
 def test_encapsulation_rejects_bad_fields():
@@ -258,6 +268,27 @@ def test_type_codes_and_logix_string():
     with pytest.raises(ValueError):
         cip_types.SINT.coerce(200)
     assert cip_types.REAL.coerce("1.5") == 1.5 and cip_types.BOOL.coerce(5) is True
+
+
+@pytest.mark.parametrize(("name", "text", "value"), [
+    ("INT", " -12 ", -12), ("DINT", "0x10", 16), ("USINT", "0b101", 5), ("REAL", "2.5", 2.5),
+    ("LREAL", "1e300", 1e300), ("BOOL", "on", True), ("BOOL", "False", False), ("BOOL", "2", True),
+    ("STRING", "hi there", "hi there"), ("SSTRING", "", ""),
+])
+def test_typed_text_is_parsed_by_the_type(name, text, value):
+    """What a person types (the simulator's web API, the fleet page's write box) read by the
+    codec's type: one reading for both."""
+    assert cip_types.TYPES[name].parse(text) == value
+
+
+@pytest.mark.parametrize(("name", "text", "why"), [
+    ("INT", "70000", "out of range"), ("SINT", "2.5", "invalid literal"),
+    ("REAL", "fast", "could not convert"), ("BOOL", "maybe", "not a boolean"),
+    ("REAL", "1e39", "out of range"), ("SSTRING", "x" * 256, "longer than"),
+])
+def test_typed_text_that_does_not_fit_is_refused(name, text, why):
+    with pytest.raises(ValueError, match=why):
+        cip_types.TYPES[name].parse(text)
 
 
 # --- Logix services -----------------------------------------------------------------------

@@ -428,3 +428,29 @@ def test_example_modules_run_as_the_spec_names_them() -> None:
             assert result.returncode == 0 and "--count" in result.stdout and "TCPIP" in result.stdout
         else:
             assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("domain", "host"), [("example.com", "plc7"), ("odd", "even"), ("", "a"),
+                                             ("ab", "")])
+def test_the_tcpip_object_served_is_what_the_client_decodes(domain: str, host: str) -> None:
+    """One padded CIP STRING for the TCP/IP Object's names: the server writes it with the
+    codec's encode_padded_strings, the client's decode_tcpip reads it with the codec's STRING."""
+    import asyncio
+
+    from cpppo.enip.client.aclient import AsyncClient
+    from cpppo.enip.device.model import Device
+    from cpppo.enip.server.background import serve_in_thread
+
+    device = Device.from_specs(["X=INT"], tcpip={"ip_address": "10.0.0.7", "domain_name": domain,
+                                                 "host_name": host})
+
+    async def read(port: int) -> list[int]:
+        async with AsyncClient("127.0.0.1", port, timeout=5.0) as client:
+            return await client.get_attributes_all("@0xF5/1")
+
+    with serve_in_thread(device) as server:
+        decoded = decode_tcpip(asyncio.run(read(server.port)))
+    assert decoded[3] == [{"class": 0xF6}, {"instance": 1}]  # the Ethernet Link object
+    assert decoded[4] == "10.0.0.7" and decoded[-2:] == [domain, host]
+    with pytest.raises(ValueError, match=r"TCPIP address '10\.0\.0' is not an IPv4 address"):
+        Device.from_specs(["X=INT"], tcpip={"ip_address": "10.0.0"})

@@ -28,10 +28,13 @@ from cpppo.enip.codec.implicit import (
     Packet,
     Sockaddr,
     Transport,
+    decode_data,
     decode_packet,
     decode_sockaddr,
+    encode_data,
     encode_packet,
     encode_sockaddr,
+    sequence_gap,
 )
 from cpppo.enip.device.assembly import Assemblies, parse_assembly_spec
 from cpppo.enip.device.connections import ConnectionManager, IOPolicy
@@ -65,6 +68,33 @@ def test_any_bytes_only_raise_codec_error(data):
         decode_packet(data)
     except CodecError:
         pass
+
+
+def test_class_1_data_layout():
+    """The CIP sequence count, the run/idle header (O->T) and the data: what both ends share."""
+    assert encode_data(0x10002, b"ab", run=True) == b"\x02\x00\x01\x00\x00\x00ab"  # count mod 2**16
+    assert encode_data(7, b"ab", run=False) == b"\x07\x00\x00\x00\x00\x00ab"
+    assert encode_data(7) == b"\x07\x00"  # a heartbeat, or T->O data without a header
+    assert decode_data(b"\x07\x00\x05\x00\x00\x00ab", header=True) == (7, True, b"ab")
+    assert decode_data(b"\x07\x00\x04\x00\x00\x00ab", header=True) == (7, False, b"ab")
+    assert decode_data(b"\x07\x00ab", header=False) == (7, None, b"ab")
+    for data, header in ((b"\x07", False), (b"\x07\x00\x01\x00\x00", True)):
+        with pytest.raises(CodecError, match="too short"):
+            decode_data(data, header)
+
+
+@given(st.integers(0, 0xFFFF), st.booleans() | st.none(), st.binary(max_size=16))
+def test_class_1_data_round_trip(count, run, data):
+    assert decode_data(encode_data(count, data, run), header=run is not None) == (count, run, data)
+
+
+@pytest.mark.parametrize("last, sequence, gap", [
+    (5, 6, 0), (5, 9, 3), (0xFFFFFFFF, 1, 1),  # ahead, modulo 2**32
+    (5, 5, None), (5, 4, None), (5, 5 + 0x80000000, None),  # a duplicate, old packets
+    (5, 5 + 0x10000, 0xFFFF), (5, 6 + 0x10000, None),  # the window; a stray far ahead
+])
+def test_sequence_gap(last, sequence, gap):
+    assert sequence_gap(last, sequence) == gap
 
 
 @given(st.integers(0, 0xFFFF), st.booleans(), st.integers(0, 3), st.integers(0, 3), st.booleans())

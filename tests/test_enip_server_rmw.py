@@ -323,3 +323,25 @@ def test_rmw_over_tcp_routed_and_direct():
             assert wire.routed(bad).ext_status == (0x2107,)
         finally:
             wire.close()
+
+
+@pytest.mark.parametrize(("data", "status"), [
+    (b"", 0x13), (b"\x02\x00\x01\x00", 0x13), (b"\x01\x00\x01\x00\x07", 0x15)])
+def test_get_attribute_list_of_the_wrong_length(device, data, status) -> None:
+    """The codec's GetAttributeList request record decides the status a wrong length gets."""
+    path = (Logical("class", 0xF5), Logical("instance", 1))
+    assert call(device, cip.Service.GET_ATTRIBUTE_LIST, path, data).status == status
+    reply = call(device, cip.Service.GET_ATTRIBUTE_LIST, path, cip.GetAttributeList((1, 0x63)).encode())
+    assert reply.status == 0 and reply.data == cip.encode_attribute_list_reply(
+        [(1, 0, b"\x02\x00\x00\x00"), (0x63, cip.Status.ATTRIBUTE_NOT_SUPPORTED, b"")])
+
+
+@pytest.mark.parametrize(("data", "status"), [(b"\x00\x00\x00\x00\x10", 0x13), (b"\x00" * 7, 0x15)])
+def test_read_template_of_the_wrong_length(device, data, status) -> None:
+    from cpppo.enip.codec.types import STRING_HANDLE
+    from cpppo.enip.device.objects import STRING_TEMPLATE
+
+    path = (Logical("class", logix.TEMPLATE_CLASS), Logical("instance", STRING_HANDLE))
+    assert call(device, cip.Service.READ_TAG, path, data).status == status
+    whole = call(device, cip.Service.READ_TAG, path, logix.ReadTemplate(0, 1000).encode())
+    assert whole.status == 0 and whole.data == STRING_TEMPLATE

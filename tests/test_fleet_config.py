@@ -13,7 +13,7 @@ from fleet.cli import app
 from fleet.config import ConfigError, load, parse
 from fleet.kinds import KINDS, RegisterRead, TagRead
 from fleet.plan import Plan, expand
-from fleet.states import TRANSITIONS, DeviceState, ProcessState, allowed, device_state
+from fleet.states import DeviceState, ProcessState, device_state
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,17 +153,9 @@ def test_device_states_in_one_place() -> None:
     assert device_state(ProcessState.BACKOFF, True, True) is DeviceState.RESTARTING
     assert device_state(ProcessState.FATAL, None, False) is DeviceState.FAILED
     assert device_state(ProcessState.STOPPED, True, True) is DeviceState.STOPPED
-    assert set(TRANSITIONS) == set(DeviceState)
-    assert allowed(DeviceState.HEALTHY, DeviceState.DOWN)
-    assert not allowed(DeviceState.STOPPED, DeviceState.HEALTHY)
-    # every state a device can be derived into is reachable from STOPPED through allowed steps
-    reach, frontier = {DeviceState.STOPPED}, [DeviceState.STOPPED]
-    while frontier:
-        for nxt in TRANSITIONS[frontier.pop()]:
-            if nxt not in reach:
-                reach.add(nxt)
-                frontier.append(nxt)
-    assert reach == set(DeviceState)
+    # every worker state the backends report gives a device state (no table only tests read)
+    for process in ProcessState:
+        assert isinstance(device_state(process, True, True), DeviceState)
 
 
 def test_cli_plan_and_validate(tmp_path: Path) -> None:

@@ -78,7 +78,13 @@ def remove_labelled(client, test_id: str) -> None:
 
 def fleet_plan(name: str, pool: str | list[str], image: str, extra: str = "", enip: int = 2,
                modbus: int = 2) -> Plan:
-    return expand(parse(f"""
+    return expand(parse(fleet_text(name, pool, image, extra, enip, modbus), source=f"{name}.toml"))
+
+
+def fleet_text(name: str, pool: str | list[str], image: str, extra: str = "", enip: int = 2,
+               modbus: int = 2) -> str:
+    """The fleet.toml of :func:`fleet_plan`."""
+    return f"""
 [fleet]
 name = "{name}"
 backend = "docker"
@@ -97,7 +103,7 @@ kind = "modbus"
 count = {modbus}
 name = "pump{{n}}"
 registers = ["40001-40010=7", "1-16=0"]
-""", source=f"{name}.toml"))
+"""
 
 
 def wait_all_healthy(devices, timeout: float = 60.0) -> list:

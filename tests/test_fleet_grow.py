@@ -5,13 +5,17 @@ Growing: ``up --only 'drive_0*'`` then ``up`` adds the other devices to the runn
 that hosts both sets: the drives keep running (same process, values written still there, no
 restart counted); when a worker must restart, ``up`` says which devices it interrupts.
 Supervisor gone: with supervisord killed, ``status`` says so, how many devices still answer
-and that ``up`` replaces them; ``up`` says which devices that interrupts.
+and that ``up`` replaces them; ``up`` says which devices that interrupts.  On the docker
+backend a container serves all its devices from the start (``--only`` chooses containers), so
+growing adds containers or leaves them alone; one recreated (its devices' specs changed) is
+named with the devices it interrupts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,3 +137,68 @@ def test_status_after_the_supervisor_died_tells_the_truth(tmp_path: Path, fleets
     assert "restarted w000, interrupting 4 devices" in out and "4/4 devices healthy" in out, out
     status = fleet.status(code=0)
     assert status["supervisor"] == "running" and status["up"] is True
+    assert all(gone(pid) for pid in orphans.values()), orphans  # replaced, not left beside the new ones
+    assert not set(orphans.values()) & {p["pid"] for p in status["programs"].values()}
+
+
+def gone(pid: int) -> bool:
+    """True if ``pid`` has exited (a zombie waiting for its parent counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.docker
+def test_growing_a_docker_fleet_says_which_devices_it_interrupts(docker_client, tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    import uuid
+
+    from typer.testing import CliRunner
+
+    from fleet.cli import app
+    from tests.test_fleet_docker import TEST_LABEL, free_subnet, remove_labelled
+
+    test_id = uuid.uuid4().hex[:12]
+    monkeypatch.setenv("CPPPO_FLEET_DOCKER_LABELS", f"{TEST_LABEL}={test_id}")
+    runner = CliRunner()
+    build = runner.invoke(app, ["build", "--quiet"])
+    assert build.exit_code == 0, build.output
+    image = build.output.strip().splitlines()[-1]
+    pool = free_subnet(docker_client, "172.29.0.0/16")
+    # one container of all four (by default each device has its own: growing adds containers)
+    fleet_keys = f'name = "g{test_id[:8]}"\ndocker_image = "{image}"\ndevices_per_container = 4'
+    text = fleet_text(0, 1502).replace('name = "grow0"', fleet_keys)
+    text = re.sub(r'address_pool = ".*"', f'address_pool = "{pool}"', text, count=1)
+    toml = tmp_path / "fleet.toml"
+    toml.write_text(text)
+    cli = ["--backend", "docker"]
+    state = ["--state-dir", str(tmp_path / "state")]
+    name = f"g{test_id[:8]}"
+
+    def container() -> str:
+        (listed,) = docker_client.api.containers(filters={"label": [f"cpppo-fleet.fleet={name}",
+                                                                    "cpppo-fleet.worker=w000"]})
+        return listed["Id"]
+
+    def up() -> str:
+        result = runner.invoke(app, [*cli, "up", str(toml), *state, "--timeout", "90"])
+        assert result.exit_code == 0, result.output
+        assert "4/4 devices healthy" in result.output, result.output
+        return result.output
+
+    try:
+        first = runner.invoke(app, [*cli, "up", str(toml), *state, "--only", "drive_0*", "--timeout", "90"])
+        assert first.exit_code == 0, first.output
+        assert "2/2 devices healthy" in first.output and "restarted" not in first.output, first.output
+        kept = container()
+        assert "restarted" not in up() and container() == kept  # grown: the same container, untouched
+        # the pumps' registers change: the container must be recreated, and up says whom it interrupts
+        toml.write_text(toml.read_text().replace('["40001-40010=7"]', '["40001-40020=9"]'))
+        out = up()
+        assert "restarted w000, interrupting 4 devices: drive_01, drive_02, pump1, pump2" in out, out
+        assert container() != kept
+        down = runner.invoke(app, [*cli, "down", str(toml), *state])
+        assert down.exit_code == 0, down.output
+    finally:
+        remove_labelled(docker_client, test_id)

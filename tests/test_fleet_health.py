@@ -336,3 +336,85 @@ def test_a_big_fleets_devices_keep_idle_connections_past_the_health_interval() -
     assert idle(15_000) == [IDLE_INTERVALS * 60.0 + 2.0, None]  # 30,000 devices, 60 s: past ENIP's 120 s
     assert idle(10, fleet="health_interval = 250") == [752.0, 752.0]
     assert idle(30_000, fleet="health_interval = 30")[0] is None
+
+
+def test_a_sweep_spreads_polls_at_each_devices_stable_offset() -> None:
+    """With ``spread``, each device's poll starts no earlier than its own offset (a hash of its
+    name) into the sweep, so polls go in offset order and do not queue behind each other; the
+    same order every sweep.  Without, they all start at once, in plan order."""
+    from fleet.health import offset
+
+    plan = expand(parse("""
+[fleet]
+name = "spread"
+address_pool = "127.77.1.0/24"
+[[device]]
+kind = "enip"
+count = 40
+name = "plc{n:02}"
+tags = ["SCADA=INT[10]"]
+[[device]]
+kind = "modbus"
+count = 10
+name = "pump{n}"
+registers = ["40001-40010=0"]
+"""))
+    names = [d.name for d in plan.devices]
+
+    class Recording(Poller):
+        """Records when each poll starts (loop time) instead of polling."""
+
+        def __init__(self) -> None:
+            super().__init__(timeout=1.0, concurrency=200)
+            self.starts: list[tuple[float, str]] = []
+
+        async def poll(self, device):  # type: ignore[override]
+            self.starts.append((asyncio.get_running_loop().time(), device.name))
+            return HealthResult(device.name, True, 0.001, None, 0.0)
+
+    async def sweep(spread: float) -> tuple[float, list[tuple[float, str]], list[str]]:
+        poller = Recording()
+        begun = asyncio.get_running_loop().time()
+        results = await poller.sweep(plan.devices, spread)
+        return begun, poller.starts, [r.device for r in results]
+
+    spread = 0.5
+    by_offset = sorted(names, key=offset)
+    assert by_offset != names and offset(by_offset[-1]) - offset(by_offset[0]) > 0.5  # spread out
+    for _ in range(2):  # stable: the same places every sweep
+        begun, starts, results = asyncio.run(sweep(spread))
+        assert results == names  # results in plan order, whatever the order of the polls
+        assert [name for _t, name in starts] == by_offset
+        assert all(when >= begun + offset(name) * spread - 0.01 for when, name in starts)
+    _begun, starts, _results = asyncio.run(sweep(0.0))
+    assert [name for _t, name in starts] == names
+
+
+def test_the_supervised_poller_spreads_every_sweep_but_the_first_after_a_change(tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    """The first sweep (``up`` waits on it) polls at once; the next ones, even while settling,
+    are spread over the interval less the timeout."""
+    from fleet.health import Schedule
+
+    plan = expand(parse(f"""
+[fleet]
+name = "sched"
+address_pool = "127.77.{OCTET}.0/24"
+health_interval = 0.3
+health_timeout = 0.1
+[[device]]
+kind = "modbus"
+count = 3
+name = "pump{{n}}"
+registers = ["40001-40004"]
+"""))
+    (tmp_path / "plan.json").write_text(plan.dumps())
+    spreads: list[float] = []
+
+    async def sweep(self, devices, spread=0.0, on_result=None):  # no devices to poll: all healthy
+        spreads.append(spread)
+        return [HealthResult(d.name, True, 0.001, None, 0.0) for d in devices]
+
+    monkeypatch.setattr(Poller, "sweep", sweep)
+    asyncio.run(Schedule(tmp_path).run(max_sweeps=3))
+    assert spreads == [0.0, pytest.approx(0.2), pytest.approx(0.2)]

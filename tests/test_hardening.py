@@ -1,12 +1,16 @@
 """Issue 12's defects, each as a regression test: a route nested hundreds deep is refused
 cheaply and without a traceback; a client that never reads its replies does not grow the
-server; idle (or one-byte-at-a-time) connections do not lock new clients out."""
+server; idle (or one-byte-at-a-time) connections do not lock new clients out, on the
+protocol ports nor on a web port (the ENIP server's web API, the fleet page, a worker's
+/metrics: one ``cpppo.server.aioweb`` site)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
+import os
 import resource
 import select
 import socket
@@ -25,6 +29,7 @@ from cpppo.enip.device.model import Device
 from cpppo.enip.server.background import serve_in_thread
 from cpppo.enip.server.transport import Settings
 from cpppo.modbus.server import ServerSettings
+from cpppo.server.aioweb import start_site
 from tests.support import free_port, python_module, running
 from tests.test_enip_server import Wire, read
 from tests.test_modbus_support import HOST, exchange, frame, simulator
@@ -171,6 +176,29 @@ def test_clients_that_never_read_do_not_grow_the_server():
     assert growth < 24 << 20, f"server grew {growth / 1e6:.1f} MB (from {before / 1e6:.1f} MB)"
 
 
+def test_modbus_clients_that_never_read_do_not_grow_the_server():
+    port = free_port()
+    argv = python_module("cpppo.bin.modbus_sim", "-a", f"127.0.0.1:{port}", "40001-40125=99")
+    probe = frame(1, 1, bytes.fromhex("03 0000 0001"))
+    with running(argv, listen=("127.0.0.1", port)) as proc:
+        hogs = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        try:
+            for hog in hogs:
+                hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            request = frame(7, 1, bytes.fromhex("03 0000 007d"))  # 12 bytes asking for 259
+            assert exchange(port, probe, timeout=10, expect=11)[7:] == bytes.fromhex("03 02 0063")
+            before = rss(proc.pid)
+            sent = flood(hogs, [request, request], seconds=4.0, limit=400_000)
+            after = rss(proc.pid)
+            assert exchange(port, probe, timeout=10, expect=11)[7:] == bytes.fromhex("03 02 0063")
+        finally:
+            for hog in hogs:
+                hog.close()
+    growth = after - before
+    assert sent > 100_000, "the flood did not get going"
+    assert growth < 24 << 20, f"server grew {growth / 1e6:.1f} MB (from {before / 1e6:.1f} MB)"
+
+
 # --- idle connections ------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -312,3 +340,142 @@ def test_error_replies_keep_nothing_of_the_request_alive():
         del session
     gc.collect()
     assert sum(ref() is not None for ref in refs) == 0
+
+
+# --- web ports ---------------------------------------------------------------------------------------
+
+GET_API = b"GET /api HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+
+
+def web_status(port: int, request: bytes = GET_API) -> bytes:
+    """The status line's code of one request to the web port."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        return sock.recv(64).split(b" ")[1]
+
+
+@contextlib.contextmanager
+def soft_descriptors(limit: int) -> Iterator[None]:
+    """This process's soft descriptor limit at most ``limit`` for the block (the processes it
+    starts keep it: the usual default of 1024, where the machine's is higher)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, limit), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def enip_with_web() -> tuple[list[str], int, int]:
+    port, web = free_port(), free_port()
+    return python_module("cpppo.server.enip", "-a", f"127.0.0.1:{port}", "-w", f"127.0.0.1:{web}",
+                         "SCADA=INT[1000]"), port, web
+
+
+def test_idle_web_connections_lock_out_neither_the_web_api_nor_enip():
+    """1,500 idle connections to the web port of a server with 1,024 descriptors (before the
+    cap: every descriptor taken, ENIP and web clients alike closed at once)."""
+    argv, port, web = enip_with_web()
+    with contextlib.ExitStack() as stack:
+        with soft_descriptors(1024):
+            proc = stack.enter_context(running(argv, listen=("127.0.0.1", web)))
+        stack.enter_context(descriptors(2200))
+        crowd = stack.enter_context(idle_crowd(web, 1500, GET_API))
+        wire = Wire(port)
+        try:
+            assert wire.routed(read("SCADA", 0)).status == 0
+        finally:
+            wire.close()
+        assert web_status(web) == b"200"
+        assert evicted(crowd[0]) and evicted(crowd[1])  # the oldest made room (128 by default)
+        assert len(os.listdir(f"/proc/{proc.pid}/fd")) < 512
+
+
+def test_enip_server_takes_descriptors_for_both_its_caps():
+    """--max-connections 960 with the web API's 128 need more than the usual 1,024 descriptors:
+    the server raises its own soft limit to hold both crowds (up to the hard limit)."""
+    argv, _, web = enip_with_web()
+    argv[argv.index("SCADA=INT[1000]"):] = ["--max-connections", "960", "SCADA=INT[10]"]
+    with soft_descriptors(1024), running(argv, listen=("127.0.0.1", web)) as proc:
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+    soft = int(next(line for line in limits.splitlines() if line.startswith("Max open files")).split()[3])
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] >= 960 + 128 + 64:
+        assert soft >= 960 + 128 + 64, limits
+
+
+def test_web_clients_that_never_read_do_not_grow_the_server():
+    """Two clients pipelining requests and never reading the answers: the server reads no
+    more than it can answer (aiohttp's bound, and the write buffer's)."""
+    argv, _, web = enip_with_web()
+    with running(argv, listen=("127.0.0.1", web)) as proc:
+        hogs = [socket.create_connection(("127.0.0.1", web), timeout=10) for _ in range(2)]
+        try:
+            for hog in hogs:
+                hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            request = b"GET /api/tags HTTP/1.1\r\nHost: h\r\n\r\n"
+            assert web_status(web) == b"200"
+            before = rss(proc.pid)
+            # unbounded, the server would hold every request and the ~1 KB answer to each: 100s of MB
+            sent = flood(hogs, [request, request], seconds=4.0, limit=200_000)
+            after = rss(proc.pid)
+            assert web_status(web) == b"200"
+        finally:
+            for hog in hogs:
+                hog.close()
+    assert sent > 100_000, "the flood did not get going"
+    growth = after - before
+    assert growth < 24 << 20, f"server grew {growth / 1e6:.1f} MB (from {before / 1e6:.1f} MB)"
+
+
+def test_a_web_site_evicts_never_served_then_longest_idle_and_keeps_a_live_stream():
+    from aiohttp import web
+
+    async def hello(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(2000):  # until the client goes (40 s at most)
+            await response.write(b"tick\n")
+            await asyncio.sleep(0.02)
+        return response
+
+    async def get(path: str = "/") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        await asyncio.wait_for(reader.readuntil(b"ok" if path == "/" else b"tick\n"), 10)
+        return reader, writer
+
+    async def closed(reader: asyncio.StreamReader) -> bool:
+        try:
+            while await asyncio.wait_for(reader.read(65536), 10):
+                pass
+        except ConnectionResetError:
+            pass
+        return True
+
+    async def scenario() -> int:
+        nonlocal port
+        app = web.Application()
+        app.router.add_get("/", hello)
+        app.router.add_get("/stream", stream)
+        runner, _, port = await start_site(app, "127.0.0.1", 0, "test site", max_connections=4)
+        try:
+            streamer = await get("/stream")  # busy, and reading what it is sent: not idle
+            served = await get("/")  # answered, then idle
+            silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]  # accepted in order
+            newer = [await get("/"), await get("/")]  # each evicts a never-served one, oldest first
+            assert await closed(silent[0][0]) and await closed(silent[1][0])
+            last = await get("/")  # evicts the longest idle: ``served``
+            assert await closed(served[0])
+            await asyncio.wait_for(streamer[0].readuntil(b"tick\n"), 10)  # still streaming
+            assert len(runner.connections) == 4
+            for _, writer in (streamer, *newer, last, served, *silent):
+                writer.close()
+            return runner.connections.evictions
+        finally:
+            await runner.cleanup()
+
+    port = 0
+    assert asyncio.run(scenario()) == 3

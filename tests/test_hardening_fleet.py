@@ -4,6 +4,8 @@ devices capped together: idle connections to one device cannot exhaust the worke
 from __future__ import annotations
 
 import asyncio
+import re
+import shlex
 import socket
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from fleet.config import ConfigError, parse
 from fleet.plan import expand
 from fleet.worker import Worker
-from tests.support import free_port
+from tests.support import ROOT, free_port, python_module, running
 
 FLEET = """
 [fleet]
@@ -105,3 +107,31 @@ def test_worker_cap_never_exceeds_what_its_descriptors_allow():
     assert connection_cap(50, 20, fd_limit=4096) == 50
     with socket.socket():  # a sanity check that the default reads this process's limit
         assert connection_cap(0, 0) > 16
+
+
+def readme_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    return re.search(r"^## Hostile clients and limits\n(.*?)(?=^## )", text, re.S | re.M).group(1)
+
+
+def test_readme_limits_example_is_read_as_written():
+    block = re.search(r"^```toml\n(.*?)^```", readme_section(), re.S | re.M).group(1)
+    config = parse(block)
+    assert config.fleet.worker_max_connections == 4000
+    (group,) = config.groups
+    options = group.options
+    assert (options.max_connections, options.idle_timeout, options.max_in_flight) == (64, 60.0, 32)
+    assert len(expand(config).devices) == 10
+
+
+def test_readme_limits_commands_serve():
+    block = re.search(r"^```sh\n(.*?)^```", readme_section(), re.S | re.M).group(1)
+    modules = {"enip_server": "cpppo.server.enip", "modbus_sim": "cpppo.bin.modbus_sim"}
+    for line in block.splitlines():
+        command, *words = shlex.split(line, comments=True)
+        if "-a" in words:  # an address of the test's own
+            del words[words.index("-a"):words.index("-a") + 2]
+        port = free_port()
+        with running(python_module(modules[command], "-a", f"127.0.0.1:{port}", *words),
+                     listen=("127.0.0.1", port)) as proc:
+            assert proc.poll() is None, line

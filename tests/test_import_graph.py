@@ -11,13 +11,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("cpppo", "fleet")
-#: the spec's import paths, kept as thin modules re-exporting the code in cpppo/enip/
-REEXPORTS = {f"cpppo.server.enip.{name}" for name in
-             ("client", "get_attribute", "poll", "main", "device", "list_services")}
-#: the spec's example programs, printed whole in the spec: they import as users do
-EXAMPLES = {f"cpppo.server.enip.{name}" for name in
-            ("poll_example", "poll_example_many", "poll_test", "powerflex_motor_velocity",
-             "list_identity_simple", "thruput", "ab", "io", "historize")}
 
 
 def module_name(path: Path) -> str:
@@ -25,6 +18,15 @@ def module_name(path: Path) -> str:
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
+
+
+#: the spec's example programs, printed whole in the spec: they import as users do
+EXAMPLES = {f"cpppo.server.enip.{name}" for name in
+            ("poll_example", "poll_example_many", "poll_test", "powerflex_motor_velocity",
+             "list_identity_simple", "thruput", "ab", "io", "historize")}
+#: the spec's import paths: every other module of cpppo/server/enip/ (the package itself, its
+#: ``__main__``, ``client``, ``get_attribute``, ``poll``, ...), kept for users' import paths
+REEXPORTS = {module_name(p) for p in (ROOT / "cpppo/server/enip").rglob("*.py")} - EXAMPLES
 
 
 def modules() -> dict[str, Path]:
@@ -148,7 +150,38 @@ def test_no_import_cycles_in_fleet() -> None:
 
 def test_nothing_imports_the_spec_reexports() -> None:
     edges = graph()
+    assert {"cpppo.server.enip", "cpppo.server.enip.client", "cpppo.server.enip.poll",
+            "cpppo.server.enip.enip_format", "cpppo.server.enip.__main__"} <= REEXPORTS
     users = {name: sorted(targets & REEXPORTS) for name, targets in edges.items()
-             if targets & REEXPORTS and name not in REEXPORTS | EXAMPLES
-             and name != "cpppo.server.enip.__main__"}
+             if targets & REEXPORTS and name not in REEXPORTS | EXAMPLES}
     assert users == {}
+
+
+def test_no_skip_hides_an_import_error() -> None:
+    """Our modules and the [test] dependencies import or fail: no ``importorskip`` anywhere
+    (a test that needs a machine's program, chromium or mbpoll, skips naming it instead)."""
+    called = [f"{path.relative_to(ROOT)}:{node.lineno}"
+              for path in sorted([*(ROOT / "tests").rglob("*.py"), *modules().values()])
+              for node in ast.walk(ast.parse(path.read_text(), str(path)))
+              if isinstance(node, ast.Attribute) and node.attr == "importorskip"]
+    assert called == []
+
+
+def test_only_the_codecs_pack_bytes() -> None:
+    """No CIP body is packed by hand: ``struct`` is imported in ``cpppo/enip/codec/`` only (of
+    the EtherNet/IP code, the servers' shared ``cpppo/server/`` and ``fleet/``), so clients and
+    servers build and read every message with the one codec's records."""
+    packers = sorted(name for name, path in modules().items()
+                     if name.startswith(("cpppo.enip.", "cpppo.server.", "fleet."))
+                     and not name.startswith("cpppo.enip.codec")
+                     and "struct" in imports_of(path))
+    assert packers == []
+
+
+def imports_of(path: Path) -> set[str]:
+    """The top-level module names ``path`` imports (any depth in its source)."""
+    tree = ast.parse(path.read_text(), str(path))
+    names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+             for alias in node.names}
+    return names | {node.module.split(".")[0] for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module and not node.level}

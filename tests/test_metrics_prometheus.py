@@ -94,6 +94,49 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def next_scrape_shows_down(fleet: CliFleet, prom: Prometheus, devices: set[str]) -> dict[str, float]:
+    """Wait for the health poller to record each of ``devices`` down (in its store), then for
+    Prometheus' next scrape of the fleet after that poll; assert that scrape has it at 0.
+    Returns the figures (seconds): the poller noticing, and the scrape after it."""
+    from fleet.store import open_store
+
+    begun = time.time()
+    failed: dict[str, float] = {}  # device -> time of a failed poll the poller recorded
+
+    def recorded() -> bool:
+        with open_store(fleet.state / "health.sqlite") as store:
+            for name, history in store.history(devices, latencies=False).items():
+                last = history.last
+                if name not in failed and last is not None and not last.ok and last.time > begun:
+                    failed[name] = last.time
+        return set(failed) == devices
+
+    until(recorded, 30, "the poller records them down")
+    selector = "|".join(sorted(devices))
+    seen: dict[str, tuple[float, float]] = {}  # device -> (time, value) of the first scrape after
+
+    def scraped() -> bool:
+        result = prom.api("query", query=f'cpppo_fleet_device_up{{device=~"{selector}"}}[2m]')["result"]
+        for series in result:
+            name = series["metric"]["device"]
+            after = [(float(t), float(v)) for t, v in series["values"] if float(t) > failed[name] + 0.001]
+            if after:
+                seen[name] = after[0]
+        return set(seen) == devices
+
+    until(scraped, 10 * SCRAPE + 10, "a scrape after the poller recorded them down")
+    assert {name: value for name, (_t, value) in seen.items()} == dict.fromkeys(devices, 0.0)
+    return {"noticed": max(failed.values()) - begun,
+            "scrape after": max(t - failed[name] for name, (t, _v) in seen.items()),
+            "shown at 0": max(t for t, _v in seen.values()) - begun}
+
+
+def report(what: str, figures: dict[str, float]) -> None:
+    print(f"{what} worker: the poller had its devices down {figures['noticed']:.2f} s after, Prometheus' "
+          f"next scrape ({figures['scrape after']:.2f} s later; interval {SCRAPE:g} s) had them at 0, "
+          f"{figures['shown at 0']:.2f} s after")
+
+
 def test_prometheus_scrapes_the_fleet(tmp_path: Path, prometheus_for: Any) -> None:
     with live_fleet(tmp_path, f"prom{os.getpid()}", 77) as fleet:
         prom = prometheus_for(fleet)
@@ -111,32 +154,31 @@ def test_prometheus_scrapes_the_fleet(tmp_path: Path, prometheus_for: Any) -> No
         hung = {d.name for d in fleet.plan.devices if d.worker == worker}
         pid = fleet.pids()[worker]
         os.kill(pid, signal.SIGSTOP)  # the worker hangs: its devices answer nothing
-        begun = time.monotonic()
         try:
-            until(lambda: fleet.status()["devices"] and all(
-                d["state"] == "down" for d in fleet.status()["devices"] if d["name"] in hung), 30,
-                "the poller sees them down")
-            noticed = time.monotonic() - begun
-            expected = {n: 0.0 if n in hung else 1.0 for n in names}
-            until(lambda: prom.up() == expected, 3 * SCRAPE + 5, "Prometheus sees them at 0")
-            seen = time.monotonic() - begun
+            report("hung", next_scrape_shows_down(fleet, prom, hung))
         finally:
             os.kill(pid, signal.SIGCONT)
-        print(f"hung worker: poller noticed after {noticed:.2f} s, Prometheus showed 0 after {seen:.2f} s "
-              f"({(seen - noticed) / SCRAPE:.2f} scrape intervals later; scrape interval {SCRAPE:g} s, "
-              f"health interval {fleet.plan.fleet.health_interval:g} s)")
         until(lambda: prom.up() == dict.fromkeys(names, 1.0), 30, "back up in Prometheus")
         worker_up = prom.api("query", query="cpppo_fleet_worker_up")["result"]
         assert {r["metric"]["worker"] for r in worker_up} == {d.worker for d in fleet.plan.devices}
 
-        other = fleet.plan.devices[-1].worker  # a killed worker: supervisord restarts it
-        restarted = {d.name for d in fleet.plan.devices if d.worker == other}
-        os.kill(fleet.pids()[other], signal.SIGKILL)
+        # a killed worker, its supervisord paused so that the restart waits until Prometheus
+        # has seen the devices at 0; then the restart is counted and they come back
+        other = fleet.plan.devices[-1].worker
+        killed = {d.name for d in fleet.plan.devices if d.worker == other}
+        pids, supervisor = fleet.pids(), fleet.backend._supervisord_pid()
+        assert supervisor is not None
+        os.kill(supervisor, signal.SIGSTOP)
+        try:
+            os.kill(pids[other], signal.SIGKILL)
+            report("killed", next_scrape_shows_down(fleet, prom, killed))
+        finally:
+            os.kill(supervisor, signal.SIGCONT)
 
         def restarts() -> dict[str, float]:
             result = prom.api("query", query="cpppo_fleet_device_restarts_total")["result"]
             return {r["metric"]["device"]: float(r["value"][1]) for r in result}
 
-        until(lambda: restarts() == {n: 1.0 if n in restarted else 0.0 for n in names}, 30,
+        until(lambda: restarts() == {n: 1.0 if n in killed else 0.0 for n in names}, 30,
               "the restart counted in Prometheus")
         until(lambda: prom.up() == dict.fromkeys(names, 1.0), 30, "the restarted worker's devices up")

@@ -166,6 +166,17 @@ def test_a_page_without_a_token_is_read_only(live: CliFleet) -> None:
         assert fetch(url + "metrics")[0] == 404  # no metrics given to this app
 
 
+def test_the_write_token_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$CPPPO_FLEET_TOKEN, set for ``up``, is the fleet's write token: no token file is made."""
+    secret = "env-" + os.urandom(8).hex()
+    monkeypatch.setenv("CPPPO_FLEET_TOKEN", secret)
+    with live_fleet(tmp_path, f"envtok{os.getpid()}", 55) as fleet:
+        url = fleet.status()["web"] + "api/devices/pump1/write"
+        assert not (fleet.state / "web-token").exists()
+        for given, status in ((None, 401), ("not-" + secret, 401), (secret, 200)):
+            assert post_json(url, {"target": "40003", "value": "5"}, given)[0] == status, given
+
+
 def test_bad_requests_get_4xx_and_change_nothing(live: CliFleet) -> None:
     base, secret = web(live), token(live)
     auth = {"Authorization": f"Bearer {secret}"}

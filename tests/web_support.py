@@ -23,11 +23,12 @@ from tests.support import free_port
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".cache" / "artifacts"
 
 
-def fleet_text(name: str, octet: int, port: int) -> str:
+def fleet_text(name: str, octet: int, port: int, web: str | None = None) -> str:
+    web_key = "" if web is None else f'web = "{web}"\n'
     return f"""
 [fleet]
 name = "{name}"
-address_pool = "127.78.{octet}.0/24"
+{web_key}address_pool = "127.78.{octet}.0/24"
 health_interval = 0.5
 health_timeout = 0.5
 devices_per_worker = 2
@@ -49,13 +50,15 @@ registers = ["40001-40010=7", "1-8=0"]
 
 
 @contextlib.contextmanager
-def live_fleet(tmp: Path, name: str, salt: int) -> Iterator[CliFleet]:
-    """A fleet of 2 ENIP + 2 Modbus devices, up (and healthy); always brought down."""
+def live_fleet(tmp: Path, name: str, salt: int, web: str | None = None) -> Iterator[CliFleet]:
+    """A fleet of 2 ENIP + 2 Modbus devices, up (and healthy); always brought down.  ``web``:
+    its ``[fleet] web`` (default: none given)."""
     octet = (os.getpid() + salt) % 200 + 20
-    fleet = CliFleet(tmp, fleet_text(name, octet, free_port(f"127.78.{octet}.1")))
+    fleet = CliFleet(tmp, fleet_text(name, octet, free_port(f"127.78.{octet}.1"), web))
     try:
         fleet.cli("up")
-        until(lambda: fleet.status().get("web") is not None, 20, "the fleet page's address")
+        until(lambda: fleet.status().get("web") is not None or "web_error" in fleet.status(), 20,
+              "the fleet page's address")
         yield fleet
     finally:
         fleet.backend.down()
@@ -102,7 +105,7 @@ def serving(app: Any) -> Iterator[str]:
 @contextlib.contextmanager
 def chromium(tmp: Path, width: int = 1280, height: int = 800) -> Iterator[Any]:
     """Headless Chromium (Debian's chromium + chromium-driver) under selenium; always quit."""
-    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium import webdriver  # a [test] dependency; only the browser may be missing
     from selenium.webdriver.chrome.service import Service
 
     binary, driver_path = shutil.which("chromium"), shutil.which("chromedriver")

@@ -91,6 +91,7 @@ class Driver:
         self.plant, self.shapes, self.vtype, self.length, self.kind = plant, list(shapes), vtype, length, kind
         self.noise, self.spike, self.spike_rate, self.spike_width = noise, spike, spike_rate, spike_width
         self.update, self.seed = update, seed if seed is not None else 0
+        self.spec: Any = None  # the BehaviourSpec it was built from (cpppo.behaviour.spec.build_driver)
         self.rng = random.Random(seed)
         self.inputs = frozenset().union(*(s.inputs for s in self.shapes))
         self._held: tuple[float, float, int, list[Any], bool, int] | None = None

@@ -22,8 +22,10 @@ step interval, default 1) and ``seed``.
 from __future__ import annotations
 
 import ast
+import functools
 import math
-from collections.abc import Callable, Collection, Mapping
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +33,7 @@ from cpppo.behaviour import shapes as sh
 from cpppo.behaviour.driver import Driver, Plant, ValueType
 from cpppo.behaviour.playback import Playback, load_series
 
-__all__ = ["KINDS", "BehaviourSpec", "build_driver", "parse_behaviour"]
+__all__ = ["KINDS", "BehaviourSpec", "build_driver", "check_devices", "parse_behaviour"]
 
 COMMON = ("noise", "spike", "spike_rate", "spike_width", "update", "seed")
 NAMES = frozenset({"t", "time", "n", "i", "pi", "e", "true", "false", "True", "False"})
@@ -71,12 +73,24 @@ class BehaviourSpec:
     kind: str
     params: Mapping[str, ast.expr]
 
-    @property
+    @functools.cached_property
     def inputs(self) -> frozenset[str]:
         """The names of other values the dynamic parameter reads (tags or registers)."""
         dynamic = KINDS[self.kind].dynamic
         node = self.params.get(dynamic) if dynamic else None
         return _names(node) - NAMES if node is not None else frozenset()
+
+    @functools.cached_property
+    def names(self) -> Mapping[str, frozenset[str]]:
+        """The names each parameter's expression reads (``n``, ``i``, other values)."""
+        return {name: _names(node) for name, node in self.params.items()}
+
+    @functools.cached_property
+    def patterned(self) -> bool:
+        """Whether a parameter evaluated when the value is built (not the expression read at
+        each read) names ``n``: devices of a group then differ, each to be checked."""
+        dynamic = KINDS[self.kind].dynamic
+        return any("n" in names for name, names in self.names.items() if name != dynamic)
 
 
 def _names(node: ast.AST) -> frozenset[str]:
@@ -84,8 +98,10 @@ def _names(node: ast.AST) -> frozenset[str]:
     return frozenset(n.id for n in ast.walk(node) if isinstance(n, ast.Name) and id(n) not in called)
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_behaviour(text: str) -> BehaviourSpec:
-    """Parse ``kind(...)``; ValueError naming what is wrong (unknown kind or parameter)."""
+    """Parse ``kind(...)``; ValueError naming what is wrong (unknown kind or parameter).
+    Cached: the devices of a group share their behaviours' texts."""
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
@@ -118,12 +134,26 @@ def parse_behaviour(text: str) -> BehaviourSpec:
     return BehaviourSpec(text.strip(), kind_name, params)
 
 
-def _static(spec: BehaviourSpec, name: str, node: ast.expr, constants: Mapping[str, Any]) -> Any:
-    import simpleeval
+_LOCAL = threading.local()
 
+
+def _evaluator() -> Any:
+    """The evaluator of parameters, one per thread (its ``names`` are set at each use)."""
+    evaluator = getattr(_LOCAL, "evaluator", None)
+    if evaluator is None:
+        import simpleeval
+
+        evaluator = simpleeval.EvalWithCompoundTypes(names={}, functions=dict(sh.FUNCTIONS))
+        _LOCAL.evaluator = evaluator
+    return evaluator
+
+
+def _static(spec: BehaviourSpec, name: str, node: ast.expr, constants: Mapping[str, Any],
+            evaluator: Any = None) -> Any:
+    evaluator = evaluator or _evaluator()
+    evaluator.names = constants
     try:
-        value = simpleeval.EvalWithCompoundTypes(names=dict(constants), functions=dict(sh.FUNCTIONS)).eval(
-            ast.unparse(node))
+        value = evaluator.eval(spec.text, previously_parsed=node)
     except Exception as exc:
         raise ValueError(f"behaviour {spec.text!r}: {name}: {exc}") from None
     if name in POSITIVE or (name in COMMON and name not in ("seed", "spike")):
@@ -160,9 +190,10 @@ def _counter_bounds(vtype: ValueType, params: dict[str, Any]) -> None:
 
 
 def _shape(spec: BehaviourSpec, vtype: ValueType, constants: Mapping[str, Any], known: Collection[str],
-           base: Callable[[str], str], what: str) -> tuple[sh.Shape, dict[str, Any]]:
+           base: Callable[[str], str], what: str, evaluator: Any = None) -> tuple[sh.Shape, dict[str, Any]]:
     kind = KINDS[spec.kind]
-    params = {name: _static(spec, name, node, constants) for name, node in spec.params.items()
+    evaluator = evaluator or _evaluator()
+    params = {name: _static(spec, name, node, constants, evaluator) for name, node in spec.params.items()
               if name != kind.dynamic}
     common = {name: params.pop(name) for name in COMMON if name in params}
     if kind.dynamic:
@@ -186,6 +217,9 @@ def _shape(spec: BehaviourSpec, vtype: ValueType, constants: Mapping[str, Any], 
     if spec.kind == "playback":
         file, name = base(params.pop("file")), params.pop("name", None)
         series = load_series(file, name, int(params.pop("element", 0)))
+        text = next((value for _, value in series if isinstance(value, str)), None)
+        if text is not None and vtype.kind != "str":
+            raise ValueError(f"playback file {file}: {text!r} is text, but the value is {vtype.name}")
         shape: sh.Shape = Playback(series, **params)
     else:
         shape = {"sine": sh.Sine, "ramp": sh.Ramp, "triangle": sh.Triangle, "square": sh.Square,
@@ -204,9 +238,38 @@ def build_driver(spec: BehaviourSpec | str, plant: Plant, vtype: ValueType, leng
     name to its path.  ValueError naming the problem."""
     if isinstance(spec, str):
         spec = parse_behaviour(spec)
-    per_element = any("i" in _names(node) for node in spec.params.values())
-    constants = {"n": n, "i": 0, "pi": math.pi, "e": math.e, "true": True, "false": False}
-    elements = range(length) if per_element else range(1)
-    built = [_shape(spec, vtype, {**constants, "i": i}, known, base, what) for i in elements]
+    evaluator = _evaluator()
+    built = [_shape(spec, vtype, _constants(n, i), known, base, what, evaluator)
+             for i in _elements(spec, length)]
     common = built[0][1]
-    return Driver(plant, [shape for shape, _ in built], vtype, length, kind=spec.kind, **common)
+    driver = Driver(plant, [shape for shape, _ in built], vtype, length, kind=spec.kind, **common)
+    driver.spec = spec
+    return driver
+
+
+def _constants(n: int, i: int) -> dict[str, Any]:
+    return {"n": n, "i": i, "pi": math.pi, "e": math.e, "true": True, "false": False}
+
+
+def _elements(spec: BehaviourSpec, length: int) -> range:
+    """The elements that need a shape of their own: all when a parameter names ``i``."""
+    return range(length) if any("i" in names for names in spec.names.values()) else range(1)
+
+
+def check_devices(text: str, vtype: ValueType, length: int, ns: Iterable[int], *,
+                  base: Callable[[str], str] = str, what: str = "tag") -> None:
+    """ValueError naming the first device number of ``ns`` on which behaviour ``text`` does not
+    fit ``vtype`` (a parameter out of range), when its parameters are patterned on ``n``;
+    otherwise every device builds it alike and there is nothing to check.  Cheaper than
+    building each device: only the shapes are built (a check of a whole group at validate)."""
+    spec = parse_behaviour(text)
+    if not spec.patterned:
+        return
+    evaluator = _evaluator()
+    elements = _elements(spec, length)
+    for n in ns:
+        try:
+            for i in elements:
+                _shape(spec, vtype, _constants(n, i), spec.inputs, base, what, evaluator)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (on device n = {n})") from None

@@ -54,7 +54,9 @@ def up(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, only: list[s
                f"(state in {backend.state.root})")
     typer.echo(f"  status: cpppo-fleet status {hint}")
     web = wait_web(backend.state.root, 5.0 if healthy is not None else 0.0)
-    if web is not None:
+    if web is not None and web.get("web_error"):
+        typer.echo(f"  page:   not served: {web['web_error']} (see [fleet] web)")
+    elif web is not None:
         typer.echo(f"  page:   {web['web']}")
         typer.echo(f"  metrics: {web['metrics']}")
     typer.echo(f"  down:   cpppo-fleet down {hint}")
@@ -64,8 +66,9 @@ def up(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, only: list[s
              EXIT_FAILED)
 
 
-def wait_web(state_dir: Path, timeout: float) -> dict[str, str] | None:
-    """The fleet page's address once the health poller has recorded it (within ``timeout``)."""
+def wait_web(state_dir: Path, timeout: float) -> dict[str, str | None] | None:
+    """The fleet page's address (or why it is not served) once the health poller has recorded
+    it (within ``timeout``)."""
     from fleet.web.serve import read_web
 
     deadline = time.monotonic() + timeout

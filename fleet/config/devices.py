@@ -91,7 +91,10 @@ def read_group(src: str, index: int, data: dict[str, Any]) -> DeviceGroup:
     # and in behaviour parameters patterned on n)
     first_identity = identity_values(kind, identity, first)
     for n in sorted({first, first + count - 1}):
-        t.checked(kind.spec_key, lambda n=n: kind.build(options, first_identity, n=n, home=home))
+        model = t.checked(kind.spec_key, lambda n=n: kind.build(options, first_identity, n=n, home=home))
+    if count > 2:  # the devices between: their behaviours' shapes, where parameters name n
+        between = range(first + 1, first + count - 1)
+        t.checked(kind.spec_key, lambda: kind.check_patterned(model, between, home))
     return DeviceGroup(index=index, kind=kind.name, count=count, name=pattern, first=first,
                        port=port or kind.default_port, port_step=port_step, address=address,
                        address_pool=pool, identity=identity, delay=delay, retain=retain, home=home,

@@ -17,14 +17,14 @@ libraries are imported inside the methods: ``cpppo-fleet --help`` stays light.
 
 from __future__ import annotations
 
-from fleet.kinds.base import IdentityMismatch, Kind, ServerLimits, limits, read_limits
+from fleet.kinds.base import IdentityMismatch, Kind, ServerLimits, WriteError, limits, read_limits
 from fleet.kinds.enip import EnipKind, EnipOptions, IOOptions, TagRead
 from fleet.kinds.modbus import ModbusKind, ModbusOptions, RegisterRead
 from fleet.kinds.modbus_rtu import ModbusRtuKind, ModbusRtuOptions
 
 __all__ = ["KINDS", "EnipKind", "EnipOptions", "IOOptions", "IdentityMismatch", "Kind", "ModbusKind",
            "ModbusOptions", "ModbusRtuKind", "ModbusRtuOptions", "RegisterRead", "ServerLimits", "TagRead",
-           "kind", "limits", "read_limits"]
+           "WriteError", "kind", "limits", "read_limits"]
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (EnipKind(), ModbusKind(), ModbusRtuKind())}

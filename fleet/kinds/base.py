@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, NamedTuple
 
@@ -46,6 +46,28 @@ class Kind(ABC):
         ``n``: the device's number (behaviour parameters use it); ``retain``: the journal
         keeping client writes; ``home``: the directory playback file names are relative to."""
 
+    def label(self, name: str) -> str:
+        """How a one-line error names a driven value of the device's plant (a tag)."""
+        return f"tag {name!r}"
+
+    def check_patterned(self, model: Any, ns: Iterable[int], home: str | Callable[[str], str] = "") -> None:
+        """ValueError naming the value and the device if a behaviour of ``model`` (a group's
+        device, built) patterned on ``n`` does not fit its type on another device ``n`` of
+        ``ns``: what building each of them would refuse, at the cost of its shapes only."""
+        from cpppo.behaviour.spec import check_devices
+
+        units = getattr(model, "devices", None)
+        models = units.values() if isinstance(units, Mapping) else (model,)  # a line's units
+        base = _relative_to(home)
+        for each in models:
+            plant = getattr(each, "plant", None)
+            for name, driver in (plant.drivers.items() if plant else ()):
+                if driver.spec is not None and driver.spec.patterned:
+                    try:
+                        check_devices(driver.spec.text, driver.vtype, driver.length, ns, base=base)
+                    except ValueError as exc:
+                        raise ValueError(f"{self.label(name)}: {exc}") from None
+
     @abstractmethod
     def check_identity(self, identity: Mapping[str, Any]) -> None:
         """ValueError if the protocol library would refuse these identity values (cheap: the
@@ -79,6 +101,22 @@ class Kind(ABC):
     @abstractmethod
     def health(self, options: Any) -> NamedTuple:
         """What :meth:`check` reads (structured: a TagRead, a RegisterRead)."""
+
+    # -- the fleet page: what a device says it is and holds, through an open :meth:`client` ----
+    async def device_identity(self, device: Any, connect: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+        """What the device says it is (``connect()``: its open client); by default the plan's
+        identity, for protocols with no identity service the page reads."""
+        return dict(device.identity_dict)
+
+    @abstractmethod
+    async def values(self, client: Any, options: Any, shown: int) -> list[dict[str, Any]]:
+        """``[{"name", "type", "first", "values"}, ...]``: the first ``shown`` elements of each
+        tag or range the device's options configure, read through an open ``client``."""
+
+    @abstractmethod
+    async def write(self, client: Any, device: Any, target: str, text: str) -> None:
+        """Write ``text`` (as the page's user typed it) to ``target`` (a tag, a register
+        number...); :class:`WriteError` (one line) for a request the device cannot take."""
 
     # -- planning: what a kind whose devices are not all at an IP:port of their own changes ----
     def addressed(self, options: Any) -> bool:
@@ -143,6 +181,10 @@ def _relative_to(home: str | Callable[[str], str]) -> Callable[[str], str]:
     if callable(home):
         return home
     return lambda name: os.path.join(home, name) if home else name
+
+
+class WriteError(ValueError):
+    """A write the device (or the request) refused: the message says why."""
 
 
 class IdentityMismatch(Exception):

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from fleet.kinds.base import IdentityMismatch, Kind, ServerLimits, _relative_to, limits, read_limits
+from fleet.kinds.base import (
+    IdentityMismatch,
+    Kind,
+    ServerLimits,
+    WriteError,
+    _relative_to,
+    limits,
+    read_limits,
+)
 from fleet.table import Table
 
 
@@ -157,12 +165,13 @@ class EnipKind(Kind):
 
     def build(self, options: EnipOptions, identity: Mapping[str, Any], *, n: int = 0,
               retain: str | None = None, home: str | Callable[[str], str] = "") -> Any:
-        from cpppo.enip.device.l5x import shared_export
         from cpppo.enip.device.model import Device
 
         base = _relative_to(home)
         export = None
         if options.tags_from:
+            from cpppo.enip.device.l5x import shared_export  # only for an export
+
             export = shared_export(tuple(map(base, options.tags_from)), options.udts)
         device = Device.from_specs(list(options.tags), identity=dict(identity), route_path=options.route_path,
                                    simple=options.simple, n=n, retain=retain, base=base,
@@ -226,6 +235,36 @@ class EnipKind(Kind):
 
     def health(self, options: EnipOptions) -> TagRead:
         return TagRead(options.health_tag)
+
+    async def device_identity(self, device: Any, connect: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+        ident = await (await connect()).list_identity()
+        return {key: value for key, value in dict(ident).items() if isinstance(value, (str, int, float))}
+
+    async def values(self, client: Any, options: EnipOptions, shown: int) -> list[dict[str, Any]]:
+        from cpppo.enip.device.model import parse_tag_spec
+
+        out = []
+        for spec in options.tags:
+            tag = parse_tag_spec(spec)
+            first = min(tag.length, shown) if tag.length is not None else None
+            values = await client.read(tag.name if first is None else f"{tag.name}[0-{first - 1}]")
+            out.append({"name": tag.name, "type": tag.type.name, "first": 0,
+                        "values": values if isinstance(values, list) else [values]})
+        return out
+
+    async def write(self, client: Any, device: Any, target: str, text: str) -> None:
+        from cpppo.enip.device.model import parse_tag_spec
+
+        name = target.partition("[")[0]
+        tags = {t.name: t for t in map(parse_tag_spec, device.options.tags)}
+        if name not in tags:
+            raise WriteError(f"{device.name} has no tag {name!r}")
+        ctype = tags[name].type
+        try:
+            value = ctype.parse(text)
+        except ValueError:
+            raise WriteError(f"{text!r} is not a {ctype.name} value") from None
+        await client.write(target, [value], tag_type=ctype.name)
 
 
 def enip_route(options: EnipOptions) -> dict[str, Any]:

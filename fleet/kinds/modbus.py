@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
-from fleet.kinds.base import Kind, ServerLimits, _relative_to, limits, read_limits
+from fleet.kinds.base import Kind, ServerLimits, WriteError, _relative_to, limits, read_limits
 from fleet.table import Table
 
 
@@ -63,6 +63,9 @@ class ModbusKind(Kind):
         return ModbusDevice.from_specs(list(options.registers), unit_ids=options.unit_ids,
                                        identity=dict(identity), n=n, retain=retain, base=_relative_to(home))
 
+    def label(self, name: str) -> str:
+        return f"register {name[1:]}"  # a driven range by its first register, r40001
+
     def check_identity(self, identity: Mapping[str, Any]) -> None:
         from cpppo.modbus.device import ModbusDevice
 
@@ -103,3 +106,37 @@ class ModbusKind(Kind):
         from cpppo.modbus.address import locate
 
         return RegisterRead(*locate(options.health_register))
+
+    async def values(self, client: Any, options: ModbusOptions, shown: int) -> list[dict[str, Any]]:
+        from cpppo.modbus.address import locate, parse_spec
+
+        out = []
+        for spec in options.registers:
+            block = parse_spec(spec)
+            table, offset = locate(block.begin)
+            count = min(block.end - block.begin + 1, shown)
+            values = await getattr(client, self._READS[table.name])(offset, count)
+            out.append({"name": spec.partition("=")[0].strip(), "type": _table_name(table),
+                        "first": block.begin, "values": [int(v) for v in values]})
+        return out
+
+    async def write(self, client: Any, device: Any, target: str, text: str) -> None:
+        """``target``: a Modbus-numbered coil or holding register (``40001``)."""
+        from cpppo.modbus.address import Table, locate
+
+        try:
+            table, offset = locate(int(target))
+            value = int(text, 0)
+        except ValueError as exc:
+            raise WriteError(str(exc)) from None
+        if table is Table.HOLDING_REGISTERS:
+            await client.write_register(offset, value)
+        elif table is Table.COILS:
+            await client.write_coil(offset, bool(value))
+        else:
+            raise WriteError(f"{target} is in the {_table_name(table)}, which are read-only")
+
+
+def _table_name(table: Any) -> str:
+    """``holding registers`` for Table.HOLDING_REGISTERS."""
+    return table.name.lower().replace("_", " ")

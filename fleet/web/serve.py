@@ -122,20 +122,28 @@ async def start_web(plan: Plan, state_dir: Path, period: float = 1.0) -> FleetWe
     runner, bound, port = await start_site(app, host, port, "the fleet page")
     shown = bound if bound != "0.0.0.0" else socket.gethostbyname(socket.gethostname())
     url = f"http://{shown}:{port}/"
-    record = {"web": url, "metrics": url + "metrics", "pid": os.getpid()}
-    tmp = state_dir / (WEB_FILE + ".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, state_dir / WEB_FILE)
+    record_web(state_dir, {"web": url, "metrics": url + "metrics"})
     web = FleetWeb(view, runner, url, state_dir, asyncio.ensure_future(scrape_forever()))
     web.follow(plan)
     log.info("fleet page on %s, metrics on %smetrics", url, url)
     return web
 
 
-def read_web(state_dir: Path) -> dict[str, str] | None:
-    """``{"web": url, "metrics": url}`` of a running poller (None: none recorded)."""
+def record_web(state_dir: Path, record: dict[str, str | None]) -> None:
+    """Where the page is (``web``, ``metrics``), or why it is not (``web_error``), for ``up``
+    and ``status``."""
+    tmp = state_dir / (WEB_FILE + ".tmp")
+    tmp.write_text(json.dumps({**record, "pid": os.getpid()}))
+    os.replace(tmp, state_dir / WEB_FILE)
+
+
+def read_web(state_dir: Path) -> dict[str, str | None] | None:
+    """``{"web": url, "metrics": url}`` of a running poller, or ``{"web": None, "metrics":
+    None, "web_error": why}`` when it could not serve them (None: nothing recorded)."""
     try:
         data = json.loads((Path(state_dir) / WEB_FILE).read_text())
+        if data.get("web_error"):
+            return {"web": None, "metrics": None, "web_error": str(data["web_error"])}
         return {"web": data["web"], "metrics": data["metrics"]}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None

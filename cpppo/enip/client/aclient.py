@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import struct
 from typing import Any
 
 from cpppo.dotdict import dotdict
@@ -34,7 +33,6 @@ from cpppo.enip.codec.encapsulation import Command
 
 __all__ = ["AsyncClient", "ENIPConnectionError", "ENIPError", "ENIPStatusError", "ENIPTimeout"]
 
-_CTX = struct.Struct("<Q")
 _UNSET: Any = object()
 
 
@@ -126,7 +124,7 @@ class AsyncClient:
             raise ENIPConnectionError(f"{what}: not connected to {self.host}:{self.port}")
         async with self._lock:
             self._context += 1
-            context = _CTX.pack(self._context)
+            context = encapsulation.sender_context(self._context)
             halfway = False  # a header read, its body not yet: a stop now leaves the stream out of step
             try:
                 async with asyncio.timeout(timeout):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import select
 import socket
-import struct
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -30,7 +29,6 @@ log = logging.getLogger("enip.cli")
 
 DEFAULT_PORT = 44818
 MAX_FRAME = 65535 + 24
-_CTX = struct.Struct("<Q")
 def parse_address(text: str | tuple[str, int] | None, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
     """'host', 'host:port', ':port' or (host, port) to (host, port); '' means localhost."""
     if isinstance(text, tuple):
@@ -49,7 +47,7 @@ def parse_address(text: str | tuple[str, int] | None, default_port: int = DEFAUL
 
 def context_bytes(context: Any) -> bytes:
     if isinstance(context, int):
-        return _CTX.pack(context)
+        return encapsulation.sender_context(context)
     raw = context.encode() if isinstance(context, str) else bytes(context or b"")
     return raw[:8].ljust(8, b"\0")
 

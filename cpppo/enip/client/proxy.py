@@ -78,11 +78,14 @@ def _decode_typed(raw: Sequence[int], types: Any) -> list[Any]:
         info = CIP_TYPES.get(name)
         if info is None:
             raise ValueError(f"unknown CIP type {name!r}")
-        if info.size is None:
-            width = 2 if name == "STRING" else 1
-            size = int.from_bytes(data[at:at + width], "little")
-            values.append(data[at + width:at + width + size].decode("iso-8859-1"))
-            at += width + size
+        if info.size is None:  # SSTRING, STRING: the codec's length-prefixed text
+            try:
+                (piece,) = info.split(data[at:], limit=1)
+            except ValueError:  # CodecError, or no piece at all
+                raise ValueError(f"reply of {len(data)} bytes ends within its {name} at offset {at} "
+                                 f"(decoding {list(types)})") from None
+            values.extend(info.decode(piece))
+            at += len(piece)
             continue
         if at + info.size > len(data):
             raise ValueError(f"reply of {len(data)} bytes ends before its {name} at offset {at} "

@@ -25,7 +25,6 @@ import heapq
 import itertools
 import os
 import random
-import struct
 import time
 import weakref
 from collections import deque
@@ -42,10 +41,13 @@ from cpppo.enip.codec.implicit import (
     NetworkParams,
     Sockaddr,
     Transport,
+    decode_data,
     decode_packet,
     decode_sockaddr,
+    encode_data,
     encode_packet,
     encode_sockaddr,
+    sequence_gap,
     timeout_multiplier,
 )
 
@@ -250,8 +252,8 @@ class Scanner:
     async def _request(self, command: int, payload: bytes) -> tuple[encapsulation.Header, bytes]:
         assert self._writer is not None and self._reader is not None
         self._writer.write(encapsulation.encode(command, payload, session=self._session))
-        head = await asyncio.wait_for(self._reader.readexactly(24), self.timeout)
-        length = struct.unpack_from("<H", head, 2)[0]
+        head = await asyncio.wait_for(self._reader.readexactly(encapsulation.HEADER_SIZE), self.timeout)
+        length = encapsulation.peek_length(head)
         body = await asyncio.wait_for(self._reader.readexactly(length), self.timeout) if length else b""
         _consumed, header, data = encapsulation.decode(head + body)
         assert header is not None
@@ -269,9 +271,9 @@ class Scanner:
         self._o_t_sequence = (self._o_t_sequence + 1) & 0xFFFFFFFF
         self._o_t_count = (self._o_t_count + 1) & 0xFFFF
         if self.kind == "owner":
-            data = struct.pack("<HI", self._o_t_count, 1 if self.run else 0) + self.output
+            data = encode_data(self._o_t_count, self.output, run=self.run)
         else:
-            data = struct.pack("<H", self._o_t_count)
+            data = encode_data(self._o_t_count)  # a heartbeat: the count alone
         transport.sendto(encode_packet(self.o_t, self._o_t_sequence, data), self.target)
         self.sent += 1
 
@@ -298,10 +300,10 @@ class Scanner:
         if len(data) != 2 + self.inputs[1]:
             return
         if self._last_seq >= 0:
-            ahead = (sequence - self._last_seq) & 0xFFFFFFFF
-            if ahead == 0 or ahead >= 0x80000000 or ahead > 0x10000:
+            gap = sequence_gap(self._last_seq, sequence)
+            if gap is None:
                 return  # duplicate, old, or a stray far ahead
-            self.missing += ahead - 1
+            self.missing += gap
         now = time.monotonic()
         if self.received:
             interval = now - self._last_time
@@ -311,7 +313,8 @@ class Scanner:
                 self.intervals.append(interval)
         self._last_seq, self._last_time = sequence, now
         self.received += 1
-        packet = InputPacket(sequence, struct.unpack_from("<H", data)[0], data[2:], now)
+        count, _run, inputs = decode_data(data, header=False)
+        packet = InputPacket(sequence, count, inputs, now)
         if self.on_input is not None:
             self.on_input(packet)
         if self._queue.full():

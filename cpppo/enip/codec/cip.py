@@ -21,7 +21,7 @@ b'\\x05ABCDE'
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cpppo.enip.codec import epath
@@ -37,6 +37,7 @@ __all__ = [
     "ForwardOpen",
     "ForwardOpenFailure",
     "ForwardOpenReply",
+    "GetAttributeList",
     "Reply",
     "Request",
     "Service",
@@ -44,6 +45,7 @@ __all__ = [
     "Status",
     "UnconnectedSend",
     "decode_multiple",
+    "encode_attribute_list_reply",
     "encode_multiple",
     "encode_request",
     "split_request",
@@ -474,3 +476,39 @@ class ServiceError(Exception):
         self.status = status
         self.ext_status = tuple(ext_status)
         self.reason = reason or f"CIP status 0x{status:02x}"
+
+
+@dataclass(frozen=True, slots=True)
+class GetAttributeList:
+    """Get Attribute List (0x03) request data: a count (UINT), then that many attribute ids
+    (UINT).  ``decode`` raises ServiceError with the status a server answers a wrong length
+    with (0x13 not enough data, 0x15 too much).
+
+    >>> GetAttributeList((1, 7)).encode().hex()
+    '020001000700'
+    >>> encode_attribute_list_reply([(1, 0, b"\\x01\\x00"), (9, Status.ATTRIBUTE_NOT_SUPPORTED, b"")]).hex()
+    '020001000000010009001400'
+    """
+
+    attributes: tuple[int, ...]
+
+    def encode(self) -> bytes:
+        return struct.pack(f"<H{len(self.attributes)}H", len(self.attributes), *self.attributes)
+
+    @classmethod
+    def decode(cls, data: bytes) -> GetAttributeList:
+        if len(data) < 2:
+            raise ServiceError(Status.NOT_ENOUGH_DATA)
+        count = struct.unpack_from("<H", data)[0]
+        if len(data) != 2 + 2 * count:
+            raise ServiceError(Status.NOT_ENOUGH_DATA if len(data) < 2 + 2 * count else Status.TOO_MUCH_DATA)
+        return cls(struct.unpack_from(f"<{count}H", data, 2))
+
+
+def encode_attribute_list_reply(answers: Sequence[tuple[int, int, bytes]]) -> bytes:
+    """Get Attribute List reply data: the count, then per attribute ``(id, status, value)``
+    its id and status (UINTs) and, when the status is 0, its value."""
+    out = bytearray(struct.pack("<H", len(answers)))
+    for attribute, status, value in answers:
+        out += struct.pack("<HH", attribute, status) + (value if status == 0 else b"")
+    return bytes(out)

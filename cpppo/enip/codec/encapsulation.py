@@ -32,6 +32,7 @@ from enum import IntEnum
 from cpppo.enip.codec.errors import CodecError
 
 __all__ = [
+    "HEADER",
     "HEADER_SIZE",
     "MAX_PAYLOAD",
     "Command",
@@ -41,12 +42,16 @@ __all__ = [
     "decode_register_session",
     "encode",
     "register_session_data",
+    "sender_context",
 ]
 
 HEADER_SIZE = 24
 MAX_PAYLOAD = 65511  # 65535 minus the header: the length field's own limit
-_HEADER = struct.Struct("<HHII8sI")
+#: the header's fields (command, length, session, status, context, options), for framers that
+#: unpack in place (``HEADER.unpack_from(buffer, offset)``)
+HEADER = _HEADER = struct.Struct("<HHII8sI")
 _REGISTER = struct.Struct("<HH")
+_CONTEXT = struct.Struct("<Q")
 
 
 class Command(IntEnum):
@@ -123,6 +128,12 @@ def encode(command: int, payload: bytes = b"", *, session: int = 0, status: int 
         return _HEADER.pack(command, len(payload), session, status, context, options) + payload
     except struct.error as exc:
         raise CodecError(f"encapsulation header field out of range: {exc}") from None
+
+
+def sender_context(number: int) -> bytes:
+    """The 8-byte sender context of a request numbered ``number`` (little-endian); a client
+    matches replies to requests by it."""
+    return _CONTEXT.pack(number & 0xFFFFFFFFFFFFFFFF)
 
 
 def register_session_data(version: int = 1, options: int = 0) -> bytes:

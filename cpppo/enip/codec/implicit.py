@@ -10,13 +10,19 @@ A Class 0/1 packet on UDP (port 2222 by default) is a CPF list with no encapsula
 
 Class 1 data starts with a 16-bit CIP sequence count; O->T data then usually carries the
 32-bit real-time header (bit 0: 1 = run, 0 = idle) before the application data.  The
-connection size in the Forward Open counts the sequence count and the header.
+connection size in the Forward Open counts the sequence count and the header
+(:func:`encode_data` / :func:`decode_data`).  Both ends drop a packet whose encapsulation
+sequence number is not ahead of the last one taken (:func:`sequence_gap`).
 
 >>> packet = encode_packet(0x1234, 7, b"\\x01\\x00abc")
 >>> decode_packet(packet)
 Packet(connection=4660, sequence=7, data=b'\\x01\\x00abc')
 >>> NetworkParams.decode(0x4806, large=False)
 NetworkParams(size=6, variable=False, priority=2, kind=2, redundant=False)
+>>> decode_data(encode_data(3, b"ab", run=True), header=True)
+(3, True, b'ab')
+>>> sequence_gap(7, 10), sequence_gap(7, 7), sequence_gap(7, 6)
+(2, None, None)
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from cpppo.enip.codec.errors import CodecError
 __all__ = [
     "IO_PORT", "MULTICAST", "NULL", "POINT_TO_POINT", "SEQUENCED_ADDRESS",
     "NetworkParams", "Packet", "Sockaddr", "Transport",
-    "decode_packet", "decode_sockaddr", "encode_packet", "encode_sockaddr", "timeout_multiplier",
+    "decode_data", "decode_packet", "decode_sockaddr", "encode_data", "encode_packet", "encode_sockaddr",
+    "sequence_gap", "timeout_multiplier",
 ]
 
 IO_PORT = 2222
@@ -40,6 +47,10 @@ NULL, MULTICAST, POINT_TO_POINT = 0, 1, 2  # network connection types
 
 _HEAD = struct.Struct("<HHHIIHH")  # count, 0x8002, 8, connection, sequence, 0x00B1, length
 _SOCKADDR = struct.Struct(">hHI8s")
+_COUNT = struct.Struct("<H")  # the CIP sequence count of Class 1 data
+_COUNT_HEADER = struct.Struct("<HI")  # ... and the 32-bit run/idle header
+#: how far ahead an encapsulation sequence number may jump and still be this connection's
+SEQUENCE_WINDOW = 0x10000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,35 @@ def decode_packet(packet: bytes) -> Packet:
     if _HEAD.size + length != len(packet):
         raise CodecError(f"I/O data length {length} does not match the {len(packet) - _HEAD.size} bytes")
     return Packet(connection, sequence, bytes(packet[_HEAD.size:]))
+
+
+def encode_data(count: int, data: bytes = b"", run: bool | None = None) -> bytes:
+    """Class 1 data: the 16-bit CIP sequence ``count``, then (when ``run`` is given) the 32-bit
+    run/idle header (bit 0: 1 = run), then the application ``data``."""
+    if run is None:
+        return _COUNT.pack(count & 0xFFFF) + data
+    return _COUNT_HEADER.pack(count & 0xFFFF, 1 if run else 0) + data
+
+
+def decode_data(data: bytes, header: bool) -> tuple[int, bool | None, bytes]:
+    """``(CIP sequence count, run bit, application data)`` of Class 1 data; the run bit is
+    None when the data carries no run/idle ``header`` (raises CodecError if too short)."""
+    if len(data) < (6 if header else 2):
+        raise CodecError(f"Class 1 data of {len(data)} bytes is too short")
+    count = _COUNT.unpack_from(data)[0]
+    if header:
+        return count, bool(data[2] & 1), data[6:]
+    return count, None, data[2:]
+
+
+def sequence_gap(last: int, sequence: int) -> int | None:
+    """How many packets were missed between the last encapsulation sequence number taken and
+    ``sequence`` (modulo 2**32); None for a packet to drop: a duplicate, an old one, or a
+    stray more than :data:`SEQUENCE_WINDOW` ahead."""
+    ahead = (sequence - last) & 0xFFFFFFFF
+    if ahead == 0 or ahead > SEQUENCE_WINDOW:
+        return None
+    return ahead - 1
 
 
 @dataclass(frozen=True, slots=True)

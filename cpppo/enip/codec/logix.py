@@ -29,20 +29,73 @@ ReadModifyWriteTag(size=1, or_mask=32, and_mask=255, excess=b'')
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cpppo.enip.codec.cip import ServiceError, Status
 from cpppo.enip.codec.errors import CodecError
 from cpppo.enip.codec.types import STRUCT
 
 __all__ = [
     "SYMBOL_CLASS", "TEMPLATE_CLASS", "GetInstanceAttributeList", "ReadModifyWriteReply",
-    "ReadModifyWriteTag", "ReadTag", "ReadTagFragmented",
+    "ReadModifyWriteTag", "ReadTag", "ReadTagFragmented", "ReadTemplate",
     "SymbolEntry", "TypedData", "WriteTag", "WriteTagFragmented", "decode_symbol_entries",
-    "decode_type", "encode_symbol_entry", "encode_type", "split_typed",
+    "decode_type", "encode_symbol_entry", "encode_template", "encode_type", "split_typed",
+    "template_words",
 ]
 
 SYMBOL_CLASS = 0x6B
 TEMPLATE_CLASS = 0x6C
+_TEMPLATE_MEMBER = struct.Struct("<HHI")
+_READ_TEMPLATE = struct.Struct("<IH")  # info (array length, or bit number), type, offset
+
+
+def encode_template(members: Sequence[tuple[int, int, int]], tail: bytes) -> bytes:
+    """A Template Object's definition as Read Template (0x4C at @0x6C/<instance>) serves it:
+    one descriptor per member ``(info, type, offset)`` (info UINT: the array length or a
+    BOOL's bit number; type UINT; offset UDINT), then ``tail`` (the NUL-terminated structure
+    and member names), NUL-padded to the length clients compute from the definition size
+    (:func:`template_words`): ``ceil((words * 4 - 23) / 4) * 4`` bytes.
+
+    >>> encode_template([(0, 0xC4, 0)], b"T\\0A\\0").hex()
+    '0000c400000000005400410000000000'
+    >>> template_words(encode_template([(0, 0xC4, 0)], b"T\\0A\\0"))
+    9
+    """
+    raw = b"".join(_TEMPLATE_MEMBER.pack(info & 0xFFFF, kind, offset) for info, kind, offset in members)
+    raw += tail
+    words = (len(raw) + 23 + 3) // 4
+    return raw.ljust((words * 4 - 23 + 3) // 4 * 4, b"\0")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTemplate:
+    """Read Template (Read Tag, 0x4C, at @0x6C/<instance>) request data: the byte ``offset``
+    (UDINT) and ``count`` (UINT) of the definition wanted; ``decode`` raises ServiceError
+    with the status a server answers a wrong length with.
+
+    >>> ReadTemplate.decode(ReadTemplate(0, 100).encode())
+    ReadTemplate(offset=0, count=100)
+    """
+
+    offset: int
+    count: int
+
+    def encode(self) -> bytes:
+        return _READ_TEMPLATE.pack(self.offset, self.count)
+
+    @classmethod
+    def decode(cls, data: bytes) -> ReadTemplate:
+        size = _READ_TEMPLATE.size
+        if len(data) != size:
+            raise ServiceError(Status.NOT_ENOUGH_DATA if len(data) < size else Status.TOO_MUCH_DATA)
+        return cls(*_READ_TEMPLATE.unpack(data))
+
+
+def template_words(definition: bytes) -> int:
+    """The object definition size (Template attribute 4), in 32-bit words, of a definition
+    :func:`encode_template` made."""
+    return (len(definition) + 23) // 4
 
 
 def encode_type(type_code: int, handle: int | None = None) -> bytes:

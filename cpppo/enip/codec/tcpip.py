@@ -27,8 +27,39 @@ from typing import Any
 
 from cpppo.enip.codec import epath
 from cpppo.enip.codec.errors import CodecError
+from cpppo.enip.codec.types import STRING, encode_padded_strings
 
-__all__ = ["decode_tcpip"]
+__all__ = ["decode_tcpip", "encode_host_name", "encode_interface", "encode_link_path"]
+
+
+_INTERFACE = struct.Struct("<5I")  # IP address, network mask, gateway, primary and secondary DNS
+_WORDS = struct.Struct("<H")
+
+
+def encode_link_path(segments: Sequence[epath.Segment]) -> bytes:
+    """Attribute 4, the Physical Link Object: the path's size in 16-bit words (UINT), then
+    the padded EPATH."""
+    path = epath.encode(tuple(segments))
+    return _WORDS.pack(len(path) // 2) + path
+
+
+def encode_interface(addresses: Sequence[str], domain: str) -> bytes:
+    """Attribute 5, the Interface Configuration: the IP address, network mask, gateway and
+    primary and secondary DNS (five UDINTs), then the domain name (a padded CIP STRING);
+    CodecError (a ValueError) naming an address that is not IPv4."""
+    numbers = []
+    for text in addresses:
+        try:
+            numbers.append(int(ipaddress.IPv4Address(text)))
+        except ValueError:
+            raise CodecError(f"TCPIP address {text!r} is not an IPv4 address") from None
+    return _INTERFACE.pack(*numbers) + encode_host_name(domain)
+
+
+def encode_host_name(name: str) -> bytes:
+    """Attribute 6, the Host Name (and the domain name of attribute 5): a CIP STRING padded to
+    an even size (characters outside ISO-8859-1 become '?')."""
+    return encode_padded_strings([name.encode("iso-8859-1", "replace")])
 
 
 def _segment_dict(seg: epath.Segment) -> dict[str, Any]:
@@ -47,12 +78,15 @@ def _need(data: bytes, end: int, what: str) -> None:
 
 
 def _string(data: bytes, at: int, what: str) -> tuple[str, int]:
-    """A CIP STRING (UINT length, characters, padded to an even length) at ``at``."""
-    _need(data, at + 2, what)
-    (size,) = struct.unpack_from("<H", data, at)
-    _need(data, at + 2 + size, what)
-    text = data[at + 2:at + 2 + size].decode("iso-8859-1")
-    return text, min(len(data), at + 2 + size + size % 2)
+    """A CIP STRING (UINT length, characters, padded to an even length) at ``at``: the codec's
+    STRING, the pad as :func:`~cpppo.enip.codec.types.encode_padded_strings` writes it (a
+    missing last pad tolerated)."""
+    try:
+        (piece,) = STRING.split(data[at:], limit=1)
+    except ValueError:  # a CodecError, or nothing left at all
+        raise CodecError(f"TCP/IP object reply truncated in the {what}: {len(data)} bytes") from None
+    (text,) = STRING.decode(piece)
+    return text, min(len(data), at + len(piece) + len(piece) % 2)
 
 
 def decode_tcpip(raw: Sequence[int] | bytes) -> list[Any]:
@@ -65,7 +99,7 @@ def decode_tcpip(raw: Sequence[int] | bytes) -> list[Any]:
     _need(data, end, "physical link object path")
     link = [_segment_dict(seg) for seg in epath.decode(data[14:end])]
     _need(data, end + 20, "interface addresses")
-    addresses = [str(ipaddress.IPv4Address(n)) for n in struct.unpack_from("<5I", data, end)]
+    addresses = [str(ipaddress.IPv4Address(n)) for n in _INTERFACE.unpack_from(data, end)]
     domain, at = _string(data, end + 20, "domain name")
     host, at = _string(data, at, "host name")
     return [status, capability, control, link, *addresses, domain, host]

@@ -89,6 +89,11 @@ class CIPType:
         """A Python value of this type from ``value`` (raises ValueError if it does not fit)."""
         return value
 
+    def parse(self, text: str) -> Any:
+        """The value a person typed as ``text`` (a web form, a page's write box): text for
+        strings, a number for numbers (ValueError if it is not one, or does not fit)."""
+        return self.coerce(text)
+
     def split(self, data: bytes) -> list[bytes]:
         """Split encoded ``data`` into per-element byte strings (raises CodecError)."""
         if self.size is None:  # pragma: no cover - overridden by variable types
@@ -139,6 +144,23 @@ class NumericType(CIPType):
 
     def default(self) -> Any:
         return False if self.fmt == "?" else (0.0 if self.fmt in "fd" else 0)
+
+    def parse(self, text: str) -> Any:
+        """``12``, ``0x1F`` (integers), ``2.5`` (REAL, LREAL), ``true``/``false``/``on``/``off``
+        or a number (BOOL); ValueError if it is not one, or does not fit.
+
+        >>> INT.parse("0x10"), REAL.parse("2.5"), BOOL.parse("on")
+        (16, 2.5, True)
+        """
+        word = text.strip().lower()
+        if self.fmt == "?":
+            if word in ("true", "yes", "on", "false", "no", "off"):
+                return word in ("true", "yes", "on")
+            try:
+                return bool(int(word, 0))
+            except ValueError:
+                raise ValueError(f"{text!r} is not a boolean (true/false)") from None
+        return self.coerce(float(word) if self.fmt in "fd" else int(word, 0))
 
     def coerce(self, value: Any) -> Any:
         if self.fmt == "?":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,8 +40,11 @@ from cpppo.enip.codec.implicit import (
     Packet,
     Sockaddr,
     Transport,
+    decode_data,
     decode_sockaddr,
+    encode_data,
     encode_sockaddr,
+    sequence_gap,
     timeout_multiplier,
 )
 from cpppo.enip.codec.types import UDINT
@@ -338,21 +340,15 @@ class ConnectionManager:
             connection.dropped += 1  # not this connection's size
             return None
         if connection.o_t_sequence >= 0:
-            ahead = (packet.sequence - connection.o_t_sequence) & 0xFFFFFFFF
-            if ahead == 0 or ahead >= 0x80000000:
-                connection.dropped += 1  # a duplicate or an old packet
-                return None
-            if ahead > 0x10000:  # far ahead: a stray packet, not a gap in this connection's
+            gap = sequence_gap(connection.o_t_sequence, packet.sequence)
+            if gap is None:  # a duplicate, an old packet, or a stray far ahead of this connection's
                 connection.dropped += 1
                 return None
-            connection.missing += ahead - 1
+            connection.missing += gap
         if connection.transport == 1 and len(data) >= 2:
-            sequence = struct.unpack_from("<H", data)[0]
-            if connection.header:
-                connection.run = bool(data[2] & 1)
-                data = data[6:]
-            else:
-                data = data[2:]
+            sequence, run, data = decode_data(data, connection.header)
+            if run is not None:
+                connection.run = run
             fresh = sequence != connection.cip_sequence
             connection.cip_sequence = sequence
         else:
@@ -374,7 +370,7 @@ class ConnectionManager:
         data = connection.produced.read() if connection.produced is not None else b""
         if connection.transport == 1:
             connection.t_o_cip = (connection.t_o_cip + 1) & 0xFFFF
-            data = struct.pack("<H", connection.t_o_cip) + data
+            data = encode_data(connection.t_o_cip, data)
         connection.sent += 1
         return connection.t_o, connection.t_o_sequence, data
 

@@ -8,14 +8,12 @@ as USINT arrays of their encoded bytes, so Get/Set Attribute Single see exactly 
 
 from __future__ import annotations
 
-import ipaddress
-import struct
 import time
 from typing import TYPE_CHECKING, Any
 
-from cpppo.enip.codec import epath
+from cpppo.enip.codec import tcpip
 from cpppo.enip.codec.epath import Logical
-from cpppo.enip.codec.logix import TEMPLATE_CLASS
+from cpppo.enip.codec.logix import TEMPLATE_CLASS, encode_template, template_words
 from cpppo.enip.codec.types import (
     LOGIX_STRING_SIZE,
     SSTRING,
@@ -41,20 +39,11 @@ PROGRAM_NAME, WALL_CLOCK, TCPIP, ETHERNET_LINK = 0x64, 0x8B, 0xF5, 0xF6
 GET_ALL_ATTRIBUTES = {IDENTITY: tuple(range(1, 11)), TCPIP: (1, 2, 3, 4, 5, 6), ETHERNET_LINK: (1, 2, 3)}
 
 
-def _string_template() -> bytes:
-    """The Logix STRING template, as Read Template (0x4C at @0x6C/0x0FCE) serves it: two
-    member descriptors (info UINT, type UINT, offset UDINT), the NUL-terminated structure and
-    member names, NUL-padded to the length clients compute from the definition size:
-    ``ceil((words * 4 - 23) / 4) * 4`` bytes."""
-    members = struct.pack("<HHI", 0, 0xC4, 0) + struct.pack("<HHI", 82, 0xC2, 4)
-    raw = members + b"ASCIISTRING82\0LEN\0DATA\0"
-    words = (len(raw) + 23 + 3) // 4
-    return raw.ljust((words * 4 - 23 + 3) // 4 * 4, b"\0")
-
-
-STRING_TEMPLATE = _string_template()
+#: the Logix STRING template, as Read Template (0x4C at @0x6C/0x0FCE) serves it: LEN (a DINT
+#: at 0), DATA (82 SINTs at 4), then the structure's and the members' names
+STRING_TEMPLATE = encode_template([(0, 0xC4, 0), (82, 0xC2, 4)], b"ASCIISTRING82\0LEN\0DATA\0")
 #: the template's object definition size, in 32-bit words
-STRING_TEMPLATE_WORDS = (len(STRING_TEMPLATE) + 23) // 4
+STRING_TEMPLATE_WORDS = template_words(STRING_TEMPLATE)
 
 
 class ClockAttribute(Attribute):
@@ -63,18 +52,6 @@ class ClockAttribute(Attribute):
     def __getitem__(self, key: int | slice) -> Any:
         now = time.time_ns() // 1000
         return [now] if self._validate_key(key) is slice else now
-
-
-def _ip(text: str) -> int:
-    try:
-        return int(ipaddress.IPv4Address(text))
-    except ValueError:
-        raise ValueError(f"TCPIP address {text!r} is not an IPv4 address") from None
-
-
-def _cip_string_padded(text: str) -> bytes:
-    raw = text.encode("iso-8859-1", "replace")
-    return struct.pack("<H", len(raw)) + raw + (b"\0" if len(raw) % 2 else b"")
 
 
 def _mac(text: str) -> bytes:
@@ -134,17 +111,16 @@ def install_standard_objects(device: Device) -> None:
     put(TEMPLATE_CLASS, STRING_HANDLE, 4, "Object Definition Size", UDINT, STRING_TEMPLATE_WORDS)
     put(TEMPLATE_CLASS, STRING_HANDLE, 5, "Structure Size", UDINT, LOGIX_STRING_SIZE)
 
-    interface = (struct.pack("<5I", _ip(net["ip_address"]), _ip(net["network_mask"]),
-                             _ip(net["gateway_address"]), _ip(net["dns_primary"]), _ip(net["dns_secondary"]))
-                 + _cip_string_padded(str(net["domain_name"])))
-    link_path = epath.encode((Logical("class", ETHERNET_LINK), Logical("instance", 1)))
+    addresses = ("ip_address", "network_mask", "gateway_address", "dns_primary", "dns_secondary")
+    interface = tcpip.encode_interface([str(net[key]) for key in addresses], str(net["domain_name"]))
+    link = tcpip.encode_link_path((Logical("class", ETHERNET_LINK), Logical("instance", 1)))
     put(TCPIP, 1, 1, "Status", UDINT, int(net["status"]))
     put(TCPIP, 1, 2, "Configuration Capability", UDINT, int(net["configuration_capability"]))
     put(TCPIP, 1, 3, "Configuration Control", UDINT, int(net["configuration_control"]), settable=True)
-    link = struct.pack("<H", len(link_path) // 2) + link_path
     put(TCPIP, 1, 4, "Physical Link Object", USINT, _octets(link))
     put(TCPIP, 1, 5, "Interface Configuration", USINT, _octets(interface), settable=True)
-    put(TCPIP, 1, 6, "Host Name", USINT, _octets(_cip_string_padded(str(net["host_name"]))), settable=True)
+    host = tcpip.encode_host_name(str(net["host_name"]))
+    put(TCPIP, 1, 6, "Host Name", USINT, _octets(host), settable=True)
     put(TCPIP, 0, 1, "Revision", UINT, 4)
 
     put(ETHERNET_LINK, 1, 1, "Interface Speed", UDINT, int(net["interface_speed"]))

@@ -7,12 +7,11 @@ extended status a Logix controller gives.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 from cpppo.enip.codec import CodecError, logix
-from cpppo.enip.codec.cip import ServiceError, Status
+from cpppo.enip.codec.cip import GetAttributeList, ServiceError, Status, encode_attribute_list_reply
 from cpppo.enip.codec.epath import Logical, Segment, Symbolic
 from cpppo.enip.codec.types import (
     BY_CODE,
@@ -407,9 +406,8 @@ def get_instance_attribute_list(device: Device, first: int, data: bytes, room: i
 def read_template(data: bytes, room: int, template: bytes = STRING_TEMPLATE) -> tuple[int, bytes]:
     """Read Tag (0x4C) at @0x6C/<instance>: offset (UDINT), byte count (UINT) of the template
     (the STRING's, or a structure's ``StructType.template_bytes``)."""
-    if len(data) != 6:
-        raise ServiceError(Status.NOT_ENOUGH_DATA if len(data) < 6 else Status.TOO_MUCH_DATA)
-    offset, count = struct.unpack("<IH", data)
+    request = logix.ReadTemplate.decode(data)
+    offset, count = request.offset, request.count
     if offset >= len(template):
         raise out_of_range()
     end = min(offset + count, offset + room, len(template))
@@ -475,17 +473,10 @@ def get_attributes_all(device: Device, path: tuple[Segment, ...]) -> bytes:
 
 def get_attribute_list(device: Device, path: tuple[Segment, ...], data: bytes) -> bytes:
     cls_id, inst, _ = _object(device, path, False)
-    if len(data) < 2:
-        raise ServiceError(Status.NOT_ENOUGH_DATA)
-    count = struct.unpack_from("<H", data)[0]
-    if len(data) != 2 + 2 * count:
-        raise ServiceError(Status.NOT_ENOUGH_DATA if len(data) < 2 + 2 * count else Status.TOO_MUCH_DATA)
-    out = bytearray(struct.pack("<H", count))
     attrs = device.objects[(cls_id, inst)]
-    for attr_id in struct.unpack_from(f"<{count}H", data, 2):
+    answers = []
+    for attr_id in GetAttributeList.decode(data).attributes:
         attribute = attrs.get(attr_id)
-        if attribute is None:
-            out += struct.pack("<HH", attr_id, Status.ATTRIBUTE_NOT_SUPPORTED)
-        else:
-            out += struct.pack("<HH", attr_id, 0) + _encode_attribute(attribute)
-    return bytes(out)
+        answers.append((attr_id, Status.ATTRIBUTE_NOT_SUPPORTED, b"") if attribute is None
+                       else (attr_id, 0, _encode_attribute(attribute)))
+    return encode_attribute_list_reply(answers)

@@ -27,12 +27,12 @@ import copy
 import dataclasses
 import functools
 import re
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cpppo.enip.codec.cip import ServiceError, Status
+from cpppo.enip.codec.logix import encode_template, template_words
 from cpppo.enip.codec.types import BOOL, DWORD, LOGIX_STRING, STRING_HANDLE, STRUCT, TYPES, CIPType
 from cpppo.enip.device.attribute import Attribute, parse_access
 
@@ -111,7 +111,7 @@ class StructType(CIPType):
     @property
     def template_words(self) -> int:
         """The object definition size (attribute 4), in 32-bit words."""
-        return (len(self.template_bytes) + 23) // 4
+        return template_words(self.template_bytes)
 
     def default(self) -> Any:
         blank, fresh = self._blank
@@ -235,10 +235,8 @@ def layout(name: str, fields: Sequence[tuple[Any, ...]], template: int) -> Struc
     # its access (3: read/write; 0: internal, the hidden BOOL hosts and External Access None
     # members; a Read Only member is listed 3, the value Logix uses for it being unconfirmed)
     scopes = b"".join(b"\x04\x04" if m.host or m.access == "none" else b"\x04\x07" for m in members)
-    raw = b"".join(struct.pack("<HHI", (m.length or (m.bit or 0)) & 0xFFFF, m.type_word, m.offset)
-                   for m in members) + f"{name};n".encode("ascii") + scopes + b"\0" + names
-    words = (len(raw) + 23 + 3) // 4
-    raw = raw.ljust((words * 4 - 23 + 3) // 4 * 4, b"\0")
+    raw = encode_template([(m.length or (m.bit or 0), m.type_word, m.offset) for m in members],
+                          f"{name};n".encode("ascii") + scopes + b"\0" + names)
     handle = binascii.crc_hqx(raw[:len(members) * 8] + names, 0)
     return StructType(name, STRUCT, size, handle, members=tuple(members), template=template,
                       alignment=alignment, template_bytes=raw)

@@ -22,7 +22,6 @@ import errno
 import logging
 import random
 import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +40,7 @@ __all__ = ["ServerHandle", "Settings", "serve"]
 log = logging.getLogger(__name__)
 limited = RateLimitedLog(log)
 
-_HEADER = struct.Struct("<HHII8sI")
+_HEADER = encapsulation.HEADER
 _LIST_COMMANDS = (Command.LIST_IDENTITY, Command.LIST_SERVICES, Command.LIST_INTERFACES, Command.LEGACY)
 
 

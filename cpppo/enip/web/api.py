@@ -241,13 +241,8 @@ class _TagEntity(_Entity):
 
     def _value(self, text: str) -> Any:
         ctype = self.tag.attribute.parser
-        fmt = getattr(ctype, "fmt", None)
         try:
-            if fmt == "?":
-                return ctype.coerce(parse_bool(text))
-            if fmt is None:
-                return ctype.coerce(text)
-            return ctype.coerce(float(text) if fmt in "fd" else int(text, 0))
+            return ctype.parse(text)
         except ValueError as exc:
             raise APIError(400, f"{text!r} is not a {ctype.name} value: {exc}") from None
 

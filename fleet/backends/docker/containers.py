@@ -95,14 +95,18 @@ def device_config(plan: Plan, spec: ContainerSpec, image: str, labels: dict[str,
 
 def poller_config(plan: Plan, nets: list[NetworkSpec], state_root: Path, image: str,
                   labels: dict[str, str]) -> dict[str, Any]:
-    """The same for the health poller's container."""
+    """The same for the health poller's container (given ``up``'s $CPPPO_FLEET_TOKEN, the fleet
+    page's write token, when it is set)."""
+    from fleet.web.app import TOKEN_VARIABLE
+
+    env = {TOKEN_VARIABLE: os.environ[TOKEN_VARIABLE]} if os.environ.get(TOKEN_VARIABLE) else {}
     host = dict(
         restart_policy={"Name": "unless-stopped"}, mem_limit=POLLER_MEMORY, memswap_limit=POLLER_MEMORY,
         read_only=True, tmpfs={"/tmp": "size=8m"}, cap_drop=["ALL"], security_opt=["no-new-privileges"],
         binds={str(state_root): {"bind": STATE_MOUNT, "mode": "rw"}},
         log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "2"}})
     return dict(image=image, name=f"{plan.fleet.name}-{HEALTH_PROGRAM}", hostname=HEALTH_PROGRAM,
-                entrypoint=["python", "-m", "fleet.health", STATE_MOUNT], environment={},
+                entrypoint=["python", "-m", "fleet.health", STATE_MOUNT], environment=env,
                 labels={**labels, f"{LABEL}.role": HEALTH_PROGRAM},
                 user=f"{os.getuid()}:{os.getgid()}",  # its files in the state folder stay the user's
                 healthcheck={"test": ["NONE"]}, host_config=host,
