@@ -1,8 +1,9 @@
 """Health polling: every device, every interval, with bounded concurrency.
 
-ENIP devices answer a List Identity (which must match the plan's identity) and a tag read;
-Modbus devices a register read.  Connections are kept open from one sweep to the next (a
-dropped one is reopened on the next sweep), so a steady fleet costs a few requests per device
+ENIP devices answer a List Identity when the connection opens (which must match the plan's
+identity at every poll) and a tag read at every poll; Modbus devices a register read.
+Connections are kept open from one sweep to the next, through timed-out polls too (a dropped
+or refused one is reopened on the next sweep), so a steady fleet costs one request per device
 per interval.  Results go to the state folder's SQLite store (``fleet.store``).
 
 Run as ``python -m fleet.health [--shard K/N] <state-dir>``: the process backend supervises it
@@ -63,23 +64,52 @@ class Poller:
         self.persistent = persistent
         self.control = control  # the fleet's control folder: a client that asks the worker is told it
         self.clients: dict[str, Any] = {}
+        self.opening: dict[str, asyncio.Task] = {}  # connections being set up, across polls
 
     async def _client(self, device: PlannedDevice) -> Any:
+        """The device's open client.  Setting one up (an ENIP connect, Register Session and
+        List Identity) goes on past the poll's timeout, each step within the client's own: the next poll
+        waits for the same setup instead of starting over, so a device whose setup takes
+        longer than one poll's timeout (a starved machine) is connected all the same."""
         client = self.clients.get(device.name)
-        if client is None:
+        if client is not None:
+            if getattr(client, "connected", True):
+                return client
+            await self._drop(device.name)  # closed by the device while idle: a new one, this poll
+        opening = self.opening.get(device.name)
+        if opening is None:
             client = KINDS[device.kind].client(device.host, device.port, device.options, self.timeout)
             if hasattr(client, "locate"):  # its health is its worker's report (fleet.rtu.PortReport)
                 client.locate(self.control, device.worker)
-            try:
-                await client.__aenter__()
-            except BaseException:  # connected but not set up (a timeout, say): close it, or its socket
-                with contextlib.suppress(Exception, asyncio.CancelledError):  # stays open until collected
-                    await client.__aexit__(None, None, None)
-                raise
-            self.clients[device.name] = client
+            opening = self.opening[device.name] = asyncio.ensure_future(_open(client, KINDS[device.kind]))
+            opening.add_done_callback(_retrieved)
+        try:
+            client = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            if opening.cancelled():
+                self.opening.pop(device.name, None)
+            raise  # the poll's time is up; the setup goes on for the next poll
+        except BaseException:
+            self.opening.pop(device.name, None)
+            raise
+        self.opening.pop(device.name, None)
+        self.clients[device.name] = client
         return client
 
+    def _usable(self, name: str) -> bool:
+        """Whether the device's client is still connected (or still being set up) after a poll
+        timed out: it is kept (a late reply is skipped), so a slow poll costs no reconnect.  On
+        a starved machine (a fair share of a few percent of a core each) dropping it made the
+        next poll pay a connect, a Register Session and a List Identity more, four round trips
+        in one timeout, so timeouts bred timeouts (issue 20)."""
+        opening = self.opening.get(name)
+        return (opening is not None and not opening.done()) or bool(
+            getattr(self.clients.get(name), "connected", False))
+
     async def _drop(self, name: str) -> None:
+        opening = self.opening.pop(name, None)
+        if opening is not None:
+            opening.cancel()
         client = self.clients.pop(name, None)
         if client is not None:
             with contextlib.suppress(Exception):
@@ -96,7 +126,8 @@ class Poller:
             async with asyncio.timeout(self.timeout):
                 await self._check(device)
         except Exception as exc:
-            await self._drop(device.name)
+            if not (isinstance(exc, TimeoutError) and self._usable(device.name)):
+                await self._drop(device.name)
             return HealthResult(device.name, False, None, describe(exc, self.timeout), time.time())
         if not self.persistent:
             await self._drop(device.name)
@@ -137,7 +168,28 @@ class Poller:
         return [results[d.name] for d in devices]
 
     async def close(self) -> None:
-        await asyncio.gather(*(self._drop(name) for name in list(self.clients)))
+        opening = list(self.opening.values())
+        await asyncio.gather(*(self._drop(name) for name in {*self.clients, *self.opening}))
+        await asyncio.gather(*opening, return_exceptions=True)  # cancelled: their sockets closed
+
+
+async def _open(client: Any, kind: Any) -> Any:
+    """Connect ``client`` and ask what its ``kind`` asks once a connection (each step within
+    the client's own timeout); closed again if that fails."""
+    try:
+        await client.__aenter__()
+        await kind.opened(client)
+    except BaseException:  # connected but not set up (a timeout, say): close it, or its socket
+        with contextlib.suppress(Exception, asyncio.CancelledError):  # stays open until collected
+            await client.__aexit__(None, None, None)
+        raise
+    return client
+
+
+def _retrieved(task: asyncio.Task) -> None:
+    """A setup nobody waits for any more (its device no longer polled) fails quietly."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def sweep_once(devices: Iterable[PlannedDevice], timeout: float,

@@ -147,6 +147,197 @@ def test_up_waits_on_the_pollers_results_since_it_asked(tmp_path: Path) -> None:
                                                      "pump1": "cannot serve at x: taken"}
 
 
+def mixed_plan(port: int, count: int) -> Plan:
+    return expand(parse(mixed_plan_text(port, count)))
+
+
+def mixed_plan_text(port: int, count: int) -> str:
+    return f"""
+[fleet]
+name = "slow"
+address_pool = "127.77.{OCTET}.0/24"
+[[device]]
+kind = "enip"
+count = {count}
+name = "plc{{n}}"
+port = {port}
+tags = ["SCADA=INT[10]"]
+identity = {{ product_name = "L61 {{n}}", serial_number = "0x20{{n:02}}" }}
+[[device]]
+kind = "modbus"
+count = {count}
+name = "mb{{n}}"
+port = {port}
+registers = ["40001-40010=7"]
+"""
+
+
+def test_a_timed_out_poll_keeps_its_connection_and_the_late_reply_is_skipped(monkeypatch) -> None:
+    """Issue 20: on a starved machine a slow device must not cost a reconnect (connect,
+    Register Session, List Identity: 4 round trips and three times the CPU of a poll), or
+    timeouts breed timeouts.  Every device answers late (latency fault beyond the timeout):
+    the polls time out but keep their connections; once the devices are quick again the next
+    polls skip the late replies and succeed on the same connections, and an ENIP device's
+    identity is asked once a connection."""
+    from cpppo.enip.client.aclient import AsyncClient
+    from cpppo.faults import parse_fault
+
+    asked = []
+    list_identity = AsyncClient.list_identity
+
+    async def counted(self, *args, **kwargs):
+        asked.append(self.host)
+        return await list_identity(self, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncClient, "list_identity", counted)
+    port = free_port(f"127.77.{OCTET}.1")
+    plan = mixed_plan(port, 8)
+    names = [d.name for d in plan.devices]
+
+    async def scenario() -> tuple[list, list, list, dict, dict, list[int]]:
+        worker = Worker("w000", list(plan.devices))
+        assert await worker.start_pending() == []
+        poller = Poller(timeout=0.3, concurrency=len(names))
+        try:
+            first = await poller.sweep(plan.devices)
+            clients = dict(poller.clients)
+            connections = [len(worker.pool)]
+            for name in names:
+                worker.faults[name].set(parse_fault("latency", "900ms"))
+            slow = await poller.sweep(plan.devices)
+            kept = {n: c for n, c in poller.clients.items() if c.connected}
+            connections.append(len(worker.pool))
+            for name in names:
+                worker.faults[name].clear()
+            await asyncio.sleep(1.0)  # the late replies are in the clients' buffers now
+            again = await poller.sweep(plan.devices)
+            connections.append(len(worker.pool))
+            assert all(poller.clients[n] is clients[n] for n in names)
+        finally:
+            await poller.close()
+            await worker.close()
+        return first, slow, again, clients, kept, connections
+
+    first, slow, again, clients, kept, connections = asyncio.run(scenario())
+    assert [r.ok for r in first] == [True] * len(names), first
+    assert not any(r.ok for r in slow) and all("within 0.3 s" in r.error for r in slow), slow
+    assert kept.keys() == clients.keys() and all(kept[n] is clients[n] for n in names)
+    assert [r.ok for r in again] == [True] * len(names), again
+    assert connections == [len(names)] * 3  # no device was connected to twice
+    assert sorted(asked) == sorted(d.host for d in plan.devices if d.kind == "enip")  # once each
+
+
+def test_a_reply_cut_off_halfway_closes_the_enip_connection() -> None:
+    """A request timed out after its reply's header but before its body leaves the stream out
+    of step: that connection is closed, not kept."""
+    from cpppo.enip.client.aclient import AsyncClient, ENIPTimeout
+    from cpppo.enip.codec import encapsulation
+
+    async def scenario() -> tuple[bool, bool]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readexactly(encapsulation.HEADER_SIZE)
+            body = await reader.readexactly(encapsulation.peek_length(head))
+            _, header, data = encapsulation.decode(head + body)
+            writer.write(encapsulation.encode(header.command, data, session=7, context=header.context))
+            head = await reader.readexactly(encapsulation.HEADER_SIZE)  # List Identity: half a reply
+            _, header, _ = encapsulation.decode(head)
+            writer.write(encapsulation.encode(header.command, b"\0" * 40, context=header.context)[:30])
+            await reader.read()  # until the client goes
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            client = AsyncClient("127.0.0.1", port, timeout=0.3)
+            await client.connect()
+            registered = client.connected
+            with pytest.raises(ENIPTimeout):
+                await client.list_identity()
+            return registered, client.connected
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(scenario()) == (True, False)
+
+
+def test_a_connection_slower_to_set_up_than_a_poll_is_connected_across_polls() -> None:
+    """Issue 20: every reply 0.9 s late, polls of 1.5 s: an ENIP setup (Register Session, List
+    Identity) takes 1.8 s, longer than a poll; it goes on past the timed-out poll, and the next
+    poll, one read of 0.9 s, succeeds.  Before, every poll started the setup over and the
+    device was never seen healthy however often it was polled."""
+    from cpppo.faults import parse_fault
+
+    port = free_port(f"127.77.{OCTET}.1")
+    plan = mixed_plan(port, 2)
+    devices = [d for d in plan.devices if d.kind == "enip"]
+
+    async def scenario() -> tuple[list[list[bool]], int]:
+        worker = Worker("w000", devices)
+        assert await worker.start_pending() == []
+        for device in devices:
+            worker.faults[device.name].set(parse_fault("latency", "900ms"))
+        poller = Poller(timeout=1.5, concurrency=len(devices))
+        sweeps = []
+        try:
+            for _ in range(4):
+                sweeps.append([r.ok for r in await poller.sweep(devices)])
+                if all(sweeps[-1]):
+                    break
+            connections = len(worker.pool)
+        finally:
+            await poller.close()
+            await worker.close()
+        return sweeps, connections
+
+    sweeps, connections = asyncio.run(scenario())
+    assert sweeps[0] == [False, False] and sweeps[-1] == [True, True], sweeps
+    assert connections == len(devices)
+
+
+def test_a_connection_the_device_closed_while_idle_is_replaced_within_the_poll() -> None:
+    """A device that closes silent connections sooner than the next poll (its idle_timeout)
+    is polled on a new connection, not reported down on the closed one."""
+    port = free_port(f"127.77.{OCTET}.1")
+    plan = expand(parse(mixed_plan_text(port, 2).replace('tags = ["SCADA=INT[10]"]',
+                                                         'tags = ["SCADA=INT[10]"]\nidle_timeout = 0.3')
+                        .replace('registers = ["40001-40010=7"]',
+                                 'registers = ["40001-40010=7"]\nidle_timeout = 0.3')))
+
+    async def scenario() -> tuple[list[bool], list[bool], bool]:
+        worker = Worker("w000", list(plan.devices))
+        assert await worker.start_pending() == []
+        poller = Poller(timeout=2.0, concurrency=8)
+        try:
+            first = [r.ok for r in await poller.sweep(plan.devices)]
+            clients = dict(poller.clients)
+            await asyncio.sleep(1.0)  # every device closes its idle connection meanwhile
+            closed = not any(c.connected for c in clients.values())
+            second = [r.ok for r in await poller.sweep(plan.devices)]
+        finally:
+            await poller.close()
+            await worker.close()
+        return first, second, closed
+
+    first, second, closed = asyncio.run(scenario())
+    assert closed and first == second == [True] * len(plan.devices), (first, second, closed)
+
+
+def test_a_big_fleets_devices_keep_idle_connections_past_the_health_interval() -> None:
+    """The default interval grows with the fleet (200 s at 100,000 devices), past the ENIP
+    server's 120 s idle timeout: unset, a device's idle_timeout outlasts 3 intervals."""
+    from fleet.config import IDLE_INTERVALS
+
+    def idle(count: int, extra: str = "", fleet: str = "") -> list:
+        text = mixed_plan_text(44818, count).replace("[[device]]", f"{extra}\n[[device]]", 1)
+        text = text.replace("[fleet]", f"[fleet]\n{fleet}").replace('/24"', '/8"')
+        return [g.options.idle_timeout for g in parse(text).groups]
+
+    assert idle(10) == [None, None]  # 5 s: the servers' defaults (120 s, 600 s) do
+    assert idle(15_000) == [IDLE_INTERVALS * 60.0 + 2.0, None]  # 30,000 devices, 60 s: past ENIP's 120 s
+    assert idle(10, fleet="health_interval = 250") == [752.0, 752.0]
+    assert idle(30_000, fleet="health_interval = 30")[0] is None
+
+
 def test_a_sweep_spreads_polls_at_each_devices_stable_offset() -> None:
     """With ``spread``, each device's poll starts no earlier than its own offset (a hash of its
     name) into the sweep, so polls go in offset order and do not queue behind each other; the

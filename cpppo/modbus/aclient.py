@@ -145,6 +145,14 @@ class AsyncModbusClient(RequestMethods):
             raise ModbusConnectionError(f"cannot connect to {self.host}:{self.port}: "
                                         f"{exc.strerror or exc}") from None
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is open: a request that timed out leaves it so (a late reply
+        is matched to no request and skipped)."""
+        protocol = self._protocol
+        return (protocol is not None and protocol.lost is None and protocol.transport is not None
+                and not protocol.transport.is_closing())
+
     async def close(self) -> None:
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:

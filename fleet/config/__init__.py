@@ -36,6 +36,7 @@ from pathlib import Path
 from fleet.config.devices import MAX_DEVICES, DeviceGroup, identity_value, identity_values, read_group
 from fleet.config.pools import DOCKER_BRIDGE_BLOCK, bridge_pool, pool_addresses
 from fleet.config.settings import NAME_OK, FleetSettings, default_interval, read_fleet
+from fleet.kinds import KINDS
 from fleet.table import ConfigError
 
 __all__ = ["DOCKER_BRIDGE_BLOCK", "MAX_DEVICES", "NAME_OK", "ConfigError", "DeviceGroup", "FleetConfig",
@@ -100,6 +101,7 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
                           f"the fleet would have {total[-1]} devices; at most {MAX_DEVICES} are supported")
     if "health_interval" not in fleet_table:  # the default grows with the fleet
         fleet = replace(fleet, health_interval=default_interval(total[-1]))
+    groups = tuple(kept_alive(g, fleet) for g in groups)
     return FleetConfig(source=Path(source), fleet=fleet, groups=groups, faults=read_faults(src, data),
                        digest=plan_digest(text), multihost=is_multihost_data(data))
 
@@ -109,6 +111,23 @@ def is_multihost_data(data: dict) -> bool:
     fleet = data.get("fleet")
     vagrant = isinstance(fleet, dict) and fleet.get("backend") == "vagrant"
     return "host" in data or "hosts" in data or vagrant
+
+
+IDLE_INTERVALS = 3  # health intervals a device's connections may stay silent, at least (unset idle_timeout)
+
+
+def kept_alive(group: DeviceGroup, fleet: FleetSettings) -> DeviceGroup:
+    """``group`` with its ``idle_timeout``, when unset, raised to outlast IDLE_INTERVALS health
+    intervals (plus a timeout) if the kind's server would close a connection sooner: the
+    health poller's connection to a device is silent for an interval between polls, and an ENIP
+    server closes connections silent for 120 s, so at 100,000 devices (a 200 s interval) every
+    other poll met a closed connection and the next paid a reconnect (issue 20)."""
+    options = group.options
+    default = KINDS[group.kind].idle_default()
+    if default is None or options is None or getattr(options, "idle_timeout", 0) is not None:
+        return group
+    need = IDLE_INTERVALS * fleet.health_interval + fleet.health_timeout
+    return group if need <= default else replace(group, options=replace(options, idle_timeout=need))
 
 
 def plan_digest(text: str) -> str:
@@ -121,7 +140,7 @@ def plan_digest(text: str) -> str:
     return hashlib.sha1(f"{__version__}\0{PLAN_FORMAT}\0{text}".encode()).hexdigest()[:20]
 
 
-PLAN_FORMAT = 2  # bump when expanding the same text would give another plan
+PLAN_FORMAT = 3  # bump when expanding the same text would give another plan
 
 
 def read_faults(src: str, data: dict) -> tuple:

@@ -84,6 +84,16 @@ class Kind(ABC):
     def client(self, host: str, port: int, options: Any, timeout: float) -> Any:
         """An (unopened) asyncio client of a device, for the health poller."""
 
+    def idle_default(self) -> float | None:
+        """Seconds the kind's server lets a connection stay silent when ``idle_timeout`` is
+        unset (None: forever)."""
+        return None
+
+    async def opened(self, client: Any) -> None:
+        """What the health poller asks once a connection, as it opens (ENIP: the identity);
+        part of the connection's setup, which may outlast one poll's timeout."""
+        return None
+
     @abstractmethod
     async def check(self, client: Any, options: Any, identity: Mapping[str, Any]) -> None:
         """One health check through an open ``client``; raises when the device is not well."""

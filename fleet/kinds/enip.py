@@ -217,8 +217,18 @@ class EnipKind(Kind):
 
         return AsyncClient(host, port, timeout=timeout, **enip_route(options))
 
+    def idle_default(self) -> float | None:
+        from cpppo.enip.server.transport import Settings
+
+        return Settings.idle_timeout
+
+    async def opened(self, client: Any) -> None:
+        await client.list_identity()  # kept as client.identity while the connection lasts
+
     async def check(self, client: Any, options: EnipOptions, identity: Mapping[str, Any]) -> None:
-        ident = await client.list_identity()
+        # the identity answered on this connection: another device at the address means another
+        # connection (a restarted worker drops its connections), so one List Identity a connection
+        ident = client.identity if client.identity is not None else await client.list_identity()
         for key in CHECKED_IDENTITY:
             want = identity.get(key)
             if want is not None and ident.get(key) != want:

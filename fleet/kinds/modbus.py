@@ -88,6 +88,11 @@ class ModbusKind(Kind):
             settings["idle_timeout"] = settings["idle_timeout"] or None  # 0: never
         return ServerSettings(**settings)
 
+    def idle_default(self) -> float | None:
+        from cpppo.modbus.server import ServerSettings
+
+        return ServerSettings.idle_timeout
+
     def client(self, host: str, port: int, options: ModbusOptions, timeout: float) -> Any:
         from cpppo.modbus.aclient import AsyncModbusClient
 

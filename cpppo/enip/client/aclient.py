@@ -12,6 +12,9 @@ client per device and run them
 concurrently.  Every call takes ``timeout=`` (default: the client's); a timeout raises
 ``ENIPTimeout`` (a ``TimeoutError``), an error status ``ENIPStatusError``, a refused or
 dropped connection ``ENIPConnectionError`` -- all ``ENIPError``, each with a one-line message.
+A timed-out (or cancelled) request leaves the connection open and usable (``connected``): a
+late reply is recognised by its sender context and skipped, so a slow device costs no
+reconnect; only a reply cut off halfway through its frame closes the connection.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class AsyncClient:
         self._lock = asyncio.Lock()
         self._context = 0
         self.string_type: int | None = None  # how the device took a STRING write: 0x02A0 or 0xD0
+        self.identity: dotdict | None = None  # the last List Identity answered on this connection
 
     def __repr__(self) -> str:
         return f"<AsyncClient {self.host}:{self.port} session {self.session}>"
@@ -79,15 +83,34 @@ class AsyncClient:
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise ENIPConnectionError(f"Connect to {self.host}:{self.port} failed: {reason}") from exc
-        header, _ = await self._transact(Command.REGISTER_SESSION, encapsulation.register_session_data(),
-                                         timeout=limit, what="Register Session")
+        try:
+            header, _ = await self._transact(Command.REGISTER_SESSION, encapsulation.register_session_data(),
+                                             timeout=limit, what="Register Session")
+        except BaseException:  # timed out or cancelled: connected, but without a session
+            self._abort()
+            raise
         if header.status:
             await self.close()
             raise ENIPStatusError(f"Register Session failed with status 0x{header.status:02x}", header.status)
         self.session = header.session
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is open (requests may be sent on it): not closed here, nor
+        by the device (its idle timeout, say) with nothing left to read."""
+        return (self._writer is not None and not self._writer.is_closing()
+                and not (self._reader is not None and self._reader.at_eof()))
+
+    def _abort(self) -> None:
+        """Drop the connection now (no await: usable while being cancelled)."""
+        writer, self._writer, self._reader = self._writer, None, None
+        self.identity = None
+        if writer is not None:
+            writer.transport.abort()
+
     async def close(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
+        self.identity = None
         if writer is not None:
             writer.close()
             try:
@@ -102,21 +125,29 @@ class AsyncClient:
         async with self._lock:
             self._context += 1
             context = encapsulation.sender_context(self._context)
+            halfway = False  # a header read, its body not yet: a stop now leaves the stream out of step
             try:
                 async with asyncio.timeout(timeout):
                     self._writer.write(encapsulation.encode(command, payload, session=self.session,
                                                             context=context))
                     await self._writer.drain()
-                    while True:
+                    while True:  # replies to earlier, timed-out requests carry their own context
                         head = await self._reader.readexactly(encapsulation.HEADER_SIZE)
+                        halfway = True
                         body = await self._reader.readexactly(encapsulation.peek_length(head))
+                        halfway = False
                         _, header, data = encapsulation.decode(head + body)
                         if header.context == context:
                             return header, data
             except TimeoutError:
-                await self.close()
+                if halfway:
+                    self._abort()
                 raise ENIPTimeout(f"{what}: no response from {self.host}:{self.port} within {timeout}s") \
                     from None
+            except asyncio.CancelledError:  # the caller's own timeout: the connection stays, if in step
+                if halfway:
+                    self._abort()
+                raise
             except asyncio.IncompleteReadError:
                 await self.close()
                 raise ENIPConnectionError(f"{what}: connection closed by {self.host}:{self.port}") from None
@@ -153,6 +184,7 @@ class AsyncClient:
         if ident is None:
             raise ENIPStatusError(f"List Identity: no identity in the reply (status 0x{header.status:02x})",
                                   header.status)
+        self.identity = ident
         return ident
 
     async def read(self, tag: str, timeout: Any = _UNSET) -> Any:
