@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
+from prometheus_client import disable_created_metrics
 
-from fleet.metrics import FleetCollector, new_latency_histogram, scrape_workers, worker_urls, write_file_sd
+from fleet.metrics import FleetCollector, Latencies, scrape_workers, worker_urls, write_file_sd
 from fleet.plan import Plan
 from fleet.web.view import FleetView
 
@@ -61,8 +61,8 @@ class FleetWeb:
         with contextlib.suppress(sqlite3.Error, StoreError):
             self.view.set_store(store.starts(), store.serve_errors())
         with contextlib.suppress(OSError, ValueError):
-            self.view.faults = {name: [fault.describe()]
-                                for name, fault in active(control_dir(self.state_dir)).items()}
+            self.view.set_faults({name: [fault.describe()]
+                                  for name, fault in active(control_dir(self.state_dir)).items()})
 
     def follow(self, plan: Plan) -> None:
         """A new plan: the view and file_sd follow it."""
@@ -92,15 +92,9 @@ async def start_web(plan: Plan, state_dir: Path, period: float = 1.0) -> FleetWe
     from fleet.web.app import make_app
 
     disable_created_metrics()  # no *_created series: one poller process, its start is no news
-    registry = CollectorRegistry()
-    view = FleetView(plan, new_latency_histogram(registry))
+    view = FleetView(plan, Latencies())
     collector = FleetCollector(view)
-    registry.register(collector)
-
-    async def metrics() -> bytes:
-        """Never waits on a worker (their figures are kept fresh below); rendered in a thread,
-        so that a large fleet's text (~1.5 kB a device) does not hold up the polls."""
-        return await asyncio.to_thread(generate_latest, registry)
+    exposition = Exposition(collector.render, view, plan.fleet.health_interval)
 
     async def scrape_forever() -> None:
         """The workers' /metrics every health interval (a hung worker costs one timeout here,
@@ -116,7 +110,7 @@ async def start_web(plan: Plan, state_dir: Path, period: float = 1.0) -> FleetWe
 
     from fleet.control import control_dir
 
-    app = make_app(view, token=fleet_token(state_dir), metrics=metrics, period=period,
+    app = make_app(view, token=fleet_token(state_dir), metrics=exposition.get, period=period,
                    timeout=plan.fleet.health_timeout, control=control_dir(state_dir))
     host, port = web_address(plan)
     runner, bound, port = await start_site(app, host, port, "the fleet page")
@@ -127,6 +121,48 @@ async def start_web(plan: Plan, state_dir: Path, period: float = 1.0) -> FleetWe
     web.follow(plan)
     log.info("fleet page on %s, metrics on %smetrics", url, url)
     return web
+
+
+class Exposition:
+    """The fleet's /metrics body, never waiting on a worker (their figures are kept fresh by
+    ``scrape_forever``), rendered in a thread (the polls go on meanwhile: the render reads the
+    view without a lock) and shared: scrapers arriving during a render wait for that one, and
+    its bytes (gzipped once, for those that ask) serve every scrape until a device changes
+    state (up, down, restarted, faulted; :attr:`FleetView.changes`) or ``max_age`` seconds (a
+    health interval: timestamps and latency counts lag by at most that) have passed."""
+
+    def __init__(self, render: Any, view: FleetView, max_age: float) -> None:
+        self.render, self.view, self.max_age = render, view, max_age
+        self.body, self.changes, self.at = b"", -1, float("-inf")
+        self.rendering: asyncio.Future[None] | None = None
+        self.gzipped: asyncio.Future[bytes] | None = None
+        self.renders = 0
+
+    def fresh(self) -> bool:
+        age = asyncio.get_running_loop().time() - self.at
+        return self.changes == self.view.changes and age < self.max_age
+
+    async def get(self, gzipped: bool = False) -> bytes:
+        if not self.fresh():
+            if self.rendering is None:
+                self.rendering = asyncio.ensure_future(self._render())
+            await asyncio.shield(self.rendering)
+        if not gzipped:
+            return self.body
+        if self.gzipped is None:
+            import gzip
+
+            self.gzipped = asyncio.ensure_future(asyncio.to_thread(gzip.compress, self.body, 1))
+        return await asyncio.shield(self.gzipped)
+
+    async def _render(self) -> None:
+        try:
+            changes, at = self.view.changes, asyncio.get_running_loop().time()
+            body = await asyncio.to_thread(self.render)
+            self.body, self.changes, self.at, self.gzipped = body, changes, at, None
+            self.renders += 1
+        finally:
+            self.rendering = None
 
 
 def record_web(state_dir: Path, record: dict[str, str | None]) -> None:
