@@ -12,8 +12,8 @@ import threading
 from typing import Any
 
 import aiohttp
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from fleet.metrics import LATENCY_BUCKETS, LATENCY_HELP, FleetCollector, Latencies, WorkerCollector
@@ -22,6 +22,7 @@ from fleet.web.app import accepts_gzip, make_app
 from fleet.web.serve import Exposition
 from fleet.web.view import STATES, FleetView
 from tests.test_web_fleet import synthetic_view
+from tests.web_support import client_exposition
 
 WORKER_TEXT = generate_latest(CollectorRegistry()).decode()  # an empty worker: no families
 
@@ -49,6 +50,7 @@ def families(body: bytes) -> dict[str, Any]:
     return {f.name: f for f in text_string_to_metric_families(body.decode())}
 
 
+@pytest.mark.slow
 def test_a_scrape_of_20000_devices_is_well_formed() -> None:
     view, expected, observed = fed(20_000)
     odd = next(iter(observed))  # a name to escape: quote, backslash, newline
@@ -97,8 +99,9 @@ def test_a_scrape_of_20000_devices_is_well_formed() -> None:
 
 
 def test_the_text_says_what_prometheus_client_says() -> None:
-    """prometheus-client's families of the same view, rendered by its generate_latest, parse
-    to the very same families (names, types, help, samples) as ours."""
+    """prometheus-client's families of the same view, rendered by its generate_latest
+    (:func:`tests.web_support.client_exposition`), parse to the very same families (names,
+    types, help, samples) as ours."""
     view, _expected, _observed = fed(60)
     view.restarts = {view.plan.devices[0].worker: 2}
     view.faults = {view.plan.devices[1].name: ["drop 0.5"]}
@@ -108,41 +111,7 @@ def test_the_text_says_what_prometheus_client_says() -> None:
     collector.set_workers({"w000": generate_latest(worker).decode()})
     ours = families(collector.render())
 
-    class Theirs:
-        def collect(self) -> Any:
-            rows = view.rows()
-            up = GaugeMetricFamily("cpppo_fleet_device_up", "1 if the device's last health poll succeeded",
-                                   labels=["device", "kind", "address"])
-            latency = HistogramMetricFamily("cpppo_fleet_device_poll_latency_seconds", LATENCY_HELP,
-                                            labels=["device"])
-            checked = GaugeMetricFamily("cpppo_fleet_device_last_check_timestamp_seconds",
-                                        "When the device's last health poll ended", labels=["device"])
-            restarts = CounterMetricFamily("cpppo_fleet_device_restarts", "Restarts of the device's worker "
-                                           "since the fleet came up", labels=["device"])
-            faults = GaugeMetricFamily("cpppo_fleet_device_faults_active", "Injected faults in force",
-                                       labels=["device"])
-            states = GaugeMetricFamily("cpppo_fleet_devices", "Devices by state", labels=["state"])
-            for r in rows:
-                up.add_metric([r["name"], r["kind"], r["address"]], float(r["state"] == "healthy"))
-                if r["name"] in view.histogram.counts:
-                    cumulative, total = [], 0
-                    bounds = [*map(str, LATENCY_BUCKETS), "+Inf"]
-                    for bound, n in zip(bounds, view.histogram.counts[r["name"]], strict=True):
-                        total += n
-                        cumulative.append((bound, total))
-                    latency.add_metric([r["name"]], cumulative, view.histogram.sums[r["name"]])
-                if r["checked"] is not None:
-                    checked.add_metric([r["name"]], r["checked"])
-                restarts.add_metric([r["name"]], r["restarts"])
-                faults.add_metric([r["name"]], len(r["faults"]))
-            for state in STATES:
-                states.add_metric([state], sum(r["state"] == state for r in rows))
-            yield from (up, latency, checked, restarts, faults, states)
-            yield from collector.collect()
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(Theirs())  # type: ignore[arg-type]
-    theirs = families(generate_latest(registry))
+    theirs = families(client_exposition(view, collector))
     assert ours.keys() == theirs.keys()
     for name, family in theirs.items():
         assert (ours[name].type, ours[name].documentation) == (family.type, family.documentation), name

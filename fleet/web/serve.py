@@ -94,7 +94,7 @@ async def start_web(plan: Plan, state_dir: Path, period: float = 1.0) -> FleetWe
     disable_created_metrics()  # no *_created series: one poller process, its start is no news
     view = FleetView(plan, Latencies())
     collector = FleetCollector(view)
-    exposition = Exposition(collector.render, view, plan.fleet.health_interval)
+    exposition = Exposition(collector.render, view)
 
     async def scrape_forever() -> None:
         """The workers' /metrics every health interval (a hung worker costs one timeout here,
@@ -128,10 +128,10 @@ class Exposition:
     ``scrape_forever``), rendered in a thread (the polls go on meanwhile: the render reads the
     view without a lock) and shared: scrapers arriving during a render wait for that one, and
     its bytes (gzipped once, for those that ask) serve every scrape until a device changes
-    state (up, down, restarted, faulted; :attr:`FleetView.changes`) or ``max_age`` seconds (a
-    health interval: timestamps and latency counts lag by at most that) have passed."""
+    state (up, down, restarted, faulted; :attr:`FleetView.changes`) or ``max_age`` seconds (by
+    default a health interval: timestamps and latency counts lag by at most that) have passed."""
 
-    def __init__(self, render: Any, view: FleetView, max_age: float) -> None:
+    def __init__(self, render: Any, view: FleetView, max_age: float | None = None) -> None:
         self.render, self.view, self.max_age = render, view, max_age
         self.body, self.changes, self.at = b"", -1, float("-inf")
         self.rendering: asyncio.Future[None] | None = None
@@ -140,7 +140,8 @@ class Exposition:
 
     def fresh(self) -> bool:
         age = asyncio.get_running_loop().time() - self.at
-        return self.changes == self.view.changes and age < self.max_age
+        max_age = self.view.plan.fleet.health_interval if self.max_age is None else self.max_age
+        return self.changes == self.view.changes and age < max_age
 
     async def get(self, gzipped: bool = False) -> bytes:
         if not self.fresh():
