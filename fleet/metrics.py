@@ -25,6 +25,11 @@ re-emits their families with a ``worker`` label, so one target gives the whole f
 Prometheus needs no per-worker discovery, and a dead worker shows as ``worker_up 0``).
 :func:`write_file_sd` writes ``<state>/file_sd.json``: every device's address, for probing
 the devices themselves (modbus_exporter, a blackbox prober).
+
+The per-device families grow with the fleet (14 samples a device): :func:`device_exposition`
+writes them as text straight from the poller's view, and :class:`fleet.web.serve.Exposition`
+renders that in a thread and shares it between scrapes (the workers' families, a few per
+worker, go through prometheus-client's :class:`FleetCollector`).
 """
 
 from __future__ import annotations
