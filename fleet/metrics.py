@@ -17,7 +17,8 @@ The health poller serves ``/metrics`` (beside the fleet page, :mod:`fleet.web`):
     cpppo_fleet_device_io_timeouts_total{worker,device}       its connections timed out (and _refused,
                                                               _missing, _late, _dropped _total)
 
-Each worker counts what it serves and serves its own small ``/metrics`` (:func:`worker_app`):
+Each worker counts what it serves and serves its own small ``/metrics`` (:func:`worker_app`,
+bound when the worker starts, made at its first scrape: :func:`fleet.worker.serve_worker_metrics`):
 on loopback at an ephemeral port recorded in ``<state>/metrics/<worker>.json`` (process
 backend), or at its first device's address, port :data:`WORKER_PORT` (docker, where the
 poller shares the devices' networks).  The poller scrapes them all when it is scraped and
@@ -51,10 +52,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from fleet.plan import Plan, PlannedDevice
+from fleet.scrape import WORKER_PORT, worker_metrics_path
 from fleet.web.view import STATES
 
-WORKER_PORT = 9179  # a docker worker's /metrics, at its first device's address
-METRICS_CONNECTIONS = 16  # a worker's /metrics connections (the poller scrapes it; within limits.MARGIN)
 # a handful of bounds for PLC latencies (a healthy device 1-5 ms, a loaded poller tens of ms, a
 # struggling device up to the health timeout): 10 samples a device, not 15
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
@@ -155,19 +155,9 @@ def io_figures(texts: dict[str, str | None]) -> dict[str, dict[str, int]]:
     return out
 
 
-def worker_metrics_path(state_dir: Path, worker: str) -> Path:
-    return Path(state_dir) / "metrics" / f"{worker}.json"
-
-
-async def serve_worker_metrics(worker: str, servers: dict[str, Any], devices: list[PlannedDevice],
-                               state_dir: str | None) -> Any:
-    """Serve the worker's ``/metrics``; returns the aiohttp runner (None when it cannot bind:
-    the devices matter more)."""
-    import logging
-
+def worker_app(worker: str, servers: dict[str, Any], devices: list[PlannedDevice]) -> Any:
+    """The aiohttp application of a worker's ``/metrics``."""
     from aiohttp import web
-
-    from cpppo.server.aioweb import WebBindError, start_site
 
     registry = CollectorRegistry()
     registry.register(WorkerCollector(worker, servers, devices))
@@ -177,20 +167,7 @@ async def serve_worker_metrics(worker: str, servers: dict[str, Any], devices: li
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
-    host, port = ("127.0.0.1", 0) if state_dir else (devices[0].host if devices else "0.0.0.0", WORKER_PORT)
-    try:
-        runner, host, port = await start_site(app, host, port, f"{worker}'s metrics",
-                                              max_connections=METRICS_CONNECTIONS)
-    except WebBindError as exc:
-        logging.getLogger("fleet.worker").warning("%s", exc.strerror)
-        return None
-    if state_dir:
-        path = worker_metrics_path(Path(state_dir), worker)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"worker": worker, "pid": os.getpid(), "url": f"http://{host}:{port}/metrics"}))
-        os.replace(tmp, path)
-    return runner
+    return app
 
 
 def worker_urls(plan: Plan, state_dir: Path) -> dict[str, str]:

@@ -278,14 +278,42 @@ async def serve_spec(spec: dict[str, Any], source: Path | None = None) -> None:
         loop.add_signal_handler(sig, worker.stopping.set)
     if source is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: _grow(worker, source))
-    from fleet.metrics import serve_worker_metrics
-
     metrics = await serve_worker_metrics(name, worker.servers, worker.devices, spec.get("state_dir"))
     try:
         await worker.run()
     finally:
         if metrics is not None:
             await metrics.cleanup()
+
+
+async def serve_worker_metrics(worker: str, servers: dict[str, Any], devices: list[PlannedDevice],
+                               state_dir: str | None) -> Any:
+    """Serve the worker's ``/metrics`` (:func:`fleet.metrics.worker_app`): bound now, made
+    (prometheus-client, aiohttp imported) at its first scrape.  Returns the site
+    (``cleanup()``), None when it cannot bind: the devices matter more."""
+    from cpppo.server.hosting import WebBindError
+    from cpppo.server.lazyweb import start_lazy_site
+    from fleet.scrape import METRICS_CONNECTIONS, WORKER_PORT, worker_metrics_path
+
+    def app() -> Any:
+        from fleet.metrics import worker_app
+
+        return worker_app(worker, servers, devices)
+
+    host, port = ("127.0.0.1", 0) if state_dir else (devices[0].host if devices else "0.0.0.0", WORKER_PORT)
+    try:
+        site = await start_lazy_site(app, host, port, f"{worker}'s metrics", METRICS_CONNECTIONS)
+    except WebBindError as exc:
+        log.warning("%s", exc.strerror)
+        return None
+    if state_dir:
+        path = worker_metrics_path(state_dir, worker)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"worker": worker, "pid": os.getpid(),
+                                   "url": f"http://{site.host}:{site.port}/metrics"}))
+        os.replace(tmp, path)
+    return site
 
 
 def _grow(worker: Worker, source: Path) -> None:

@@ -30,11 +30,11 @@ from typing import Any
 
 from aiohttp import web
 
-from cpppo.server.hosting import RateLimitedLog, bind_error_text
+from cpppo.server.hosting import RateLimitedLog, WebBindError, bind_error_text
 from cpppo.server.stream import BACKLOG, ConnectionSet
 
-__all__ = ["MAX_CONNECTIONS", "CappedRunner", "WebBindError", "check_token", "load_or_create_token",
-           "new_token", "start_site"]
+__all__ = ["MAX_CONNECTIONS", "CappedRunner", "WebBindError", "capped_runner", "check_token",
+           "load_or_create_token", "new_token", "start_site"]
 
 limited = RateLimitedLog(logging.getLogger(__name__))
 
@@ -44,10 +44,6 @@ MAX_FIELD = 8190
 MAX_HEADERS = 64
 MAX_CONNECTIONS = 128  # a site's connections (one more evicts the longest waiting)
 LINGER = 1.0  # seconds a body nobody reads is drained after the answer, before the connection closes
-
-
-class WebBindError(OSError):
-    """A web address could not be bound (the message names it)."""
 
 
 class _Seat:
@@ -130,15 +126,22 @@ class CappedRunner(web.AppRunner):
         return server
 
 
+async def capped_runner(app: web.Application, what: str = "the web page",
+                        max_connections: int = MAX_CONNECTIONS) -> CappedRunner:
+    """A set-up :class:`CappedRunner` of ``app`` with the project's request limits, no site yet."""
+    runner = CappedRunner(app, max_connections, what, access_log=None, handle_signals=False,
+                          max_line_size=MAX_LINE, max_field_size=MAX_FIELD, max_headers=MAX_HEADERS,
+                          lingering_time=LINGER, shutdown_timeout=1.0)
+    await runner.setup()
+    return runner
+
+
 async def start_site(app: web.Application, host: str, port: int, what: str = "the web page",
                      max_connections: int = MAX_CONNECTIONS) -> tuple[CappedRunner, str, int]:
     """Serve ``app`` on (host, port) of the running event loop, at most ``max_connections``
     at once; (runner, host, port bound).  ``port=0`` picks a free port.  Raises WebBindError
     (one line) if it cannot be bound."""
-    runner = CappedRunner(app, max_connections, what, access_log=None, handle_signals=False,
-                          max_line_size=MAX_LINE, max_field_size=MAX_FIELD, max_headers=MAX_HEADERS,
-                          lingering_time=LINGER, shutdown_timeout=1.0)
-    await runner.setup()
+    runner = await capped_runner(app, what, max_connections)
     site = web.TCPSite(runner, host or "127.0.0.1", port, reuse_address=True, backlog=BACKLOG)
     try:
         await site.start()

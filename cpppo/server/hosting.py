@@ -50,6 +50,11 @@ def parse_delay(text: str | None) -> Delay:
         raise ValueError(f"bad --delay {text!r}: expected #.# or #.#-#.# seconds, low <= high") from None
 
 
+class WebBindError(OSError):
+    """A web address could not be bound (the message names it); here, not in
+    :mod:`cpppo.server.aioweb`, so that catching it does not import aiohttp."""
+
+
 def bind_error_text(exc: OSError) -> str:
     """Why a listen failed, briefly: ``Address already in use`` (asyncio's own message repeats
     the address: ``error while attempting to bind on address ('h', p): address already in use``).

@@ -165,12 +165,13 @@ class EnipKind(Kind):
 
     def build(self, options: EnipOptions, identity: Mapping[str, Any], *, n: int = 0,
               retain: str | None = None, home: str | Callable[[str], str] = "") -> Any:
-        from cpppo.enip.device.l5x import shared_export
         from cpppo.enip.device.model import Device
 
         base = _relative_to(home)
         export = None
         if options.tags_from:
+            from cpppo.enip.device.l5x import shared_export  # only for an export
+
             export = shared_export(tuple(map(base, options.tags_from)), options.udts)
         device = Device.from_specs(list(options.tags), identity=dict(identity), route_path=options.route_path,
                                    simple=options.simple, n=n, retain=retain, base=base,

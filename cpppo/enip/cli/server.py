@@ -26,13 +26,10 @@ from cpppo.enip.codec.epath import parse_route_path
 from cpppo.enip.device import config as enip_config
 from cpppo.enip.device.assembly import Assemblies
 from cpppo.enip.device.connections import IOPolicy
-from cpppo.enip.device.l5x import load_export
 from cpppo.enip.device.model import Attribute, Device
 from cpppo.enip.server.io import IOEngine, parse_rpi_range, parse_t_o_port, serve_adapter
 from cpppo.enip.server.transport import Settings, serve
-from cpppo.enip.web import TOKEN_VARIABLE, WebBindError, parse_web_address, serve_web
-from cpppo.server.aioweb import MAX_CONNECTIONS as WEB_CONNECTIONS
-from cpppo.server.hosting import bind_error_text, ensure_fd_limit, new_event_loop, parse_delay
+from cpppo.server.hosting import WebBindError, bind_error_text, ensure_fd_limit, new_event_loop, parse_delay
 
 __all__ = ["main", "parse_address", "parse_delay"]
 
@@ -148,7 +145,11 @@ def make_device(args: argparse.Namespace, attribute_class: type[Attribute],
     if args.print:
         attribute_class = printing_attribute(attribute_class)
     try:
-        export = load_export(args.tags_from, args.udt) if args.tags_from else None
+        export = None
+        if args.tags_from:
+            from cpppo.enip.device.l5x import load_export  # only for an export
+
+            export = load_export(args.tags_from, args.udt)
         return Device.from_specs(args.tags, identity, tcpip=cfg.tcpip, route_path=route_path,
                                  simple=args.simple, attribute_class=attribute_class,
                                  udts=() if export else args.udt, export=export,
@@ -195,6 +196,8 @@ async def run(device: Device, host: str, port: int, delay: Any, settings: Settin
     web_api = None
     try:
         if web is not None:
+            from cpppo.enip.web import serve_web
+
             web_api = await serve_web(device, server, *web, on_done=stop.set, token=web_token)
             log.log(cpppo.log.NORMAL, "web API on http://%s:%d/api", web_api.host, web_api.port)
         await stop.wait()
@@ -224,7 +227,13 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
     try:
         host, port = parse_address(args.address)
         delay = parse_delay(args.delay)
-        web = parse_web_address(args.web) if args.web is not None else None
+        web, web_connections, web_token = None, 0, None
+        if args.web is not None:  # aiohttp is imported only for a web port
+            from cpppo.enip.web import TOKEN_VARIABLE, parse_web_address
+            from cpppo.server.aioweb import MAX_CONNECTIONS
+
+            web, web_connections = parse_web_address(args.web), MAX_CONNECTIONS
+            web_token = args.web_token or os.environ.get(TOKEN_VARIABLE) or None
         device = make_device(args, attribute_class, identity)
         if customize is not None:
             customize(device)
@@ -236,7 +245,7 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
                                    ("--idle-timeout", args.idle_timeout, 0)):
             if value < least:
                 raise ValueError(f"{flag} must be >= {least}, got {value:g}")
-        ensure_fd_limit(args.max_connections + (WEB_CONNECTIONS if web else 0) + 64)  # the web port's too
+        ensure_fd_limit(args.max_connections + web_connections + 64)  # the web port's too
         policy = io_policy(args, host)
         assemblies = Assemblies.from_specs(device, args.assembly) if args.assembly else None
     except (ValueError, OSError) as exc:
@@ -247,8 +256,7 @@ def main(argv: Sequence[str] | None = None, attribute_class: type[Attribute] = A
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(run(device, host, port, delay, settings, web=web, assemblies=assemblies,
-                           policy=policy,
-                           web_token=args.web_token or os.environ.get(TOKEN_VARIABLE) or None))
+                           policy=policy, web_token=web_token))
     except WebBindError as exc:
         print(f"{prog}: error: {exc.strerror}", file=sys.stderr)
         return 1
