@@ -191,3 +191,35 @@ def test_polls_go_on_while_a_scrape_renders() -> None:
 def test_accept_encoding() -> None:
     assert accepts_gzip("gzip") and accepts_gzip("deflate, gzip;q=0.5") and accepts_gzip("GZIP")
     assert not accepts_gzip("") and not accepts_gzip("identity") and not accepts_gzip("gzip;q=0")
+
+
+def test_a_steady_scraper_finds_its_next_body_ready() -> None:
+    """Two scrapes set a rhythm; the body (gzipped, as the scraper asks) is rendered ahead of
+    the third, which takes it without a render of its own; a device going down is never served
+    from before it."""
+    view, expected, _observed = fed(200)
+    exposition = Exposition(FleetCollector(view).render, view, max_age=0.5)
+    healthy = [n for n, e in expected.items() if e == "healthy"]
+
+    async def main() -> None:
+        try:
+            await exposition.get(True)
+            await asyncio.sleep(1.6)  # a pause (the scraper's interval), past APART and max_age
+            await exposition.get(True)
+            assert exposition.renders == 2 and exposition.period is not None
+            for _ in range(3000):  # bounded: wait for the render ahead of the third scrape
+                if exposition.renders == 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert exposition.renders == 3 and exposition.gzipped is not None and exposition.gzipped.done()
+            body = gzip.decompress(await exposition.get(True))
+            assert exposition.renders == 3  # the third scrape took the body rendered ahead
+            assert len(families(body)["cpppo_fleet_device_up"].samples) == len(expected)
+            view.record(HealthResult(healthy[0], False, None, "no answer", 2e9))
+            up = {s.labels["device"]: s.value
+                  for s in families(await exposition.get())["cpppo_fleet_device_up"].samples}
+            assert up[healthy[0]] == 0.0 and exposition.renders == 4
+        finally:
+            exposition.close()
+
+    asyncio.run(main())
