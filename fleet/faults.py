@@ -42,12 +42,14 @@ __all__ = [
     "ScheduleRow",
     "active",
     "apply",
+    "checks_requested",
     "clear",
     "control_dir",
     "expand_schedule",
     "history",
     "parse_schedule_row",
     "record",
+    "request_check",
 ]
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,56 @@ def history(control: Path) -> list[dict[str, Any]]:
     return out
 
 
+CHECK_PREFIX = "check-"  # control/check-*.json: devices the health pollers are asked to poll now
+CHECK_KEEP = 60.0  # seconds a request file is kept (every poller shard reads it once)
+
+
+def request_check(control: Path, devices: Sequence[str], until_ok: bool) -> None:
+    """Ask the fleet's health pollers to poll ``devices`` now instead of at their next place in
+    the health interval; ``until_ok``: again every moment until each answers (for a while).
+    ``fault`` asks once (the page and metrics see the effect at once), ``fault --clear`` until
+    ok (``status`` shows a cleared device healthy as soon as it is).  A file in the control
+    folder, so it reaches a poller in a container too; a lost request only means waiting for
+    the next sweep."""
+    if not devices:
+        return
+    name = f"{CHECK_PREFIX}{time.time_ns()}-{os.getpid()}.json"
+    tmp = control / f".{name}"
+    with contextlib.suppress(OSError):
+        tmp.write_text(json.dumps({"devices": list(devices), "until_ok": until_ok}))
+        tmp.chmod(0o660)  # the poller's container may remove it (its user is in the group)
+        os.replace(tmp, control / name)
+
+
+def checks_requested(control: Path, seen: set[str], now: float | None = None) -> list[tuple[list[str], bool]]:
+    """The requests of :func:`request_check` not in ``seen`` (file names, updated), each
+    (devices, until_ok); files older than CHECK_KEEP seconds are removed."""
+    now = time.time() if now is None else now
+    out = []
+    try:
+        entries = list(os.scandir(control))
+    except OSError:
+        return out
+    names = set()
+    for entry in entries:
+        if not entry.name.startswith(CHECK_PREFIX):
+            continue
+        names.add(entry.name)
+        try:
+            if entry.stat().st_mtime < now - CHECK_KEEP:
+                os.unlink(entry.path)
+                continue
+            if entry.name in seen:
+                continue
+            data = json.loads(Path(entry.path).read_bytes())
+            out.append(([str(n) for n in data["devices"]], bool(data.get("until_ok"))))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    seen.intersection_update(names)
+    seen.update(names)
+    return out
+
+
 def _by_worker(devices: Iterable[Any]) -> dict[str, list[str]]:
     workers: dict[str, list[str]] = {}
     for device in devices:
@@ -134,36 +186,51 @@ def _by_worker(devices: Iterable[Any]) -> dict[str, list[str]]:
     return workers
 
 
+def _ask(control: Path, devices: Sequence[Any], message: Mapping[str, Any], answered: str,
+         timeout: float) -> tuple[list[str], dict[str, str]]:
+    """Send ``message`` (with each worker's own ``devices``) to the workers of ``devices``, all at
+    once (a thread a worker, up to 32: a fleet of 1,000 workers is not asked one after the other);
+    return (the devices their answers list under ``answered``, {worker: why it failed})."""
+    workers = _by_worker(devices)
+
+    def ask(worker: str) -> list[str] | str:
+        try:
+            answer = request(socket_path(control, worker), {**message, "devices": workers[worker]}, timeout)
+        except ControlError as exc:
+            return str(exc)
+        return list(answer.get(answered, []))
+
+    if len(workers) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(32, len(workers))) as pool:
+            answers = dict(zip(workers, pool.map(ask, workers), strict=True))
+    else:
+        answers = {worker: ask(worker) for worker in workers}
+    done = [name for answer in answers.values() if isinstance(answer, list) for name in answer]
+    return done, {worker: answer for worker, answer in answers.items() if isinstance(answer, str)}
+
+
 def apply(control: Path, devices: Sequence[Any], fault: Fault, source: str = "cli",
           timeout: float = 5.0) -> tuple[list[str], dict[str, str]]:
     """Send ``fault`` to the workers of ``devices`` (planned devices: ``.name``, ``.worker``);
     return (devices applied, {worker: why it could not be reached})."""
-    done, failed = [], {}
-    for worker, names in _by_worker(devices).items():
-        try:
-            answer = request(socket_path(control, worker), {"op": "fault", "devices": names,
-                                                             "fault": fault.to_dict()}, timeout)
-            done += answer.get("applied", [])
-        except ControlError as exc:
-            failed[worker] = str(exc)
+    done, failed = _ask(control, devices, {"op": "fault", "fault": fault.to_dict()}, "applied", timeout)
     if done:
         record(control, "inject", done, fault, source)
+        request_check(control, done, until_ok=False)
     return done, failed
 
 
 def clear(control: Path, devices: Sequence[Any], source: str = "cli",
           timeout: float = 5.0) -> tuple[list[str], dict[str, str]]:
-    done, failed = [], {}
-    for worker, names in _by_worker(devices).items():
-        try:
-            answer = request(socket_path(control, worker), {"op": "clear", "devices": names}, timeout)
-            done += answer.get("cleared", [])
-        except ControlError as exc:
-            failed[worker] = str(exc)
+    """End the faults of ``devices``: (devices cleared, {worker: why it could not be reached})."""
+    done, failed = _ask(control, devices, {"op": "clear"}, "cleared", timeout)
     # the record is cleared for every device asked about, also those whose worker is gone
     recorded = _read_active(control)
     names = [d.name for d in devices if d.name in recorded or d.name in done]
     record(control, "clear", names, None, source)
+    request_check(control, [name for name in names if name in recorded], until_ok=True)  # the faulted ones
     return done, failed
 
 

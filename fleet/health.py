@@ -163,6 +163,7 @@ LOGGED = 100  # devices named in the log per change (a fleet of 100,000 coming u
 QUICK = 0.2  # seconds between re-polls of the devices not yet healthy, after a change
 SETTLE = 60.0  # how long after a change's first sweep (new plan, sweep request) they are re-polled so
 REQUEST = "sweep.request"  # in the state folder: `up` writes it to ask for a sweep now
+CHECK_FOR = 10.0  # seconds a device `fault --clear` asks about is re-polled until it answers
 
 
 def request_sweep(state_dir: Path) -> float:
@@ -189,6 +190,7 @@ class Schedule:
         self.settle_until = time.monotonic() + SETTLE  # the fleet has just come up
         self.swept = False  # the sweep after the last change is done (a big fleet's takes minutes)
         self.stopping = asyncio.Event()
+        self.checked: dict[str, float] = {}  # device -> time of the result a check recorded (_checks)
 
     def _touched(self, name: str) -> bool:
         """Whether the state folder's file ``name`` changed since the last look."""
@@ -231,6 +233,7 @@ class Schedule:
         web = await self._start_web() if self.shard == 0 else None
         others: dict[str, float] = {}  # the other shards' devices: time of the result last shown
         plan = self.plan
+        checks = asyncio.ensure_future(self._checks(web.view.record if web is not None else None))
         try:
             while not self.stopping.is_set() and (max_sweeps is None or sweeps < max_sweeps):
                 begun = time.monotonic()
@@ -244,6 +247,9 @@ class Schedule:
                 spread = max(0.0, fleet.health_interval - fleet.health_timeout) if self.swept else 0.0
                 results = await poller.sweep(self.mine, spread,
                                              web.view.record if web is not None else None)
+                # a device a check polled after the sweep did keeps the check's (newer) result
+                results = [r for r in results if self.checked.get(r.device, 0.0) <= r.time]
+                self.checked.clear()
                 store = self._record(store, results, fleet.health_retention)
                 if not self.swept:  # settle for SETTLE seconds after this sweep, however long it took
                     self.swept = True
@@ -267,10 +273,68 @@ class Schedule:
                 failing = now_failing
                 store, failing = await self._settle(poller, store, failing, begun + fleet.health_interval)
         finally:
+            checks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checks
             store.close()
             if web is not None:
                 await web.close()
         await poller.close()
+
+    async def _checks(self, on_result: Callable[[HealthResult], None] | None) -> None:
+        """Poll the devices ``fault`` and ``fault --clear`` ask about (:func:`fleet.faults.
+        request_check`) at once, beside the sweep (its own connections and store handle), so that
+        ``status`` shows a cleared device healthy a moment after the clear, not at its next
+        place in the interval; those asked ``until_ok`` again every QUICK seconds until they
+        answer, for CHECK_FOR seconds.  So too a device whose recorded fault ends (its
+        ``--for`` or a schedule's ``for``)."""
+        from fleet.control import control_dir
+        from fleet.faults import ACTIVE_FILE, active, checks_requested
+
+        assert self.plan is not None
+        fleet = self.plan.fleet
+        control = control_dir(self.state_dir)
+        poller = Poller(fleet.health_timeout, fleet.health_concurrency, persistent=False, control=control)
+        seen: set[str] = set()
+        checks_requested(control, seen)  # those made before this poller started: its first sweep answers them
+        pending: dict[str, float] = {}  # device -> until when it is re-polled
+        ending: dict[str, float] = {}  # device -> when its recorded fault ends (`fault --for`, schedules)
+        recorded: float | None = None  # the fault record's mtime, as last read
+        store = open_store(self.database)
+        try:
+            while not self.stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), QUICK)
+                now = time.monotonic()
+                mine = {d.name: d for d in self.mine}
+                for names, until_ok in checks_requested(control, seen):
+                    for name in names:
+                        if name in mine:
+                            pending[name] = now + CHECK_FOR if until_ok else now
+                with contextlib.suppress(OSError):
+                    if (mtime := (control / ACTIVE_FILE).stat().st_mtime) != recorded:
+                        recorded = mtime
+                        due = {name: end for name, end in ending.items() if end <= time.time()}
+                        ending = due | {name: f.until for name, f in active(control).items()
+                                        if f.until is not None and name in mine}
+                for name in [n for n, end in ending.items() if end <= time.time()]:  # a fault ended:
+                    del ending[name]  # polled until it answers, as after a clear
+                    pending[name] = now + CHECK_FOR
+                if not pending:
+                    continue
+                results = await poller.sweep([mine[n] for n in pending if n in mine])
+                store = self._record(store, results, fleet.health_retention, again=True)
+                for r in results:
+                    self.checked[r.device] = r.time
+                    if on_result is not None:
+                        on_result(r)
+                    if r.ok or time.monotonic() >= pending[r.device]:
+                        del pending[r.device]
+                for name in [n for n in pending if n not in mine]:  # no longer in the plan
+                    del pending[name]
+        finally:
+            store.close()
+            await poller.close()
 
     async def _start_web(self) -> Any:
         """The fleet page and /metrics (:mod:`fleet.web.serve`); None, logged, when the

@@ -7,7 +7,7 @@ fleet.toml, and each host's shard of the devices.
     interface = "eth0"            # the interface each host adds its devices' addresses to
     inventory = "lab.ini"         # or take the hosts from an Ansible inventory (group labhosts)
     timeout = 20.0                # seconds one command may take on one host
-    vars = { cpppo_fleet_up_timeout = "300" }   # extra variables for the labhost role
+    vars = { cpppo_fleet_build_dir = "/srv/wheels" }   # extra variables for the labhost role
 
     [[host]]
     name = "lab1"
@@ -87,6 +87,7 @@ class MultiHost:
     shards: tuple[Shard, ...]
     timeout: float = 20.0
     extra_vars: dict[str, str] = field(default_factory=dict)
+    vms: Any = None  # backend = "vagrant": its fleet.vagrant.VagrantSettings (the hosts are its VMs)
 
     @property
     def name(self) -> str:
@@ -114,7 +115,9 @@ def is_multihost(path: Path) -> bool:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return False
-    return "host" in data or "hosts" in data
+    from fleet.config import is_multihost_data
+
+    return is_multihost_data(data)
 
 
 def load(path: str | Path) -> MultiHost:
@@ -126,6 +129,10 @@ def load(path: str | Path) -> MultiHost:
     data = tomllib.loads(Path(path).read_text())
     if not config.multihost:
         raise ConfigError(src, "hosts", None, "the fleet names no lab hosts ([[host]] or [hosts] inventory)")
+    if config.fleet.backend == "vagrant":
+        from fleet.vagrant import shard_vms
+
+        return shard_vms(config, data, src, shard_fleet)
     return shard_fleet(config, data, src)
 
 

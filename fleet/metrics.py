@@ -14,6 +14,7 @@ The health poller serves ``/metrics`` (beside the fleet page, :mod:`fleet.web`):
     cpppo_fleet_worker_connections{worker,kind}               client connections open now
     cpppo_fleet_device_io_connections{worker,device}          a Class 1 adapter's I/O connections open
     cpppo_fleet_device_io_packets_total{worker,device,direction}  its I/O packets, in (O->T) / out (T->O)
+    cpppo_fleet_device_io_packets_per_second{worker,device,direction}  the same per second, last 5 s
     cpppo_fleet_device_io_timeouts_total{worker,device}       its connections timed out (and _refused,
                                                               _missing, _late, _dropped _total)
 
@@ -117,6 +118,9 @@ class WorkerCollector(Collector):
             families["connections"].add_metric([name], counts["connections"])
             families["packets"].add_metric([name, "in"], counts["received"])
             families["packets"].add_metric([name, "out"], counts["sent"])
+            received, sent = manager.rates()
+            families["packets_per_second"].add_metric([name, "in"], round(received, 1))
+            families["packets_per_second"].add_metric([name, "out"], round(sent, 1))
             for counter in ("timeouts", "refused", "missing", "late", "dropped"):
                 families[counter].add_metric([name], counts[counter])
         if adapters:  # (no empty families from workers without adapters)
@@ -128,6 +132,8 @@ IO_FAMILIES: dict[str, tuple[type, str, list[str]]] = {
     "connections": (GaugeMetricFamily, "Class 1 I/O connections open", ["device"]),
     "packets": (CounterMetricFamily, "Class 1 I/O packets: in (O->T, from scanners), out (T->O)",
                 ["device", "direction"]),
+    "packets_per_second": (GaugeMetricFamily, "Class 1 I/O packets per second over the last 5 s: in, out",
+                           ["device", "direction"]),
     "timeouts": (CounterMetricFamily, "Class 1 I/O connections closed for their scanner's silence",
                  ["device"]),
     "refused": (CounterMetricFamily, "Forward Opens refused", ["device"]),
@@ -137,10 +143,11 @@ IO_FAMILIES: dict[str, tuple[type, str, list[str]]] = {
 }
 
 
-def io_figures(texts: dict[str, str | None]) -> dict[str, dict[str, int]]:
+def io_figures(texts: dict[str, str | None]) -> dict[str, dict[str, float]]:
     """The Class 1 figures of each adapter, from its workers' scraped /metrics texts:
-    device -> {connections, packets_in, packets_out, timeouts, refused, missing, late, dropped}."""
-    out: dict[str, dict[str, int]] = {}
+    device -> {connections, packets_in, packets_out, packets_per_second_in, packets_per_second_out,
+    timeouts, refused, missing, late, dropped}."""
+    out: dict[str, dict[str, float]] = {}
     prefix = "cpppo_fleet_device_io_"
     for text in texts.values():
         for family in _families(text):
@@ -151,7 +158,8 @@ def io_figures(texts: dict[str, str | None]) -> dict[str, dict[str, int]]:
                 if sample.name.endswith("_created"):
                     continue
                 key = f"{name}_{sample.labels['direction']}" if "direction" in sample.labels else name
-                out.setdefault(sample.labels["device"], {})[key] = int(sample.value)
+                value = float(sample.value)
+                out.setdefault(sample.labels["device"], {})[key] = int(value) if value.is_integer() else value
     return out
 
 

@@ -33,6 +33,22 @@ SYSTEMD_RUN = dict(cap_add=["SYS_ADMIN", "NET_ADMIN"], tmpfs={"/run": "", "/run/
                    volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}})
 
 
+SOURCE_PARTS = ("pyproject.toml", "README.md", "fleet.toml", "cpppo", "fleet", "images")
+
+
+def copy_sources(dest: Path) -> Path:
+    """A copy of the parts of the source tree the labhost role builds its wheelhouse from, in
+    ``dest``: the role then reads a tree that stays as it is for the whole test (commits made to
+    the checkout meanwhile change no wheel), and may be shown to write nothing into it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in SOURCE_PARTS:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
 def ansible_playbook_command() -> list[str]:
     """``ansible-playbook`` of the interpreter running the tests (ansible-core is a test extra)."""
     beside = Path(sys.executable).parent / "ansible-playbook"

@@ -40,6 +40,7 @@ from cpppo.enip.device.assembly import Assemblies, parse_assembly_spec
 from cpppo.enip.device.connections import ConnectionManager, IOPolicy
 from cpppo.enip.device.dispatch import Dispatcher, Session
 from cpppo.enip.device.model import Device
+from cpppo.faults import Fault
 from tests.enip_io_support import ASSEMBLIES, TAGS, adapter, io_host, scan
 
 # --- codec --------------------------------------------------------------------------------------
@@ -155,6 +156,22 @@ def test_assembly_needs_existing_fixed_size_tags():
         Assemblies.from_specs(device, ["100=in:A", "100=out:A"])
 
 
+def test_behaviours_drive_inputs_not_outputs():
+    """A behaviour moves an input assembly's bytes (each read of the tags); an output or
+    configuration assembly over a driven tag is refused: the scanner writes those tags."""
+    device = Device.from_specs(["Count=DINT~counter(rate=1000, update=0)",
+                                "Out=INT~sine(amplitude=5, period=9)", "Plain=INT"])
+    inputs = Assemblies.from_specs(device, ["100=in:Count,Out"]).get(100)
+    seen = {struct.unpack_from("<i", inputs.read())[0] for _ in range(1000)}
+    end = time.monotonic() + 30
+    while len(seen) < 3 and time.monotonic() < end:  # whole counts at 1,000/s
+        seen.add(struct.unpack_from("<i", inputs.read())[0])
+    assert len(seen) >= 3
+    for kind in ("out", "config"):
+        with pytest.raises(ValueError, match=f"tag 'Out' is driven by its behaviour \\(sine\\); an {kind} "):
+            Assemblies.from_specs(device, [f"150={kind}:Plain,Out"])
+
+
 # --- the Connection Manager, sans-IO --------------------------------------------------------------
 
 _triads = iter(range(1, 10_000))
@@ -185,8 +202,8 @@ def manager():
     ({"points": (151, 100)}, (0x0117,)),                       # a config assembly is no O->T point
     ({"o_t_size": 12}, (0x0109, 10)),                          # sequence 2 + header 4 + data 4, said
     ({"t_o_size": 11}, (0x0109, 12)),
-    ({"rpi": 500}, (0x0111,)),                                 # below --rpi-range
-    ({"rpi": 2_000_000}, (0x0111,)),
+    ({"rpi": 500}, (0x0112, 0x0202, 2000, 0, 2000, 0)),        # below --rpi-range: the minimum, both ways
+    ({"rpi": 2_000_000}, (0x0112, 0x0303, 0x4240, 0x000F, 0x4240, 0x000F)),  # above: the maximum, 1 s
     ({"transport": 0x11}, (0x0103,)),                          # change of state trigger
     ({"t_o_kind": 1}, (0x0108,)),                              # multicast T->O
     ({"config": 150}, (0x0118,)),                              # config data for a non-config instance
@@ -200,6 +217,19 @@ def test_forward_open_refusals(manager, kwds, ext):
     failure = cip.ForwardOpenFailure.decode(reply.data)
     assert (failure.serial, failure.vendor, failure.originator_serial) == triad
     assert not manager.by_o_t and manager.refused == 1
+
+
+def test_rpi_refusal_names_the_direction(manager):
+    """An O->T RPI in range and a T->O one too slow: type 0 and the O->T RPI as asked, type 3
+    and the maximum for T->O."""
+    manager, _device = manager
+    request = cip.ForwardOpen(0, 0x2000, 77, 1, 99, multiplier=0, o_t_rpi=10_000,
+                              o_t_params=NetworkParams(10).encode(False), t_o_rpi=5_000_000,
+                              t_o_params=NetworkParams(12).encode(False), transport=1,
+                              path=(Logical("class", 4), Logical("instance", 151),
+                                    Logical("connection_point", 150), Logical("connection_point", 100)))
+    reply = cip.Reply.decode(manager.forward_open(0x54, request, "127.0.0.9", ())[0])
+    assert reply.ext_status == (0x0112, 0x0300, 10_000, 0, 0x4240, 0x000F)
 
 
 def test_forward_open_bad_path_segment(manager):
@@ -286,6 +316,50 @@ def test_consume_and_timeout(manager):
     assert connection.closed == "timed out" and not manager.by_o_t
 
 
+def test_packet_rates(manager):
+    """Packets per second from the totals sampled (at most once a second) over the last 5 s."""
+    manager, _device = manager
+    reply, _extra, _triad = _open(manager)
+    connection = manager.by_o_t[cip.ForwardOpenReply.decode(reply.data).o_t_connection]
+    assert manager.rates() == (0.0, 0.0)
+    manager.sample(100.0)
+    connection.received, connection.sent = 50, 100
+    manager.sample(100.5)  # too soon: not kept
+    assert manager.rates() == (0.0, 0.0)
+    manager.sample(101.0)
+    assert manager.rates() == (50.0, 100.0)
+    connection.received, connection.sent = 350, 400
+    manager.sample(107.0)  # the sample of 100.0 is out of the window
+    assert manager.rates() == (50.0, 50.0)
+    manager.close(connection, "closed")  # the totals keep what closed connections counted
+    manager.sample(108.0)
+    assert manager.rates() == (300 / 7, 300 / 7)
+
+
+def test_outputs_a_tag_refuses_are_dropped(manager):
+    """An O->T packet whose data a tag refuses (a user Attribute raising) is counted as
+    dropped; the connection and the next packets go on."""
+    manager, device = manager
+    reply, _extra, _triad = _open(manager)
+    connection = manager.by_o_t[cip.ForwardOpenReply.decode(reply.data).o_t_connection]
+    outputs = device.tag("Outputs").attribute
+    refuse = [True]
+
+    def write(data: bytes, real=connection.consumed.write) -> None:
+        if refuse[0]:
+            raise cip.ServiceError(0x0F, (), "refused by a hook")
+        real(data)
+
+    connection.consumed.write = write
+    peer, now = ("127.0.0.9", 2222), connection.opened
+    o_t = connection.o_t
+    assert manager.consume(Packet(o_t, 1, struct.pack("<HIhh", 1, 1, 7, 8)), peer, now) is connection
+    assert connection.dropped == 1 and outputs[0:2] == [0, 0] and connection.o_t in manager.by_o_t
+    refuse[0] = False
+    assert manager.consume(Packet(o_t, 2, struct.pack("<HIhh", 2, 1, 7, 8)), peer, now) is connection
+    assert outputs[0:2] == [7, 8] and connection.dropped == 1
+
+
 def test_sockaddr_items(manager):
     manager, _device = manager
     items = (cpf.Item(cpf.SOCKADDR_T_O, encode_sockaddr(Sockaddr("0.0.0.0", 40000))),)
@@ -317,6 +391,39 @@ def test_our_scanner_with_our_adapter():
         sent = cip.Request(0x0E, (Logical("class", 0x3A0), Logical("instance", 1), Logical("attribute", 2)))
         reply = ours.call(lambda: Dispatcher(ours.device).unconnected(sent.encode(), Session()))
         assert struct.unpack("<I", cip.Reply.decode(reply).data)[0] >= counters["sent"]
+
+
+def test_scanner_callback():
+    """``Scanner(..., on_input=callback)``: every input packet to the callback, in order; the
+    connection ends when the adapter falls silent and ``wait_closed()`` returns."""
+    host, local = io_host(), io_host()
+    with adapter(TAGS, ASSEMBLIES, host) as ours:
+        ours.call(lambda: ours.device.tag("Inputs").attribute.__setitem__(slice(0, 2), [7, 8]))
+
+        async def run() -> tuple[list, Scanner]:
+            packets = []
+            enough = asyncio.Event()
+
+            def on_input(packet) -> None:
+                packets.append(packet)
+                if len(packets) == 20:
+                    enough.set()
+
+            scanner = Scanner(host, inputs=(100, 10), outputs=(150, 4), rpi=0.01, multiplier=0,
+                              io_address=(local, 0), on_input=on_input)
+            await scanner.open()
+            try:
+                await asyncio.wait_for(enough.wait(), 30)
+                ours.call(lambda: ours.device.faults.set(Fault("offline")))
+                await asyncio.wait_for(scanner.wait_closed(), 30)
+            finally:
+                await scanner.close()
+            return packets, scanner
+
+        packets, scanner = asyncio.run(run())
+        assert len(packets) >= 20 and {p.data for p in packets} == {struct.pack("<iih", 7, 8, 0)}
+        assert [p.sequence for p in packets] == sorted(p.sequence for p in packets)
+        assert "0x0203" in scanner.error
 
 
 def test_several_scanners_on_one_adapter():
@@ -363,7 +470,7 @@ def test_refusals_over_the_wire():
     host, local = io_host(), io_host()
     with adapter(TAGS, ASSEMBLIES, host) as ours:
         for kwds, ext in (({"inputs": (101, 10)}, 0x0117), ({"inputs": (100, 8)}, 0x0109),
-                          ({"rpi": 20.0}, 0x0111)):
+                          ({"rpi": 20.0}, 0x0112)):
             async def refused(kwds=kwds):
                 scanner = Scanner(host, **{"inputs": (100, 10), "outputs": (150, 4), "rpi": 0.01,
                                            "io_address": (local, 0), **kwds})
@@ -406,8 +513,6 @@ def test_bad_udp_disturbs_nothing():
 
 def test_offline_fault_silences_io():
     """An injected ``offline`` fault stops the adapter's inputs: the scanner times out."""
-    from cpppo.faults import Fault
-
     host, local = io_host(), io_host()
     with adapter(TAGS, ASSEMBLIES, host) as ours:
         async def run():
@@ -493,11 +598,22 @@ def test_readme_io_commands():
     (["--assembly", "100=in", "A=INT"], "at least one tag"),
     (["--t-o-port", "nowhere", "A=INT"], "a port number or 'source'"),
     (["--rpi-range", "5-1", "A=INT"], "min <= max"),
+    (["--assembly", "150=out:A", "A=INT~counter(rate=1)"], "tag 'A' is driven by its behaviour (counter)"),
 ])
 def test_enip_server_io_flag_errors(argv, why):
     done = subprocess.run([sys.executable, "-m", "cpppo.server.enip", "-a", f"{io_host()}:0", *argv],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and why in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_enip_server_io_policy_flags():
+    from cpppo.enip.cli.server import build_parser, io_policy
+
+    argv = ["--t-o-port", "source", "--rpi-range", "2-50", "--lenient-sizes", "A=INT"]
+    args = build_parser().parse_args(argv)
+    assert io_policy(args, "127.0.0.9") == IOPolicy(rpi_min=2000, rpi_max=50000, t_o_port="source",
+                                                    io_host="127.0.0.9", lenient_sizes=True)
+    assert not io_policy(build_parser().parse_args(["A=INT"]), "").lenient_sizes  # ODVA's sizes by default
 
 
 def test_enip_client_io_flag_errors():

@@ -7,10 +7,11 @@ the adapter tests below turn on the two compatibility settings it needs):
 
 - its scanner's Forward Open connection sizes leave out the 2-byte CIP sequence count
   (O->T 4 + data, T->O data), while its packets carry it; our adapter answers such a Forward
-  Open with 0x0109 unless ``IOPolicy(lenient_sizes=True)``;
+  Open with 0x0109 unless ``IOPolicy(lenient_sizes=True)`` (``enip_server --lenient-sizes``,
+  the fleet's ``io.lenient_sizes``);
 - its scanner receives T->O data on an ephemeral port and names it nowhere (no T->O Sockaddr
   Info item), so an adapter sending to port 2222 as ODVA says is never heard; ours does with
-  ``IOPolicy(t_o_port="source")`` (``enip_server --t-o-port source``);
+  ``IOPolicy(t_o_port="source")`` (``enip_server --t-o-port source``, ``io.t_o_port = "source"``);
 - its adapter answers an unknown assembly with 0x0116 (revision mismatch) rather than 0x0117,
   and sends its first T->O packets to the scanner's TCP address at 2222 before it learns the
   UDP source of the O->T data.
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import struct
 import subprocess
 import time
 
 import pytest
 
+from cpppo.enip.client.aclient import AsyncClient
 from cpppo.enip.client.scanner import Scanner
 from tests import cmeip
 from tests.enip_io_support import adapter, io_host
@@ -171,3 +174,65 @@ def test_our_scanner_with_cm_adapter(cm_python):
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.slow
+def test_cm_scanner_with_a_fleet_adapter(cm_python, tmp_path):
+    """cm-ethernetip's scanner with an adapter of a fleet (the io table's ``t_o_port =
+    "source"`` and ``lenient_sizes = true``): the counter behaviour's inputs reach it, its
+    outputs land in the tag, and the fleet's status counts the connection."""
+    from tests.fleet_support import CliFleet, until
+    from tests.support import free_port
+
+    octet = 150 + (os.getpid() + 37) % 100
+    port = free_port(f"127.79.{octet}.1")
+    fleet = CliFleet(tmp_path, f"""
+[fleet]
+name = "cmio{octet}"
+address_pool = "127.79.{octet}.0/24"
+health_interval = 0.5
+
+[[device]]
+kind = "enip"
+count = 1
+name = "cmrack"
+port = {port}
+tags = ["Inputs=DINT[2]~counter(rate=100)", "Outputs=DINT"]
+[device.io]
+assemblies = ["100=in:Inputs", "150=out:Outputs", "151=config"]
+t_o_port = "source"
+lenient_sizes = true
+""")
+    try:
+        fleet.cli("up")
+        until(fleet.all_healthy, what="all healthy")
+        device = fleet.plan.devices[0]
+        proc = _peer(cm_python, "scanner", device.host, str(device.port), "30", "1", "10000", "2a000000")
+        try:
+            seen = set()
+
+            def moved(line: dict) -> bool:
+                if "inputs" in line and line.get("received"):
+                    seen.add(line["inputs"])
+                return "error" in line or len(seen) >= 4
+
+            assert "error" not in _lines(proc, moved)[-1]
+            counts = [struct.unpack("<ii", bytes.fromhex(x))[0] for x in seen]
+            assert len(counts) >= 4 and max(counts) > 0  # inputs the behaviour moves
+
+            def connected() -> bool:
+                return (fleet.devices()["cmrack"]["io"] or {}).get("connections") == 1
+
+            until(connected, 30, "the connection in status")
+
+            async def outputs() -> int:
+                async with AsyncClient(device.host, device.port, timeout=10) as client:
+                    return await client.read("Outputs")
+
+            until(lambda: asyncio.run(outputs()) == 42, 30, "the scanner's outputs in the tag")
+        finally:
+            proc.kill()
+            proc.wait()
+        until(lambda: fleet.devices()["cmrack"]["io"]["timeouts"] == 1, 30, "the silent scanner's timeout")
+    finally:
+        fleet.cli("down")

@@ -80,6 +80,26 @@ def test_apply_list_clear_record_history(worker) -> None:
     assert events == [("inject", "pump1"), ("inject", "pump2"), ("clear", "pump1")]
 
 
+def test_apply_and_clear_ask_the_pollers_to_check_at_once(worker) -> None:
+    """`fault` asks the health pollers to poll the faulted devices once, now; `--clear` asks
+    them to poll the devices that were faulted until they answer.  Every poller (shard) sees
+    each request once; a request is removed once it is old."""
+    state, _ = worker
+    seen: set[str] = set()
+    assert faults.checks_requested(state, seen) == []
+    faults.apply(state, devices("pump1", "pump2"), parse_fault("offline"))
+    assert faults.checks_requested(state, seen) == [(["pump1", "pump2"], False)]
+    other_shard: set[str] = set()
+    faults.clear(state, devices("pump1", "pump2", "meter1"))  # meter1 had none: not asked about
+    assert faults.checks_requested(state, seen) == [(["pump1", "pump2"], True)]
+    assert faults.checks_requested(state, seen) == []  # once
+    assert sorted(faults.checks_requested(state, other_shard)) == [(["pump1", "pump2"], False),
+                                                                   (["pump1", "pump2"], True)]
+    later = time.time() + faults.CHECK_KEEP + 1
+    assert faults.checks_requested(state, set(), now=later) == []
+    assert not list(state.glob(f"{faults.CHECK_PREFIX}*"))
+
+
 def test_bad_requests_get_an_error_not_a_crash(worker) -> None:
     state, slots = worker
     path = socket_path(state, "w0")
@@ -89,6 +109,17 @@ def test_bad_requests_get_an_error_not_a_crash(worker) -> None:
         request(path, {"op": "fault", "devices": ["pump1"], "fault": {"kind": "melt"}})
     assert slots["pump1"].active is None
     assert request(path, {"op": "ping"})["ok"]  # still serving
+
+
+def test_workers_are_asked_at_once_and_one_unreachable_is_reported(worker) -> None:
+    state, slots = worker
+    asked = [*devices("pump1", "meter1"), SimpleNamespace(name="far1", worker="w9")]
+    done, failed = faults.apply(state, asked, parse_fault("drop", "0.5"))
+    assert sorted(done) == ["meter1", "pump1"] and list(failed) == ["w9"]
+    assert "no control socket" in failed["w9"]
+    assert slots["meter1"].active.kind == "drop" and sorted(faults.active(state)) == ["meter1", "pump1"]
+    done, failed = faults.clear(state, asked)
+    assert "pump1" in done and list(failed) == ["w9"] and faults.active(state) == {}
 
 
 def test_unreachable_worker_is_reported(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from tests.lab_targets import (
     PlaybookRun,
     ansible_playbook_command,
     build_labhost_image,
+    copy_sources,
     lab_fleet_toml,
     lab_network,
     remove_labhosts,
@@ -38,7 +39,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1800)]
 HOME = "/opt/cpppo-fleet"
 VENV = f"{HOME}/venv"
 START = "ExecMainStartTimestampMonotonic"
-COPIED = ("pyproject.toml", "README.md", "fleet.toml", "cpppo", "fleet", "images")
 
 
 @dataclass
@@ -73,13 +73,7 @@ def lab(docker_client, tmp_path_factory):
     if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
         pytest.skip("needs OpenSSH's client (apt-get install openssh-client)")
     work = tmp_path_factory.mktemp("lab")
-    source = work / "source"
-    source.mkdir()
-    for name in COPIED:
-        if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(ROOT / name, source / name)
+    source = copy_sources(work / "source")
     key = ssh_keypair(work)
     build_labhost_image(docker_client)
     with lab_network(docker_client) as network:

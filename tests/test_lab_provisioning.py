@@ -61,8 +61,12 @@ def test_systemd_unit_runs_the_fleet_commands(interface, user):
     text = unit.render(**values)
     assert f"User={user}" in text
     assert (f"ExecStart={home}/venv/bin/cpppo-fleet up {home}/fleet.toml --state-dir {home}/state "
-            f"--timeout {defaults['cpppo_fleet_up_timeout']}") in text
-    assert f"ExecStop={home}/venv/bin/cpppo-fleet down {home}/fleet.toml" in text
+            "--timeout ${CPPPO_FLEET_UP_TIMEOUT}") in text
+    assert f"EnvironmentFile={home}/service.env" in text
+    down = f"{home}/venv/bin/cpppo-fleet down {home}/fleet.toml --state-dir {home}/state"
+    assert f"ExecStop={down}\n" in text
+    # a failed start skips ExecStop: ExecStopPost takes the fleet down then, and only then
+    assert f"ExecStopPost=/bin/sh -c 'test \"$${{SERVICE_RESULT}}\" = success || exec {down}'" in text
 
 
 def test_vagrant_and_packer_provision_with_the_same_playbook():

@@ -30,6 +30,7 @@ from tests.lab_targets import (
     LabNetwork,
     ansible_playbook_command,
     build_labhost_image,
+    copy_sources,
     lab_network,
     provisioned_image,
     remove_labhosts,
@@ -38,27 +39,23 @@ from tests.lab_targets import (
     wait_for_ssh,
 )
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
-
-# Runs for tens of minutes on this 2-core machine (software-emulated VMs, provisioning over SSH):
-# outside CI's 90-minute budget until measured on a quiet machine.  Run it by hand with
-# CPPPO_FLEET_LAB_LONG=1 python -m pytest tests/test_multihost.py
-pytestmark.append(pytest.mark.skipif(not os.environ.get("CPPPO_FLEET_LAB_LONG"),
-                                     reason="long lab test (tens of minutes): set CPPPO_FLEET_LAB_LONG=1"))
+# In every test run: 4.5 minutes at load 4, 8 at load 10, on a shared 2-core machine (the role
+# once on a fresh container, about a minute; each `up` of the three hosts 20-70 s).
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 CLI = Path(sys.executable).parent / "cpppo-fleet"
 BUILD_DIR = ROOT / ".cache" / "labhost"
 
 
-def fleet_toml(hosts: list[LabHost], network: LabNetwork, key: Path, pool_size: int = 16,
-               counts: tuple[int, int, int, int, int, int] = (3, 2, 1, 2, 1, 1)) -> str:
+def fleet_toml(hosts: list[LabHost], network: LabNetwork, key: Path, source: Path, pool_size: int = 16,
+               counts: tuple[int, int, int, int, int, int] = (3, 2, 1, 2, 1, 1), first_pool: int = 0) -> str:
     """Three hosts: lab1 and lab2 share groups 0-3 by count (group 1 is split between them),
     lab3 runs groups 4 and 5 whole; every host has ENIP and Modbus devices."""
     entries = "".join(f"""
 [[host]]
 name = "{h.name}"
 address = "{h.address}"
-address_pool = "{network.pool(i, pool_size)}"
+address_pool = "{network.pool(first_pool + i, pool_size)}"
 {"groups = [4, 5]" if i == 2 else ""}
 """ for i, h in enumerate(hosts))
     plc, pump, valve, meter, drive, station = counts
@@ -72,7 +69,7 @@ devices_per_worker = 50
 key = "{key}"
 interface = "eth0"
 timeout = 30
-vars = {{ cpppo_fleet_build_dir = "{BUILD_DIR}" }}
+vars = {{ cpppo_fleet_build_dir = "{BUILD_DIR}", cpppo_fleet_source = "{source}" }}
 {entries}
 [[device]]
 kind = "enip"
@@ -134,22 +131,32 @@ class Fleet3:
     up_seconds: float
 
 
+@dataclass
+class LabImage:
+    work: Path
+    network: LabNetwork
+    key: Path
+    source: Path  # the copy of the sources the role builds the wheelhouse from
+    image: str  # the provisioned image's id
+    provisioning: float  # seconds the role took on a fresh host
+
+
 @pytest.fixture(scope="module")
 def lab_image(docker_client, tmp_path_factory):
-    """(network, key, provisioned image id, seconds the role took on a fresh host)."""
     if not ansible_playbook_command():
         pytest.skip("ansible-playbook not found (ansible-core is a test extra: pip install -e '.[test]')")
     if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
         pytest.skip("needs OpenSSH's client (apt-get install openssh-client)")
     work = tmp_path_factory.mktemp("multihost")
     key = ssh_keypair(work)
+    source = copy_sources(work / "source")
     build_labhost_image(docker_client)
     with lab_network(docker_client, prefix=20) as network:  # pools of 512 for the measurement
-        extra = {"cpppo_fleet_source": str(ROOT), "cpppo_fleet_build_dir": str(BUILD_DIR)}
+        extra = {"cpppo_fleet_source": str(source), "cpppo_fleet_build_dir": str(BUILD_DIR)}
         image, run = provisioned_image(docker_client, network, key, extra, work)
         print(f"role applied to a fresh host in {run.seconds:.0f}s")
         try:
-            yield work, network, key, image, run.seconds
+            yield LabImage(work, network, key, source, image, run.seconds)
         finally:
             import docker.errors
 
@@ -161,18 +168,33 @@ def lab_image(docker_client, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fleet3(docker_client, lab_image):
-    work, network, key, image, provisioning = lab_image
-    hosts = start_labhosts(docker_client, network, 3, key.with_suffix(".pub"), image=image)
-    fleet_file = work / "fleet.toml"
+    lab = lab_image
+    hosts = start_labhosts(docker_client, lab.network, 3, lab.key.with_suffix(".pub"), image=lab.image)
+    fleet_file = lab.work / "fleet.toml"
     try:
-        fleet_file.write_text(fleet_toml(hosts, network, key))
+        fleet_file.write_text(fleet_toml(hosts, lab.network, lab.key, lab.source))
         begun = time.monotonic()
         up = cli("up", str(fleet_file), "--timeout", "120")
-        yield Fleet3(hosts, network, fleet_file, load_hosts(fleet_file), provisioning, up,
+        yield Fleet3(hosts, lab.network, fleet_file, load_hosts(fleet_file), lab.provisioning, up,
                      time.monotonic() - begun)
     finally:
         cli("down", str(fleet_file), timeout=600)
         remove_labhosts(hosts)
+
+
+def leftovers(host: LabHost, devices) -> list[str]:
+    """What a fleet left on ``host`` once it is down: its processes, its devices' addresses on
+    eth0, its unit, fleet file and state."""
+    run = host.container.exec_run
+    left = [f"process {line}" for line in run(["ps", "-eo", "args"]).output.decode().splitlines()
+            if "cpppo" in line or "supervisord" in line]
+    addresses = run(["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).output.decode()
+    left += [f"address {d.host}" for d in devices if f" {d.host}/" in addresses]
+    left += [f"file {gone}" for gone in ("/etc/systemd/system/cpppo-fleet.service", f"{HOME}/fleet.toml",
+                                         f"{HOME}/state", f"{HOME}/service.env")
+             if run(["test", "-e", gone]).exit_code == 0]
+    units = run(["systemctl", "list-units", "--all", "--plain", "--no-legend", "cpppo-fleet*"]).output
+    return left + [f"unit {line}" for line in units.decode().splitlines() if line.strip()]
 
 
 def test_plan_shows_the_host_of_each_device(fleet3):
@@ -299,30 +321,56 @@ def test_down_leaves_nothing_on_any_host(fleet3):
     assert down.returncode == 0, down.stdout + down.stderr
     for shard in fleet3.lab.shards:
         host = next(h for h in fleet3.hosts if h.name == shard.host.name)
-        run = host.container.exec_run
-        processes = run(["ps", "-eo", "args"]).output.decode()
-        assert "cpppo" not in processes and "supervisord" not in processes, processes
-        addresses = run(["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).output.decode()
-        assert all(d.host not in addresses.split() and f"{d.host}/" not in addresses
-                   for d in shard.plan.devices), addresses
-        for gone in ("/etc/systemd/system/cpppo-fleet.service", f"{HOME}/fleet.toml", f"{HOME}/state"):
-            assert run(["test", "-e", gone]).exit_code != 0, f"{gone} left on {host.name}"
+        assert leftovers(host, shard.plan.devices) == [], host.name
     code, report = status(fleet3.fleet_file)
     assert code == 1 and report["healthy"] == 0
     assert {h["state"] for h in report["hosts"].values()} == {"not deployed"}, report["hosts"]
 
 
+def test_a_fleet_whose_start_failed_leaves_nothing_behind(docker_client, lab_image):
+    """A device that never turns healthy (its health tag is past the end of its array) fails the
+    service's start: systemd skips ExecStop then, and the unit's ExecStopPost takes down what the
+    start left (the device addresses); ``down`` removes the rest."""
+    lab = lab_image
+    [host] = start_labhosts(docker_client, lab.network, 1, lab.key.with_suffix(".pub"), image=lab.image,
+                            prefix="failed")
+    fleet_file = lab.work / "failed" / "fleet.toml"
+    fleet_file.parent.mkdir()
+    try:
+        tags = 'tags = ["SCADA=INT[100]", "Speed=REAL"]'
+        text = fleet_toml([host], lab.network, lab.key, lab.source, first_pool=3)  # not fleet3's
+        fleet_file.write_text(text.replace(tags, f'{tags}\nhealth_tag = "SCADA[500]"'))
+        [shard] = load_hosts(fleet_file).shards
+        up = cli("up", str(fleet_file), "--timeout", "15")
+        assert up.returncode == 1, up.stdout + up.stderr
+        assert f"{host.name}: failed" in up.stdout, up.stdout + up.stderr
+        assert f"{host.name} not deployed (failed)" in up.stderr, up.stdout + up.stderr
+        state = host.container.exec_run(["systemctl", "show", "--property=ActiveState,Result",
+                                         "cpppo-fleet"]).output.decode().split()
+        assert sorted(state) == ["ActiveState=failed", "Result=exit-code"], state
+        left = leftovers(host, shard.plan.devices)
+        assert [x for x in left if x.startswith(("process", "address"))] == [], left
+
+        down = cli("down", str(fleet_file), timeout=600)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert leftovers(host, shard.plan.devices) == []
+    finally:
+        remove_labhosts([host])
+
+
 @pytest.mark.skipif(not os.environ.get("CPPPO_FLEET_MEASURE"),
                     reason="a measurement (minutes): set CPPPO_FLEET_MEASURE=1")
 def test_measure_three_hosts_of_300_devices(docker_client, lab_image):
-    work, network, key, image, provisioning = lab_image
-    hosts = start_labhosts(docker_client, network, 3, key.with_suffix(".pub"), image=image, prefix="big")
-    fleet_file = work / "big" / "fleet.toml"
+    lab = lab_image
+    hosts = start_labhosts(docker_client, lab.network, 3, lab.key.with_suffix(".pub"), image=lab.image,
+                           prefix="big")
+    network, provisioning = lab.network, lab.provisioning
+    fleet_file = lab.work / "big" / "fleet.toml"
     fleet_file.parent.mkdir()
     try:
         # groups 0-3 (600) by count over lab1 and lab2, groups 4 and 5 (150 each) on lab3
         counts = (300, 298, 1, 1, 150, 150)
-        fleet_file.write_text(fleet_toml(hosts, network, key, pool_size=512, counts=counts))
+        fleet_file.write_text(fleet_toml(hosts, network, lab.key, lab.source, pool_size=512, counts=counts))
         lab = load_hosts(fleet_file)
         assert [len(s.plan.devices) for s in lab.shards] == [300, 300, 300]
         begun = time.monotonic()

@@ -18,7 +18,16 @@ from pathlib import Path
 import typer
 
 from fleet.cli import multihost
-from fleet.cli.common import EXIT_CONFIG, EXIT_FAILED, FLEET_FILE, STATE_DIR, fail, load_plan, state_dir_for
+from fleet.cli.common import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    FLEET_FILE,
+    STATE_DIR,
+    applied_plan,
+    fail,
+    load_plan,
+    state_dir_for,
+)
 from fleet.hosts import is_multihost
 
 WORDS = typer.Argument(None, metavar="PATTERN KIND [ARG] [FLEET_FILE]",
@@ -53,10 +62,8 @@ def fault(words: list[str] = WORDS,
     if is_multihost(path):
         multihost.refuse("--state-dir", state_dir)
         return multihost.fault(path, args, clear, duration, seed)
-    plan = load_plan(path)
-    state = state_dir_for(path, plan, state_dir)
+    plan, state, applied = _fleet(path, state_dir)
     control = control_dir(state)
-    applied = _applied(plan, state)
     if clear:
         if len(args) > 1 or duration is not None:
             fail("fault --clear takes at most a PATTERN", EXIT_CONFIG)
@@ -83,6 +90,18 @@ def fault(words: list[str] = WORDS,
     typer.echo(f"{the_fault.describe()} on {len(done)} device{'s' if len(done) != 1 else ''} "
                f"{_when(the_fault.until)}")
     _report(failed)
+
+
+def _fleet(path: Path, state_dir: Path | None):  # -> (plan, state folder, applied plan)
+    """fleet.toml's plan, the state folder and the plan applied there: all three read from
+    plan.json alone while fleet.toml has not changed since ``up``; else fleet.toml is read
+    (its errors are one line, exit 2)."""
+    found = applied_plan(path, state_dir)
+    if found is not None:
+        return found[0], found[1], found[0]
+    plan = load_plan(path)
+    state = state_dir_for(path, plan, state_dir)
+    return plan, state, _applied(plan, state)
 
 
 def _applied(plan, state: Path):
@@ -120,8 +139,7 @@ def faults_(path: Path = FLEET_FILE,
     from fleet import faults
     from fleet.control import control_dir
 
-    plan = load_plan(path)
-    state = state_dir_for(path, plan, state_dir)
+    _plan, state, _ = _fleet(path, state_dir)
     if show_history:
         rows = faults.history(control_dir(state))
         if as_json:

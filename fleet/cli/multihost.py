@@ -80,7 +80,10 @@ def _deploy(path: Path, playbook: str, extra: dict[str, str]):
 def up(path: Path, timeout: float) -> None:
     from fleet.lab import wait_healthy
 
+    made = _make_vms(path)
     lab, result, failed = _deploy(path, "playbook.yml", {"cpppo_fleet_up_timeout": str(int(timeout))})
+    if made is not None:
+        typer.echo(f"vagrant up: {len(lab.shards)} {lab.vms.provider} machines in {made:.0f}s")
     reached = [h.name for h in lab.hosts if h.name not in failed]
     status = wait_healthy(lab, timeout, reached)
     on = [h for h in status["hosts"].values() if h["state"] == "up"]
@@ -96,11 +99,58 @@ def up(path: Path, timeout: float) -> None:
 
 
 def down(path: Path) -> None:
+    lab = load(path)
+    if lab.vms is not None:
+        return _down_vms(path, lab)
     lab, _result, failed = _deploy(path, "fleet-down.yml", {})
     if failed:
         fail(f"{', '.join(sorted(failed))}: not taken down ({', '.join(sorted(set(failed.values())))}); "
              "run `cpppo-fleet down` again when they answer")
     typer.echo(f"fleet {lab.name!r} is down on {len(lab.shards)} hosts")
+
+
+def _echo_err(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def _make_vms(path: Path) -> float | None:
+    """backend = "vagrant": the VMs, made (or found) by ``vagrant up``; the seconds it took."""
+    from fleet.vagrant import VagrantError, create
+
+    lab = load(path)
+    if lab.vms is None:
+        return None
+    try:
+        return create(path, lab.name, lab.vms, _echo_err)
+    except VagrantError as exc:
+        fail(str(exc))
+
+
+def _down_vms(path: Path, lab) -> None:
+    """backend = "vagrant": the shards down (where the VMs answer), then the VMs, their network
+    and the project destroyed."""
+    from fleet.vagrant import VagrantError, destroy, project_dir
+
+    if (project_dir(path, lab.name) / "ssh-config").exists():
+        _lab, _result, failed = _deploy(path, "fleet-down.yml", {})
+        for name in sorted(failed):
+            typer.echo(f"  {name}: not taken down ({failed[name]}); destroying it anyway", err=True)
+    try:
+        left = destroy(path, lab.name, lab.vms, _echo_err)
+    except VagrantError as exc:
+        fail(str(exc))
+    if left:
+        fail(f"left behind: {'; '.join(left)} (`cpppo-fleet down` again retries)")
+    import shutil
+
+    from fleet.lab import state_dir
+
+    hosts = state_dir(path, lab)  # the shards' files and logs of machines that are no more
+    shutil.rmtree(hosts, ignore_errors=True)
+    if hosts.parent.is_dir() and not any(hosts.parent.iterdir()):
+        hosts.parent.rmdir()
+    typer.echo(f"fleet {lab.name!r} is down: {len(lab.shards)} VMs destroyed, their network and project "
+               "removed")
 
 
 def status(path: Path, as_json: bool, faults_ok: bool) -> None:

@@ -106,7 +106,8 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
         }, indent=1).replace(f'"{DEVICES_MARK}"', _json_rows(
             _device_json(plan, backend, programs, select_reports(reports, only, wanted)))))
     elif show_all or only or wanted or len(reports) <= SUMMARY_ABOVE:
-        _table(plan.fleet.name, select_reports(reports, only, wanted), line)
+        io = _io(plan, backend)[1] if programs else None
+        _table(plan.fleet.name, select_reports(reports, only, wanted), line, io)
     else:
         _summary(plan.fleet.name, reports, line, command_hint(path, state_dir))
     if notice and not as_json:
@@ -116,9 +117,9 @@ def status(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json:
         raise typer.Exit(EXIT_FAILED)
 
 
-def _with_io(plan, backend, reports) -> list[dict]:
-    """The reports as JSON, a Class 1 adapter's with its ``io`` figures (open connections,
-    packets in and out, timeouts, ...) read from its worker's /metrics (None: no answer)."""
+def _io(plan, backend) -> tuple[set, dict]:
+    """(the Class 1 adapters' names, their figures by name: open connections, packets in and
+    out, per second, timeouts, ...) read from their workers' /metrics (absent: no answer)."""
     import asyncio
 
     from fleet.metrics import io_figures, scrape_workers, worker_urls
@@ -129,6 +130,12 @@ def _with_io(plan, backend, reports) -> list[dict]:
         urls = worker_urls(plan, backend.state.root)
         figures = io_figures(asyncio.run(scrape_workers({w: u for w, u in urls.items()
                                                          if w in set(adapters.values())})))
+    return set(adapters), figures
+
+
+def _with_io(plan, backend, reports) -> list[dict]:
+    """The reports as JSON, a Class 1 adapter's with its ``io`` figures (None: no answer)."""
+    adapters, figures = _io(plan, backend)
     return [{**r.to_json(), **({"io": figures.get(r.name)} if r.name in adapters else {})} for r in reports]
 
 
@@ -182,9 +189,9 @@ def _console():
     return Console(width=max(140, Console().width))
 
 
-def _table(name: str, reports, line: str) -> None:
+def _table(name: str, reports, line: str, io: dict | None = None) -> None:
     console = _console()
-    console.print(device_table(name, reports))
+    console.print(device_table(name, reports, io=io))
     console.print(line, markup=False, highlight=False)
 
 

@@ -31,22 +31,40 @@ STYLE = {"healthy": "green", "down": "red", "failed": "red", "restarting": "yell
          "starting": "yellow", "stopped": "dim", "unknown": "magenta", "faulted": "bright_magenta"}
 
 
-def device_table(name: str, reports, title: str | None = None, hosts=None):  # -> rich.table.Table
-    """``hosts``: each report's host (a multi-host fleet), shown after the device."""
+def io_cell(figures: dict | None) -> str:
+    """A Class 1 adapter's figures in a cell: scanners connected, packets/s (both ways, the
+    last 5 s), late and missing O->T packets since start.
+
+    >>> io_cell({"connections": 2, "packets_per_second_in": 99.5, "packets_per_second_out": 100,
+    ...          "late": 3, "missing": 0})
+    '2 conn 200/s 3 late 0 miss'
+    """
+    if not figures:
+        return ""
+    rate = figures.get("packets_per_second_in", 0) + figures.get("packets_per_second_out", 0)
+    return (f"{figures.get('connections', 0)} conn {rate:.0f}/s {figures.get('late', 0)} late "
+            f"{figures.get('missing', 0)} miss")
+
+
+def device_table(name: str, reports, title: str | None = None, hosts=None, io=None):  # -> rich.table.Table
+    """``hosts``: each report's host (a multi-host fleet), shown after the device; ``io``:
+    Class 1 figures by device name (``fleet.metrics.io_figures``), an ``I/O`` column."""
     from rich.table import Table
 
     now = time.time()
     table = Table(title=title or f"fleet {name}", title_justify="left")
     for column in ("device", *(("host",) if hosts else ()), "kind", "state", "address", "worker", "uptime",
-                   "restarts", "checked", "ms", "p50", "p99", "fault / error"):
-        table.add_column(column, justify="right" if column in ("restarts", "ms", "p50", "p99") else "left")
+                   "restarts", "checked", "ms", "p50", "p99", *(("I/O",) if io else ()), "fault / error"):
+        table.add_column(column, justify="right" if column in ("restarts", "ms", "p50", "p99") else "left",
+                         no_wrap=column == "I/O")
     for i, r in enumerate(reports):
         state = r.state.value
         table.add_row(r.name, *((hosts[i],) if hosts else ()), r.kind, f"[{STYLE[state]}]{state}[/]",
                       short(r.endpoint), r.worker,
                       duration(r.uptime), str(r.restarts),
                       "" if r.checked is None else f"{now - r.checked:.0f}s ago",
-                      ms(r.latency), ms(r.p50), ms(r.p99), r.fault or r.error or "")
+                      ms(r.latency), ms(r.p50), ms(r.p99), *((io_cell(io.get(r.name)),) if io else ()),
+                      r.fault or r.error or "")
     return table
 
 

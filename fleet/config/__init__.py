@@ -40,7 +40,7 @@ from fleet.table import ConfigError
 
 __all__ = ["DOCKER_BRIDGE_BLOCK", "MAX_DEVICES", "NAME_OK", "ConfigError", "DeviceGroup", "FleetConfig",
            "FleetSettings", "bridge_pool", "identity_value", "identity_values", "load", "load_for_backend",
-           "parse", "pool_addresses"]
+           "parse", "plan_digest", "pool_addresses"]
 
 
 @dataclass(frozen=True)
@@ -75,14 +75,18 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(src, "file", None, f"not valid TOML: {exc}") from None
-    unknown = set(data) - {"fleet", "device", "fault", "host", "hosts"}
+    unknown = set(data) - {"fleet", "device", "fault", "host", "hosts", "vagrant"}
     if unknown:
         raise ConfigError(src, "top level", sorted(unknown)[0],
-                          "unknown table (expected [fleet], [[device]], [[fault]], [hosts], [[host]])")
+                          "unknown table (expected [fleet], [[device]], [[fault]], [hosts], [[host]], "
+                          "[vagrant])")
     fleet_table = data.get("fleet")
     if not isinstance(fleet_table, dict):
         raise ConfigError(src, "fleet", None, "missing [fleet] table")
     fleet = read_fleet(src, fleet_table)
+    if "vagrant" in data and fleet.backend != "vagrant":
+        raise ConfigError(src, "vagrant", None,
+                          f'[vagrant] is for backend = "vagrant", not {fleet.backend!r}')
     devices = data.get("device", [])
     if not isinstance(devices, list) or not all(isinstance(d, dict) for d in devices):
         raise ConfigError(src, "device", None, "must be an array of tables ([[device]])")
@@ -97,10 +101,19 @@ def parse(text: str, source: str | Path = "fleet.toml") -> FleetConfig:
     if "health_interval" not in fleet_table:  # the default grows with the fleet
         fleet = replace(fleet, health_interval=default_interval(total[-1]))
     return FleetConfig(source=Path(source), fleet=fleet, groups=groups, faults=read_faults(src, data),
-                       digest=_digest(text), multihost="host" in data or "hosts" in data)
+                       digest=plan_digest(text), multihost=is_multihost_data(data))
 
 
-def _digest(text: str) -> str:
+def is_multihost_data(data: dict) -> bool:
+    """Whether the fleet file's ``data`` names lab hosts, or VMs the fleet makes (fleet.vagrant)."""
+    fleet = data.get("fleet")
+    vagrant = isinstance(fleet, dict) and fleet.get("backend") == "vagrant"
+    return "host" in data or "hosts" in data or vagrant
+
+
+def plan_digest(text: str) -> str:
+    """The digest of a fleet.toml text (and of the code expanding it) that plan.json keeps: the
+    same digest, the same plan."""
     import hashlib
 
     from fleet import __version__
@@ -134,4 +147,4 @@ def load_for_backend(path: str | Path, backend: str) -> FleetConfig:
         return config
     table = {**tomllib.loads(Path(path).read_text())["fleet"], "backend": backend}
     return FleetConfig(source=config.source, fleet=read_fleet(str(path), table), groups=config.groups,
-                       faults=config.faults, digest=_digest(f"{config.digest}\0{backend}"))
+                       faults=config.faults, digest=plan_digest(f"{config.digest}\0{backend}"))

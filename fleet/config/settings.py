@@ -22,7 +22,7 @@ from fleet.config.pools import (
 )
 from fleet.table import Table
 
-BACKENDS = ("process", "docker")
+BACKENDS = ("process", "docker", "vagrant")  # vagrant: fleet.vagrant, VMs as lab hosts
 ADDRESSINGS = ("loopback", "alias")
 DOCKER_NETWORKS = ("bridge", "macvlan")
 NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # fleet and device names

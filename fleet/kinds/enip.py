@@ -48,6 +48,7 @@ class IOOptions:
     port: int = 2222  # UDP port of the I/O data
     t_o_port: int | str = 2222  # where inputs go unless the Forward Open says: a port, or "source"
     rpi_range: str = "1-10000"  # RPIs accepted, milliseconds
+    lenient_sizes: bool = False  # also accept Forward Open sizes without the sequence count (cm-ethernetip)
 
 
 def _io_options(t: Table, tags: tuple[str, ...]) -> IOOptions | None:
@@ -67,7 +68,8 @@ def _io_options(t: Table, tags: tuple[str, ...]) -> IOOptions | None:
     if t.data.get("port_step"):
         io.fail(None, "devices with an io table need addresses of their own (no port_step): "
                       "the I/O port is per address")
-    options = IOOptions(tuple(text for text, _ in texts), port, t_o_port, rpi_range)
+    lenient = io.get("lenient_sizes", bool, False, what="true or false")
+    options = IOOptions(tuple(text for text, _ in texts), port, t_o_port, rpi_range, lenient)
     io.checked("assemblies", lambda: _adapter(EnipKind().build(EnipOptions(tags=tags), {}), options))
     return options
 
@@ -96,7 +98,8 @@ def _adapter(model: Any, io: IOOptions) -> Any:
     from cpppo.enip.device.connections import IOPolicy
 
     rpi_min, rpi_max = _rpi_range(io.rpi_range)
-    policy = IOPolicy(rpi_min=rpi_min, rpi_max=rpi_max, t_o_port=_t_o_port(io.t_o_port), io_port=io.port)
+    policy = IOPolicy(rpi_min=rpi_min, rpi_max=rpi_max, t_o_port=_t_o_port(io.t_o_port), io_port=io.port,
+                      lenient_sizes=io.lenient_sizes)
     return Assemblies.from_specs(model, io.assemblies, policy=policy)
 
 

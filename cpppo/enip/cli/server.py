@@ -106,6 +106,9 @@ def build_parser(prog: str = "enip_server", tags_required: bool = True) -> argpa
                          "address (default 2222, as ODVA says), or 'source' (where its O->T data comes from)")
     io.add_argument("--rpi-range", default="1-10000", metavar="<min>-<max>",
                     help="RPIs accepted, milliseconds (default 1-10000)")
+    io.add_argument("--lenient-sizes", action="store_true",
+                    help="also accept Class 1 connection sizes that leave out the 2-byte sequence count "
+                         "(cm-ethernetip's scanner); ODVA's sizes count it")
     ap.add_argument("tags", nargs="+" if tags_required else "*", metavar="TAG",
                     help="<name>[@<class>/<inst>/<attr>]=<TYPE>[<length>][!ro|!none][=<value>[,...]][~<behaviour>]"
                          + ("" if tags_required else " (optional: extra tags)"))
@@ -161,12 +164,13 @@ def make_device(args: argparse.Namespace, attribute_class: type[Attribute],
 
 
 def io_policy(args: argparse.Namespace, host: str) -> IOPolicy:
-    """The adapter's IOPolicy from --t-o-port and --rpi-range (raises ValueError)."""
+    """The adapter's IOPolicy from --t-o-port, --rpi-range, --lenient-sizes (raises ValueError)."""
     rpi_min, rpi_max = parse_rpi_range(args.rpi_range)
     if not 0 <= args.io_port <= 65535:
         raise ValueError(f"bad --io-port {args.io_port}: must be 0-65535")
     return IOPolicy(rpi_min=rpi_min, rpi_max=rpi_max, t_o_port=parse_t_o_port(args.t_o_port),
-                    io_host=host or "0.0.0.0", io_port=args.io_port)
+                    io_host=host or "0.0.0.0", io_port=args.io_port,
+                    lenient_sizes=getattr(args, "lenient_sizes", False))
 
 
 async def run(device: Device, host: str, port: int, delay: Any, settings: Settings,

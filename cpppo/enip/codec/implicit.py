@@ -34,10 +34,11 @@ from dataclasses import dataclass
 from cpppo.enip.codec.errors import CodecError
 
 __all__ = [
-    "IO_PORT", "MULTICAST", "NULL", "POINT_TO_POINT", "SEQUENCED_ADDRESS",
+    "IO_PORT", "MULTICAST", "NULL", "POINT_TO_POINT", "RPI_ACCEPTABLE", "RPI_MAXIMUM", "RPI_MINIMUM",
+    "SEQUENCED_ADDRESS",
     "NetworkParams", "Packet", "Sockaddr", "Transport",
     "decode_data", "decode_packet", "decode_sockaddr", "encode_data", "encode_packet", "encode_sockaddr",
-    "sequence_gap", "timeout_multiplier",
+    "rpi_refusal_words", "sequence_gap", "timeout_multiplier",
 ]
 
 IO_PORT = 2222
@@ -164,6 +165,21 @@ def timeout_multiplier(code: int) -> int:
     if not 0 <= code <= 7:
         raise CodecError(f"connection timeout multiplier {code} is reserved (0-7)")
     return 4 << code
+
+
+_RPI_WORDS = struct.Struct("<BBII")  # 0x0112's additional status: O->T, T->O RPI types; O->T, T->O RPIs
+RPI_ACCEPTABLE, RPI_MINIMUM, RPI_MAXIMUM = 0, 2, 3  # the acceptable-RPI types
+
+
+def rpi_refusal_words(o_t_type: int, t_o_type: int, o_t_rpi: int, t_o_rpi: int) -> tuple[int, ...]:
+    """The five 16-bit words that follow extended status 0x0112 (RPI values not acceptable)
+    in a Forward Open's failure reply: the acceptable O->T and T->O RPI types (a USINT each:
+    RPI_ACCEPTABLE, RPI_MINIMUM, RPI_MAXIMUM) and the acceptable RPIs (a UDINT each, us).
+
+    >>> rpi_refusal_words(RPI_ACCEPTABLE, RPI_MAXIMUM, 10_000, 1_000_000)
+    (768, 10000, 0, 16960, 15)
+    """
+    return struct.unpack("<5H", _RPI_WORDS.pack(o_t_type, t_o_type, o_t_rpi, t_o_rpi))
 
 
 @dataclass(frozen=True, slots=True)

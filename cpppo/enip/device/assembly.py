@@ -14,8 +14,9 @@ Spec syntax (``enip_server --assembly``, the fleet's ``io`` table)::
     198=input-only           heartbeat point of input-only connections (no data)
     199=listen-only          heartbeat point of listen-only connections (no data)
 
-``Assemblies.from_specs(device, specs)`` checks the tags exist and registers each data
-assembly's attribute 3 at ``@4/<instance>/3``, so explicit Get/Set Attribute Single reach it.
+``Assemblies.from_specs(device, specs)`` checks the tags exist (and that no ``out`` or
+``config`` assembly maps a tag its behaviour drives) and registers each data assembly's
+attribute 3 at ``@4/<instance>/3``, so explicit Get/Set Attribute Single reach it.
 """
 
 from __future__ import annotations
@@ -102,6 +103,13 @@ class Assembly:
                 attr[0:count] = values
 
 
+def _driver(tag: Tag) -> Any:
+    """The behaviour driving the tag (or the first of its structure members), or None."""
+    attribute = tag.attribute
+    members = getattr(attribute, "members", None) or ()
+    return getattr(attribute, "driver", None) or (members[0][1] if members else None)
+
+
 def _element_size(tag: Tag) -> int:
     size = tag.attribute.parser.size
     if size is None:
@@ -155,6 +163,11 @@ class Assemblies:
                 tag = device.tag(name)
                 if tag is None:
                     raise ValueError(f"assembly {parsed.instance}: no tag {name!r} on this device")
+                driver = _driver(tag)
+                if parsed.kind in ("out", "config") and driver is not None:
+                    raise ValueError(f"assembly {parsed.instance}: tag {name!r} is driven by its behaviour "
+                                     f"({driver.kind}); an {parsed.kind} assembly's tags are written by "
+                                     "the scanner")
                 tags.append(tag)
             try:
                 result.add(Assembly(parsed.instance, parsed.kind, tags))

@@ -15,8 +15,9 @@ produces the same input assembly, and closed with the last of them (0x0119 other
 
 Refusals (general status 0x01, extended status): 0x0100 triad in use, 0x0103 transport
 class/trigger, 0x0106 ownership conflict, 0x0108 connection type, 0x0109 size (with the
-size expected as a second word), 0x0111 RPI, 0x0113 out of connections, 0x0117 connection
-point, 0x0118 configuration path, 0x0119 no owner for a listen-only, 0x0315 path segment.
+size expected as a second word), 0x0112 RPI (with the acceptable RPIs: five more words),
+0x0113 out of connections, 0x0117 connection point, 0x0118 configuration path, 0x0119 no
+owner for a listen-only, 0x0315 path segment.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import itertools
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +38,9 @@ from cpppo.enip.codec.implicit import (
     IO_PORT,
     NULL,
     POINT_TO_POINT,
+    RPI_ACCEPTABLE,
+    RPI_MAXIMUM,
+    RPI_MINIMUM,
     NetworkParams,
     Packet,
     Sockaddr,
@@ -44,6 +49,7 @@ from cpppo.enip.codec.implicit import (
     decode_sockaddr,
     encode_data,
     encode_sockaddr,
+    rpi_refusal_words,
     sequence_gap,
     timeout_multiplier,
 )
@@ -62,7 +68,7 @@ EXT_OWNERSHIP_CONFLICT = 0x0106
 EXT_CONNECTION_NOT_FOUND = 0x0107
 EXT_INVALID_CONNECTION_TYPE = 0x0108
 EXT_INVALID_CONNECTION_SIZE = 0x0109
-EXT_RPI_NOT_SUPPORTED = 0x0111
+EXT_RPI_NOT_ACCEPTABLE = 0x0112  # (0x0111 "RPI not supported" is deprecated)
 EXT_OUT_OF_CONNECTIONS = 0x0113
 EXT_INVALID_CONNECTION_POINT = 0x0117
 EXT_INVALID_CONFIGURATION = 0x0118
@@ -71,6 +77,7 @@ EXT_CONNECTION_TIMED_OUT = 0x0203
 EXT_INVALID_SEGMENT = 0x0315
 
 COUNTERS = ("sent", "received", "late", "missing", "dropped")  # per connection, summed by counters()
+RATE_WINDOW = 5.0  # seconds of packet totals rates() spans
 SOURCE = "source"  # IOPolicy.t_o_port: send T->O data to the port the O->T data comes from
 
 
@@ -154,6 +161,7 @@ class ConnectionManager:
         self.timed_out = 0
         self.closed: list[IOConnection] = []  # the last few closed, for status
         self._gone = dict.fromkeys(COUNTERS, 0)  # the counters of connections closed so far
+        self._samples: deque[tuple[float, int, int]] = deque()  # (time, received, sent), for rates()
 
     # --- Forward Open / Close ----------------------------------------------------------------------
 
@@ -207,11 +215,7 @@ class ConnectionManager:
             kind = "input-only"
         if produced is None and kind != "owner":
             raise Refused(EXT_INVALID_CONNECTION_POINT, f"a {kind} connection needs an input assembly")
-        rpis = [r for r, p in ((request.o_t_rpi, o_t), (request.t_o_rpi, t_o)) if p.kind != NULL]
-        for rpi in rpis:
-            if not self.policy.rpi_min <= rpi <= self.policy.rpi_max:
-                raise Refused(EXT_RPI_NOT_SUPPORTED, f"RPI {rpi} us outside {self.policy.rpi_min}-"
-                                                     f"{self.policy.rpi_max} us")
+        self._check_rpis((request.o_t_rpi, o_t), (request.t_o_rpi, t_o))
         overhead = (2 if transport.cls == 1 else 0)
         slack = overhead if self.policy.lenient_sizes else 0
         if kind == "owner":
@@ -244,6 +248,25 @@ class ConnectionManager:
             transport=transport.cls, header=header,
             timeout=timeout_multiplier(request.multiplier) * watched,
             peer=peer, destination=self._destination(peer, items))
+
+    def _check_rpis(self, *directions: tuple[int, NetworkParams]) -> None:
+        """Refuse an RPI outside the policy's range with 0x0112 "RPI value(s) not acceptable"
+        and the five words that follow it in the CIP Vol 1 failure reply: the acceptable O->T
+        and T->O RPI types (a USINT each: 0 acceptable, 2 the minimum, 3 the maximum) and
+        the acceptable O->T and T->O RPIs (a UDINT each, microseconds)."""
+        low, high = self.policy.rpi_min, self.policy.rpi_max
+        types, values, wrong = [], [], []
+        for rpi, params in directions:
+            if params.kind == NULL or low <= rpi <= high:
+                types.append(RPI_ACCEPTABLE)
+                values.append(rpi if params.kind != NULL else 0)
+            else:
+                types.append(RPI_MINIMUM if rpi < low else RPI_MAXIMUM)
+                values.append(low if rpi < low else high)
+                wrong.append(rpi)
+        if wrong:
+            words = rpi_refusal_words(*types, *values)
+            raise Refused(EXT_RPI_NOT_ACCEPTABLE, f"RPI {wrong[0]} us outside {low}-{high} us", *words)
 
     def _points(self, points: list[int], o_t: NetworkParams,
                 t_o: NetworkParams) -> tuple[Assembly | None, Assembly | None]:
@@ -326,6 +349,25 @@ class ConnectionManager:
         return {"connections": len(self.by_o_t), **totals, "refused": self.refused,
                 "timed_out": self.timed_out}
 
+    def sample(self, now: float) -> None:
+        """Note the packet totals (at most once a second; the I/O scheduler calls this), for
+        ``rates()`` over the last RATE_WINDOW seconds."""
+        samples = self._samples
+        if samples and now - samples[-1][0] < 1.0:
+            return
+        totals = self.counters()
+        samples.append((now, totals["received"], totals["sent"]))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
+            samples.popleft()
+
+    def rates(self) -> tuple[float, float]:
+        """(O->T packets received, T->O packets sent) per second over the samples' span (up
+        to RATE_WINDOW seconds, to the last sample); 0.0 before two samples."""
+        if len(self._samples) < 2:
+            return 0.0, 0.0
+        (t0, in0, out0), (t1, in1, out1) = self._samples[0], self._samples[-1]
+        return (in1 - in0) / (t1 - t0), (out1 - out0) / (t1 - t0)
+
     # --- data ---------------------------------------------------------------------------------------
 
     def consume(self, packet: Packet, sender: tuple[str, int], now: float) -> IOConnection | None:
@@ -361,7 +403,11 @@ class ConnectionManager:
         if connection.destination is None:
             connection.destination = sender
         if fresh and connection.consumed is not None and (connection.run or not connection.header):
-            connection.consumed.write(data)
+            try:
+                connection.consumed.write(data)
+            except Exception as exc:  # a tag refused the value (a user hook): the others go on
+                connection.dropped += 1
+                log.debug("O->T data of connection 0x%08x not applied: %s", connection.o_t, exc)
         return connection
 
     def produce(self, connection: IOConnection) -> tuple[int, int, bytes]:

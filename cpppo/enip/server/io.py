@@ -15,7 +15,8 @@ time out (0x0203) as with a device pulled off the network.
 The scheduler is one task over a heap of due times (not a timer per connection): it sleeps
 until the earliest due time, sends every packet due, and keeps each connection on its own
 phase (``due += rpi``), skipping ahead when the process fell more than one RPI behind (those
-are counted as ``overruns``).  Time is ``time.monotonic()``.
+are counted as ``overruns``).  Every sweep also samples each adapter's packet totals for its
+packets-per-second figures (``ConnectionManager.rates``).  Time is ``time.monotonic()``.
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ class IOEngine:
                 try:
                     for endpoint in list(self.endpoints):
                         endpoint.manager.expired(now)
+                        endpoint.manager.sample(now)
                     for hook in self.on_tick:
                         hook(now)
                 except Exception:  # a close hook raised: the scheduler must go on for the others
