@@ -27,28 +27,38 @@ re-emits their families with a ``worker`` label, so one target gives the whole f
 Prometheus needs no per-worker discovery, and a dead worker shows as ``worker_up 0``).
 :func:`write_file_sd` writes ``<state>/file_sd.json``: every device's address, for probing
 the devices themselves (modbus_exporter, a blackbox prober).
+
+The per-device families grow with the fleet (14 samples a device): :func:`device_exposition`
+writes them as text straight from the poller's view, and :class:`fleet.web.serve.Exposition`
+renders that in a thread and shares it between scrapes (the workers' families, a few per
+worker, go through prometheus-client's :class:`FleetCollector`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import os
+from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from fleet.plan import Plan, PlannedDevice
 from fleet.scrape import WORKER_PORT, worker_metrics_path
 from fleet.web.view import STATES
 
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# a handful of bounds for PLC latencies (a healthy device 1-5 ms, a loaded poller tens of ms, a
+# struggling device up to the health timeout): 10 samples a device, not 15
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -204,42 +214,105 @@ async def scrape_workers(urls: dict[str, str], timeout: float = 1.0) -> dict[str
 
 # --- the fleet ----------------------------------------------------------------------------------
 
+LATENCY_HELP = ("Latency of successful health polls (the device's own: one List Identity and one read, "
+                "or one register read, on an open connection)")
+
+
+class Latencies:
+    """Each device's poll-latency histogram as a few plain counts (``array``, a bucket each and
+    ``+Inf``, not cumulative) and a sum: fed by the poller's callback, read by the render in
+    another thread without a lock (a copy of the array is taken at once)."""
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.buckets = buckets
+        self.counts: dict[str, array] = {}
+        self.sums: dict[str, float] = {}
+
+    def observe(self, device: str, value: float) -> None:
+        counts = self.counts.get(device)
+        if counts is None:
+            self.sums[device] = 0.0
+            counts = self.counts[device] = array("Q", bytes(8 * (len(self.buckets) + 1)))
+        counts[bisect.bisect_left(self.buckets, value)] += 1  # le: a value on a bound is in its bucket
+        self.sums[device] += value
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _head(out: list[str], name: str, help_: str, type_: str) -> None:
+    help_ = help_.replace("\\", "\\\\").replace("\n", "\\n")
+    out.append(f"# HELP {name} {help_}\n# TYPE {name} {type_}\n")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 2 ** 53 else repr(float(value))
+
+
+def device_exposition(rows: list[dict[str, Any]], latencies: Latencies | None) -> str:
+    """The per-device families and devices by state, in the text format, written straight from
+    the view's ``rows`` (they grow with the fleet: prometheus-client's family and sample objects
+    cost ~10x more CPU than the text itself)."""
+    out: list[str] = []
+    names = [f'device="{_label(r["name"])}"' for r in rows]
+    _head(out, "cpppo_fleet_device_up", "1 if the device's last health poll succeeded", "gauge")
+    out.extend(f'cpppo_fleet_device_up{{{n},kind="{_label(r["kind"])}",address="{_label(r["address"])}"}} '
+               f'{1 if r["state"] == "healthy" else 0}\n' for n, r in zip(names, rows, strict=True))
+    if latencies is not None:
+        name = "cpppo_fleet_device_poll_latency_seconds"
+        _head(out, name, LATENCY_HELP, "histogram")
+        bounds = [floatToGoString(b) for b in latencies.buckets] + ["+Inf"]
+        for n, r in zip(names, rows, strict=True):
+            counts = latencies.counts.get(r["name"])
+            if counts is None:
+                continue  # never answered: no series yet (as a prometheus-client child)
+            total = 0
+            for bound, count in zip(bounds, counts.tolist(), strict=True):
+                total += count
+                out.append(f'{name}_bucket{{{n},le="{bound}"}} {total}\n')
+            out.append(f"{name}_count{{{n}}} {total}\n"
+                       f"{name}_sum{{{n}}} {_number(latencies.sums.get(r['name'], 0.0))}\n")
+    _head(out, "cpppo_fleet_device_last_check_timestamp_seconds", "When the device's last health poll ended",
+          "gauge")
+    out.extend(f"cpppo_fleet_device_last_check_timestamp_seconds{{{n}}} {_number(r['checked'])}\n"
+               for n, r in zip(names, rows, strict=True) if r["checked"] is not None)
+    _head(out, "cpppo_fleet_device_restarts_total", "Restarts of the device's worker since the fleet came up",
+          "counter")
+    out.extend(f"cpppo_fleet_device_restarts_total{{{n}}} {r['restarts']}\n"
+               for n, r in zip(names, rows, strict=True))
+    _head(out, "cpppo_fleet_device_faults_active", "Injected faults in force", "gauge")
+    out.extend(f"cpppo_fleet_device_faults_active{{{n}}} {len(r['faults'])}\n"
+               for n, r in zip(names, rows, strict=True))
+    counts = dict.fromkeys(STATES, 0)
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    _head(out, "cpppo_fleet_devices", "Devices by state", "gauge")
+    out.extend(f'cpppo_fleet_devices{{state="{_label(state)}"}} {n}\n' for state, n in counts.items())
+    return "".join(out)
+
+
 class FleetCollector(Collector):
-    """Per-device and per-fleet figures from the poller's view (see :class:`fleet.web.view.FleetView`)
-    and the workers' scraped families (set with :meth:`set_workers` before each scrape)."""
+    """The fleet's /metrics (:meth:`render`): per-device and per-fleet figures from the poller's
+    view (see :class:`fleet.web.view.FleetView`), written by :func:`device_exposition`, and, as a
+    prometheus-client collector, the workers' scraped families (set with :meth:`set_workers`)."""
 
     def __init__(self, view: Any) -> None:
         self.view = view
         self.workers: dict[str, str | None] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
 
     def set_workers(self, texts: dict[str, str | None]) -> None:
         self.workers = texts
 
-    def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("cpppo_fleet_device_up", "1 if the device's last health poll succeeded",
-                               labels=["device", "kind", "address"])
-        checked = GaugeMetricFamily("cpppo_fleet_device_last_check_timestamp_seconds",
-                                    "When the device's last health poll ended", labels=["device"])
-        restarts = CounterMetricFamily("cpppo_fleet_device_restarts", "Restarts of the device's worker "
-                                       "since the fleet came up", labels=["device"])
-        faults = GaugeMetricFamily("cpppo_fleet_device_faults_active", "Injected faults in force",
-                                   labels=["device"])
-        states = GaugeMetricFamily("cpppo_fleet_devices", "Devices by state", labels=["state"])
-        counts = dict.fromkeys(STATES, 0)
-        for row in self.view.rows():
-            healthy = 1.0 if row["state"] == "healthy" else 0.0
-            up.add_metric([row["name"], row["kind"], row["address"]], healthy)
-            if row["checked"] is not None:
-                checked.add_metric([row["name"]], row["checked"])
-            restarts.add_metric([row["name"]], row["restarts"])
-            faults.add_metric([row["name"]], len(row["faults"]))
-            counts[row["state"]] = counts.get(row["state"], 0) + 1
-        for state, n in counts.items():
-            states.add_metric([state], n)
-        yield from (up, checked, restarts, faults, states)
-        yield from self._workers()
+    def render(self) -> bytes:
+        """The whole exposition; reads the view without a lock (call it in a thread: the poller
+        goes on recording meanwhile)."""
+        text = device_exposition(self.view.rows(), getattr(self.view, "histogram", None))
+        return text.encode() + generate_latest(self.registry)
 
-    def _workers(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Metric]:
         worker_up = GaugeMetricFamily("cpppo_fleet_worker_up", "1 if the worker's own /metrics answered",
                                       labels=["worker"])
         merged: dict[str, Metric] = {}
@@ -260,12 +333,6 @@ def _families(text: str | None) -> Iterable[Metric]:
         return list(text_string_to_metric_families(text))
     except ValueError:
         return ()
-
-
-def new_latency_histogram(registry: CollectorRegistry) -> Histogram:
-    return Histogram("cpppo_fleet_device_poll_latency_seconds", "Latency of successful health polls "
-                     "(the device's own: one List Identity and one read, or one register read, on an "
-                     "open connection)", ["device"], buckets=LATENCY_BUCKETS, registry=registry)
 
 
 def write_file_sd(plan: Plan, path: Path) -> None:

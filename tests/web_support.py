@@ -133,3 +133,51 @@ def screenshot(driver: Any, tmp: Path, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, ARTIFACTS / name)
     return path
+
+
+def client_exposition(view: Any, collector: Any) -> bytes:
+    """The fleet's /metrics as prometheus-client writes it from its own family objects (as
+    the poller did before it wrote the per-device text itself): the judge of that text, and
+    the peer of its render in benchmarks/bench_metrics.py."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+    from fleet.metrics import LATENCY_BUCKETS, LATENCY_HELP
+    from fleet.web.view import STATES
+
+    class Families:
+        def collect(self) -> Iterator[Any]:
+            rows = view.rows()
+            up = GaugeMetricFamily("cpppo_fleet_device_up", "1 if the device's last health poll succeeded",
+                                   labels=["device", "kind", "address"])
+            latency = HistogramMetricFamily("cpppo_fleet_device_poll_latency_seconds", LATENCY_HELP,
+                                            labels=["device"])
+            checked = GaugeMetricFamily("cpppo_fleet_device_last_check_timestamp_seconds",
+                                        "When the device's last health poll ended", labels=["device"])
+            restarts = CounterMetricFamily("cpppo_fleet_device_restarts", "Restarts of the device's worker "
+                                           "since the fleet came up", labels=["device"])
+            faults = GaugeMetricFamily("cpppo_fleet_device_faults_active", "Injected faults in force",
+                                       labels=["device"])
+            states = GaugeMetricFamily("cpppo_fleet_devices", "Devices by state", labels=["state"])
+            bounds = [*map(str, LATENCY_BUCKETS), "+Inf"]
+            for r in rows:
+                up.add_metric([r["name"], r["kind"], r["address"]], float(r["state"] == "healthy"))
+                counts = view.histogram.counts.get(r["name"])
+                if counts is not None:
+                    cumulative, total = [], 0
+                    for bound, n in zip(bounds, counts, strict=True):
+                        total += n
+                        cumulative.append((bound, total))
+                    latency.add_metric([r["name"]], cumulative, view.histogram.sums[r["name"]])
+                if r["checked"] is not None:
+                    checked.add_metric([r["name"]], r["checked"])
+                restarts.add_metric([r["name"]], r["restarts"])
+                faults.add_metric([r["name"]], len(r["faults"]))
+            for state in STATES:
+                states.add_metric([state], sum(r["state"] == state for r in rows))
+            yield from (up, latency, checked, restarts, faults, states)
+            yield from collector.collect()
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Families())  # type: ignore[arg-type]
+    return generate_latest(registry)

@@ -39,9 +39,10 @@ MAX_BODY = 16384
 TOKEN_VARIABLE = "CPPPO_FLEET_TOKEN"  # the fleet's write token, instead of <state>/web-token
 
 
-def make_app(view: Any, *, token: str | None = None, metrics: Callable[[], Awaitable[bytes]] | None = None,
+def make_app(view: Any, *, token: str | None = None,
+             metrics: Callable[[bool], Awaitable[bytes]] | None = None,
              period: float = 1.0, timeout: float = 2.0, control: Path | None = None) -> web.Application:
-    """The application over ``view``; ``metrics`` returns the /metrics body; ``control``: the
+    """The application over ``view``; ``metrics(gzipped)`` returns the /metrics body; ``control``: the
     fleet's control folder (:mod:`fleet.control`), for injecting and clearing faults."""
     app = web.Application(client_max_size=MAX_BODY)
 
@@ -163,10 +164,14 @@ def make_app(view: Any, *, token: str | None = None, metrics: Callable[[], Await
         log.info("%s: fault %s (fleet page)", device.name, "cleared" if clearing else body["kind"])
         return web.json_response({"ok": True, "device": device.name, "done": done})
 
-    async def prometheus(_request: web.Request) -> web.Response:
+    async def prometheus(request: web.Request) -> web.Response:
         from fleet.metrics import CONTENT_TYPE
 
-        return web.Response(body=await metrics(), headers={"Content-Type": CONTENT_TYPE})  # type: ignore[misc]
+        gzipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))  # Prometheus asks
+        headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=await metrics(gzipped), headers=headers)  # type: ignore[misc]
 
     app.router.add_get("/", page)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)  # type: ignore[arg-type]
@@ -181,6 +186,19 @@ def make_app(view: Any, *, token: str | None = None, metrics: Callable[[], Await
     if metrics is not None:
         app.router.add_get("/metrics", prometheus)
     return app
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an ``Accept-Encoding`` value takes gzip (``gzip``, ``gzip;q=0.5``; not ``gzip;q=0``)."""
+    for part in header.split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip"):
+            q = params.strip().lower().removeprefix("q=")
+            try:
+                return not params.strip() or float(q) > 0
+            except ValueError:
+                return False
+    return False
 
 
 def _why(exc: BaseException) -> str:

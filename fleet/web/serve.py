@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import os
@@ -18,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
+from prometheus_client import disable_created_metrics
 
-from fleet.metrics import FleetCollector, new_latency_histogram, scrape_workers, worker_urls, write_file_sd
+from fleet.metrics import FleetCollector, Latencies, scrape_workers, worker_urls, write_file_sd
 from fleet.plan import Plan
 from fleet.web.view import FleetView
 
@@ -40,8 +41,11 @@ class FleetWeb:
     url: str
     state_dir: Path
     scraper: asyncio.Task[None] | None = None
+    exposition: Exposition | None = None
 
     async def close(self) -> None:
+        if self.exposition is not None:
+            self.exposition.close()
         if self.scraper is not None:
             self.scraper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -61,8 +65,8 @@ class FleetWeb:
         with contextlib.suppress(sqlite3.Error, StoreError):
             self.view.set_store(store.starts(), store.serve_errors())
         with contextlib.suppress(OSError, ValueError):
-            self.view.faults = {name: [fault.describe()]
-                                for name, fault in active(control_dir(self.state_dir)).items()}
+            self.view.set_faults({name: [fault.describe()]
+                                  for name, fault in active(control_dir(self.state_dir)).items()})
 
     def follow(self, plan: Plan) -> None:
         """A new plan: the view and file_sd follow it."""
@@ -92,15 +96,9 @@ async def start_web(plan: Plan, state_dir: Path, period: float = 1.0) -> FleetWe
     from fleet.web.app import make_app
 
     disable_created_metrics()  # no *_created series: one poller process, its start is no news
-    registry = CollectorRegistry()
-    view = FleetView(plan, new_latency_histogram(registry))
+    view = FleetView(plan, Latencies())
     collector = FleetCollector(view)
-    registry.register(collector)
-
-    async def metrics() -> bytes:
-        """Never waits on a worker (their figures are kept fresh below); rendered in a thread,
-        so that a large fleet's text (~1.5 kB a device) does not hold up the polls."""
-        return await asyncio.to_thread(generate_latest, registry)
+    exposition = Exposition(collector.render, view)
 
     async def scrape_forever() -> None:
         """The workers' /metrics every health interval (a hung worker costs one timeout here,
@@ -116,17 +114,103 @@ async def start_web(plan: Plan, state_dir: Path, period: float = 1.0) -> FleetWe
 
     from fleet.control import control_dir
 
-    app = make_app(view, token=fleet_token(state_dir), metrics=metrics, period=period,
+    app = make_app(view, token=fleet_token(state_dir), metrics=exposition.get, period=period,
                    timeout=plan.fleet.health_timeout, control=control_dir(state_dir))
     host, port = web_address(plan)
     runner, bound, port = await start_site(app, host, port, "the fleet page")
     shown = bound if bound != "0.0.0.0" else socket.gethostbyname(socket.gethostname())
     url = f"http://{shown}:{port}/"
     record_web(state_dir, {"web": url, "metrics": url + "metrics"})
-    web = FleetWeb(view, runner, url, state_dir, asyncio.ensure_future(scrape_forever()))
+    web = FleetWeb(view, runner, url, state_dir, asyncio.ensure_future(scrape_forever()), exposition)
     web.follow(plan)
     log.info("fleet page on %s, metrics on %smetrics", url, url)
     return web
+
+
+class Exposition:
+    """The fleet's /metrics body, never waiting on a worker (their figures are kept fresh by
+    ``scrape_forever``), rendered in a thread (the polls go on meanwhile: the render reads the
+    view without a lock) and shared: scrapers arriving during a render wait for that one, and
+    its bytes (gzipped once, for those that ask) serve every scrape until a device changes
+    state (up, down, restarted, faulted; :attr:`FleetView.changes`) or ``max_age`` seconds (by
+    default a health interval, or twice a render and a second if longer: timestamps and
+    latency counts lag by at most that) have passed.
+
+    A scraper that comes back at a steady rhythm (Prometheus' ``scrape_interval``) finds the
+    next body rendered (and gzipped) just ahead of its visit, so it rarely waits for a render."""
+
+    APART = 1.0  # scrapes closer than this are several scrapers at once (an HA pair), not a rhythm
+
+    def __init__(self, render: Any, view: FleetView, max_age: float | None = None) -> None:
+        self.render, self.view, self.max_age = render, view, max_age
+        self.body, self.changes, self.at, self.took = b"", -1, float("-inf"), 0.0
+        self.rendering: asyncio.Future[None] | None = None
+        self.gzipped: asyncio.Future[bytes] | None = None
+        self.renders = 0
+        self.scraped: float | None = None  # when the last scrape came
+        self.period: float | None = None  # the scrapers' rhythm
+        self.wants_gzip = False
+        self.ahead: asyncio.TimerHandle | None = None
+
+    def fresh(self, at: float | None = None) -> bool:
+        """Whether the body still serves a scrape now (or at loop time ``at``)."""
+        at = asyncio.get_running_loop().time() if at is None else at
+        max_age = self.view.plan.fleet.health_interval if self.max_age is None else self.max_age
+        return self.changes == self.view.changes and at - self.at < max(max_age, 2 * self.took + 1.0)
+
+    async def get(self, gzipped: bool = False) -> bytes:
+        self._expect(gzipped)
+        if not self.fresh():
+            await self._refresh()
+        if not gzipped:
+            return self.body
+        if self.gzipped is None:
+            self.gzipped = asyncio.ensure_future(asyncio.to_thread(gzip.compress, self.body, 1))
+        return await asyncio.shield(self.gzipped)
+
+    def close(self) -> None:
+        if self.ahead is not None:
+            self.ahead.cancel()
+
+    def _expect(self, gzipped: bool) -> None:
+        """Note the scrapers' rhythm; render ahead of the next scrape it predicts."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self.scraped is not None and now - self.scraped > self.APART:
+            self.period = now - self.scraped
+        self.scraped, self.wants_gzip = now, gzipped
+        if self.period is not None:
+            self.close()
+            due = now + self.period
+            self.ahead = loop.call_later(max(0.0, self.period - 1.5 * self.took - 0.25), self._ahead, due)
+
+    def _ahead(self, due: float) -> None:
+        self.ahead = None
+        if not self.fresh(due) and self.rendering is None:
+            self.rendering = asyncio.ensure_future(self._render())
+
+    async def _refresh(self) -> None:
+        if self.rendering is None:
+            self.rendering = asyncio.ensure_future(self._render())
+        await asyncio.shield(self.rendering)
+
+    async def _render(self) -> None:
+        def both() -> tuple[bytes, bytes | None]:
+            body = self.render()
+            return body, gzip.compress(body, 1) if packing else None
+
+        try:
+            loop = asyncio.get_running_loop()
+            changes, at, packing = self.view.changes, loop.time(), self.wants_gzip
+            body, packed = await asyncio.to_thread(both)
+            self.body, self.changes, self.at, self.took = body, changes, at, loop.time() - at
+            self.gzipped = None
+            if packed is not None:
+                self.gzipped = loop.create_future()
+                self.gzipped.set_result(packed)
+            self.renders += 1
+        finally:
+            self.rendering = None
 
 
 def record_web(state_dir: Path, record: dict[str, str | None]) -> None:

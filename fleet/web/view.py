@@ -26,7 +26,8 @@ class FleetView:
     """The poller's view of ``plan``'s devices."""
 
     def __init__(self, plan: Plan, histogram: Any = None) -> None:
-        self.histogram = histogram  # a prometheus Histogram by device, fed on every success
+        self.histogram = histogram  # latencies by device (fleet.metrics.Latencies), fed on every success
+        self.changes = 0  # counts what turns a device's state (a cached /metrics is stale after it)
         self.last: dict[str, HealthResult] = {}
         self.latencies: dict[str, collections.deque[float]] = {}
         self.restarts: dict[str, int] = {}  # worker -> restarts
@@ -38,20 +39,32 @@ class FleetView:
         self.plan = plan
         self.devices: dict[str, PlannedDevice] = {d.name: d for d in plan.devices}
         self.version = hash(tuple(self.devices))
+        self.changes += 1
         fleet = plan.fleet
         self.stale_after = 2 * fleet.health_interval + fleet.health_timeout + 1.0
 
     def record(self, result: HealthResult) -> None:
+        before = self.last.get(result.device)
         self.last[result.device] = result
+        if before is None or before.ok != result.ok:
+            self.changes += 1
         if result.ok and result.latency is not None:
             self.latencies.setdefault(result.device, collections.deque(maxlen=HISTORY)).append(result.latency)
             if self.histogram is not None:
-                self.histogram.labels(result.device).observe(result.latency)
+                self.histogram.observe(result.device, result.latency)
 
     def set_store(self, starts: Mapping[str, list], serve_errors: Mapping[str, ServeError]) -> None:
-        self.restarts = {worker: max(0, len(runs) - 1) for worker, runs in starts.items()}
+        restarts = {worker: max(0, len(runs) - 1) for worker, runs in starts.items()}
         current = {worker: runs[-1][0] for worker, runs in starts.items() if runs}
-        self.unserved = {name: e.error for name, e in serve_errors.items() if current.get(e.worker) == e.pid}
+        unserved = {name: e.error for name, e in serve_errors.items() if current.get(e.worker) == e.pid}
+        if (restarts, unserved) != (self.restarts, self.unserved):
+            self.restarts, self.unserved = restarts, unserved
+            self.changes += 1
+
+    def set_faults(self, faults: dict[str, list[str]]) -> None:
+        if faults != self.faults:
+            self.faults = faults
+            self.changes += 1
 
     def state(self, name: str, now: float) -> str:
         if self.faults.get(name):
