@@ -62,3 +62,18 @@ def is_root() -> bool:
 def need_root(is_root: bool) -> None:
     if not is_root or shutil.which("ip") is None:
         pytest.skip("needs root and iproute2 (network namespaces / interface aliases)")
+
+
+@pytest.fixture
+def fleets():
+    """A list a test appends its :class:`tests.fleet_support.CliFleet` fleets to; each is taken
+    down afterwards, whatever the test did."""
+    from fleet.backends.base import BackendError
+
+    made: list = []
+    yield made
+    for fleet in made:
+        try:
+            fleet.backend.down()
+        except BackendError:
+            pass

@@ -63,6 +63,20 @@ def free_subnet(client, within: str) -> str:
     raise RuntimeError(f"no free /24 in {within}")
 
 
+def labelled_build(monkeypatch) -> tuple[str, str]:
+    """Label the containers and networks this test makes with a fresh id (for
+    :func:`remove_labelled`) and build the device image through the CLI: (test id, image)."""
+    from typer.testing import CliRunner
+
+    from fleet.cli import app
+
+    test_id = uuid.uuid4().hex[:12]
+    monkeypatch.setenv("CPPPO_FLEET_DOCKER_LABELS", f"{TEST_LABEL}={test_id}")
+    build = CliRunner().invoke(app, ["build", "--quiet"])
+    assert build.exit_code == 0, build.output
+    return test_id, build.output.strip().splitlines()[-1]
+
+
 def remove_labelled(client, test_id: str) -> None:
     """Remove, by id, every container and network carrying this test's label."""
     import docker.errors
@@ -376,8 +390,7 @@ def test_cli_builds_and_runs_a_fleet_on_docker(docker_client, tmp_path, monkeypa
 
     from fleet.cli import app
 
-    test_id = uuid.uuid4().hex[:12]
-    monkeypatch.setenv("CPPPO_FLEET_DOCKER_LABELS", f"{TEST_LABEL}={test_id}")
+    test_id, image = labelled_build(monkeypatch)
     name = f"t{uuid.uuid4().hex[:8]}"
     toml = tmp_path / "fleet.toml"  # a process-backend file, run with --backend docker
     toml.write_text(f"""
@@ -397,9 +410,6 @@ name = "pump{{n}}"
 registers = ["40001-40010=7"]
 """)
     runner = CliRunner()
-    build = runner.invoke(app, ["build", "--quiet"])
-    assert build.exit_code == 0, build.output
-    image = build.output.strip().splitlines()[-1]
     assert image.startswith("cpppo-fleet/device:")
     toml.write_text(toml.read_text().replace("[fleet]", f'[fleet]\ndocker_image = "{image}"'))
     state = ["--state-dir", str(tmp_path / "state")]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_fleet_docker import TEST_LABEL, free_subnet, remove_labelled
+from tests.test_fleet_docker import free_subnet, labelled_build, remove_labelled
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -100,12 +100,8 @@ def test_files_retain_and_rtu_over_tcp_in_containers(docker_client, tmp_path, mo
 
     from fleet.cli import app
 
-    test_id = uuid.uuid4().hex[:12]
-    monkeypatch.setenv("CPPPO_FLEET_DOCKER_LABELS", f"{TEST_LABEL}={test_id}")
+    test_id, image = labelled_build(monkeypatch)
     runner = CliRunner()
-    build = runner.invoke(app, ["build", "--quiet"])
-    assert build.exit_code == 0, build.output
-    image = build.output.strip().splitlines()[-1]
     name = f"t{uuid.uuid4().hex[:8]}"
     home = tmp_path / "site"
     (home / "exports").mkdir(parents=True)

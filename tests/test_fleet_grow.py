@@ -17,12 +17,10 @@ import asyncio
 import os
 import re
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fleet.backends.base import BackendError
 from tests.fleet_support import CliFleet, until
 from tests.support import free_port
 
@@ -54,17 +52,6 @@ name = "pump{{n}}"
 port = {port}
 registers = {pumps}
 """
-
-
-@pytest.fixture
-def fleets(tmp_path: Path) -> Iterator[list[CliFleet]]:
-    made: list[CliFleet] = []
-    yield made
-    for fleet in made:
-        try:
-            fleet.backend.down()
-        except BackendError:
-            pass
 
 
 def make(fleets: list[CliFleet], tmp: Path, block: int) -> CliFleet:
@@ -152,19 +139,14 @@ def gone(pid: int) -> bool:
 @pytest.mark.docker
 def test_growing_a_docker_fleet_says_which_devices_it_interrupts(docker_client, tmp_path: Path,
                                                                  monkeypatch) -> None:
-    import uuid
 
     from typer.testing import CliRunner
 
     from fleet.cli import app
-    from tests.test_fleet_docker import TEST_LABEL, free_subnet, remove_labelled
+    from tests.test_fleet_docker import free_subnet, labelled_build, remove_labelled
 
-    test_id = uuid.uuid4().hex[:12]
-    monkeypatch.setenv("CPPPO_FLEET_DOCKER_LABELS", f"{TEST_LABEL}={test_id}")
+    test_id, image = labelled_build(monkeypatch)
     runner = CliRunner()
-    build = runner.invoke(app, ["build", "--quiet"])
-    assert build.exit_code == 0, build.output
-    image = build.output.strip().splitlines()[-1]
     pool = free_subnet(docker_client, "172.29.0.0/16")
     # one container of all four (by default each device has its own: growing adds containers)
     fleet_keys = f'name = "g{test_id[:8]}"\ndocker_image = "{image}"\ndevices_per_container = 4'

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from fleet.backends.base import BackendError, health_programs
+from fleet.backends.base import health_programs
 from fleet.cli import app
 from fleet.config import ConfigError, parse
 from fleet.limits import ENV, poller_shards
@@ -99,17 +98,6 @@ tags = ["A=INT"]
     assert not (tmp_path / "state" / "supervisord.pid").exists()
     monkeypatch.setenv(ENV, "1000")  # room for them: the same file plans
     assert len(expand(parse(text)).workers) == 2
-
-
-@pytest.fixture
-def fleets() -> Iterator[list[CliFleet]]:
-    made: list[CliFleet] = []
-    yield made
-    for fleet in made:
-        try:
-            fleet.backend.down()
-        except BackendError:
-            pass
 
 
 @pytest.mark.slow
