@@ -167,6 +167,17 @@ class Poller:
         await asyncio.gather(*(bounded(d) for d in alone), *(in_turn(w) for w in wires.values()))
         return [results[d.name] for d in devices]
 
+    async def retain(self, names: Iterable[str]) -> None:
+        """Close and forget the clients (and setups under way) of every device not in ``names``:
+        a new plan without them (a fleet shrunk, a device renamed) leaves no connection open."""
+        keep = set(names)
+        gone = [name for name in {*self.clients, *self.opening} if name not in keep]
+        opening = [self.opening[name] for name in gone if name in self.opening]
+        await asyncio.gather(*(self._drop(name) for name in gone))
+        await asyncio.gather(*opening, return_exceptions=True)
+        if gone:
+            log.info("closed the connections of %d devices no longer in the plan", len(gone))
+
     async def close(self) -> None:
         opening = list(self.opening.values())
         await asyncio.gather(*(self._drop(name) for name in {*self.clients, *self.opening}))
@@ -290,9 +301,12 @@ class Schedule:
             while not self.stopping.is_set() and (max_sweeps is None or sweeps < max_sweeps):
                 begun = time.monotonic()
                 self._changed()
-                if web is not None and self.plan is not plan:
+                if self.plan is not plan:  # a new plan: what its devices no longer in it held goes
                     plan = self.plan
-                    web.follow(plan)
+                    await poller.retain(d.name for d in self.mine)
+                    failing &= {d.name for d in self.mine}
+                    if web is not None:
+                        web.follow(plan)
                 # spread over the interval (a latency figure is the device's own), except the
                 # first sweep after a change: `up` is waiting on it, so sweep at once (while
                 # settling, the devices still failing are re-polled quickly in between)

@@ -418,3 +418,62 @@ registers = ["40001-40004"]
     monkeypatch.setattr(Poller, "sweep", sweep)
     asyncio.run(Schedule(tmp_path).run(max_sweeps=3))
     assert spreads == [0.0, pytest.approx(0.2), pytest.approx(0.2)]
+
+
+def test_a_new_plan_without_some_devices_closes_their_connections(tmp_path: Path) -> None:
+    """The supervised poller takes a plan.json that drops devices: their connections are
+    closed (the worker sees them go) and the poller keeps only the others'."""
+    from dataclasses import replace
+
+    from fleet.health import Schedule
+
+    port = free_port(f"127.77.{OCTET}.1")
+    text = mixed_plan_text(port, 2).replace('name = "slow"', 'name = "slow"\nhealth_interval = 0.3')
+    plan = expand(parse(text))
+    kept = tuple(d for d in plan.devices if d.name in ("plc1", "mb1"))
+    smaller = replace(plan, devices=kept, digest="")
+    (tmp_path / "plan.json").write_text(plan.dumps())
+
+    async def connections(worker: Worker, count: int) -> int:
+        for _ in range(100):  # at most 10 s
+            if len(worker.pool) == count:
+                break
+            await asyncio.sleep(0.1)
+        return len(worker.pool)
+
+    async def scenario() -> tuple[int, int]:
+        worker = Worker("w000", list(plan.devices))
+        assert await worker.start_pending() == []
+        schedule = Schedule(tmp_path)
+        running = asyncio.ensure_future(schedule.run())
+        try:
+            before = await connections(worker, len(plan.devices))
+            path = tmp_path / "plan.json"
+            path.write_text(smaller.dumps())
+            os.utime(path, ns=(path.stat().st_mtime_ns + 10**9,) * 2)  # seen as changed
+            after = await connections(worker, len(kept))
+        finally:
+            schedule.stopping.set()
+            await asyncio.wait_for(running, 10)
+            await worker.close()
+        return before, after
+
+    assert asyncio.run(scenario()) == (4, 2)
+
+
+def test_the_fleet_view_forgets_the_devices_a_new_plan_drops() -> None:
+    """The fleet page's last results, sparkline latencies and histograms of devices a new plan
+    no longer has are freed; the others' are kept."""
+    from dataclasses import replace
+
+    from fleet.metrics import Latencies
+    from fleet.web.view import FleetView
+
+    plan = mixed_plan(44818, 2)
+    view = FleetView(plan, Latencies())
+    for device in plan.devices:
+        view.record(HealthResult(device.name, True, 0.01, None, 1.0))
+    view.set_plan(replace(plan, devices=plan.devices[:1]))
+    name = plan.devices[0].name
+    assert list(view.last) == list(view.latencies) == list(view.histogram.counts) == [name]
+    assert list(view.histogram.sums) == [name]

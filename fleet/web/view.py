@@ -39,6 +39,10 @@ class FleetView:
         self.plan = plan
         self.devices: dict[str, PlannedDevice] = {d.name: d for d in plan.devices}
         self.version = hash(tuple(self.devices))
+        histogram = self.histogram
+        for table in (self.last, self.latencies, *((histogram.counts, histogram.sums) if histogram else ())):
+            for name in [n for n in table if n not in self.devices]:  # devices the plan dropped
+                del table[name]
         self.changes += 1
         fleet = plan.fleet
         self.stale_after = 2 * fleet.health_interval + fleet.health_timeout + 1.0
