@@ -477,3 +477,20 @@ def test_the_fleet_view_forgets_the_devices_a_new_plan_drops() -> None:
     name = plan.devices[0].name
     assert list(view.last) == list(view.latencies) == list(view.histogram.counts) == [name]
     assert list(view.histogram.sums) == [name]
+
+
+def test_a_poller_shard_other_than_the_first_keeps_only_its_own_devices(tmp_path: Path) -> None:
+    """Shards 1.. of a sharded poller build only their own devices from plan.json (shard 0
+    serves the fleet page and keeps the whole plan): the same devices they poll either way."""
+    from fleet.health import Schedule
+
+    plan = mixed_plan(44818, 5)
+    (tmp_path / "plan.json").write_text(plan.dumps())
+    schedules = [Schedule(tmp_path, (k, 3)) for k in range(3)]
+    for schedule in schedules:
+        schedule._changed()
+    assert [s.mine for s in schedules] == [plan.devices[k::3] for k in range(3)]
+    assert len(schedules[0].plan.devices) == len(plan.devices)
+    assert [len(s.plan.devices) for s in schedules[1:]] == [len(plan.devices[k::3]) for k in (1, 2)]
+    assert schedules[2].plan.fleet == plan.fleet
+    assert {n for w in schedules[2].plan.workers for n in w.devices} == {d.name for d in plan.devices[2::3]}
