@@ -494,3 +494,15 @@ def test_a_poller_shard_other_than_the_first_keeps_only_its_own_devices(tmp_path
     assert [len(s.plan.devices) for s in schedules[1:]] == [len(plan.devices[k::3]) for k in (1, 2)]
     assert schedules[2].plan.fleet == plan.fleet
     assert {n for w in schedules[2].plan.workers for n in w.devices} == {d.name for d in plan.devices[2::3]}
+
+
+def test_the_fleet_view_keeps_each_devices_last_latencies_oldest_first() -> None:
+    from fleet.web.view import HISTORY, FleetView
+
+    plan = mixed_plan(44818, 1)
+    view = FleetView(plan)
+    name = plan.devices[0].name
+    for i in range(HISTORY + 5):
+        view.record(HealthResult(name, True, i / 1000, None, float(i)))
+    view.record(HealthResult(name, False, None, "down", 99.0))  # a failure adds no latency
+    assert [round(v * 1000) for v in view.latencies[name]] == list(range(5, HISTORY + 5))

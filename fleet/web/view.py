@@ -10,8 +10,8 @@ supervisor, so this is the device's side of ``status``: the same on both backend
 
 from __future__ import annotations
 
-import collections
 import time
+from array import array
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,7 +29,7 @@ class FleetView:
         self.histogram = histogram  # latencies by device (fleet.metrics.Latencies), fed on every success
         self.changes = 0  # counts what turns a device's state (a cached /metrics is stale after it)
         self.last: dict[str, HealthResult] = {}
-        self.latencies: dict[str, collections.deque[float]] = {}
+        self.latencies: dict[str, array] = {}  # the last HISTORY, oldest first (float32)
         self.restarts: dict[str, int] = {}  # worker -> restarts
         self.unserved: dict[str, str] = {}  # device -> why its worker cannot serve it
         self.faults: dict[str, list[str]] = {}  # device -> active faults (none until faults exist)
@@ -53,7 +53,12 @@ class FleetView:
         if before is None or before.ok != result.ok:
             self.changes += 1
         if result.ok and result.latency is not None:
-            self.latencies.setdefault(result.device, collections.deque(maxlen=HISTORY)).append(result.latency)
+            ring = self.latencies.get(result.device)
+            if ring is None:
+                ring = self.latencies[result.device] = array("f")
+            elif len(ring) >= HISTORY:
+                del ring[0]
+            ring.append(result.latency)
             if self.histogram is not None:
                 self.histogram.observe(result.device, result.latency)
 

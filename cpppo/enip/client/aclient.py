@@ -7,8 +7,8 @@
         raw = await c.get_attribute_single("@1/1/7")   # the attribute's bytes, as a list of USINT
 
 It is the asyncio face of the one client engine (``engine.Engine``, sans-IO, over the
-codec) that the blocking client drives too.  Requests on one client are serialised; use one
-client per device and run them
+codec) that the blocking client drives too.  Requests on one client may overlap (each is
+matched to its reply by its sender context); use one client per device and run them
 concurrently.  Every call takes ``timeout=`` (default: the client's); a timeout raises
 ``ENIPTimeout`` (a ``TimeoutError``), an error status ``ENIPStatusError``, a refused or
 dropped connection ``ENIPConnectionError`` -- all ``ENIPError``, each with a one-line message.
@@ -34,10 +34,65 @@ from cpppo.enip.codec.encapsulation import Command
 __all__ = ["AsyncClient", "ENIPConnectionError", "ENIPError", "ENIPStatusError", "ENIPTimeout"]
 
 _UNSET: Any = object()
+_DEFAULT_ROUTE = [{"port": 1, "link": 0}]  # shared by every client: never changed in place
+_DEFAULT_SEND = [{"class": 6}, {"instance": 1}]
+
+
+class _Replies(asyncio.Protocol):
+    """The connection's side of :class:`AsyncClient`: frames the replies as they arrive and
+    hands each to the request waiting on its sender context (none: a late reply, skipped)."""
+
+    __slots__ = ("buffer", "closed", "lost", "transport", "waiting")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""  # the start of a frame not yet complete (rare: a reply is one segment)
+        self.waiting: dict[bytes, asyncio.Future] = {}  # sender context -> its request's future
+        self.lost: ENIPError | None = None
+        self.closed: asyncio.Future | None = None  # made by close(), done when the socket is
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        try:
+            while True:
+                consumed, header, payload = encapsulation.decode(buffer)
+                if not consumed:
+                    break
+                buffer = buffer[consumed:]
+                future = self.waiting.pop(header.context, None)  # type: ignore[union-attr]
+                if future is not None and not future.done():
+                    future.set_result((header, payload))
+        except wire.CodecError as exc:  # out of step: nothing more on it can be trusted
+            self.buffer = b""
+            self._fail(ENIPError(f"malformed reply: {exc}"))
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self.buffer = bytes(buffer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = self.lost or ENIPConnectionError("connection closed")
+        self._fail(self.lost)
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result(None)
+
+    def _fail(self, exc: ENIPError) -> None:
+        waiting, self.waiting = self.waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(exc)
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class AsyncClient:
-    """One registered EtherNet/IP session over asyncio streams (see the module docstring).
+    """One registered EtherNet/IP session over an asyncio connection (see the module docstring).
 
     ``route_path`` / ``send_path`` as for ``client.connector`` (None: '1/0' via '@6/1');
     ``simple=True`` sends bare requests (no Unconnected Send), for non-routing devices."""
@@ -45,16 +100,13 @@ class AsyncClient:
     def __init__(self, host: str, port: int = 44818, timeout: float | None = 2.0, *,
                  route_path: Any = None, send_path: Any = None, simple: bool = False) -> None:
         self.host, self.port, self.timeout = host, port, timeout
-        default_route = [{"port": 1, "link": 0}]
-        self.route_path = None if simple else (route_path if route_path is not None else default_route)
+        self.route_path = None if simple else (route_path if route_path is not None else _DEFAULT_ROUTE)
         if simple:
             send_path = ""
         self.send_path = parse_path(send_path) if isinstance(send_path, str) and send_path.strip() else (
-            [] if send_path == "" else (send_path or [{"class": 6}, {"instance": 1}]))
+            [] if send_path == "" else (send_path or _DEFAULT_SEND))
         self.session = 0
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._lock = asyncio.Lock()
+        self._protocol: _Replies | None = None
         self._context = 0
         self.string_type: int | None = None  # how the device took a STRING write: 0x02A0 or 0xD0
         self.identity: dotdict | None = None  # the last List Identity answered on this connection
@@ -75,9 +127,10 @@ class AsyncClient:
     async def connect(self, timeout: Any = _UNSET) -> None:
         """Open the TCP connection and register a session."""
         limit = self._limit(timeout)
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(limit):
-                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                _, self._protocol = await loop.create_connection(_Replies, self.host, self.port)
         except TimeoutError:
             raise ENIPTimeout(f"Connect to {self.host}:{self.port} timed out after {limit}s") from None
         except OSError as exc:
@@ -97,63 +150,68 @@ class AsyncClient:
     @property
     def connected(self) -> bool:
         """Whether the connection is open (requests may be sent on it): not closed here, nor
-        by the device (its idle timeout, say) with nothing left to read."""
-        return (self._writer is not None and not self._writer.is_closing()
-                and not (self._reader is not None and self._reader.at_eof()))
+        by the device (its idle timeout, say)."""
+        protocol = self._protocol
+        return (protocol is not None and protocol.lost is None and protocol.transport is not None
+                and not protocol.transport.is_closing())
 
     def _abort(self) -> None:
         """Drop the connection now (no await: usable while being cancelled)."""
-        writer, self._writer, self._reader = self._writer, None, None
+        protocol, self._protocol = self._protocol, None
         self.identity = None
-        if writer is not None:
-            writer.transport.abort()
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abort()
 
     async def close(self) -> None:
-        writer, self._writer, self._reader = self._writer, None, None
+        protocol, self._protocol = self._protocol, None
         self.identity = None
-        if writer is not None:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except OSError:
-                pass
+        if protocol is None or protocol.transport is None:
+            return
+        if protocol.lost is None:
+            protocol.closed = asyncio.get_running_loop().create_future()
+            protocol.transport.close()
+            await protocol.closed  # the socket is closed (connection_lost)
+        else:
+            protocol.transport.close()
 
     async def _transact(self, command: int, payload: bytes, timeout: float | None,
                         what: str) -> tuple[encapsulation.Header, bytes]:
-        if self._writer is None or self._reader is None:
+        """One request and its reply (matched by sender context).  A timed-out or cancelled
+        request leaves the connection open unless part of a reply frame is waiting: then the
+        stream is out of step and the connection is dropped."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
             raise ENIPConnectionError(f"{what}: not connected to {self.host}:{self.port}")
-        async with self._lock:
-            self._context += 1
-            context = encapsulation.sender_context(self._context)
-            halfway = False  # a header read, its body not yet: a stop now leaves the stream out of step
-            try:
-                async with asyncio.timeout(timeout):
-                    self._writer.write(encapsulation.encode(command, payload, session=self.session,
-                                                            context=context))
-                    await self._writer.drain()
-                    while True:  # replies to earlier, timed-out requests carry their own context
-                        head = await self._reader.readexactly(encapsulation.HEADER_SIZE)
-                        halfway = True
-                        body = await self._reader.readexactly(encapsulation.peek_length(head))
-                        halfway = False
-                        _, header, data = encapsulation.decode(head + body)
-                        if header.context == context:
-                            return header, data
-            except TimeoutError:
-                if halfway:
-                    self._abort()
-                raise ENIPTimeout(f"{what}: no response from {self.host}:{self.port} within {timeout}s") \
-                    from None
-            except asyncio.CancelledError:  # the caller's own timeout: the connection stays, if in step
-                if halfway:
-                    self._abort()
-                raise
-            except asyncio.IncompleteReadError:
-                await self.close()
-                raise ENIPConnectionError(f"{what}: connection closed by {self.host}:{self.port}") from None
-            except OSError as exc:
-                await self.close()
-                raise ENIPConnectionError(f"{what}: {exc}") from exc
+        if protocol.lost is not None:
+            self._protocol = None
+            raise ENIPConnectionError(f"{what}: connection closed by {self.host}:{self.port}")
+        self._context += 1
+        context = encapsulation.sender_context(self._context)
+        loop = asyncio.get_running_loop()
+        future = protocol.waiting[context] = loop.create_future()
+        protocol.transport.write(encapsulation.encode(command, payload, session=self.session,
+                                                      context=context))
+        timer = loop.call_later(timeout, _expire, future) if timeout is not None else None
+        try:
+            return await future
+        except TimeoutError:
+            if protocol.buffer:
+                self._abort()
+            raise ENIPTimeout(f"{what}: no response from {self.host}:{self.port} within {timeout}s") from None
+        except asyncio.CancelledError:  # the caller's own timeout: the connection stays, if in step
+            if protocol.buffer:
+                self._abort()
+            raise
+        except ENIPConnectionError:
+            self._protocol = None
+            raise ENIPConnectionError(f"{what}: connection closed by {self.host}:{self.port}") from None
+        except ENIPError as exc:
+            self._protocol = None
+            raise ENIPError(f"{what}: {exc}") from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+            protocol.waiting.pop(context, None)
 
     async def _run(self, op: dict[str, Any], timeout: Any, what: str) -> Any:
         """Run one operation through the client engine (the asyncio face): its value, or the
