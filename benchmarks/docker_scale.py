@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
+import os
 import random
 import sys
 import tempfile
@@ -34,7 +35,9 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+# DOCKER_SCALE_TREE: another source tree to measure (a copy of main: `git archive`), its image built
+# from it (with CPPPO_FLEET_CACHE set to keep its wheelhouse out of that tree)
+ROOT = Path(os.environ.get("DOCKER_SCALE_TREE") or Path(__file__).resolve().parent.parent)
 sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
@@ -49,6 +52,7 @@ from fleet.plan import PlannedDevice, expand  # noqa: E402
 
 BENCH_LABEL = "cpppo-fleet.bench"
 CGROUP = Path("/sys/fs/cgroup/memory/docker")  # cgroup v1 with the cgroupfs driver
+CPUACCT = Path("/sys/fs/cgroup/cpuacct/docker")
 
 
 def free_subnet(client, within: str, prefix: int) -> ipaddress.IPv4Network:
@@ -69,6 +73,69 @@ def container_memory(client, container_id: str) -> float:
     except OSError:
         stats = client.api.stats(container_id, stream=False)["memory_stats"]
         return stats.get("usage", 0) - stats.get("stats", {}).get("total_inactive_file", 0)
+
+
+def _proc_status(pid: int | str) -> dict[str, int]:
+    """VmRSS and Pss (bytes) of a process from /proc (0 where unreadable)."""
+    out = {"rss": 0, "pss": 0}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                out["rss"] = int(line.split()[1]) * 1024
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                out["pss"] = int(line.split()[1]) * 1024
+    return out
+
+
+def _cpu(pid: int | str) -> float:
+    """User + system CPU seconds of a process (its own, not its children's)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids(name: str) -> list[int]:
+    """Processes whose command is ``name``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == name:
+                out.append(int(entry.name))
+    return out
+
+
+def daemons() -> dict[str, float]:
+    """dockerd's and containerd's RSS (bytes) and CPU seconds now."""
+    out: dict[str, float] = {}
+    for name in ("dockerd", "containerd"):
+        pids = _pids(name)
+        out[f"{name}_rss"] = float(sum(_proc_status(p)["rss"] for p in pids))
+        out[f"{name}_cpu"] = sum(_cpu(p) for p in pids)
+    return out
+
+
+def shims(ids: list[str]) -> dict[str, float]:
+    """The containerd shims of these containers: mean Pss and RSS (bytes), total CPU seconds."""
+    wanted, found = set(ids), []
+    for pid in _pids("containerd-shim"):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"-id" in argv and argv[argv.index(b"-id") + 1].decode() in wanted:
+                found.append(pid)
+    stats = [_proc_status(p) for p in found]
+    n = max(1, len(found))
+    return {"shims": len(found), "shim_pss": sum(s["pss"] for s in stats) / n,
+            "shim_rss": sum(s["rss"] for s in stats) / n, "shim_cpu": sum(_cpu(p) for p in found)}
+
+
+def container_cpu(container_id: str) -> float:
+    """CPU seconds used by the container's processes so far (cgroup v1 cpuacct)."""
+    with contextlib.suppress(OSError, ValueError):
+        return int((CPUACCT / container_id / "cpuacct.usage").read_text()) / 1e9
+    return 0.0
 
 
 def wait_healthy(devices: list[PlannedDevice], timeout: float) -> float | None:
@@ -132,6 +199,7 @@ tags = ["SCADA=INT[1000]"]
     with tempfile.TemporaryDirectory() as state:
         backend = DockerBackend(plan, Path(state) / "fleet", labels={BENCH_LABEL: bench_id})
         try:
+            before = daemons()
             begun = time.monotonic()
             applied = backend.up()
             started = time.monotonic() - begun
@@ -143,6 +211,10 @@ tags = ["SCADA=INT[1000]"]
             ids = [c["Id"] for c in listed if "cpppo-fleet.worker" in c["Labels"]]
             memory = [container_memory(client, i) for i in ids]
             rss = [container_rss(client, i) for i in ids]
+            cpu = [container_cpu(i) for i in ids]
+            after, shim = daemons(), shims(ids)
+            daemons_share = sum(after[f"{d}_rss"] - before[f"{d}_rss"]
+                                for d in ("dockerd", "containerd")) / len(ids)
             poller = sum(container_memory(client, c["Id"]) for c in listed if c["Id"] not in ids)
             begun = time.monotonic()
             try:
@@ -155,6 +227,12 @@ tags = ["SCADA=INT[1000]"]
             backend.close()
     return {"containers": len(ids), "networks": len(nets), "up": up, "started": started,
             "memory": sum(memory) / len(memory), "rss": sum(rss) / len(rss),
+            "shim": shim["shim_pss"], "shim_rss": shim["shim_rss"],
+            "dockerd": daemons_share,
+            "per_container": sum(memory) / len(memory) + shim["shim_pss"] + daemons_share,
+            "cpu_worker": sum(cpu) / len(cpu), "cpu_shim": shim["shim_cpu"] / len(ids),
+            "cpu_dockerd": (after["dockerd_cpu"] - before["dockerd_cpu"]) / len(ids),
+            "cpu_containerd": (after["containerd_cpu"] - before["containerd_cpu"]) / len(ids),
             "total": float(sum(memory) + poller), "down": down, "left": left}
 
 
@@ -216,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                                                            "its containers started one at a time")
     parser.add_argument("--no-peer", action="store_true", help="no upstream containers.run loop")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for all healthy")
+    parser.add_argument("--prefix", type=int, default=None, help="our docker_bridge_prefix (default: the "
+                                                                 "fleet's own, /27)")
     args = parser.parse_args(argv)
     client = docker.from_env(timeout=300)
     print("building images (cached when nothing changed) ...", flush=True)
@@ -224,8 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     bench_id = uuid.uuid4().hex[:8]
     columns: list[tuple[str, dict[str, float | None]]] = []
     try:
-        print(f"ours: {args.n} devices, {args.per_container} per container, small bridges ...", flush=True)
-        columns.append(("ours", ours(client, args.n, args.per_container, image, bench_id, args.timeout)))
+        import fleet
+
+        print(f"ours ({Path(fleet.__file__).parent.parent}): {args.n} devices, {args.per_container} per "
+              f"container, bridges /{args.prefix or 'default'} ...", flush=True)
+        columns.append(("ours", ours(client, args.n, args.per_container, image, bench_id, args.timeout,
+                                     bridge_prefix=args.prefix)))
         if args.old:
             print(f"ours, old layout: {args.n} devices on one /22 bridge, started one at a time ...",
                   flush=True)
@@ -241,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = [("containers", "containers", 1.0, ""), ("networks", "networks", 1.0, ""),
             ("up -> all healthy", "up", 1.0, " s"), ("  of which create+start", "started", 1.0, " s"),
             ("memory / container", "memory", mib, " MiB"), ("  of which RSS", "rss", mib, " MiB"),
+            ("shim / container (Pss)", "shim", mib, " MiB"), ("  shim RSS", "shim_rss", mib, " MiB"),
+            ("dockerd+containerd / c.", "dockerd", mib, " MiB"),
+            ("all / container", "per_container", mib, " MiB"),
+            ("CPU / c.: container", "cpu_worker", 1e-3, " ms"), ("  shim", "cpu_shim", 1e-3, " ms"),
+            ("  dockerd", "cpu_dockerd", 1e-3, " ms"), ("  containerd", "cpu_containerd", 1e-3, " ms"),
             ("memory, all (+ poller)", "total", mib, " MiB"), ("down", "down", 1.0, " s"),
             ("left after down (by id)", "left", 1.0, "")]
     a = columns[0][1]
@@ -248,9 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nN = {args.n} ENIP devices\n{'':24}" + "".join(f" {name:>14}" for name, _ in columns)
           + "".join(f" {r:>18}" for r in ratios))
     for title, key, scale, unit in rows:
-        line = f"{title:24}" + "".join(f" {_fmt(c[key], scale, unit):>14}" for _, c in columns)
+        line = f"{title:24}" + "".join(f" {_fmt(c[key], scale, unit) if key in c else '-':>14}"
+                                       for _, c in columns)
         for _, b in columns[1:]:
-            timed = key in ("up", "started", "down") and a[key] and b[key]
+            timed = key in ("up", "started", "down", "per_container") and a.get(key) and b.get(key)
             ratio = f"{b[key] / a[key]:.2f}x" if timed else ""
             line += f" {ratio:>18}"
         print(line)

@@ -18,8 +18,9 @@ The health poller serves ``/metrics`` (beside the fleet page, :mod:`fleet.web`):
     cpppo_fleet_device_io_timeouts_total{worker,device}       its connections timed out (and _refused,
                                                               _missing, _late, _dropped _total)
 
-Each worker counts what it serves and serves its own small ``/metrics`` (:func:`worker_app`,
-bound when the worker starts, made at its first scrape: :func:`fleet.worker.serve_worker_metrics`):
+Each worker counts what it serves and serves its own small ``/metrics`` (:class:`WorkerCollector`,
+bound when the worker starts, made at its first scrape, with the standard library's WSGI server,
+not aiohttp: :func:`fleet.scrape.serve_metrics`):
 on loopback at an ephemeral port recorded in ``<state>/metrics/<worker>.json`` (process
 backend), or at its first device's address, port :data:`WORKER_PORT` (docker, where the
 poller shares the devices' networks).  The poller scrapes them all when it is scraped and
@@ -161,21 +162,6 @@ def io_figures(texts: dict[str, str | None]) -> dict[str, dict[str, float]]:
                 value = float(sample.value)
                 out.setdefault(sample.labels["device"], {})[key] = int(value) if value.is_integer() else value
     return out
-
-
-def worker_app(worker: str, servers: dict[str, Any], devices: list[PlannedDevice]) -> Any:
-    """The aiohttp application of a worker's ``/metrics``."""
-    from aiohttp import web
-
-    registry = CollectorRegistry()
-    registry.register(WorkerCollector(worker, servers, devices))
-
-    async def metrics(_request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    return app
 
 
 def worker_urls(plan: Plan, state_dir: Path) -> dict[str, str]:

@@ -288,21 +288,21 @@ async def serve_spec(spec: dict[str, Any], source: Path | None = None) -> None:
 
 async def serve_worker_metrics(worker: str, servers: dict[str, Any], devices: list[PlannedDevice],
                                state_dir: str | None) -> Any:
-    """Serve the worker's ``/metrics`` (:func:`fleet.metrics.worker_app`): bound now, made
-    (prometheus-client, aiohttp imported) at its first scrape.  Returns the site
-    (``cleanup()``), None when it cannot bind: the devices matter more."""
+    """Serve the worker's ``/metrics`` (:class:`fleet.metrics.WorkerCollector` through
+    :func:`fleet.scrape.serve_metrics`: bound now, prometheus-client imported at its first
+    scrape, no aiohttp).  Returns the site (``cleanup()``), None when it cannot bind: the
+    devices matter more."""
     from cpppo.server.hosting import WebBindError
-    from cpppo.server.lazyweb import start_lazy_site
-    from fleet.scrape import METRICS_CONNECTIONS, WORKER_PORT, worker_metrics_path
+    from fleet.scrape import WORKER_PORT, serve_metrics, worker_metrics_path
 
-    def app() -> Any:
-        from fleet.metrics import worker_app
+    def collector() -> Any:
+        from fleet.metrics import WorkerCollector
 
-        return worker_app(worker, servers, devices)
+        return WorkerCollector(worker, servers, devices)
 
     host, port = ("127.0.0.1", 0) if state_dir else (devices[0].host if devices else "0.0.0.0", WORKER_PORT)
     try:
-        site = await start_lazy_site(app, host, port, f"{worker}'s metrics", METRICS_CONNECTIONS)
+        site = serve_metrics(collector, host, port, f"{worker}'s metrics")
     except WebBindError as exc:
         log.warning("%s", exc.strerror)
         return None

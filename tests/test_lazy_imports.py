@@ -96,7 +96,8 @@ def test_enip_server_with_web_imports_aiohttp() -> None:
 @pytest.mark.parametrize("kind", ["enip", "modbus"])
 def test_worker_imports_metrics_packages_only_when_scraped(kind: str, tmp_path: Path) -> None:
     """A device container's worker serves its device without aiohttp/prometheus-client; its
-    /metrics, bound from the start, imports them at the first scrape and answers it."""
+    /metrics, bound from the start, imports prometheus-client (never aiohttp) at the first
+    scrape and answers it."""
     port = free_port()
     body = 'tags = ["SCADA=INT[100]"]' if kind == "enip" else 'registers = ["40001-40100=0"]'
     text = (f'[fleet]\nname = "lazy"\n[[device]]\nname = "d{{n}}"\nkind = "{kind}"\n'
@@ -109,68 +110,72 @@ def test_worker_imports_metrics_packages_only_when_scraped(kind: str, tmp_path: 
     assert heavy(names) == []
     names, metrics = serve(["-c", ENTRY], port, env, scrape=tmp_path / "metrics" / "w0.json")
     assert metrics is not None and "cpppo_fleet_worker_connections" in metrics
-    assert {"aiohttp", "prometheus_client", "fleet.metrics"} <= names
-    assert heavy(names) == sorted({"aiohttp", "prometheus_client", "fleet.metrics", "fleet.web", "yarl",
-                                   "multidict"} & names)  # never rich, typer, docker, simpleeval
+    assert {"prometheus_client", "fleet.metrics"} <= names
+    assert heavy(names) == sorted({"prometheus_client", "fleet.metrics", "fleet.web"} & names)  # no aiohttp
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_lazy_site_answers_its_first_connections(loop: str) -> None:
-    """The connections accepted while the application is being made (their requests arrived
-    first) are answered by it, as later ones are."""
+def test_metrics_site_collects_on_the_loop(loop: str) -> None:
+    """A worker's /metrics (:func:`fleet.scrape.serve_metrics`) makes its collector once, at the
+    first request, reads it on the worker's event loop (not the server's thread), and answers
+    requests that arrive together."""
     import asyncio
+    import threading
+    import urllib.request
+
+    from prometheus_client.core import GaugeMetricFamily
 
     from cpppo.server.hosting import new_event_loop
-    from cpppo.server.lazyweb import start_lazy_site
+    from fleet.scrape import serve_metrics
 
-    made = []
+    made, threads = [], []
 
-    def make_app():
-        from aiohttp import web
+    class Counting:
+        def collect(self):
+            threads.append(threading.get_ident())
+            yield GaugeMetricFamily("test_collections", "collections so far", value=len(threads))
 
-        async def hello(request: web.Request) -> web.Response:
-            return web.Response(text=f"hello {request.query.get('n')}")
-
+    def make():
         made.append(1)
-        app = web.Application()
-        app.router.add_get("/", hello)
-        return app
+        return Counting()
 
-    async def get(port: int, n: int) -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(f"GET /?n={n} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        reply = await asyncio.wait_for(reader.read(), 30)
-        writer.close()
-        return reply
+    def get(port: int) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
+            return reply.read().decode()
 
-    async def main() -> list[bytes]:
-        site = await start_lazy_site(make_app, "127.0.0.1", 0, "test site", 4)
+    async def main() -> list[str]:
+        site = serve_metrics(make, "127.0.0.1", 0, "test metrics")
         try:
-            first = await asyncio.gather(*(get(site.port, n) for n in range(3)))
-            return [*first, await get(site.port, 3)]
+            assert made == []  # nothing made before the first scrape
+            return await asyncio.gather(*(asyncio.to_thread(get, site.port) for _ in range(4)))
         finally:
             await site.cleanup()
 
     factory = asyncio.new_event_loop if loop == "asyncio" else new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        replies = runner.run(main())
+        texts = runner.run(main())
+        loop_thread = threading.get_ident()
     assert made == [1]
-    for n, reply in enumerate(replies):
-        assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(f"hello {n}".encode()), reply
+    assert threads == [loop_thread] * 4
+    assert sorted(float(t.split("test_collections ")[-1]) for t in texts) == [1.0, 2.0, 3.0, 4.0]
 
 
-def test_lazy_site_bind_error_is_one_line() -> None:
+def test_metrics_site_bind_error_is_one_line() -> None:
     """A taken port is refused as start_site refuses it: a WebBindError naming the address."""
     import asyncio
     import socket
 
     from cpppo.server.hosting import WebBindError
-    from cpppo.server.lazyweb import start_lazy_site
+    from fleet.scrape import serve_metrics
+
+    async def bind(port: int) -> None:
+        serve_metrics(dict, "127.0.0.1", port, "the test's metrics")
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(WebBindError) as refused:
-            asyncio.run(start_lazy_site(dict, "127.0.0.1", port, "the test's metrics", 4))
+            asyncio.run(bind(port))
     assert refused.value.strerror.startswith(f"cannot serve the test's metrics on 127.0.0.1:{port}: ")
+    assert "\n" not in refused.value.strerror
