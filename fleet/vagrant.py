@@ -14,7 +14,7 @@ one more lab host of the multi-host machinery (:mod:`fleet.hosts`, :mod:`fleet.l
     box = "cpppo-fleet/labhost"   # libvirt: the box (packer's qemu build), its key, kernel folder
     key = "lab-key"               # docker: a key pair is made in the project when not given
     vm_dir = ".cache/vm"          # libvirt: the box's kernel and initrd (the disk has no loader)
-    driver = "qemu"               # libvirt: "kvm" where KVM boots a guest
+    driver = "auto"               # libvirt: "kvm" where KVM boots the box's kernel, else "qemu" (TCG)
     memory = 1024                 # libvirt: MiB per VM
     cpus = 2                      # libvirt
     timeout = 20.0                # as [hosts] timeout
@@ -26,6 +26,12 @@ ssh-config`` for where SSH reaches each machine, and then deploys the shards lik
 fleet (the labhost role through ansible-playbook).  ``down`` takes the shards down, runs
 ``vagrant destroy -f``, removes the network and the project, and checks by id that no machine
 and no network is left.
+
+With ``provider = "libvirt"`` the fleet's network is an isolated libvirt network that is also
+vagrant-libvirt's management network (each VM's one NIC, eth0, its address fixed by DHCP from a
+fixed MAC), and the VMs' disks, the box's image and its kernel and initrd live in a storage pool
+of the fleet's (:mod:`fleet.libvirt`); ``down`` removes the domains, the pool's volumes, the pool
+and the network by the uuids recorded in the project's ``state.json``.
 """
 
 from __future__ import annotations
@@ -52,7 +58,9 @@ PROVIDERS = ("docker", "libvirt")
 DEFAULT_NETWORK = "10.77.0.0/24"
 DEFAULT_IMAGE = "cpppo-fleet/labhost:bookworm"
 DEFAULT_BOX = "cpppo-fleet/labhost"
-INTERFACE = "eth1"  # the private network is each machine's second NIC
+INTERFACE = "eth1"  # docker: the private network is each machine's second NIC
+LIBVIRT_INTERFACE = "eth0"  # libvirt: the fleet's network is each VM's only NIC
+LIBVIRT_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 ip=eth0:dhcp"
 FIRST_HOST = 10  # VM i (1-based) is at network[FIRST_HOST + i]
 LABEL = "cpppo-fleet.vagrant"
 VAGRANT_TIMEOUT = 3600.0
@@ -73,7 +81,7 @@ class VagrantSettings:
     box: str = DEFAULT_BOX
     key: str | None = None  # absolute
     vm_dir: str | None = None  # absolute
-    driver: str = "qemu"
+    driver: str = "auto"
     memory: int = 1024
     cpus: int = 2
     timeout: float = 20.0
@@ -136,7 +144,7 @@ def read_vagrant(src: str, data: dict[str, Any], config: FleetConfig) -> Vagrant
         box=t.get("box", str, DEFAULT_BOX, what="a box name"),
         key=None if key is None else str((home / key).resolve()),
         vm_dir=str((home / (vm_dir or ".cache/vm")).resolve()),
-        driver=t.choice("driver", ("qemu", "kvm"), "qemu"), memory=memory, cpus=cpus,
+        driver=t.choice("driver", ("auto", "qemu", "kvm"), "auto"), memory=memory, cpus=cpus,
         timeout=float(t.positive("timeout", 20.0, (int, float))), vars=vars_)
 
 
@@ -177,12 +185,13 @@ def host_tables(settings: VagrantSettings, project: Path) -> list[dict[str, Any]
     found = project / "ssh-config"
     reached = read_ssh_config(found.read_text()) if found.exists() else {}
     key = settings.key or str(project / "id_fleet")
+    interface = LIBVIRT_INTERFACE if settings.provider == "libvirt" else INTERFACE
     out = []
     for index, (name, pool) in enumerate(zip(vm_names(settings), settings.pools(), strict=True)):
         seen = reached.get(name, {})
         out.append({"name": name, "address": seen.get("hostname", settings.address(index)),
                     "port": int(seen.get("port", 22)), "user": seen.get("user", "root"),
-                    "key": seen.get("identityfile", key), "address_pool": pool, "interface": INTERFACE})
+                    "key": seen.get("identityfile", key), "address_pool": pool, "interface": interface})
     return out
 
 
@@ -209,8 +218,12 @@ def _rb(value: str) -> str:
 
 
 def vagrantfile(fleet: str, settings: VagrantSettings, project: Path, network_name: str) -> str:
-    """The generated project's Vagrantfile: one machine per VM on ``network_name``."""
+    """The generated project's Vagrantfile: one machine per VM on ``network_name`` (libvirt: also
+    the name of the fleet's storage pool, whose folder holds the box's kernel and initrd)."""
+    from fleet.libvirt import POOL_ROOT, mac_address
+
     key = settings.key or str(project / "id_fleet")
+    boot = POOL_ROOT / network_name
     lines = [f"# written by cpppo-fleet for fleet {fleet!r}: {settings.vms} machines ({settings.provider}); "
              "`cpppo-fleet down` destroys them",
              "# the multi-host `up` provisions them (ansible-playbook, the labhost role)",
@@ -242,36 +255,31 @@ def vagrantfile(fleet: str, settings: VagrantSettings, project: Path, network_na
                 f'      override.vm.network "private_network", name: {_rb(network_name)}, ip: {_rb(address)}',
                 "    end"]
         else:
-            vm_dir = settings.vm_dir or ""
             lines += [
                 f"    m.vm.box = {_rb(settings.box)}",
-                f'    m.vm.network "private_network", ip: {_rb(address)}, '
-                f"libvirt__network_name: {_rb(network_name)},",
-                '      libvirt__forward_mode: "none", libvirt__dhcp_enabled: false',
+                "    m.vm.box_check_update = false",
                 '    m.vm.provider "libvirt" do |lv|',
-                f"      lv.driver = {_rb(settings.driver)}",
+                f"      lv.driver = {_rb(settings.driver if settings.driver != 'auto' else 'qemu')}",
                 f"      lv.memory = {settings.memory}",
                 f"      lv.cpus = {settings.cpus}",
                 '      lv.graphics_type = "none"',
                 '      lv.video_type = "none"',
                 f"      lv.default_prefix = {_rb(network_name + '-')}",
-                # SSH on an isolated management network of the fleet's own (no NAT to the outside)
-                f"      lv.management_network_name = {_rb(network_name + '-mgmt')}",
-                f"      lv.management_network_address = {_rb(str(management_network(settings)))}",
+                f"      lv.storage_pool_name = {_rb(network_name)}",
+                # the fleet's own isolated network (made before `vagrant up`) is the management
+                # network: one NIC, its address fixed by the network's DHCP from this MAC
+                f"      lv.management_network_name = {_rb(network_name)}",
+                f"      lv.management_network_address = {_rb(str(settings.network))}",
                 '      lv.management_network_mode = "none"',
-                f"      lv.kernel = {_rb(os.path.join(vm_dir, 'vmlinuz'))}",
-                f"      lv.initrd = {_rb(os.path.join(vm_dir, 'initrd.img'))}",
-                '      lv.cmd_line = "root=/dev/vda rw console=ttyS0 net.ifnames=0 ip=eth0:dhcp"',
+                f"      lv.management_network_mac = {_rb(mac_address(network_name, index))}",
+                # the box's disk has no boot loader: its kernel and initrd, from the fleet's pool
+                f"      lv.kernel = {_rb(str(boot / 'vmlinuz'))}",
+                f"      lv.initrd = {_rb(str(boot / 'initrd.img'))}",
+                f"      lv.cmd_line = {_rb(LIBVIRT_CMDLINE)}",
                 "    end"]
         lines.append("  end")
     lines.append("end")
     return "\n".join(lines) + "\n"
-
-
-def management_network(settings: VagrantSettings) -> ipaddress.IPv4Network:
-    """libvirt's management network (DHCP, SSH): the /24 after the fleet's network."""
-    base = int(settings.network.broadcast_address) + 1
-    return ipaddress.IPv4Network(f"{ipaddress.IPv4Address(base)}/24", strict=False)
 
 
 def network_name(fleet: str, project: Path) -> str:
@@ -360,12 +368,19 @@ def create(fleet_file: Path, fleet: str, settings: VagrantSettings,
                             "-f", str(project / "id_fleet")], check=True, timeout=60, capture_output=True)
         state["network"] = _docker_network(client, name, settings.network, fleet, state.get("network"))
         state_file.write_text(json.dumps(state))
+    else:
+        settings = _libvirt_objects(fleet_file, fleet, settings, name, state, state_file)
+        echo(f"libvirt: network {name} on {settings.network} and storage pool {state['pool_path']} "
+             f"(driver {settings.driver})")
     (project / "Vagrantfile").write_text(vagrantfile(fleet, settings, project, name))
     echo(f"vagrant up --provider={settings.provider}: {settings.vms} machines (project {project})")
     begun = time.monotonic()
     up = run_vagrant(project, ["up", f"--provider={settings.provider}", "--no-provision"],
                      lambda line: echo(f"  vagrant: {line}"))
     seconds = time.monotonic() - begun
+    if settings.provider == "libvirt":
+        state["domains"] = {**state.get("domains", {}), **machine_ids(project)}
+        state_file.write_text(json.dumps(state))
     if up.returncode != 0:
         last = [line for line in up.stdout.strip().splitlines() if line.strip()][-1:]
         raise VagrantError(f"vagrant up failed (exit {up.returncode}): {' '.join(last)} "
@@ -375,6 +390,51 @@ def create(fleet_file: Path, fleet: str, settings: VagrantSettings,
         raise VagrantError(f"vagrant ssh-config failed: {config.stderr.strip().splitlines()[-1:]}")
     (project / "ssh-config").write_text(config.stdout)
     return seconds
+
+
+def _libvirt_objects(fleet_file: Path, fleet: str, settings: VagrantSettings, name: str,
+                     state: dict[str, Any], state_file: Path) -> VagrantSettings:
+    """provider "libvirt": the daemon, the box, its kernel and initrd checked; the fleet's network
+    and storage pool made (or found by the uuids in ``state``, which records them as they are
+    made); the settings with the driver decided."""
+    from fleet import libvirt
+
+    vm_dir = Path(settings.vm_dir or "")
+    missing = [f for f in libvirt.BOOT_FILES if not (vm_dir / f).is_file()]
+    if missing:
+        raise VagrantError(f"[vagrant] vm_dir {str(vm_dir)!r}: no {' or '.join(missing)} (the box's "
+                           f"kernel and initrd: `cpppo-fleet build {fleet_file}` makes them)")
+    if settings.box not in installed_boxes(project_dir(fleet_file, fleet), "libvirt"):
+        raise VagrantError(f"[vagrant] box {settings.box!r} not found among Vagrant's libvirt boxes "
+                           f"(build and add it: `cpppo-fleet build {fleet_file}`)")
+    try:
+        libvirt.require_daemon()
+        hosts = [(libvirt.mac_address(name, i), settings.address(i), vm)
+                 for i, vm in enumerate(vm_names(settings))]
+        state["network"] = libvirt.ensure_network(name, settings.network, hosts, state.get("network"))
+        state_file.write_text(json.dumps(state))
+        state["pool"], path = libvirt.ensure_pool(name, state.get("pool"))
+        state["pool_path"] = str(path)
+        state_file.write_text(json.dumps(state))
+        libvirt.add_boot_files(vm_dir, state["pool"], path)
+    except libvirt.LibvirtError as exc:
+        raise VagrantError(str(exc)) from None
+    if settings.driver == "auto":
+        settings = dataclasses.replace(settings, driver="kvm" if libvirt.kvm_boots(vm_dir) else "qemu")
+    return settings
+
+
+def installed_boxes(where: Path, provider: str) -> set[str]:
+    """The names of the boxes Vagrant has for ``provider``."""
+    listed = run_vagrant(where, ["box", "list", "--machine-readable"], timeout=300)
+    names, out = [], set()
+    for line in listed.stdout.splitlines():
+        parts = line.split(",")
+        if len(parts) >= 4 and parts[2] == "box-name":
+            names.append(parts[3])
+        elif len(parts) >= 4 and parts[2] == "box-provider" and names and parts[3] == provider:
+            out.add(names[-1])
+    return out
 
 
 def _docker_network(client, name: str, subnet: ipaddress.IPv4Network, fleet: str, known: str | None) -> str:
@@ -406,7 +466,15 @@ def destroy(fleet_file: Path, fleet: str, settings: VagrantSettings,
     ids = machine_ids(project)
     state_file = project / "state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    if (project / "Vagrantfile").exists():
+    made = bool(ids or state.get("network") or state.get("pool") or state.get("domains"))
+    if settings.provider == "libvirt" and made:
+        from fleet import libvirt
+
+        try:
+            libvirt.require_daemon()  # before vagrant, which cannot tell a machine gone from no daemon
+        except libvirt.LibvirtError as exc:
+            raise VagrantError(str(exc)) from None
+    if (project / "Vagrantfile").exists() and (made or settings.provider == "docker"):
         echo(f"vagrant destroy -f: {len(ids)} machines")
         gone = run_vagrant(project, ["destroy", "-f"], lambda line: echo(f"  vagrant: {line}"))
         if gone.returncode != 0:
@@ -435,8 +503,40 @@ def destroy(fleet_file: Path, fleet: str, settings: VagrantSettings,
                 left.append(f"container {container[:12]} ({machine})")
             except docker.errors.NotFound:
                 pass
+    elif made:
+        left = _remove_libvirt_objects(state, ids, echo)
     if not left:
         shutil.rmtree(project)
+    return left
+
+
+def _remove_libvirt_objects(state: dict[str, Any], ids: dict[str, str],
+                            echo: Callable[[str], None]) -> list[str]:
+    """provider "libvirt": the domains that ``vagrant destroy`` left, the pool's volumes, the pool
+    and the network removed by uuid; what is still there."""
+    from fleet import libvirt
+
+    try:
+        libvirt.require_daemon()
+        domains = {**state.get("domains", {}), **ids}
+        for machine, uuid in domains.items():
+            if libvirt.remove_domain(uuid):
+                echo(f"  removed domain {uuid} ({machine}) that vagrant destroy left")
+        path = Path(state["pool_path"]) if state.get("pool_path") else None
+        if state.get("pool"):
+            libvirt.remove_pool(state["pool"], path)
+        if state.get("network"):
+            libvirt.remove_network(state["network"])
+        left = [f"domain {uuid} ({machine})" for machine, uuid in domains.items()
+                if libvirt.domain_exists(uuid)]
+        if state.get("pool") and libvirt.pool_exists(state["pool"]):
+            left.append(f"storage pool {state['pool']}")
+        if path is not None and path.exists():
+            left.append(f"pool folder {path}")
+        if state.get("network") and libvirt.network_exists(state["network"]):
+            left.append(f"network {state['network']}")
+    except libvirt.LibvirtError as exc:
+        raise VagrantError(str(exc)) from None
     return left
 
 

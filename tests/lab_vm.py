@@ -8,20 +8,19 @@ kernel): :func:`kvm_boots` tries, and qemu falls back to software emulation (TCG
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet import libvirt
 from tests.lab_targets import ROOT, LabNetwork, wait_for_ssh
 
 VM_DIR = ROOT / ".cache" / "vm"
 BUILD_DISK = ROOT / "images" / "build-vm-disk.sh"
-QEMU = "qemu-system-x86_64"
+QEMU = libvirt.QEMU
 CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1"
 
 
@@ -34,28 +33,9 @@ def build_disk(public_key: Path, out: Path = VM_DIR, timeout: float = 1800.0) ->
     return out
 
 
-@functools.cache
-def kvm_boots(vm_dir: Path = VM_DIR, timeout: float = 30.0) -> bool:
-    """Whether KVM boots this guest's kernel: it must print its banner on the serial console
-    within ``timeout`` (a broken nested KVM loops in the firmware instead)."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK) or shutil.which(QEMU) is None:
-        return False
-    proc = subprocess.Popen(
-        [QEMU, "-accel", "kvm", "-m", "256", "-no-reboot", "-display", "none", "-monitor", "none",
-         "-nic", "none", "-serial", "stdio", "-kernel", str(vm_dir / "vmlinuz"),
-         "-append", "console=ttyS0 earlyprintk=ttyS0 panic=-1"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    os.set_blocking(proc.stdout.fileno(), False)
-    seen = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and proc.poll() is None and b"Linux version" not in seen:
-            time.sleep(0.2)
-            seen += proc.stdout.read() or b""
-    finally:
-        proc.kill()
-        proc.wait(10)
-    return b"Linux version" in seen
+def kvm_boots(vm_dir: Path = VM_DIR) -> bool:
+    """Whether KVM boots this guest's kernel (fleet.libvirt's test, on the lab disk's kernel)."""
+    return libvirt.kvm_boots(vm_dir)
 
 
 def bridge_of(network: LabNetwork) -> str:

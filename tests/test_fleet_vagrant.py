@@ -10,12 +10,14 @@ import ipaddress
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from fleet.config import ConfigError
 from fleet.hosts import is_multihost, load
+from fleet.libvirt import POOL_ROOT, mac_address, network_xml
 from fleet.vagrant import network_name, project_dir, read_ssh_config, vagrantfile
 
 CLI = Path(sys.executable).parent / "cpppo-fleet"
@@ -131,11 +133,39 @@ def test_the_generated_project_has_a_machine_per_vm(tmp_path):
     assert f"'{project / 'id_fleet'}.pub:/root/.ssh/authorized_keys:ro'" in text
     assert "provision" not in text.replace("provisions them", "") and "http" not in text
     libvirt = load(write(tmp_path, FLEET.replace("vms = 2", 'vms = 2\nprovider = "libvirt"\nkey = "k"')))
+    assert [h.interface for h in libvirt.hosts] == ["eth0", "eth0"]  # the fleet's network is the only NIC
     text = vagrantfile("vmplant", libvirt.vms, project, "cpppo-vmplant-net")
-    assert "m.vm.box = 'cpppo-fleet/labhost'" in text and text.count("libvirt__forward_mode: \"none\"") == 2
-    assert "lv.management_network_mode = \"none\"" in text
-    assert "lv.management_network_address = '10.77.1.0/24'" in text
+    assert text.count("m.vm.box = 'cpppo-fleet/labhost'") == 2
+    assert text.count("m.vm.box_check_update = false") == 2
+    # the fleet's network is the management network (no other network, no NAT): one NIC per VM,
+    # its address fixed by the network's DHCP from the MAC given here
+    assert "private_network" not in text and "forward" not in text
+    assert text.count("lv.management_network_name = 'cpppo-vmplant-net'") == 2
+    assert text.count("lv.management_network_address = '10.77.0.0/24'") == 2
+    assert text.count("lv.management_network_mode = \"none\"") == 2
+    macs = [line.split("'")[1] for line in text.splitlines() if "management_network_mac" in line]
+    assert macs == [mac_address("cpppo-vmplant-net", 0), mac_address("cpppo-vmplant-net", 1)]
+    assert len(set(macs)) == 2 and all(m.startswith("52:54:00:") for m in macs)
+    assert text.count("lv.storage_pool_name = 'cpppo-vmplant-net'") == 2
+    assert text.count(f"lv.kernel = '{POOL_ROOT / 'cpppo-vmplant-net' / 'vmlinuz'}'") == 2
+    assert text.count(f"lv.initrd = '{POOL_ROOT / 'cpppo-vmplant-net' / 'initrd.img'}'") == 2
+    assert text.count("lv.driver = 'qemu'") == 2  # "auto" is decided at `up`; qemu until then
     assert f"config.ssh.private_key_path = '{tmp_path / 'k'}'" in text
+    kvm = load(write(tmp_path, FLEET.replace("vms = 2", 'vms = 2\nprovider = "libvirt"\nkey = "k"\n'
+                                                        'driver = "kvm"')))
+    assert vagrantfile("vmplant", kvm.vms, project, "n").count("lv.driver = 'kvm'") == 2
+
+
+def test_the_libvirt_network_gives_each_vm_its_address_by_its_mac():
+    subnet = ipaddress.ip_network("10.77.0.0/24")
+    hosts = [(mac_address("net", i), str(subnet[11 + i]), f"vm{i + 1}") for i in range(2)]
+    root = ET.fromstring(network_xml("net", subnet, hosts))
+    assert root.find("forward") is None  # isolated: no NAT, no routing out
+    ip = root.find("ip")
+    assert (ip.get("address"), ip.get("netmask")) == ("10.77.0.1", "255.255.255.0")
+    assert ip.find("dhcp/range") is None  # only the VMs' MACs get an address
+    assert [(h.get("mac"), h.get("ip"), h.get("name")) for h in ip.findall("dhcp/host")] == hosts
+    assert mac_address("net", 0) == mac_address("net", 0) != mac_address("other", 0)
 
 
 @pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant not installed (apt-get install vagrant)")
@@ -210,3 +240,47 @@ def test_the_readme_example_validates(tmp_path):
     lab = load(write(tmp_path, example + "\n[[device]]" + devices))
     assert [(h.name, h.address) for h in lab.hosts] == [("vm1", "10.77.0.11"), ("vm2", "10.77.0.12")]
     assert lab.vms.provider == "docker"
+
+
+def _libvirt_fleet(tmp_path: Path, extra: str) -> Path:
+    (tmp_path / "k").write_text("not a key\n")
+    return write(tmp_path, FLEET.replace("vms = 2", f'vms = 2\nprovider = "libvirt"\nkey = "k"\n{extra}'))
+
+
+def _up_fails_in_one_line(path: Path, where: str) -> None:
+    proc = subprocess.run([str(CLI), "up", str(path)], capture_output=True, text=True, timeout=300,
+                          check=False, stdin=subprocess.DEVNULL)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1 and where in lines[0], proc.stdout + proc.stderr
+    down = subprocess.run([str(CLI), "down", str(path)], capture_output=True, text=True, timeout=300,
+                          check=False, stdin=subprocess.DEVNULL)
+    assert down.returncode == 0, down.stderr
+    assert not project_dir(path, "vmplant").exists()
+
+
+def test_up_refuses_a_libvirt_fleet_without_the_box_kernel_in_one_line(tmp_path):
+    path = _libvirt_fleet(tmp_path, 'vm_dir = "no-kernel-here"')
+    _up_fails_in_one_line(path, f"[vagrant] vm_dir '{tmp_path / 'no-kernel-here'}': no vmlinuz or initrd.img")
+
+
+@pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant not installed (apt-get install vagrant)")
+def test_up_refuses_a_missing_box_in_one_line_naming_the_build(tmp_path):
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    for name in ("vmlinuz", "initrd.img"):
+        (boot / name).write_bytes(b"\0")
+    path = _libvirt_fleet(tmp_path, 'vm_dir = "boot"\nbox = "cpppo-fleet/no-such-box"')
+    _up_fails_in_one_line(path, f"[vagrant] box 'cpppo-fleet/no-such-box' not found among Vagrant's libvirt "
+                                f"boxes (build and add it: `cpppo-fleet build {path}`)")
+
+
+@pytest.mark.skipif(shutil.which("virsh") is None,
+                    reason="virsh not installed (apt-get install libvirt-clients)")
+def test_no_libvirtd_is_one_line(monkeypatch, tmp_path):
+    from fleet import libvirt
+
+    monkeypatch.setattr(libvirt, "URI", f"qemu+unix:///system?socket={tmp_path}/no-such-socket")
+    with pytest.raises(libvirt.LibvirtError) as caught:
+        libvirt.require_daemon()
+    assert str(caught.value).startswith('provider "libvirt": no libvirtd answers on qemu+unix:///system')
+    assert "\n" not in str(caught.value)
