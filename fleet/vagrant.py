@@ -60,6 +60,7 @@ DEFAULT_IMAGE = "cpppo-fleet/labhost:bookworm"
 DEFAULT_BOX = "cpppo-fleet/labhost"
 INTERFACE = "eth1"  # docker: the private network is each machine's second NIC
 LIBVIRT_INTERFACE = "eth0"  # libvirt: the fleet's network is each VM's only NIC
+LIBVIRT_BOOT_TIMEOUT = 900
 LIBVIRT_CMDLINE = "root=/dev/vda rw console=ttyS0 net.ifnames=0 ip=eth0:dhcp"
 FIRST_HOST = 10  # VM i (1-based) is at network[FIRST_HOST + i]
 LABEL = "cpppo-fleet.vagrant"
@@ -258,6 +259,7 @@ def vagrantfile(fleet: str, settings: VagrantSettings, project: Path, network_na
             lines += [
                 f"    m.vm.box = {_rb(settings.box)}",
                 "    m.vm.box_check_update = false",
+                f"    m.vm.boot_timeout = {LIBVIRT_BOOT_TIMEOUT}",  # to an address and SSH: emulated VMs
                 '    m.vm.provider "libvirt" do |lv|',
                 f"      lv.driver = {_rb(settings.driver if settings.driver != 'auto' else 'qemu')}",
                 f"      lv.memory = {settings.memory}",
