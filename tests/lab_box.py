@@ -5,7 +5,9 @@ started, the device image built here and loaded there, a docker-backend fleet en
 next boot), then packed as a Vagrant box for vagrant-libvirt by packer's vagrant post-processor.
 
 It is built once per session, for tests/test_lab_packer_qemu.py (which boots the disk and checks
-it with testinfra) and tests/test_lab_libvirt.py (which brings the box up with Vagrant).  What
+it with testinfra), tests/test_lab_libvirt.py (which brings the box up with Vagrant) and
+tests/test_fleet_vagrant_libvirt_live.py (a fleet on it); ``CPPPO_FLEET_LABHOST_BUILD=DIR``
+reuses the one :func:`build_labhost_vm` built into DIR, when iterating by hand.  What
 the VM does during the build is kept small: the wheels and the device image are built on this
 machine, the disk already has the Debian packages (apt is not run), nothing is compiled in the
 VM, the disk is not resized and the box is compressed at level 1.
@@ -126,6 +128,13 @@ def labhost_vm_build(tmp_path_factory, docker_client, is_root) -> LabhostBuild:
     if missing:
         pytest.skip(f"the packer qemu build needs: {missing} (apt-get install packer qemu-system-x86 "
                     "qemu-utils mmdebstrap e2fsprogs openssh-client)")
+    kept = os.environ.get("CPPPO_FLEET_LABHOST_BUILD")
+    if kept:  # by hand, iterating: the build an earlier session kept (its folder, as below)
+        folder = Path(kept)
+        key = ssh_keypair(VM_DIR.parent)
+        build = LabhostBuild(0, f"kept build {folder}", 0.0, folder / "output", folder / "imaged.toml", key)
+        build.require()
+        return build
     build = build_labhost_vm(tmp_path_factory.mktemp("labhost-vm"))
     print(f"packer qemu build ({'kvm' if kvm_boots() else 'tcg'}): {build.seconds:.0f}s "
           f"(offline disk {build.disk_seconds:.0f}s)")
