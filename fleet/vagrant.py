@@ -396,7 +396,7 @@ def create(fleet_file: Path, fleet: str, settings: VagrantSettings,
 
 def _libvirt_objects(fleet_file: Path, fleet: str, settings: VagrantSettings, name: str,
                      state: dict[str, Any], state_file: Path) -> VagrantSettings:
-    """provider "libvirt": the daemon, the box, its kernel and initrd checked; the fleet's network
+    """provider "libvirt": the box's kernel and initrd, the box and the daemon checked; the fleet's network
     and storage pool made (or found by the uuids in ``state``, which records them as they are
     made); the settings with the driver decided."""
     from fleet import libvirt

@@ -98,6 +98,7 @@ def test_devices_per_vm_makes_as_many_vms_as_needed(tmp_path):
     ("vms = 2", "devices_per_vm = -3", "vagrant: key 'devices_per_vm': must be at least 1"),
     ("vms = 2", "vms = 2\ndevices_per_vm = 3", "vagrant: key 'devices_per_vm': give vms or devices_per_vm"),
     ("vms = 2", 'vms = 2\nprovider = "virtualbox"', "vagrant: key 'provider'"),
+    ("vms = 2", 'vms = 2\nprovider = "libvirt"\nkey = "k"\ndriver = "xen"', "vagrant: key 'driver'"),
     ("vms = 2", "vms = 2\nboxes = 1", "vagrant: key 'boxes': unknown key"),
     ('network = "10.77.0.0/24"', 'network = "8.8.8.0/24"', "vagrant: key 'network': needs a private"),
     ('network = "10.77.0.0/24"', 'network = "10.77.0.1/24"', "vagrant: key 'network'"),
