@@ -285,3 +285,43 @@ def test_no_libvirtd_is_one_line(monkeypatch, tmp_path):
         libvirt.require_daemon()
     assert str(caught.value).startswith('provider "libvirt": no libvirtd answers on qemu+unix:///system')
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("virsh") is None or not Path("/usr/sbin/libvirtd").exists(),
+                    reason="needs libvirt (apt-get install libvirt-daemon-system libvirt-clients "
+                           "dnsmasq-base)")
+def test_the_libvirt_network_and_pool_are_made_and_removed_by_uuid(need_root, tmp_path):
+    from fleet import libvirt
+    from tests.lab_libvirt import _taken, libvirtd
+    from tests.lab_targets import free_subnets
+
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    for name in libvirt.BOOT_FILES:
+        (boot / name).write_bytes(name.encode())
+    with libvirtd(tmp_path):
+        subnet = next(free_subnets(_taken()))
+        name = f"cpppo-unit-{tmp_path.name[-12:]}"
+        hosts = [(mac_address(name, 0), str(subnet[11]), "vm1")]
+        network = libvirt.ensure_network(name, subnet, hosts, None)
+        pool = path = None
+        try:
+            assert libvirt.ensure_network(name, subnet, hosts, network) == network  # found by its uuid
+            info = libvirt.virsh("net-info", network).stdout
+            assert "Active:         yes" in info and name in info
+            dumped = ET.fromstring(libvirt.virsh("net-dumpxml", network).stdout)
+            assert dumped.find("forward") is None
+            assert [(h.get("mac"), h.get("ip")) for h in dumped.findall("ip/dhcp/host")] == [hosts[0][:2]]
+            with pytest.raises(libvirt.LibvirtError, match="exists that this fleet did not record"):
+                libvirt.ensure_network(name, subnet, hosts, None)
+            pool, path = libvirt.ensure_pool(name, None)
+            assert path == libvirt.POOL_ROOT / name and libvirt.ensure_pool(name, pool) == (pool, path)
+            libvirt.add_boot_files(boot, pool, path)
+            volumes = libvirt.virsh("vol-list", pool).stdout
+            assert all(str(path / f) in volumes for f in libvirt.BOOT_FILES), volumes
+        finally:
+            if pool:
+                libvirt.remove_pool(pool, path)
+            libvirt.remove_network(network)
+        assert not libvirt.network_exists(network) and not libvirt.pool_exists(pool) and not path.exists()
