@@ -10,7 +10,7 @@ one more lab host of the multi-host machinery (:mod:`fleet.hosts`, :mod:`fleet.l
     provider = "docker"           # systemd containers of the lab-host image (fast); "libvirt": VMs
     network = "10.77.0.0/24"      # the private network the fleet creates: VM i at .(10 + i),
                                   # the upper half shared out as the VMs' device addresses
-    image = "cpppo-fleet/labhost:bookworm"   # docker: the image (built here, never pulled)
+    image = "cpppo-fleet/labhost-built:latest"  # docker: the image `cpppo-fleet build` makes (never pulled)
     box = "cpppo-fleet/labhost"   # libvirt: the box (packer's qemu build), its key, kernel folder
     key = "lab-key"               # docker: a key pair is made in the project when not given
     vm_dir = ".cache/vm"          # libvirt: the box's kernel and initrd (the disk has no loader)
@@ -50,7 +50,7 @@ VAGRANT_KEYS = frozenset({"vms", "devices_per_vm", "provider", "network", "image
                           "driver", "memory", "cpus", "timeout", "vars"})
 PROVIDERS = ("docker", "libvirt")
 DEFAULT_NETWORK = "10.77.0.0/24"
-DEFAULT_IMAGE = "cpppo-fleet/labhost:bookworm"
+DEFAULT_IMAGE = "cpppo-fleet/labhost-built:latest"  # fleet.labimage: the role applied already
 DEFAULT_BOX = "cpppo-fleet/labhost"
 INTERFACE = "eth1"  # the private network is each machine's second NIC
 FIRST_HOST = 10  # VM i (1-based) is at network[FIRST_HOST + i]
@@ -348,18 +348,14 @@ def create(fleet_file: Path, fleet: str, settings: VagrantSettings,
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     if settings.provider == "docker":
         client = _docker()
-        import docker.errors
-
-        try:
-            client.images.get(settings.image)
-        except docker.errors.ImageNotFound:
-            raise VagrantError(f'provider "docker": image {settings.image!r} not found here (build it: '
-                               "docker build -t cpppo-fleet/labhost:bookworm images/labhost)") from None
+        _require_image(fleet_file, settings, client)
         if settings.key is None and not (project / "id_fleet").exists():
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"cpppo-fleet-{fleet}",
                             "-f", str(project / "id_fleet")], check=True, timeout=60, capture_output=True)
         state["network"] = _docker_network(client, name, settings.network, fleet, state.get("network"))
         state_file.write_text(json.dumps(state))
+    else:
+        _require_image(fleet_file, settings)
     (project / "Vagrantfile").write_text(vagrantfile(fleet, settings, project, name))
     echo(f"vagrant up --provider={settings.provider}: {settings.vms} machines (project {project})")
     begun = time.monotonic()
@@ -375,6 +371,15 @@ def create(fleet_file: Path, fleet: str, settings: VagrantSettings,
         raise VagrantError(f"vagrant ssh-config failed: {config.stderr.strip().splitlines()[-1:]}")
     (project / "ssh-config").write_text(config.stdout)
     return seconds
+
+
+def _require_image(fleet_file: Path, settings: VagrantSettings, client=None) -> None:
+    """VagrantError (one line naming `cpppo-fleet build`) when the image or box is not here."""
+    from fleet.labimage import missing
+
+    problem = missing(fleet_file, settings, client)
+    if problem:
+        raise VagrantError(problem)
 
 
 def _docker_network(client, name: str, subnet: ipaddress.IPv4Network, fleet: str, known: str | None) -> str:
