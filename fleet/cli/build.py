@@ -86,7 +86,7 @@ def build_labhost(path: Path, quiet: bool, force: bool) -> None:
     except (LabImageError, VagrantError) as exc:
         fail(str(exc))
     if built.skipped:
-        typer.echo(f"{built.what} is up to date (stamp {built.stamp}, checked in {built.seconds:.0f}s; "
+        typer.echo(f"{built.what} is up to date (stamp {built.stamp}, checked in {built.seconds:.1f}s; "
                    "--force rebuilds)")
     else:
         typer.echo(f"built {built.what} (stamp {built.stamp}) in {built.seconds:.0f}s")
