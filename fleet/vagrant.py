@@ -10,7 +10,7 @@ one more lab host of the multi-host machinery (:mod:`fleet.hosts`, :mod:`fleet.l
     provider = "docker"           # systemd containers of the lab-host image (fast); "libvirt": VMs
     network = "10.77.0.0/24"      # the private network the fleet creates: VM i at .(10 + i),
                                   # the upper half shared out as the VMs' device addresses
-    image = "cpppo-fleet/labhost:bookworm"   # docker: the image (built here, never pulled)
+    image = "cpppo-fleet/labhost-built:latest"  # docker: the image `cpppo-fleet build` makes (never pulled)
     box = "cpppo-fleet/labhost"   # libvirt: the box (packer's qemu build), its key, kernel folder
     key = "lab-key"               # docker: a key pair is made in the project when not given
     vm_dir = ".cache/vm"          # libvirt: the box's kernel and initrd (the disk has no loader)
@@ -56,7 +56,7 @@ VAGRANT_KEYS = frozenset({"vms", "devices_per_vm", "provider", "network", "image
                           "driver", "memory", "cpus", "timeout", "vars"})
 PROVIDERS = ("docker", "libvirt")
 DEFAULT_NETWORK = "10.77.0.0/24"
-DEFAULT_IMAGE = "cpppo-fleet/labhost:bookworm"
+DEFAULT_IMAGE = "cpppo-fleet/labhost-built:latest"  # fleet.labimage: the role applied already
 DEFAULT_BOX = "cpppo-fleet/labhost"
 INTERFACE = "eth1"  # docker: the private network is each machine's second NIC
 LIBVIRT_INTERFACE = "eth0"  # libvirt: the fleet's network is each VM's only NIC
@@ -358,13 +358,7 @@ def create(fleet_file: Path, fleet: str, settings: VagrantSettings,
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     if settings.provider == "docker":
         client = _docker()
-        import docker.errors
-
-        try:
-            client.images.get(settings.image)
-        except docker.errors.ImageNotFound:
-            raise VagrantError(f'provider "docker": image {settings.image!r} not found here (build it: '
-                               "docker build -t cpppo-fleet/labhost:bookworm images/labhost)") from None
+        _require_image(fleet_file, settings, client)
         if settings.key is None and not (project / "id_fleet").exists():
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"cpppo-fleet-{fleet}",
                             "-f", str(project / "id_fleet")], check=True, timeout=60, capture_output=True)
@@ -437,6 +431,15 @@ def installed_boxes(where: Path, provider: str) -> set[str]:
         elif len(parts) >= 4 and parts[2] == "box-provider" and names and parts[3] == provider:
             out.add(names[-1])
     return out
+
+
+def _require_image(fleet_file: Path, settings: VagrantSettings, client=None) -> None:
+    """VagrantError (one line naming `cpppo-fleet build`) when the image or box is not here."""
+    from fleet.labimage import missing
+
+    problem = missing(fleet_file, settings, client)
+    if problem:
+        raise VagrantError(problem)
 
 
 def _docker_network(client, name: str, subnet: ipaddress.IPv4Network, fleet: str, known: str | None) -> str:

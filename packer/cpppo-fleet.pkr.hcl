@@ -58,6 +58,18 @@ variable "up_timeout" {
   description = "Seconds the service's `cpppo-fleet up` waits for every device at boot (slow hosts: more)"
 }
 
+variable "role_vars" {
+  type        = string
+  default     = "{}"
+  description = "More variables for the role, as JSON (given last: they win); fleet.labimage passes [vagrant] vars"
+}
+
+variable "stamp" {
+  type        = string
+  default     = "none"
+  description = "A digest of the build's inputs, kept as the image's label cpppo-fleet.stamp (fleet.labimage)"
+}
+
 variable "interface" {
   type        = string
   default     = ""
@@ -126,6 +138,7 @@ locals {
     "--extra-vars", "cpppo_fleet_controller_python=${var.controller_python} cpppo_fleet_interface=${var.interface} ${local.build_dir}",
     "--extra-vars", "{\"cpppo_fleet_docker\": ${var.docker}, \"cpppo_fleet_up_timeout\": ${var.up_timeout}}",
     "--extra-vars", "ansible_ssh_private_key_file=${var.ssh_key}",
+    "--extra-vars", var.role_vars,
   ]
 }
 
@@ -143,6 +156,7 @@ source "docker" "labhost" {
     "ENV container=docker",
     "CMD [\"/sbin/init\"]",
     "LABEL cpppo-fleet.image=labhost",
+    "LABEL cpppo-fleet.stamp=${var.stamp}",
   ]
 }
 

@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from fleet.labimage import qemu_build_args, run_packer
+from fleet.labimage import template as packer_template
 from tests.lab_targets import ROOT, ansible_playbook_command, ssh_keypair
 from tests.lab_vm import QEMU, VM_DIR, build_disk, kvm_boots
 
-TEMPLATE = ROOT / "packer" / "cpppo-fleet.pkr.hcl"
+TEMPLATE = packer_template(ROOT)
 BUILD_DIR = ROOT / ".cache" / "labhost"
 # the fleet the image runs from its first boot: the docker backend, two devices in one container
 IMAGE_FLEET = """\
@@ -91,13 +91,6 @@ def missing_tools() -> str:
     return " ".join(missing)
 
 
-def packer(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PACKER_CACHE_DIR": str(cwd / "packer_cache"), "CHECKPOINT_DISABLE": "1",
-           "PACKER_NO_COLOR": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run(["packer", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False, stdin=subprocess.DEVNULL)
-
-
 def build_labhost_vm(work: Path, timeout: float = 2700.0) -> LabhostBuild:
     """The offline disk (cached under .cache/vm), then the packer qemu build into ``work``."""
     key = ssh_keypair(VM_DIR.parent)  # baked into the disk: kept with it
@@ -108,13 +101,11 @@ def build_labhost_vm(work: Path, timeout: float = 2700.0) -> LabhostBuild:
     fleet_file.write_text(IMAGE_FLEET)
     output = work / "output"
     begun = time.monotonic()
-    proc = packer(["build", "-only=qemu.labhost", "-var", f"vm_dir={VM_DIR}", "-var", f"ssh_key={key}",
-                   "-var", f"fleet_file={fleet_file}", "-var", "docker=true", "-var", "up_timeout=900",
-                   "-var", f"controller_python={sys.executable}",
-                   "-var", f"ansible_playbook={ansible_playbook_command()[0]}",
-                   "-var", f"build_dir={BUILD_DIR}", "-var", f"output_directory={output}",
-                   "-var", f"accelerator={'kvm' if kvm_boots() else 'tcg'}", str(TEMPLATE)],
-                  work, timeout)
+    proc = run_packer(qemu_build_args(vm_dir=VM_DIR, key=key, output=output, fleet_file=fleet_file,
+                                      docker=True, up_timeout=900, build_dir=BUILD_DIR,
+                                      ansible_playbook=ansible_playbook_command()[0],
+                                      accelerator="kvm" if kvm_boots() else "tcg", root=ROOT),
+                      work, timeout)
     return LabhostBuild(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - begun, output,
                         fleet_file, key, disk_seconds=disk_seconds)
 

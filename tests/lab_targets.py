@@ -73,16 +73,12 @@ def vagrant(args: list[str], work: Path, env: dict[str, str] | None = None,
 
 
 def build_labhost_image(client) -> str:
-    """The lab-host image from the local base image (docker's layer cache makes a rebuild quick)."""
-    import docker.errors
+    """The plain lab-host image (images/labhost) from the local base image (docker's layer cache
+    makes a rebuild quick), as ``cpppo-fleet build`` makes it."""
+    from fleet.labimage import PLAIN_IMAGE, plain_image
 
-    try:
-        client.images.get(BASE_IMAGE)
-    except docker.errors.ImageNotFound:
-        raise RuntimeError(f"base image {BASE_IMAGE} missing: run images/build-base.sh") from None
-    client.images.build(path=str(ROOT / "images" / "labhost"), tag=LABHOST_IMAGE, rm=True,
-                        forcerm=True, pull=False, buildargs={"BASE": BASE_IMAGE})
-    return LABHOST_IMAGE
+    plain_image(client, ROOT, lambda line: None)
+    return PLAIN_IMAGE
 
 
 def ssh_keypair(directory: Path) -> Path:

@@ -130,7 +130,7 @@ def test_the_generated_project_has_a_machine_per_vm(tmp_path):
     assert [line.strip() for line in text.splitlines() if "config.vm.define" in line] == [
         "config.vm.define 'vm1' do |m|", "config.vm.define 'vm2' do |m|"]
     assert "name: 'cpppo-vmplant-net', ip: '10.77.0.11'" in text and "ip: '10.77.0.12'" in text
-    assert "d.image = 'cpppo-fleet/labhost:bookworm'" in text and "d.pull = false" in text
+    assert "d.image = 'cpppo-fleet/labhost-built:latest'" in text and "d.pull = false" in text
     assert f"'{project / 'id_fleet'}.pub:/root/.ssh/authorized_keys:ro'" in text
     assert "provision" not in text.replace("provisions them", "") and "http" not in text
     libvirt = load(write(tmp_path, FLEET.replace("vms = 2", 'vms = 2\nprovider = "libvirt"\nkey = "k"')))
@@ -225,6 +225,7 @@ def test_up_refuses_a_missing_lab_host_image_in_one_line(docker_client, tmp_path
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "image 'cpppo-fleet/no-such-labhost:none' not found here" in lines[0], \
         proc.stderr
+    assert f"`cpppo-fleet build {path}` makes it" in lines[0], lines[0]
     made = network_name("vmplant", project_dir(path, "vmplant"))
     assert not [n for n in docker_client.networks.list(names=[made]) if n.name == made]  # refused first
     down = subprocess.run([str(CLI), "down", str(path)], capture_output=True, text=True, timeout=120,

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 
 import pytest
 
 from fleet.config import load
+from fleet.labimage import docker_build_args, run_packer, validate_args
 from fleet.plan import expand
-from tests.lab_box import TEMPLATE, packer
+from tests.lab_box import TEMPLATE
 from tests.lab_targets import (
     ROOT,
     SSH_OPTIONS,
@@ -36,7 +36,7 @@ needs_packer = pytest.mark.skipif(shutil.which("packer") is None,
 @needs_packer
 def test_template_validates_with_debians_packer(tmp_path):
     key = ssh_keypair(tmp_path)
-    proc = packer(["validate", "-var", f"ssh_key={key}", str(TEMPLATE)], tmp_path, timeout=120)
+    proc = run_packer(validate_args(key, ROOT), tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "required_plugins" not in TEMPLATE.read_text()  # nothing for `packer init` to download
 
@@ -60,14 +60,11 @@ def test_docker_build_makes_an_image_that_boots_the_fleet(docker_client, tmp_pat
         fleet_file.write_text(lab_fleet_toml("built", network.pool(0)))
         plan = expand(load(fleet_file))
         begun = time.monotonic()
-        proc = packer(["build", "-only=docker.labhost", "-var", f"network={network.network.name}",
-                       "-var", f"address={network.subnet[100]}", "-var", f"ssh_key={key}",
-                       "-var", f"fleet_file={fleet_file}", "-var", "interface=eth0",
-                       "-var", f"controller_python={sys.executable}",
-                       "-var", f"ansible_playbook={ansible_playbook_command()[0]}",
-                       "-var", f"build_dir={ROOT / '.cache' / 'labhost'}",
-                       "-var", f"repository={repository}", "-var", f"tag={tag}", str(TEMPLATE)], tmp_path,
-                      timeout=900)
+        proc = run_packer(docker_build_args(
+            network=network.network.name, address=str(network.subnet[100]), key=key, fleet_file=fleet_file,
+            interface="eth0", ansible_playbook=ansible_playbook_command()[0],
+            build_dir=ROOT / ".cache" / "labhost", repository=repository, tag=tag, root=ROOT), tmp_path,
+            timeout=900)
         seconds = time.monotonic() - begun
         image = None
         try:
