@@ -34,6 +34,7 @@ from fleet.config import (
     DeviceGroup,
     FleetConfig,
     FleetSettings,
+    identity_value,
     identity_values,
     pool_addresses,
 )
@@ -282,6 +283,7 @@ def expand(config: FleetConfig) -> Plan:
             pool = group_pools.get(group.index, fleet_pool)
             key = "address_pool" if group.index in group_pools else "count"
             hosts = pool.take(group.count, src, table, key)
+        identities = _Identities(group)
         for i, host in enumerate(hosts):
             n = group.first + i
             name = format_pattern(group.name, n)  # checked by config for the first n
@@ -302,7 +304,7 @@ def expand(config: FleetConfig) -> Plan:
             seen_endpoints[(host, port)] = name
             try:
                 devices.append(_device(group, name, n, host, port, config.fleet.retain,
-                                       f"w{len(devices) // per:03d}"))
+                                       f"w{len(devices) // per:03d}", identities))
             except ValueError as exc:  # an identity pattern that fits the first device only
                 raise ConfigError(src, table, "identity", f"device {name!r}: {exc}") from None
 
@@ -378,20 +380,39 @@ def _chunks(devices: list[PlannedDevice], per: int) -> list[list[PlannedDevice]]
     return chunks
 
 
-def _device(group: DeviceGroup, name: str, n: int, host: str, port: int,
-            retain: bool = False, worker: str = "") -> PlannedDevice:
-    """Device ``n`` of ``group``; ValueError when its own identity values are refused."""
-    kind = KINDS[group.kind]
-    identity = identity_values(kind, group.identity, n)
-    if group.identity and n != group.first:  # the first one was built by the config's dry run:
-        patterned = _patterned(group.identity)
-        if patterned:  # the others' values are the first one's, checked already
-            kind.check_identity({k: identity[k] for k in patterned})
-    return PlannedDevice(name=name, kind=group.kind, host=host, port=port, worker=worker, group=group.index,
-                         n=n,
-                         identity=tuple(identity.items()), options=group.options, delay=group.delay,
-                         retain=retain if group.retain is None else group.retain, home=group.home)
+class _Identities:
+    """A group's identity values device by device: the values that do not depend on ``n`` are
+    computed once (the config's dry run checked them on the first device), the patterned ones
+    formatted for each device and checked against their fields (a plan of 100,000 devices)."""
 
+    __slots__ = ("kind", "first", "items", "patterned", "fixed")
+
+    def __init__(self, group: DeviceGroup) -> None:
+        self.kind = KINDS[group.kind]
+        self.first = group.first
+        self.items = group.identity
+        self.patterned = frozenset(_patterned(group.identity))
+        self.fixed = identity_values(self.kind, tuple((k, v) for k, v in group.identity
+                                                      if k not in self.patterned), group.first)
+
+    def __call__(self, n: int) -> tuple[tuple[str, Any], ...]:
+        """Device ``n``'s identity, in the group's key order; ValueError when a patterned value
+        of a device past the first is refused."""
+        if not self.patterned:
+            return tuple(self.fixed.items())
+        own = {k: identity_value(self.kind, k, v, n) for k, v in self.items if k in self.patterned}
+        if n != self.first:
+            self.kind.check_identity(own)
+        return tuple((k, own[k] if k in own else self.fixed[k]) for k, _ in self.items)
+
+
+def _device(group: DeviceGroup, name: str, n: int, host: str, port: int,
+            retain: bool = False, worker: str = "", identities: _Identities | None = None) -> PlannedDevice:
+    """Device ``n`` of ``group``; ValueError when its own identity values are refused."""
+    identity = (identities or _Identities(group))(n)
+    return PlannedDevice(name=name, kind=group.kind, host=host, port=port, worker=worker, group=group.index,
+                         n=n, identity=identity, options=group.options, delay=group.delay,
+                         retain=retain if group.retain is None else group.retain, home=group.home)
 
 
 def _with_worker(device: PlannedDevice, worker: str) -> PlannedDevice:

@@ -210,6 +210,16 @@ class Store:
         empty = DeviceHistory(None)
         return {d: out.get(d, empty) for d in devices}
 
+    def ok_since(self, since: float) -> set[str]:
+        """The devices whose newest result is ok and no older than ``since`` (epoch seconds)."""
+        return {row[0] for row in self._read_args("SELECT device FROM health WHERE ok AND time >= ?", (since,))}
+
+    def not_ok_since(self, since: float) -> dict[str, HealthResult]:
+        """The newest result of each device not :meth:`ok_since` ``since`` that has one."""
+        rows = self._read_args("SELECT device, ok, latency, error, time FROM health WHERE NOT (ok AND time >= ?)",
+                               (since,))
+        return {device: HealthResult(device, bool(ok), latency, error, when) for device, ok, latency, error, when in rows}
+
     def record_start(self, worker: str, pid: int) -> None:
         with self.db:
             self.db.execute("INSERT INTO starts (worker, pid, time) VALUES (?, ?, ?)",
@@ -245,8 +255,11 @@ class Store:
         return {row[0]: ServeError(*row[:5], final=bool(row[5])) for row in rows}
 
     def _read(self, sql: str) -> list[tuple]:
+        return self._read_args(sql, ())
+
+    def _read_args(self, sql: str, args: tuple) -> list[tuple]:
         try:
-            return self.db.execute(sql).fetchall()
+            return self.db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(self.path, exc) from None
 

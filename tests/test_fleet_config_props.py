@@ -160,7 +160,7 @@ WRONG_TYPES: dict[str, list[Any]] = {
     "kind": [None, "bacnet", 1, ["enip"]],
 }
 FLEET_WRONG_TYPES: dict[str, list[Any]] = {
-    "name": [1, "", "a b", "x/y", "plant\n"], "backend": ["vagrant", 1], "addressing": ["nat", True],
+    "name": [1, "", "a b", "x/y", "plant\n"], "backend": ["kubernetes", 1], "addressing": ["nat", True],
     "address_pool": [1, ["127.0.0.0/8", "127.0.0.0/16"], "300.0.0.0/8"],
     "health_interval": [0, -1, "5", math.nan, math.inf], "health_timeout": [math.nan, -0.5, True],
     "health_concurrency": [0, 1.5], "health_retention": [-1, "9"], "devices_per_worker": [0, []],
