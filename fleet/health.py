@@ -507,7 +507,8 @@ def wait_healthy(database: Path, devices: Sequence[PlannedDevice], asked: float,
         begun = time.monotonic()
         try:
             with Store(database) as store:  # only the devices not yet healthy are read in full
-                healthy, others, errors = store.ok_since(asked), store.not_ok_since(asked), store.serve_errors()
+                healthy, others = store.ok_since(asked), store.not_ok_since(asked)
+                errors = store.serve_errors()
         except StoreError:
             healthy, others, errors = set(), {}, {}  # not there yet, or being replaced by the poller
         running, skip = pids(), set(excused())

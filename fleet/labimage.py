@@ -432,16 +432,3 @@ def _build_libvirt(settings: VagrantSettings, echo: Echo, force: bool) -> tuple[
         raise _failed("vagrant box add", added)
     stamp_file.write_text(digest + "\n")
     return f"box {settings.box}", digest, False
-
-
-def missing(fleet_file: Path, settings: VagrantSettings, client=None) -> str | None:
-    """One line for ``up`` when the fleet's image (docker) or box (libvirt) is not here, naming
-    the command that makes it; None when it is."""
-    hint = f"`cpppo-fleet build {fleet_file}` makes it"
-    if settings.provider == "docker":
-        if client is not None and _image(client, settings.image) is None:
-            return f'provider "docker": image {settings.image!r} not found here ({hint})'
-        return None
-    if shutil.which("vagrant") is not None and not box_listed(settings.box):
-        return f'provider "libvirt": box {settings.box!r} not found here ({hint})'
-    return None

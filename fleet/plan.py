@@ -385,7 +385,7 @@ class _Identities:
     computed once (the config's dry run checked them on the first device), the patterned ones
     formatted for each device and checked against their fields (a plan of 100,000 devices)."""
 
-    __slots__ = ("kind", "first", "items", "patterned", "fixed")
+    __slots__ = ("first", "fixed", "items", "kind", "patterned")
 
     def __init__(self, group: DeviceGroup) -> None:
         self.kind = KINDS[group.kind]

@@ -212,13 +212,15 @@ class Store:
 
     def ok_since(self, since: float) -> set[str]:
         """The devices whose newest result is ok and no older than ``since`` (epoch seconds)."""
-        return {row[0] for row in self._read_args("SELECT device FROM health WHERE ok AND time >= ?", (since,))}
+        rows = self._read_args("SELECT device FROM health WHERE ok AND time >= ?", (since,))
+        return {row[0] for row in rows}
 
     def not_ok_since(self, since: float) -> dict[str, HealthResult]:
         """The newest result of each device not :meth:`ok_since` ``since`` that has one."""
-        rows = self._read_args("SELECT device, ok, latency, error, time FROM health WHERE NOT (ok AND time >= ?)",
-                               (since,))
-        return {device: HealthResult(device, bool(ok), latency, error, when) for device, ok, latency, error, when in rows}
+        rows = self._read_args("SELECT device, ok, latency, error, time FROM health "
+                               "WHERE NOT (ok AND time >= ?)", (since,))
+        return {device: HealthResult(device, bool(ok), latency, error, when)
+                for device, ok, latency, error, when in rows}
 
     def record_start(self, worker: str, pid: int) -> None:
         with self.db:

@@ -433,13 +433,16 @@ def installed_boxes(where: Path, provider: str) -> set[str]:
     return out
 
 
-def _require_image(fleet_file: Path, settings: VagrantSettings, client=None) -> None:
-    """VagrantError (one line naming `cpppo-fleet build`) when the image or box is not here."""
-    from fleet.labimage import missing
+def _require_image(fleet_file: Path, settings: VagrantSettings, client) -> None:
+    """provider "docker": VagrantError (one line naming `cpppo-fleet build`) when the image is
+    not here (provider "libvirt": :func:`_libvirt_objects` checks the box and its kernel)."""
+    import docker.errors
 
-    problem = missing(fleet_file, settings, client)
-    if problem:
-        raise VagrantError(problem)
+    try:
+        client.images.get(settings.image)
+    except docker.errors.ImageNotFound:
+        raise VagrantError(f'provider "docker": image {settings.image!r} not found here '
+                           f"(`cpppo-fleet build {fleet_file}` makes it)") from None
 
 
 def _docker_network(client, name: str, subnet: ipaddress.IPv4Network, fleet: str, known: str | None) -> str:

@@ -192,11 +192,13 @@ def test_a_poll_that_times_out_while_connecting_leaves_no_socket_open() -> None:
 def test_patterned_identity_values_are_made_and_checked_for_every_device() -> None:
     # the fixed values are the first device's; a pattern is formatted (and checked) per device
     plan = plan_of('"127.66.0.0/24"', 3, kind="enip",
-                   extra='identity = { product_name = "Line {n}", vendor_id = 7, serial_number = "0x1{n:03}" }')
+                   extra='identity = { product_name = "Line {n}", vendor_id = 7, '
+                         'serial_number = "0x1{n:03}" }')
     assert [d.identity_dict for d in plan.devices] == [
         {"product_name": f"Line {n}", "serial_number": 0x1000 + n, "vendor_id": 7} for n in (1, 2, 3)]
     # a pattern the first device fits (0xf0000000) and the next does not (0x100000000 > UDINT)
     with pytest.raises(ConfigError) as refused:
-        plan_of('"127.66.1.0/24"', 2, kind="enip", extra='first = 15\nidentity = { serial_number = "0x{n:x}0000000" }')
+        plan_of('"127.66.1.0/24"', 2, kind="enip",
+                extra='first = 15\nidentity = { serial_number = "0x{n:x}0000000" }')
     message = str(refused.value)
     assert "device[0]" in message and "identity" in message and "'d16'" in message and "\n" not in message
