@@ -60,12 +60,13 @@ sys.exit(main(sys.argv[3:]))
 """
 
 SWEEPS = 3  # sweeps recorded per device
+INTERVAL = 3600.0  # health interval: the results stay fresh (not stale) for the whole run
 
 
 def make_state(n: int, folder: Path) -> tuple[Path, int]:
     """fleet.toml and its state (plan.json, health store, supervisord of sleeps); supervisord's pid."""
     path = folder / "fleet.toml"
-    path.write_text(fleet_toml(n, 5000, 90 + n % 7))
+    path.write_text(fleet_toml(n, 5000, 90 + n % 7, interval=INTERVAL))
     plan = expand(load(path))
     backend = ProcessBackend(plan, folder / ".fleet" / plan.fleet.name)
     state = backend.state
