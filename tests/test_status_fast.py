@@ -128,14 +128,16 @@ def drawn(width: int, **args) -> str:
     {"reports": []},
 ])
 def test_the_table_drawn_without_rich_is_riches_text(args) -> None:
-    expected = rich_text(device_table("f", **args), 140)
+    expected = rich_text(device_table("f", **args), 300)  # wide enough for rich not to wrap
     assert drawn(140, **args) == expected
     columns = 12 + ("hosts" in args) + ("io" in args)
     assert expected.splitlines()[2].count("┃") == columns + 1
 
 
-def test_a_table_too_wide_for_one_line_a_row_is_left_to_rich() -> None:
-    many = reports(4, error="x" * 200)  # rich wraps the error column
+def test_a_table_too_wide_for_the_console_keeps_a_row_a_line_off_a_terminal() -> None:
+    many = reports(4, error="x" * 200)  # rich would wrap the error column at 140
     assert plain_table("t", ["a"], [["x" * 200]], 140) is None
-    assert drawn(140, reports=many) == rich_text(device_table("f", many), 140)
+    lines = drawn(140, reports=many).splitlines()
+    assert len(lines) == 1 + 3 + 4 + 1 and all(len(line) == len(lines[1]) > 200 for line in lines)
+    assert drawn(400, reports=many) == rich_text(device_table("f", many), 400)  # what fits: rich's text
     assert plain_table("t", ["a"], [["two\nlines"]], 140) is None

@@ -83,22 +83,23 @@ def device_table(name: str, reports, title: str | None = None, hosts=None, io=No
 
 
 def print_device_table(console, name: str, reports, title: str | None = None, hosts=None, io=None) -> None:
-    """Print the device table on ``console``: through rich on a terminal (its colours), else,
-    when every row fits on one line, as the very text rich would print, drawn here (rich
-    measures and renders every cell: 1.4 ms a row, 140 s for 100,000 devices)."""
+    """Print the device table on ``console``: through rich on a terminal (its colours), else
+    as the very text rich would print, drawn here (rich measures and renders every cell: 1.4 ms
+    a row, 140 s for 100,000 devices), a row a line however wide (rich would wrap the widest
+    cells past the console's width; a file or a pipe is read by programs and ``grep``)."""
     if not console.is_terminal and not console.color_system:
         columns, rows = device_rows(reports, hosts, io)
-        text = plain_table(title or f"fleet {name}", columns, rows, console.width)
+        text = plain_table(title or f"fleet {name}", columns, rows, None)
         if text is not None:
             console.file.write(text)
             return
     console.print(device_table(name, reports, title=title, hosts=hosts, io=io))
 
 
-def plain_table(title: str, columns: list[str], rows: list[list[str]], width: int) -> str | None:
+def plain_table(title: str, columns: list[str], rows: list[list[str]], width: int | None) -> str | None:
     """rich's default table (``box.HEAVY_HEAD``, a cell of padding each side, the title on the
     left) of these plain-text cells, as rich prints it without colours; None when it would not
-    fit ``width`` with every cell on one line (rich would wrap or shrink: let it).
+    fit ``width`` (None: any) with every cell on one line (rich would wrap or shrink: let it).
 
     >>> for line in plain_table("t", ["a", "ms"], [["x", "1.5"], ["yy", ""]], 80).splitlines():
     ...     print(line.rstrip())  # the title is padded to the table's width
@@ -119,7 +120,7 @@ def plain_table(title: str, columns: list[str], rows: list[list[str]], width: in
     size = len if plain else cell_len
     widths = [max(map(size, column)) for column in zip(*cells, strict=True)]
     total = sum(widths) + 3 * len(widths) + 1
-    if total > width or size(title) > total:
+    if (width is not None and total > width) or size(title) > total:
         return None
     right = [c in RIGHT for c in columns]
 
