@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -33,7 +34,7 @@ class DeviceReport:
     fault: str | None = None  # the injected fault, as status shows it ("latency 300ms until 12:03:10")
 
     def to_json(self) -> dict:
-        data = {f: getattr(self, f) for f in _REPORT_FIELDS}
+        data = dict(zip(_REPORT_FIELDS, _values(self)))
         data["state"] = self.state.value
         return data
 
@@ -44,6 +45,7 @@ class DeviceReport:
 
 
 _REPORT_FIELDS = tuple(f.name for f in fields(DeviceReport))
+_values = operator.attrgetter(*_REPORT_FIELDS)  # a report's values, in field order (quick at 100,000)
 
 
 def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, ProgramStatus],
@@ -60,40 +62,47 @@ def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, Prog
     selected = {d.name for d in applied.devices} if applied else set()
     fleet = plan.fleet
     stale_after = 2 * fleet.health_interval + fleet.health_timeout + 1.0
+    serve_errors, faults = serve_errors or {}, faults or {}
+    restarts = {worker: max(0, len(s) - 1) for worker, s in starts.items()}
+    running = ProcessState.RUNNING
     out = []
+    append = out.append
     for device in plan.devices:
-        program = programs.get(device.worker) if device.name in selected else None
-        process = program.state if program else ProcessState.STOPPED
-        started = program.started if program else None
-        hist = history.get(device.name)
-        last = hist.last if hist else None
-        current = last is not None and started is not None and last.time >= started
-        last_ok = last.ok if current else None
-        fresh = last is not None and now - last.time <= stale_after
-        p50, p99 = hist.percentiles() if hist else (None, None)
-        error = last.error if last else None
-        unserved = (serve_errors or {}).get(device.name)
+        name, worker = device.name, device.worker
+        program = programs.get(worker) if name in selected else None
+        if program is not None:
+            process, started = program.state, program.started
+        else:
+            process, started = ProcessState.STOPPED, None
+        hist = history.get(name)
+        last = hist.last if hist is not None else None
+        if last is not None:
+            last_ok = last.ok if started is not None and last.time >= started else None
+            fresh = now - last.time <= stale_after
+            error, checked = last.error, last.time
+            latency = last.latency if last.ok else None
+            shown_ok = last.ok
+        else:
+            last_ok = error = checked = latency = shown_ok = None
+            fresh = False
+        p50, p99 = hist.percentiles() if hist is not None else (None, None)
         state = None
-        if unserved is not None and program is not None and unserved.pid == program.pid:
-            last_ok, fresh, error = False, True, unserved.error
-            state = DeviceState.FAILED if unserved.final else None  # its worker gave up on it
+        if serve_errors:
+            unserved = serve_errors.get(name)
+            if unserved is not None and program is not None and unserved.pid == program.pid:
+                last_ok, fresh, error = False, True, unserved.error
+                state = DeviceState.FAILED if unserved.final else None  # its worker gave up on it
         state = state or device_state(process, last_ok, fresh)
-        fault = (faults or {}).get(device.name)
         shown = None
-        if fault is not None and process is ProcessState.RUNNING:
-            state = DeviceState.FAULTED
-            shown = fault.describe() + ("" if fault.until is None else
-                                        time.strftime(" until %H:%M:%S", time.localtime(fault.until)))
-        out.append(DeviceReport(
-            name=device.name, kind=device.kind, endpoint=device.endpoint, worker=device.worker,
-            state=state,
-            uptime=now - started if started else None,
-            restarts=max(0, len(starts.get(device.worker, [])) - 1),
-            last_ok=last.ok if last else None, error=error,
-            checked=last.time if last else None,
-            latency=last.latency if last and last.ok else None,
-            p50=p50, p99=p99, fault=shown,
-        ))
+        if faults:
+            fault = faults.get(name)
+            if fault is not None and process is running:
+                state = DeviceState.FAULTED
+                shown = fault.describe() + ("" if fault.until is None else
+                                            time.strftime(" until %H:%M:%S", time.localtime(fault.until)))
+        append(DeviceReport(name, device.kind, device.endpoint, worker, state,
+                            now - started if started else None, restarts.get(worker, 0), shown_ok, error,
+                            checked, latency, p50, p99, shown))
     return out
 
 

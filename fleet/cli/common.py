@@ -72,13 +72,19 @@ def _state_dir(path: Path, name: str, override: Path | None) -> Path:
 def applied_plan(path: Path, state_dir: Path | None):  # -> tuple[fleet.plan.Plan, Path] | None
     """(the plan ``up`` applied, its state folder) when ``path`` is still the very text that
     plan was expanded from (plan.json keeps the text's digest), read without validating and
-    expanding fleet.toml again: a quarter of a second of CPU for 1,000 devices that ``fault``
-    and ``faults``, which act on what runs, need not spend.  None when the fleet is not up,
-    fleet.toml changed since, only part of it is up, or ``--backend`` is given: then
-    :func:`load_plan`, and its one-line errors."""
+    expanding fleet.toml again: a quarter of a second of CPU for 1,000 devices that ``fault``,
+    ``faults`` and ``status``, which act on what runs, need not spend (two seconds at 100,000).
+    None when the fleet is not up, fleet.toml changed since, only part of it is up, or
+    ``--backend`` is given: then :func:`load_plan`, and its one-line errors."""
+    found = _applied(path, state_dir)
+    return found[:2] if found else None
+
+
+def _applied(path: Path, state_dir: Path | None):  # -> (Plan, state folder, plan.json's key) | None
     import json
     import tomllib
 
+    from fleet.backends.base import StateDir
     from fleet.config import plan_digest
     from fleet.plan import Plan
 
@@ -87,35 +93,37 @@ def applied_plan(path: Path, state_dir: Path | None):  # -> tuple[fleet.plan.Pla
     try:
         text = path.read_bytes().decode()
         name = tomllib.loads(text)["fleet"]["name"]
-        state = _state_dir(path, name, state_dir)
-        data = json.loads((state / "plan.json").read_bytes())
+        state = StateDir(_state_dir(path, name, state_dir))
+        key = state.plan_key()  # before reading: a plan.json written meanwhile is read again
+        data = json.loads(state.plan.read_bytes())
         if not isinstance(data, dict) or data.get("digest") != plan_digest(text):
             return None
-        return Plan.from_json(data), state
+        return Plan.from_json(data), state.root, key
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         return None
 
 
-def backend_for(path: Path, state_dir: Path | None):
-    """(plan, backend) for a fleet file, exiting with a one-line error on problems."""
+def backend_for(path: Path, state_dir: Path | None, validate: bool = False):
+    """(plan, backend) for a fleet file, exiting with a one-line error on problems.  The plan
+    last brought up when it is the whole expansion of this very text (:func:`applied_plan`):
+    then not expanded again, nor (unless ``validate``: ``up``, which checks the files the text
+    names) validated again: two seconds at 100,000 devices that ``status``, ``down``, ``logs``
+    and ``restart``, which act on what runs, need not spend."""
     from fleet.backends import BackendError, make_backend
-    from fleet.backends.base import StateDir, read_json
-    from fleet.plan import Plan
 
-    config = load_config(path)
-    root = state_dir_for(path, config, state_dir)
-    # the plan last brought up, when it is the whole expansion of this very text: no need to
-    # expand it again (a second for 100,000 devices)
-    state = StateDir(root)
-    key = state.plan_key()
-    data = read_json(state.plan) if key else None
-    reused = isinstance(data, dict) and config.digest and data.get("digest") == config.digest
-    plan = Plan.from_json(data) if reused else load_plan(path, config)
+    config = load_config(path) if validate else None
+    found = _applied(path, state_dir)
+    if found is not None and config is not None and found[0].digest != config.digest:
+        found = None
+    if found is not None:
+        plan, root, key = found
+    else:
+        plan, root, key = load_plan(path, config), None, None
     try:
-        backend = make_backend(plan, root)
+        backend = make_backend(plan, root or state_dir_for(path, plan, state_dir))
     except BackendError as exc:
         fail(str(exc))
-    if reused and key == state.plan_key():
+    if found is not None and key == backend.state.plan_key():
         backend._applied = (key, plan)  # and it is the applied plan: not read again
     return plan, backend
 

@@ -172,7 +172,7 @@ def _table(lab, report) -> None:
 
     from rich.console import Console
 
-    from fleet.cli.table import device_table
+    from fleet.cli.table import print_device_table
     from fleet.report import DeviceReport
     from fleet.states import DeviceState
 
@@ -180,7 +180,7 @@ def _table(lab, report) -> None:
     reports = [DeviceReport(**{**{k: v for k, v in d.items() if k in names},
                                "state": DeviceState(d["state"])}) for d in report["devices"]]
     console = Console(width=max(150, Console().width))
-    console.print(device_table(lab.name, reports, hosts=[d["lab_host"] for d in report["devices"]]))
+    print_device_table(console, lab.name, reports, hosts=[d["lab_host"] for d in report["devices"]])
     for name, host in report["hosts"].items():
         if host["error"]:
             console.print(f"{name} ({host['address']}): {host['error']}", markup=False, highlight=False)

@@ -11,7 +11,7 @@ import typer
 
 from fleet.cli import multihost
 from fleet.cli.common import EXIT_FAILED, FLEET_FILE, STATE_DIR, backend_for, command_hint, fail
-from fleet.cli.table import LISTED, SUMMARY_ABOVE, device_table, ms, summary_tables
+from fleet.cli.table import LISTED, SUMMARY_ABOVE, ms, print_device_table, summary_tables
 from fleet.hosts import is_multihost
 
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
@@ -159,7 +159,8 @@ def _device_json(plan, backend, programs, reports) -> list[dict]:
 def _json_rows(rows: list[dict]) -> str:
     if not rows:
         return "[]"
-    return "[\n" + ",\n".join(json.dumps(row, separators=(",", ":")) for row in rows) + "\n ]"
+    encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps' own, made once, not per row
+    return "[\n" + ",\n".join(map(encode, rows)) + "\n ]"
 
 
 def _check_states(states: list[str] | None) -> set:
@@ -191,7 +192,7 @@ def _console():
 
 def _table(name: str, reports, line: str, io: dict | None = None) -> None:
     console = _console()
-    console.print(device_table(name, reports, io=io))
+    print_device_table(console, name, reports, io=io)
     console.print(line, markup=False, highlight=False)
 
 
@@ -204,8 +205,8 @@ def _summary(name: str, reports, line: str, hint: str) -> None:
         console.print(table)
     unwell = [r for r in reports if r.state is not DeviceState.HEALTHY]
     if unwell:
-        console.print(device_table(name, unwell[:LISTED], title=f"not healthy: {len(unwell)}"
-                                   + (f" (the first {LISTED})" if len(unwell) > LISTED else "")))
+        print_device_table(console, name, unwell[:LISTED], title=f"not healthy: {len(unwell)}"
+                           + (f" (the first {LISTED})" if len(unwell) > LISTED else ""))
     console.print(line, markup=False, highlight=False)
     console.print(f"{len(reports)} devices: rows with `cpppo-fleet status {hint} --all`, "
                   "`--state down` or `--only PATTERN`", markup=False, highlight=False)

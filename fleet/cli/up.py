@@ -35,7 +35,7 @@ def up(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, only: list[s
         multihost.refuse("--only", only)
         multihost.refuse("--state-dir", state_dir)
         return multihost.up(path, timeout)
-    plan, backend = backend_for(path, state_dir)
+    plan, backend = backend_for(path, state_dir, validate=True)
     check_here(path, plan)
     with ProgressBar() as progress:
         try:
