@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.fleet_scale import fleet_toml  # noqa: E402
-from fleet.backends.base import StateDir, health_programs, write_atomic  # noqa: E402
+from fleet.backends.base import health_programs  # noqa: E402
 from fleet.backends.process import ProcessBackend  # noqa: E402
 from fleet.backends.supervisor_conf import pid_path, socket_path  # noqa: E402
 from fleet.config import load  # noqa: E402
@@ -161,7 +161,8 @@ def main() -> None:
                         print(f"N={n} status {label:8} {name:6} wall {best[name][0]:6.2f} s  "
                               f"CPU {best[name][1]:6.2f} s  ({lines} lines)", flush=True)
                     if "before" in best:
-                        print(f"N={n} status {label:8} ratio  wall {best['before'][0] / best['after'][0]:.2f}x  "
+                        wall = best["before"][0] / best["after"][0]
+                        print(f"N={n} status {label:8} ratio  wall {wall:.2f}x  "
                               f"CPU {best['before'][1] / best['after'][1]:.2f}x", flush=True)
                 if "before" in outputs:
                     same = comparable(outputs["before"]) == comparable(outputs["after"])

@@ -34,7 +34,7 @@ class DeviceReport:
     fault: str | None = None  # the injected fault, as status shows it ("latency 300ms until 12:03:10")
 
     def to_json(self) -> dict:
-        data = dict(zip(_REPORT_FIELDS, _values(self)))
+        data = dict(zip(_REPORT_FIELDS, _values(self), strict=True))
         data["state"] = self.state.value
         return data
 

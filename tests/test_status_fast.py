@@ -52,7 +52,8 @@ def applied(tmp_path):
     backend.state.make()
     backend.write_applied(plan)
     with Store(backend.state.database) as store:
-        store.record([HealthResult(d.name, i != 2, 0.001 * (i + 1), None if i != 2 else "refused", time.time())
+        store.record([HealthResult(d.name, i != 2, 0.001 * (i + 1), None if i != 2 else "refused",
+                                   time.time())
                       for i, d in enumerate(plan.devices)], plan.fleet.health_retention)
     return path, plan
 
