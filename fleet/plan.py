@@ -303,8 +303,8 @@ def expand(config: FleetConfig) -> Plan:
                                   f"port clash: {name!r} and {other!r} both at {host}:{port}")
             seen_endpoints[(host, port)] = name
             try:
-                devices.append(_device(group, name, n, host, port, config.fleet.retain,
-                                       f"w{len(devices) // per:03d}", identities))
+                devices.append(_device(group, name, n, host, port, identities(n), config.fleet.retain,
+                                       f"w{len(devices) // per:03d}"))
             except ValueError as exc:  # an identity pattern that fits the first device only
                 raise ConfigError(src, table, "identity", f"device {name!r}: {exc}") from None
 
@@ -407,9 +407,8 @@ class _Identities:
 
 
 def _device(group: DeviceGroup, name: str, n: int, host: str, port: int,
-            retain: bool = False, worker: str = "", identities: _Identities | None = None) -> PlannedDevice:
-    """Device ``n`` of ``group``; ValueError when its own identity values are refused."""
-    identity = (identities or _Identities(group))(n)
+            identity: tuple[tuple[str, Any], ...], retain: bool = False, worker: str = "") -> PlannedDevice:
+    """Device ``n`` of ``group`` with its identity values (:class:`_Identities`)."""
     return PlannedDevice(name=name, kind=group.kind, host=host, port=port, worker=worker, group=group.index,
                          n=n, identity=identity, options=group.options, delay=group.delay,
                          retain=retain if group.retain is None else group.retain, home=group.home)
