@@ -6,6 +6,7 @@ upstream-cpppo container per device, in the same run.
     python benchmarks/docker_scale.py                       # N = 30 (a few minutes)
     python benchmarks/docker_scale.py --n 300 --old         # new layout, old layout, upstream loop
     python benchmarks/docker_scale.py --n 1000 --no-peer    # new layout only
+    python benchmarks/docker_scale.py --n 300 --no-peer --floor   # and Docker's own floor
 
 Both sides run N EtherNet/IP devices (upstream's Modbus simulator needs pymodbus 1.x), each
 at its own address on a bridge network, and are "healthy" when every device answers our
@@ -16,7 +17,9 @@ healthy, memory per container (the container's cgroup: usage less inactive page 
 ``up`` (dockerd 20.10's moby#17217 would leave a network "with active endpoints").  Ours is
 `DockerBackend.up`/`down` (parallel API calls, the health-poller container included); the peer
 is the loop people write: `containers.run(upstream image)` per device, then `remove(force=True)`
-per container.
+per container.  ``--floor`` adds a column of the same backend and layout whose containers run
+``sleep infinity`` instead of a worker (the device image with its entry point replaced): what
+dockerd, containerd and runc alone take to create, start and remove that many containers here.
 Images are built first (cached): ours from the project's wheelhouse, the peer's from
 upstream cpppo 5.2.5 wheels made on the host.  Everything created is labelled
 ``cpppo-fleet.bench=<id>`` and removed by id at the end.
@@ -26,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import ipaddress
+import math
 import os
 import random
 import sys
@@ -139,7 +144,8 @@ def container_cpu(container_id: str) -> float:
 
 
 def wait_healthy(devices: list[PlannedDevice], timeout: float) -> float | None:
-    """Seconds until every device answered once (polling the rest), or None after ``timeout``."""
+    """Seconds until every device answered once (polling the rest), or None after ``timeout``
+    (saying how many never answered, and the first of them with its last error)."""
     begun = time.monotonic()
     pending = list(devices)
     while pending:
@@ -147,6 +153,9 @@ def wait_healthy(devices: list[PlannedDevice], timeout: float) -> float | None:
         answered = {r.device for r in results if r.ok}
         pending = [d for d in pending if d.name not in answered]
         if pending and time.monotonic() - begun > timeout:
+            error = next((r.error for r in results if r.device == pending[0].name), "")
+            print(f"{len(pending)} devices never answered; first: {pending[0].name} "
+                  f"({pending[0].host}): {error}", flush=True)
             return None
         if pending:
             time.sleep(0.2)
@@ -176,10 +185,22 @@ def left_over(client, containers: list[str], networks: list[str]) -> int:
     return left
 
 
+def floor_image(client, image: str) -> str:
+    """The device image with ``sleep infinity`` for its entry point (built from it, cached)."""
+    dockerfile = f'FROM {image}\nENTRYPOINT ["sleep", "infinity"]\n'.encode()
+    built, _ = client.images.build(fileobj=io.BytesIO(dockerfile), tag="cpppo-fleet/device-floor:latest",
+                                   labels={BENCH_LABEL: "floor"}, rm=True)
+    return built.id
+
+
 def ours(client, n: int, per_container: int, image: str, bench_id: str, timeout: float,
-         bridge_prefix: int | None = None) -> dict[str, float | None]:
+         bridge_prefix: int | None = None, floor: bool = False) -> dict[str, float | None]:
+    # the pool: a /27 bridge for each 28 devices by default (a /22 for 1,019 in the old layout);
+    # 1,000 devices take 36 /27s, more than a /22 holds
+    per_bridge, block = (28, 32) if bridge_prefix is None else (1019, 1024)
+    needed = math.ceil(n / per_bridge) * block
     subnet = free_subnet(client, "172.27.0.0/16" if bridge_prefix is None else "172.26.0.0/16",
-                         22 if n <= 1000 else 21)
+                         min(22, 32 - (needed - 1).bit_length()))
     bridges = "" if bridge_prefix is None else f"docker_bridge_prefix = {bridge_prefix}"
     plan = expand(parse(f"""
 [fleet]
@@ -203,8 +224,13 @@ tags = ["SCADA=INT[1000]"]
             begun = time.monotonic()
             applied = backend.up()
             started = time.monotonic() - begun
-            healthy = wait_healthy(list(applied.devices), timeout)
-            up = None if healthy is None else started + healthy
+            for line in backend.notices:
+                print(line, flush=True)
+            if floor:  # nothing answers: running is all there is
+                up = None
+            else:
+                healthy = wait_healthy(list(applied.devices), timeout)
+                up = None if healthy is None else started + healthy
             mine = {"label": f"cpppo-fleet.fleet={plan.fleet.name}"}
             listed = backend.api.containers(all=True, filters=mine)
             nets = [net["Id"] for net in backend.api.networks(filters=mine)]
@@ -293,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--old", action="store_true", help="also ours on the old layout: one /22 bridge, "
                                                            "its containers started one at a time")
     parser.add_argument("--no-peer", action="store_true", help="no upstream containers.run loop")
+    parser.add_argument("--floor", action="store_true", help="also our layout with `sleep infinity` "
+                                                            "containers: Docker's own cost")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for all healthy")
     parser.add_argument("--prefix", type=int, default=None, help="our docker_bridge_prefix (default: the "
                                                                  "fleet's own, /27)")
@@ -315,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             columns.append(("old layout", ours(client, args.n, args.per_container, image, bench_id,
                                                args.timeout, bridge_prefix=22)))
+        if args.floor:
+            print(f"floor: {args.n} `sleep infinity` containers on our layout ...", flush=True)
+            columns.append(("docker floor", ours(client, args.n, args.per_container,
+                                                 floor_image(client, image), bench_id, args.timeout,
+                                                 bridge_prefix=args.prefix, floor=True)))
         if upstream:
             print(f"peer: {args.n} upstream cpppo containers, sequential containers.run ...", flush=True)
             columns.append(("upstream loop", peer(client, args.n, upstream, bench_id, args.timeout)))

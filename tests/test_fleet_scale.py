@@ -202,3 +202,75 @@ def test_patterned_identity_values_are_made_and_checked_for_every_device() -> No
                 extra='first = 15\nidentity = { serial_number = "0x{n:x}0000000" }')
     message = str(refused.value)
     assert "device[0]" in message and "identity" in message and "'d16'" in message and "\n" not in message
+
+
+def neighbour_tables(root: Path, thresh2: int = 512, thresh3: int = 1024) -> list[Path]:
+    """/proc/sys/net/ipv{4,6}/neigh/default as the kernel leaves them, under ``root``."""
+    tables = []
+    for family in ("ipv4", "ipv6"):
+        table = root / "net" / family / "neigh" / "default"
+        table.mkdir(parents=True)
+        (table / "gc_thresh2").write_text(f"{thresh2}\n")
+        (table / "gc_thresh3").write_text(f"{thresh3}\n")
+        tables.append(table)
+    return tables
+
+
+def docker_plan(count: int) -> Plan:
+    return expand(parse(f"""
+[fleet]
+name = "arp"
+backend = "docker"
+address_pool = "172.27.0.0/21"
+devices_per_container = 1
+docker_image = "img"
+[[device]]
+kind = "enip"
+count = {count}
+name = "plc{{n:04}}"
+tags = ["A=INT"]
+"""))
+
+
+def test_a_thousand_containers_get_room_in_the_neighbour_tables(monkeypatch, tmp_path) -> None:
+    """The kernel's one ARP table holds 1,024 entries by default; 600 and 1,000 containers of a
+    device each overflowed it here (devices that never answered).  ``up`` raises it first."""
+    from fleet import limits
+    from fleet.backends.base import BackendError
+    from fleet.backends.docker.backend import DockerBackend
+
+    tables = neighbour_tables(tmp_path)
+    monkeypatch.setattr(limits, "NEIGHBOUR_TABLES", tuple(tables))
+    backend = DockerBackend(docker_plan(1000), tmp_path / "state", client=object())
+    bridges = len(backend.networks)
+    assert bridges == 36 and len(backend.containers) == 1000  # 28 devices a /27
+    need = limits.neighbour_entries(1000 + bridges)
+    assert need == 4400
+    assert backend._neighbour_room() == [
+        f"raised net.{family}.neigh.default.{key} from {was} to {value} for 1036 addresses on bridges "
+        "(4400 neighbour entries)"
+        for family in ("ipv4", "ipv6") for key, was, value in (("gc_thresh3", 1024, 8192),
+                                                               ("gc_thresh2", 512, 4096))]
+    assert [(t / "gc_thresh3").read_text() for t in tables] == ["8192\n"] * 2
+    assert [(t / "gc_thresh2").read_text() for t in tables] == ["4096\n"] * 2
+    assert backend._neighbour_room() == []  # enough already: nothing written
+    assert limits.make_neighbour_room(3000, tables) != [] and limits.make_neighbour_room(10, tables) == []
+    assert (tables[0] / "gc_thresh3").read_text() == "16384\n"  # raised again, never lowered
+
+    # a small fleet leaves the kernel's defaults alone; a table the kernel lacks is skipped
+    small = neighbour_tables(tmp_path / "small")
+    assert limits.make_neighbour_room(150, [*small, tmp_path / "none"]) == []
+    assert [(t / "gc_thresh3").read_text() for t in small] == ["1024\n"] * 2
+
+    # not root (or /proc/sys read-only): up stops with one line naming the sysctl to set
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(limits, "NEIGHBOUR_TABLES", tuple(neighbour_tables(tmp_path / "ro")))
+    monkeypatch.setattr(Path, "write_text", refused)
+    with pytest.raises(BackendError) as error:
+        backend._neighbour_room()
+    assert str(error.value) == (
+        "1036 addresses on bridges need 4400 entries in the kernel's neighbour table; "
+        "net.ipv4.neigh.default.gc_thresh3 is 1024 and cannot be raised (Permission denied): "
+        "run `sysctl -w net.ipv4.neigh.default.gc_thresh3=8192` as root")

@@ -125,6 +125,7 @@ class Backend(ABC):
         self.plan = plan
         self.state = StateDir(state_dir)
         self.interrupted: dict[str, tuple[str, ...]] = {}  # by the last up(): worker -> its devices
+        self.notices: list[str] = []  # by the last up(): what it changed on the host, a line each
         self._applied: tuple[tuple[int, int, int], Plan | None] | None = None  # plan.json, as last read
 
     def interrupts(self, before: Plan | None, workers: set[str]) -> None:

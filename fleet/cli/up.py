@@ -45,6 +45,8 @@ def up(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, only: list[s
         healthy, total, failing = (_wait(backend, applied, timeout, progress) if wait
                                    else (None, len(applied.devices), []))
     hint = command_hint(path, state_dir)
+    for line in backend.notices:
+        typer.echo(line)
     for worker, devices in backend.interrupted.items():
         typer.echo(f"restarted {worker}, interrupting {_count(len(devices), 'device')}: {', '.join(devices)}")
     state = f"{_count(total, 'device')} started"

@@ -234,6 +234,20 @@ class DockerBackend(Backend):
                 raise BackendError(f"cannot create network {net.name} ({net.subnet}): "
                                    f"{exc.explanation or exc}") from None
 
+    def _neighbour_room(self) -> list[str]:
+        """Room in the kernel's neighbour tables for every device address on the fleet's bridges
+        and the poller's address on each (a macvlan's devices are the LAN's neighbours, not
+        this host's)."""
+        from fleet.limits import make_neighbour_room
+
+        bridges = {n.name for n in self.networks if n.driver == "bridge"}
+        addresses = len(bridges) + sum(len({d.host for d in c.devices}) for c in self.containers
+                                       if any(net in bridges for net, _ in c.endpoints))
+        try:
+            return make_neighbour_room(addresses) if bridges else []
+        except PermissionError as exc:
+            raise BackendError(str(exc)) from None
+
     def _device_config(self, spec: ContainerSpec, image: str) -> dict[str, Any]:
         from fleet.faults import schedule_epoch, shared_control, shared_folder
 
@@ -327,6 +341,7 @@ class DockerBackend(Backend):
         self.write_applied(applied)
         if not listed:
             self.forget_starts()
+        self.notices = self._neighbour_room()
         progress(0, len(self.networks), "networks")
         self._ensure_networks()
         wanted = {c.worker: self._device_config(c, image) for c in self.containers
