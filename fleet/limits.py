@@ -103,9 +103,9 @@ def _sysctl(table: Path, key: str) -> str:
 
 def make_neighbour_room(addresses: int, tables: Iterable[Path] | None = None) -> list[str]:
     """Raise each neighbour table's ``gc_thresh3`` to the power of two that holds the entries of
-    ``addresses`` device addresses on bridges (and ``gc_thresh2``, where the kernel starts collecting, to half
-    of it); never lower either.  Returns a line for each value raised; a table that does not
-    exist is left alone.  PermissionError, one line naming the sysctl to set, when a value
+    ``addresses`` device addresses on bridges (and ``gc_thresh2``, where the kernel starts
+    collecting, to half of it); never lower either.  Returns a line for each value raised; a
+    table that does not exist is left alone.  PermissionError, one line naming the sysctl to set, when a value
     cannot be raised (not root, a read-only /proc/sys)."""
     need = neighbour_entries(addresses)
     tables = NEIGHBOUR_TABLES if tables is None else tables

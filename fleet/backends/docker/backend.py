@@ -244,7 +244,7 @@ class DockerBackend(Backend):
         addresses = len(bridges) + sum(len({d.host for d in c.devices}) for c in self.containers
                                        if any(net in bridges for net, _ in c.endpoints))
         try:
-            return make_neighbour_room(addresses) if bridges else []
+            return make_neighbour_room(addresses)
         except PermissionError as exc:
             raise BackendError(str(exc)) from None
 
