@@ -25,9 +25,10 @@ import fnmatch
 import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
 
+from fleet.bulk import no_collections
 from fleet.config import (
     NAME_OK,
     ConfigError,
@@ -42,9 +43,9 @@ from fleet.kinds import KINDS
 from fleet.patterns import format_pattern
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedDevice:
-    """One device, ready to serve and to poll."""
+class PlannedDevice(NamedTuple):
+    """One device, ready to serve and to poll.  (A named tuple: ten times as quick to make as a
+    frozen dataclass, and smaller, for the 100,000 of a plan read by every command and process.)"""
 
     name: str  # unique in the fleet
     kind: str  # a key of fleet.kinds.KINDS: "enip", "modbus"
@@ -97,7 +98,7 @@ class PlannedDevice:
         return cls(**data)
 
 
-_DEVICE_FIELDS = tuple(f.name for f in fields(PlannedDevice) if f.name not in ("identity", "options"))
+_DEVICE_FIELDS = tuple(f for f in PlannedDevice._fields if f not in ("identity", "options"))
 
 
 def devices_to_json(devices: Iterable[PlannedDevice]) -> dict[str, Any]:
@@ -123,6 +124,11 @@ _COLUMNS = ("name", "kind", "host", "port", "worker", "group", "n", "identity", 
 
 def devices_from_json(data: Mapping[str, Any]) -> list[PlannedDevice]:
     """The devices of :func:`devices_to_json`'s form (or the older one: a dict per device)."""
+    with no_collections():
+        return _devices_from_json(data)
+
+
+def _devices_from_json(data: Mapping[str, Any]) -> list[PlannedDevice]:
     shared = [KINDS[o["kind"]].options_from_json(o["options"]) for o in data.get("options", ())]
     if "rows" not in data:
         return [PlannedDevice.from_json(d, shared) for d in data["devices"]]
@@ -284,6 +290,8 @@ def expand(config: FleetConfig) -> Plan:
             key = "address_pool" if group.index in group_pools else "count"
             hosts = pool.take(group.count, src, table, key)
         identities = _Identities(group)
+        kind, index, options, delay, home = group.kind, group.index, group.options, group.delay, group.home
+        retain = config.fleet.retain if group.retain is None else group.retain
         for i, host in enumerate(hosts):
             n = group.first + i
             name = format_pattern(group.name, n)  # checked by config for the first n
@@ -303,8 +311,8 @@ def expand(config: FleetConfig) -> Plan:
                                   f"port clash: {name!r} and {other!r} both at {host}:{port}")
             seen_endpoints[(host, port)] = name
             try:
-                devices.append(_device(group, name, n, host, port, identities(n), config.fleet.retain,
-                                       f"w{len(devices) // per:03d}"))
+                devices.append(PlannedDevice(name, kind, host, port, f"w{len(devices) // per:03d}", index, n,
+                                             identities(n), options, delay, retain, home))
             except ValueError as exc:  # an identity pattern that fits the first device only
                 raise ConfigError(src, table, "identity", f"device {name!r}: {exc}") from None
 
@@ -385,36 +393,33 @@ class _Identities:
     computed once (the config's dry run checked them on the first device), the patterned ones
     formatted for each device and checked against their fields (a plan of 100,000 devices)."""
 
-    __slots__ = ("first", "fixed", "items", "kind", "patterned")
+    __slots__ = ("constant", "first", "fixed", "items", "kind", "patterns")
 
     def __init__(self, group: DeviceGroup) -> None:
         self.kind = KINDS[group.kind]
         self.first = group.first
         self.items = group.identity
-        self.patterned = frozenset(_patterned(group.identity))
+        patterned = _patterned(group.identity)
+        self.patterns = tuple((k, v) for k, v in group.identity if k in patterned)
         self.fixed = identity_values(self.kind, tuple((k, v) for k, v in group.identity
-                                                      if k not in self.patterned), group.first)
+                                                      if k not in patterned), group.first)
+        self.constant = tuple(self.fixed.items())  # every device's, when none is patterned
 
     def __call__(self, n: int) -> tuple[tuple[str, Any], ...]:
         """Device ``n``'s identity, in the group's key order; ValueError when a patterned value
         of a device past the first is refused."""
-        if not self.patterned:
-            return tuple(self.fixed.items())
-        own = {k: identity_value(self.kind, k, v, n) for k, v in self.items if k in self.patterned}
+        if not self.patterns:
+            return self.constant
+        kind = self.kind
+        own = {k: identity_value(kind, k, v, n) for k, v in self.patterns}
         if n != self.first:
-            self.kind.check_identity(own)
-        return tuple((k, own[k] if k in own else self.fixed[k]) for k, _ in self.items)
-
-
-def _device(group: DeviceGroup, name: str, n: int, host: str, port: int,
-            identity: tuple[tuple[str, Any], ...], retain: bool = False, worker: str = "") -> PlannedDevice:
-    """Device ``n`` of ``group`` with its identity values (:class:`_Identities`)."""
-    return PlannedDevice(name=name, kind=group.kind, host=host, port=port, worker=worker, group=group.index,
-                         n=n, identity=identity, options=group.options, delay=group.delay,
-                         retain=retain if group.retain is None else group.retain, home=group.home)
+            kind.check_identity(own)
+        if len(own) == len(self.items):
+            return tuple(own.items())
+        fixed = self.fixed
+        return tuple([(k, own[k] if k in own else fixed[k]) for k, _ in self.items])
 
 
 def _with_worker(device: PlannedDevice, worker: str) -> PlannedDevice:
-    from dataclasses import replace
 
-    return replace(device, worker=worker)
+    return device._replace(worker=worker)

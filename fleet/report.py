@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import operator
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet.backends.base import ProgramStatus
+from fleet.bulk import no_collections
 from fleet.plan import Plan
 from fleet.states import DeviceState, ProcessState, device_state
 from fleet.store import DeviceHistory, ServeError
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceReport:
-    """One row of ``cpppo-fleet status``."""
+class DeviceReport(NamedTuple):
+    """One row of ``cpppo-fleet status``.  (A named tuple: made ten times as fast as a frozen
+    dataclass, which a status of 100,000 devices feels.)"""
 
     name: str  # device name
     kind: str  # a key of fleet.kinds.KINDS
@@ -34,7 +33,7 @@ class DeviceReport:
     fault: str | None = None  # the injected fault, as status shows it ("latency 300ms until 12:03:10")
 
     def to_json(self) -> dict:
-        data = dict(zip(_REPORT_FIELDS, _values(self), strict=True))
+        data = dict(zip(self._fields, self, strict=True))
         data["state"] = self.state.value
         return data
 
@@ -42,10 +41,6 @@ class DeviceReport:
         """The value of a summary column (``kind``, ``worker``, ``state``, ...) as text."""
         value = getattr(self, name)
         return value.value if isinstance(value, DeviceState) else str(value)
-
-
-_REPORT_FIELDS = tuple(f.name for f in fields(DeviceReport))
-_values = operator.attrgetter(*_REPORT_FIELDS)  # a report's values, in field order (quick at 100,000)
 
 
 def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, ProgramStatus],
@@ -59,50 +54,51 @@ def device_reports(plan: Plan, applied: Plan | None, programs: Mapping[str, Prog
     injected fault (``faults``: device -> :class:`cpppo.faults.Fault`) is FAULTED, whatever its
     polls say."""
     now = time.time() if now is None else now
-    selected = {d.name for d in applied.devices} if applied else set()
+    everything = applied is plan  # (status: the plan is the applied one) all brought up
+    selected = set() if applied is None or everything else {d.name for d in applied.devices}
     fleet = plan.fleet
     stale_after = 2 * fleet.health_interval + fleet.health_timeout + 1.0
     serve_errors, faults = serve_errors or {}, faults or {}
     restarts = {worker: max(0, len(s) - 1) for worker, s in starts.items()}
     running = ProcessState.RUNNING
+    stopped = (None, ProcessState.STOPPED, None, None)
+    hosting = {worker: (p, p.state, p.started, now - p.started if p.started else None)
+               for worker, p in programs.items()}  # (program, its state, started, uptime) by worker
     out = []
     append = out.append
-    for device in plan.devices:
-        name, worker = device.name, device.worker
-        program = programs.get(worker) if name in selected else None
-        if program is not None:
-            process, started = program.state, program.started
-        else:
-            process, started = ProcessState.STOPPED, None
-        hist = history.get(name)
-        last = hist.last if hist is not None else None
-        if last is not None:
-            last_ok = last.ok if started is not None and last.time >= started else None
-            fresh = now - last.time <= stale_after
-            error, checked = last.error, last.time
-            latency = last.latency if last.ok else None
-            shown_ok = last.ok
-        else:
-            last_ok = error = checked = latency = shown_ok = None
-            fresh = False
-        p50, p99 = hist.percentiles() if hist is not None else (None, None)
-        state = None
-        if serve_errors:
-            unserved = serve_errors.get(name)
-            if unserved is not None and program is not None and unserved.pid == program.pid:
-                last_ok, fresh, error = False, True, unserved.error
-                state = DeviceState.FAILED if unserved.final else None  # its worker gave up on it
-        state = state or device_state(process, last_ok, fresh)
-        shown = None
-        if faults:
-            fault = faults.get(name)
-            if fault is not None and process is running:
-                state = DeviceState.FAULTED
-                shown = fault.describe() + ("" if fault.until is None else
-                                            time.strftime(" until %H:%M:%S", time.localtime(fault.until)))
-        append(DeviceReport(name, device.kind, device.endpoint, worker, state,
-                            now - started if started else None, restarts.get(worker, 0), shown_ok, error,
-                            checked, latency, p50, p99, shown))
+    with no_collections():  # 100,000 reports: see fleet.bulk
+        for device in plan.devices:
+            name, worker = device.name, device.worker
+            hosted = everything or name in selected
+            program, process, started, uptime = hosting.get(worker, stopped) if hosted else stopped
+            hist = history.get(name)
+            last = hist.last if hist is not None else None
+            if last is not None:
+                last_ok = last.ok if started is not None and last.time >= started else None
+                fresh = now - last.time <= stale_after
+                error, checked = last.error, last.time
+                latency = last.latency if last.ok else None
+                shown_ok = last.ok
+            else:
+                last_ok = error = checked = latency = shown_ok = None
+                fresh = False
+            p50, p99 = hist.percentiles() if hist is not None else (None, None)
+            state = None
+            if serve_errors:
+                unserved = serve_errors.get(name)
+                if unserved is not None and program is not None and unserved.pid == program.pid:
+                    last_ok, fresh, error = False, True, unserved.error
+                    state = DeviceState.FAILED if unserved.final else None  # its worker gave up on it
+            state = state or device_state(process, last_ok, fresh)
+            shown = None
+            if faults:
+                fault = faults.get(name)
+                if fault is not None and process is running:
+                    state = DeviceState.FAULTED
+                    shown = fault.describe() + ("" if fault.until is None else
+                                                time.strftime(" until %H:%M:%S", time.localtime(fault.until)))
+            append(DeviceReport(name, device.kind, device.endpoint, worker, state, uptime,
+                                restarts.get(worker, 0), shown_ok, error, checked, latency, p50, p99, shown))
     return out
 
 

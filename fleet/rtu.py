@@ -162,13 +162,13 @@ def arrange(devices: list[Any], config: Any) -> list[Any]:
     out = list(devices)
     for i, unit in units.items():
         o = devices[i].options
-        out[i] = replace(devices[i], options=replace(o, unit_id=unit, link=o.serial or str(tty / o.line),
+        out[i] = devices[i]._replace(options=replace(o, unit_id=unit, link=o.serial or str(tty / o.line),
                                                      cluster=f"line:{root(o.line)}"))
     for i, pairs in routes.items():
         o = devices[i].options
         first = lines[next(name for name in o.lines if lines[name].units)]
         unit = min(first.units)
-        out[i] = replace(devices[i], options=replace(
+        out[i] = devices[i]._replace(options=replace(
             o, routes=pairs, unit_id=unit, health_register=first.units[unit].options.health_register,
             cluster=f"line:{root(o.lines[0])}"))
     return out

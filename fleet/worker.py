@@ -15,7 +15,6 @@ retried.  SIGTERM closes all.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from typing import Any
 
 from cpppo.faults import FaultState
 from cpppo.server.hosting import new_event_loop
+from fleet.bulk import no_collections
 from fleet.kinds import KINDS
 from fleet.limits import raise_fd_limit
 from fleet.plan import PlannedDevice, devices_from_json
@@ -54,7 +54,7 @@ def files_base(device: PlannedDevice) -> Callable[[str], str]:
     >>> from fleet.plan import expand
     >>> text = '[fleet]\\nname = "f"\\n[[device]]\\nname = "m{n}"\\nkind = "modbus"\\nregisters = ["1=0"]'
     >>> device, = expand(parse(text, source="/f/fleet.toml")).devices
-    >>> files_base(device)("rec.hst"), files_base(replace(device, files_root="/files"))("../rec.hst")
+    >>> files_base(device)("rec.hst"), files_base(device._replace(files_root="/files"))("../rec.hst")
     ('/f/rec.hst', '/files/rec.hst')
     """
     home, root = device.home, device.files_root
@@ -170,30 +170,28 @@ class Worker:
         """Try to serve every device not yet served; return those that failed."""
         pending = [d for d in self.devices if d.name not in self.servers and d.name not in self.failed]
         failed = []
-        collecting = gc.isenabled()
-        gc.disable()  # devices of big exports are millions of objects: no collections while building
-        for i in range(0, len(pending), START_BATCH):
-            batch = pending[i:i + START_BATCH]
-            results = await asyncio.gather(*(start(d, self.faults[d.name], self.pool, self.state_dir)
-                                             for d in batch),
-                                           return_exceptions=True)
-            for device, result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
-                    if not isinstance(result, Exception):
-                        raise result
-                    why = _why(result)
-                    log.error("%s: cannot serve at %s: %s", device.name, device.endpoint, why)
-                    self.errors[device.name] = f"cannot serve at {device.endpoint}: {why}"
-                    if isinstance(result, Unservable):
-                        self.failed.add(device.name)
+        # devices of big exports are millions of objects: no collections while building; what
+        # they are made of lives as long as the worker: frozen, never scanned again
+        with no_collections(freeze=True):
+            for i in range(0, len(pending), START_BATCH):
+                batch = pending[i:i + START_BATCH]
+                results = await asyncio.gather(*(start(d, self.faults[d.name], self.pool, self.state_dir)
+                                                 for d in batch),
+                                               return_exceptions=True)
+                for device, result in zip(batch, results, strict=True):
+                    if isinstance(result, BaseException):
+                        if not isinstance(result, Exception):
+                            raise result
+                        why = _why(result)
+                        log.error("%s: cannot serve at %s: %s", device.name, device.endpoint, why)
+                        self.errors[device.name] = f"cannot serve at {device.endpoint}: {why}"
+                        if isinstance(result, Unservable):
+                            self.failed.add(device.name)
+                        else:
+                            failed.append(device)
                     else:
-                        failed.append(device)
-                else:
-                    self.servers[device.name] = result
-                    self.errors.pop(device.name, None)
-        gc.freeze()  # what the devices are made of lives as long as the worker: never scanned again
-        if collecting:
-            gc.enable()
+                        self.servers[device.name] = result
+                        self.errors.pop(device.name, None)
         if self.report is not None:
             self.report(dict(self.errors), set(self.failed))
         return failed

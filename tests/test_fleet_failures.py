@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -255,7 +254,7 @@ identity.product_code = 54
             results = [await poller.poll(device)]
             for key, value in others:  # the plan expects something else than what answers
                 identity = tuple(sorted({**device.identity_dict, key: value}.items()))
-                results.append(await poller.poll(replace(device, identity=identity)))
+                results.append(await poller.poll(device._replace(identity=identity)))
         finally:
             await poller.close()
             await worker.close()

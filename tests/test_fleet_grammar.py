@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -234,7 +233,7 @@ def test_a_device_that_cannot_be_built_fails_once_and_shows_failed(tmp_path, mon
     assert isinstance(plan, Plan)
     good, bad = plan.devices
     # a plan.json from elsewhere (edited by hand, or by another version) that no validate saw
-    bad = replace(bad, options=EnipOptions(tags=("W=WORD[2]",), health_tag="W[0]"))
+    bad = bad._replace(options=EnipOptions(tags=("W=WORD[2]",), health_tag="W[0]"))
     builds: list[str] = []
     real_build = fleet.worker.build
     monkeypatch.setattr(fleet.worker, "build", lambda d: builds.append(d.name) or real_build(d))

@@ -63,9 +63,8 @@ def test_poller_checks_identity_reads_and_reports_errors() -> None:
             first = await poller.sweep(plan.devices)
             second = await poller.sweep(plan.devices)  # over the kept connections
             # line2 now claims another identity than the plan's
-            from dataclasses import replace
 
-            wrong = replace(plan.devices[1], identity=(("product_name", "something else"),))
+            wrong = plan.devices[1]._replace(identity=(("product_name", "something else"),))
             third = [await poller.poll(wrong)]
         finally:
             await poller.close()

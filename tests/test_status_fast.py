@@ -142,3 +142,20 @@ def test_a_table_too_wide_for_the_console_keeps_a_row_a_line_off_a_terminal() ->
     assert len(lines) == 1 + 3 + 4 + 1 and all(len(line) == len(lines[1]) > 200 for line in lines)
     assert drawn(400, reports=many) == rich_text(device_table("f", many), 400)  # what fits: rich's text
     assert plain_table("t", ["a"], [["two\nlines"]], 140) is None
+
+
+@pytest.mark.parametrize("error", [
+    "refused", 'quoted },{"name":"x"} inside', "back\\slash },\n{\"name\": and a newline", "ünïcode — 漢字",
+])
+def test_status_json_rows_are_the_reports_a_line_each(error) -> None:
+    """The rows of ``status --json`` (orjson, one call, a row put on its own line after) parse
+    to what ``json`` makes of the reports, and each row is one line, whatever an error says."""
+    from fleet.cli.status import _device_rows
+
+    rows = reports(12, error=error)
+    text = _device_rows(None, None, {}, rows)
+    lines = text.splitlines()
+    assert lines[0] == "[" and lines[-1] == " ]" and len(lines) == len(rows) + 2
+    assert [json.loads(line.rstrip(",")) for line in lines[1:-1]] == [r.to_json() for r in rows]
+    assert json.loads(text) == json.loads(json.dumps([r.to_json() for r in rows]))
+    assert _device_rows(None, None, {}, []) == "[]"

@@ -168,15 +168,13 @@ def status(path: Path, as_json: bool, faults_ok: bool) -> None:
 
 
 def _table(lab, report) -> None:
-    from dataclasses import fields
-
     from rich.console import Console
 
     from fleet.cli.table import print_device_table
     from fleet.report import DeviceReport
     from fleet.states import DeviceState
 
-    names = {f.name for f in fields(DeviceReport)}
+    names = set(DeviceReport._fields)
     reports = [DeviceReport(**{**{k: v for k, v in d.items() if k in names},
                                "state": DeviceState(d["state"])}) for d in report["devices"]]
     console = Console(width=max(150, Console().width))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -193,9 +194,7 @@ class EnipKind(Kind):
         return replace(options, io=IOOptions(**values))
 
     def check_identity(self, identity: Mapping[str, Any]) -> None:
-        from cpppo.enip.device.model import parse_identity
-
-        parse_identity(identity)
+        _parse_identity()(identity)
 
     async def serve(self, model: Any, host: str, port: int, delay: Any, options: Any = None,
                     pool: Any = None) -> Any:
@@ -282,3 +281,12 @@ def enip_route(options: EnipOptions) -> dict[str, Any]:
         port, _, link = options.route_path.partition("/")
         return {"route_path": [{"port": int(port, 0), "link": int(link, 0) if link.isdigit() else link}]}
     return {}
+
+
+@functools.cache
+def _parse_identity() -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """cpppo's identity check, imported on first use, once: ``from ... import`` costs more than
+    the check itself, and a plan checks the identity of each of 100,000 devices."""
+    from cpppo.enip.device.model import parse_identity
+
+    return parse_identity

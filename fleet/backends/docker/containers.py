@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,7 @@ def device_config(plan: Plan, spec: ContainerSpec, image: str, labels: dict[str,
     ``retain``: the host's retain folder, mounted at RETAIN_MOUNT when a device retains writes."""
     fleet = plan.fleet
     files = files or {}
-    devices = [replace(d, files_root=FILES_MOUNT).to_json() if files.get(d.name) else d.to_json()
+    devices = [d._replace(files_root=FILES_MOUNT).to_json() if files.get(d.name) else d.to_json()
                for d in spec.devices]
     worker_spec: dict[str, Any] = {"worker": spec.worker, "devices": devices,
                                    "max_connections": fleet.worker_max_connections}
