@@ -116,8 +116,11 @@ class Poller:
                 await asyncio.wait_for(client.__aexit__(None, None, None), 1.0)
 
     async def _check(self, device: PlannedDevice) -> None:
-        client = await self._client(device)
-        await KINDS[device.kind].check(client, device.options, device.identity_dict)
+        kind = KINDS[device.kind]
+        client = self.clients.get(device.name)
+        if client is None or not getattr(client, "connected", True):
+            client = await self._client(device)  # (re)connect, or wait for the setup under way
+        await kind.check(client, device.options, device.identity_dict)
 
     async def poll(self, device: PlannedDevice) -> HealthResult:
         """Poll one device (never raises)."""
@@ -153,18 +156,28 @@ class Poller:
             if on_result is not None:
                 on_result(result)
 
-        async def in_turn(wire: list[PlannedDevice]) -> None:
-            """Devices on one wire (a serial line): one poll at a time, each with its own timeout,
-            so a silent unit does not make the units waiting behind it late."""
-            for device in sorted(wire, key=lambda d: offset(d.name)) if spread > 0 else wire:
+        async def in_turn(turns: Iterable[PlannedDevice]) -> None:
+            """Devices polled one after the other: a wire's (a serial line: one poll at a time,
+            each with its own timeout, so a silent unit does not make the units waiting behind
+            it late), or from the queue all the others are taken from."""
+            for device in turns:
                 await bounded(device)
+
+        def ordered(group: list[PlannedDevice]) -> list[PlannedDevice]:
+            return sorted(group, key=lambda d: offset(d.name)) if spread > 0 else group
 
         wires: dict[str, list[PlannedDevice]] = {}
         alone = []
         for device in devices:
             wire = KINDS[device.kind].wire(device)
             (alone if wire is None else wires.setdefault(wire, [])).append(device)
-        await asyncio.gather(*(bounded(d) for d in alone), *(in_turn(w) for w in wires.values()))
+        # the devices with connections of their own: ``concurrency`` pollers taking them in turn
+        # from one queue (in plan order, or in offset order when spread), each waiting for its
+        # next device's offset -- the order a task per device behind the semaphore starts them
+        # in, without a task and a semaphore waiter per device
+        queue = iter(ordered(alone))
+        await asyncio.gather(*(in_turn(queue) for _ in range(min(self.concurrency, len(alone)))),
+                             *(in_turn(ordered(w)) for w in wires.values()))
         return [results[d.name] for d in devices]
 
     async def retain(self, names: Iterable[str]) -> None:

@@ -97,6 +97,63 @@ def test_store_retention_history_and_starts(tmp_path: Path) -> None:
         assert store.starts() == {}
 
 
+def test_store_percentiles_are_those_of_the_kept_latencies(tmp_path: Path) -> None:
+    import math
+    import random
+
+    from fleet.store import percentile
+
+    rng = random.Random(5)
+    with Store(tmp_path / "h.sqlite") as store:
+        kept: dict[str, list[float]] = {}
+        for sweep in range(30):
+            results = []
+            for name in ("a", "b", "c"):
+                ok = rng.random() > 0.3
+                latency = rng.random() if ok else None
+                results.append(HealthResult(name, ok, latency, None if ok else "down", 100.0 + sweep))
+                kept.setdefault(name, []).append(latency if ok else math.nan)
+            store.record(results, retention=7)
+        rows = {d: (p50, p99) for d, p50, p99 in store.db.execute("SELECT device, p50, p99 FROM health")}
+        for name, values in kept.items():
+            last = [v for v in values[-7:] if v == v]
+            assert rows[name] == (percentile(last, 0.50), percentile(last, 0.99))
+
+
+def test_store_ages_out_devices_no_longer_polled(tmp_path: Path) -> None:
+    from fleet.store import HORIZON
+
+    with Store(tmp_path / "h.sqlite") as store:
+        store.record([HealthResult("gone", True, 0.001, None, 1.0)], retention=2)
+        for i in range(HORIZON * 2):
+            store.record([HealthResult("kept", True, 0.001, None, 2.0 + i)], retention=2)
+            store.record([HealthResult("kept", True, 0.001, None, 2.0 + i)], retention=2, again=True)
+        assert set(store.history()) == {"kept"}
+
+
+def test_store_takes_over_an_older_versions_table(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "h.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""CREATE TABLE health (
+        device TEXT PRIMARY KEY, sweep INTEGER NOT NULL, time REAL NOT NULL, ok INTEGER NOT NULL,
+        latency REAL, error TEXT, p50 REAL, p99 REAL, ring BLOB NOT NULL) WITHOUT ROWID;
+        CREATE INDEX health_sweep ON health (sweep);""")
+    from array import array
+
+    with db:
+        db.execute("INSERT INTO health VALUES ('a', 1, 100.0, 1, 0.002, NULL, 0.002, 0.002, ?)",
+                   (array("d", [0.002]).tobytes(),))
+    db.close()
+    with Store(path) as store:
+        (sql,) = store.db.execute("SELECT sql FROM sqlite_master WHERE name = 'health'").fetchone()
+        assert "WITHOUT ROWID" not in sql
+        store.record([HealthResult("a", True, 0.004, None, 101.0)], retention=5)
+        assert store.history()["a"].latencies == pytest.approx((0.002, 0.004))
+        assert store.db.execute("SELECT COUNT(*) FROM health").fetchone() == (1,)
+
+
 def test_report_combines_process_state_and_health() -> None:
     plan = small_plan(44818)
     names = [d.name for d in plan.devices]

@@ -75,6 +75,11 @@ class _ClientProtocol(asyncio.Protocol):
         self.pending.clear()
 
 
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class RequestMethods:
     """The function-code methods of an asyncio client, on its ``request(request, unit)``;
     shared by the Modbus/TCP and the Modbus/RTU clients."""
@@ -173,13 +178,19 @@ class AsyncModbusClient(RequestMethods):
         if protocol.lost is not None:
             raise protocol.lost
         tid = next(self._ids) & 0xFFFF
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         protocol.pending[tid] = (future, request)
         protocol.transport.write(framer.encode(tid, self.unit if unit is None else unit,
                                                request.encode()))
+        # a timer failing the future (not asyncio.wait_for: a second future and a callback more
+        # a request); the caller's cancellation cancels the future it awaits, as wait_for's would
+        timer = loop.call_later(self.timeout, _expire, future) if self.timeout is not None else None
         try:
-            return await asyncio.wait_for(future, self.timeout)
+            return await future
         except TimeoutError:
             raise TimeoutError(f"no reply from {self.host}:{self.port} within {self.timeout}s") from None
         finally:
+            if timer is not None:
+                timer.cancel()
             protocol.pending.pop(tid, None)

@@ -228,10 +228,10 @@ class EnipKind(Kind):
         # the identity answered on this connection: another device at the address means another
         # connection (a restarted worker drops its connections), so one List Identity a connection
         ident = client.identity if client.identity is not None else await client.list_identity()
-        for key in CHECKED_IDENTITY:
+        for key in CHECKED_IDENTITY:  # (flat keys of the dotdict: read as a dict's, the quicker way)
             want = identity.get(key)
-            if want is not None and ident.get(key) != want:
-                raise IdentityMismatch(f"identity {key} is {ident.get(key)!r}, the plan says {want!r} "
+            if want is not None and dict.get(ident, key) != want:
+                raise IdentityMismatch(f"identity {key} is {dict.get(ident, key)!r}, the plan says {want!r} "
                                        "(another device at this address?)")
         await client.read(options.health_tag)
 

@@ -26,6 +26,9 @@ class ModbusOptions(ServerLimits):
     health_register: int = 0  # the register the health poller reads; default: the first configured
 
 
+_HEALTH_READS: dict[int, tuple[str, int]] = {}  # health_register -> (client method, address)
+
+
 class ModbusKind(Kind):
     name = "modbus"
     protocol = "Modbus/TCP"
@@ -99,8 +102,14 @@ class ModbusKind(Kind):
         return AsyncModbusClient(host, port, unit=options.unit_ids[0], timeout=timeout)
 
     async def check(self, client: Any, options: ModbusOptions, identity: Mapping[str, Any]) -> None:
+        method, address = _HEALTH_READS.get(options.health_register) or self._health_read(options)
+        await getattr(client, method)(address, 1)
+
+    def _health_read(self, options: ModbusOptions) -> tuple[str, int]:
+        """The client method and zero-based address of ``check``'s read (cached by register)."""
         read = self.health(options)
-        await getattr(client, self._READS[read.table.name])(read.offset, 1)
+        found = _HEALTH_READS[options.health_register] = (self._READS[read.table.name], read.offset)
+        return found
 
     def health(self, options: ModbusOptions) -> RegisterRead:
         from cpppo.modbus.address import locate

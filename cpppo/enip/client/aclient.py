@@ -86,6 +86,22 @@ class _Replies(asyncio.Protocol):
                 future.set_exception(exc)
 
 
+_READ_OPS: dict[str, tuple[dict[str, Any], bool, str]] = {}
+
+
+def _read_operation(tag: str) -> tuple[dict[str, Any], bool, str]:
+    """``read``'s operation for ``tag`` (never changed: a read's operation is only read), whether
+    it reads one value, and its name in messages; cached, as a poller reads the same tags again
+    and again."""
+    cached = _READ_OPS.get(tag)
+    if cached is None:
+        op = parse_operation(tag)
+        if len(_READ_OPS) > 1024:
+            _READ_OPS.clear()
+        cached = _READ_OPS[tag] = (op, op["elements"] == 1 and not any(c in tag for c in "-*"), f"Read {tag}")
+    return cached
+
+
 def _expire(future: asyncio.Future) -> None:
     if not future.done():
         future.set_exception(TimeoutError())
@@ -247,9 +263,8 @@ class AsyncClient:
 
     async def read(self, tag: str, timeout: Any = _UNSET) -> Any:
         """Read a tag (continuing with Read Tag Fragmented as long as the device says "partial")."""
-        op = parse_operation(tag)
-        values = await self._run(op, timeout, f"Read {tag}")
-        scalar = op["elements"] == 1 and not any(c in tag for c in "-*")
+        op, scalar, what = _read_operation(tag)
+        values = await self._run(op, timeout, what)
         return values[0] if scalar and len(values) == 1 else values
 
     async def write(self, tag: str, values: Any, tag_type: int | str | None = None,

@@ -113,9 +113,10 @@ def segments(path: Sequence[dict[str, Any]] | None) -> list[epath.Segment]:
 
 _PATHS: dict[str, bytes] = {}
 _READS: dict[tuple[str, int], bytes] = {}
+_WRAPPERS: dict[tuple[str, str, int, int], Callable[[bytes], bytes]] = {}
 
 
-def _cached(cache: dict, key: Any, make: Callable[[], bytes]) -> bytes:
+def _cached(cache: dict, key: Any, make: Callable[[], Any]) -> Any:
     encoded = cache.get(key)
     if encoded is None:
         if len(cache) > 4096:
@@ -166,8 +167,11 @@ def write_request(path: Sequence[dict[str, Any]], tag_type: int, elements: int, 
 def unconnected_wrapper(route_path: Sequence[dict[str, Any]] | None, send_path: Sequence[dict[str, Any]],
                         tick: int = 5, ticks: int = 157) -> Callable[[bytes], bytes]:
     """A function wrapping requests in the same Unconnected Send to the Connection Manager
-    at ``send_path`` (see ``cip.unconnected_sender``)."""
-    return cip.unconnected_sender(tuple(segments(route_path)), tuple(segments(send_path)), tick, ticks)
+    at ``send_path`` (see ``cip.unconnected_sender``; cached, by the paths' reprs, as
+    :func:`sized_path`: a client's every request is wrapped the same way)."""
+    return _cached(_WRAPPERS, (repr(route_path), repr(send_path), tick, ticks),
+                   lambda: cip.unconnected_sender(tuple(segments(route_path)), tuple(segments(send_path)),
+                                                  tick, ticks))
 
 
 def unconnected_send(request: bytes, route_path: Sequence[dict[str, Any]] | None,

@@ -39,6 +39,7 @@ SOCKADDR_T_O = 0x8001
 
 _ITEM = struct.Struct("<HH")
 _RR = struct.Struct("<IH")
+_RR_DATA = struct.Struct("<IHHHHHH")  # interface, timeout, 2 items: null address (empty), unconnected data
 _SOCKADDR = struct.Struct(">hHI8s")
 
 
@@ -92,13 +93,29 @@ class RRData:
 
 def encode_rr_data(data: bytes, timeout: int = 0, interface: int = 0,
                    extra: tuple[Item, ...] | list[Item] = ()) -> bytes:
-    """A SendRRData body: null address, unconnected data, then any ``extra`` items."""
+    """A SendRRData body: null address, unconnected data, then any ``extra`` items.
+
+    >>> items = (Item(NULL_ADDRESS), Item(UNCONNECTED_DATA, b"\\x01"))
+    >>> encode_rr_data(b"\\x01", 5, 1) == _RR.pack(1, 5) + encode_items(items)
+    True
+    """
+    if not extra and len(data) <= 0xFFFF:  # the common case, in one pack
+        return _RR_DATA.pack(interface, timeout, 2, NULL_ADDRESS, 0, UNCONNECTED_DATA, len(data)) + data
     return _RR.pack(interface, timeout) + encode_items((Item(NULL_ADDRESS), Item(UNCONNECTED_DATA, data),
                                                         *extra))
 
 
 def decode_rr_data(payload: bytes) -> RRData:
-    """The CIP message of a SendRRData payload (null address item + unconnected data item)."""
+    """The CIP message of a SendRRData payload (null address item + unconnected data item).
+
+    >>> decode_rr_data(encode_rr_data(b"\\x0e\\x00", 5, 1))
+    RRData(data=b'\\x0e\\x00', timeout=5, interface=1, items=())
+    """
+    if len(payload) >= 16:  # the common case, those two items only: in one unpack
+        interface, timeout, count, null, nlen, kind, size = _RR_DATA.unpack_from(payload)
+        if count == 2 and null == NULL_ADDRESS and nlen == 0 and kind == UNCONNECTED_DATA \
+                and len(payload) == 16 + size:
+            return RRData(bytes(payload[16:]), timeout, interface)
     if len(payload) < 6:
         raise CodecError(f"SendRRData payload of {len(payload)} bytes is too short")
     interface, timeout = _RR.unpack_from(payload)

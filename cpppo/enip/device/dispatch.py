@@ -64,6 +64,7 @@ class Dispatcher:
     def __init__(self, device: Device) -> None:
         self.device = device
         self._paths: dict[bytes, tuple[Segment, ...]] = {}
+        self._sends: dict[bytes, cip.UnconnectedSend] = {}  # Unconnected Send data -> decoded
         self._targets: dict[bytes, services.Target] = {}
         self._generation = -1
         self._ids = itertools.count(random.randrange(1 << 16, 1 << 30))
@@ -227,10 +228,14 @@ class Dispatcher:
         raise ServiceError(Status.CONNECTION_FAILURE, (Status.EXT_INVALID_LINK,), "route link mismatch")
 
     def _unconnected_send(self, data: bytes, session: Session, hops: int) -> bytes:
-        try:
-            send = cip.UnconnectedSend.decode(data)
-        except CodecError as exc:
-            raise ServiceError(Status.NOT_ENOUGH_DATA, (), str(exc)) from None
+        send = self._sends.get(data)  # a client sends the same ones again and again (its polls)
+        if send is None:
+            try:
+                send = cip.UnconnectedSend.decode(data)
+            except CodecError as exc:
+                raise ServiceError(Status.NOT_ENOUGH_DATA, (), str(exc)) from None
+            if len(self._sends) < 4096:
+                self._sends[data] = send
         hops += max(1, sum(isinstance(segment, Port) for segment in send.route_path))
         if hops > MAX_ROUTE_HOPS:
             raise ServiceError(Status.CONNECTION_FAILURE, (Status.EXT_INVALID_SEGMENT,),
