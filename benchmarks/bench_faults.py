@@ -36,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.fleet_scale import fleet_toml  # noqa: E402
 from fleet.backends.process import ProcessBackend  # noqa: E402
 from fleet.config import load  # noqa: E402
-from fleet.health import SETTLE, run_sweep  # noqa: E402
+from fleet.health import SETTLE  # noqa: E402
 from fleet.plan import expand  # noqa: E402
+from fleet.poller import run_sweep  # noqa: E402
 
 CLI = [sys.executable, "-c", "import sys; from fleet.cli import main; sys.exit(main())"]
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as installed: .pyc cached

@@ -147,7 +147,7 @@ def sweeps(devices: Any, spread: float) -> tuple[float, float]:
     import asyncio
 
     from cpppo.server.hosting import new_event_loop
-    from fleet.health import Poller
+    from fleet.poller import Poller
 
     async def run() -> tuple[float, float]:
         poller = Poller(5.0, 200)

@@ -81,8 +81,8 @@ def fleet(path: Path, count: int, octet: int) -> dict[str, float | str]:
 
     from fleet.backends.process import ProcessBackend
     from fleet.config import load
-    from fleet.health import run_sweep
     from fleet.plan import expand
+    from fleet.poller import run_sweep
 
     toml = path.with_suffix(".toml")
     toml.write_text(f"""

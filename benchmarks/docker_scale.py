@@ -51,9 +51,9 @@ from fleet.backends.base import BackendError  # noqa: E402
 from fleet.backends.docker.backend import DockerBackend  # noqa: E402
 from fleet.backends.docker.image import build_device_image, build_upstream_image  # noqa: E402
 from fleet.config import parse  # noqa: E402
-from fleet.health import run_sweep  # noqa: E402
 from fleet.kinds import EnipOptions  # noqa: E402
 from fleet.plan import PlannedDevice, expand  # noqa: E402
+from fleet.poller import run_sweep  # noqa: E402
 
 BENCH_LABEL = "cpppo-fleet.bench"
 CGROUP = Path("/sys/fs/cgroup/memory/docker")  # cgroup v1 with the cgroupfs driver

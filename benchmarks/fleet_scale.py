@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 from cpppo.server.hosting import new_event_loop  # noqa: E402
 from fleet.backends.process import ProcessBackend  # noqa: E402
 from fleet.config import load  # noqa: E402
-from fleet.health import Poller, run_sweep  # noqa: E402
 from fleet.plan import expand  # noqa: E402
+from fleet.poller import Poller, run_sweep  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -6,7 +6,7 @@ and CPU per poll, ENIP and Modbus apart, this tree beside an older one in the sa
 
 For each kind and N: the devices are served by ``python -m fleet.worker`` processes of 5,000
 devices each (this tree's worker, for both pollers); then, in a fresh process of each tree, a
-``fleet.health.Poller`` connects to all of them (one sweep), and RSS is read before (the plan
+``fleet.poller.Poller`` connects to all of them (one sweep), and RSS is read before (the plan
 loaded) and after (every client connected and set up), and --sweeps persistent sweeps are
 timed in CPU seconds of the poller process and of the workers: µs of CPU per poll, client side
 and server side.  ``--trace``: tracemalloc's top allocation sites of the connected clients.
@@ -43,7 +43,7 @@ def rss():
             return int(line.split()[1]) * 1024
 
 import fleet, fleet.health
-from fleet.health import Poller
+from fleet.poller import Poller
 from fleet.plan import devices_from_json
 from cpppo.server.hosting import new_event_loop
 from fleet.limits import raise_fd_limit

@@ -414,8 +414,6 @@ class _Identities:
         own = {k: identity_value(kind, k, v, n) for k, v in self.patterns}
         if n != self.first:
             kind.check_identity(own)
-        if len(own) == len(self.items):
-            return tuple(own.items())
         fixed = self.fixed
         return tuple([(k, own[k] if k in own else fixed[k]) for k, _ in self.items])
 

@@ -89,7 +89,11 @@ def percentile(values: Sequence[float], fraction: float) -> float | None:
     """
     if not values:
         return None
-    ordered = sorted(values)
+    return _rank(sorted(values), fraction)
+
+
+def _rank(ordered: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of values already sorted (not empty)."""
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
@@ -119,8 +123,7 @@ def _percentiles(ring: array) -> tuple[float | None, float | None]:
     ordered = sorted(ring) if total == total else sorted([v for v in ring if v == v])
     if not ordered:
         return None, None
-    n = len(ordered)
-    return ordered[max(0, math.ceil(0.50 * n) - 1)], ordered[max(0, math.ceil(0.99 * n) - 1)]
+    return _rank(ordered, 0.50), _rank(ordered, 0.99)
 
 
 def _ring(blob: bytes) -> array:

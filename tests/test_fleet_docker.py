@@ -24,8 +24,8 @@ import pytest
 from fleet.backends.base import HEALTH_PROGRAM
 from fleet.backends.docker.backend import DockerBackend
 from fleet.config import parse
-from fleet.health import run_sweep
 from fleet.plan import Plan, expand
+from fleet.poller import run_sweep
 from fleet.states import ProcessState
 from fleet.store import Store
 

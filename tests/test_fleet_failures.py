@@ -223,7 +223,7 @@ def served_plan(block: int, text: str) -> Plan:
 
 
 def test_a_device_with_another_identity_than_planned_is_unhealthy() -> None:
-    from fleet.health import Poller
+    from fleet.poller import Poller
     from fleet.worker import Worker
 
     plan = served_plan(7, """

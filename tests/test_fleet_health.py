@@ -11,8 +11,8 @@ import pytest
 
 from fleet.backends.base import ProgramStatus
 from fleet.config import parse
-from fleet.health import Poller
 from fleet.plan import Plan, expand
+from fleet.poller import Poller
 from fleet.report import device_reports, summary
 from fleet.states import DeviceState, ProcessState
 from fleet.store import HealthResult, Store
@@ -398,7 +398,7 @@ def test_a_sweep_spreads_polls_at_each_devices_stable_offset() -> None:
     """With ``spread``, each device's poll starts no earlier than its own offset (a hash of its
     name) into the sweep, so polls go in offset order and do not queue behind each other; the
     same order every sweep.  Without, they all start at once, in plan order."""
-    from fleet.health import offset
+    from fleet.poller import offset
 
     plan = expand(parse("""
 [fleet]

@@ -157,7 +157,7 @@ def test_a_poll_that_times_out_while_connecting_leaves_no_socket_open() -> None:
     must close the connection it opened (a poller of 100,000 devices cannot leak one a poll)."""
     import asyncio
 
-    from fleet.health import Poller
+    from fleet.poller import Poller
     from tests.support import free_port
 
     host = f"127.94.{OCTET}.1"

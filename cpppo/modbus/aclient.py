@@ -27,6 +27,7 @@ from cpppo.modbus.errors import (
     ModbusException,
     ResponseError,
 )
+from cpppo.timing import deadline
 
 __all__ = ["AsyncModbusClient", "ExceptionResponse", "ModbusConnectionError", "ModbusException",
            "RequestMethods"]
@@ -73,11 +74,6 @@ class _ClientProtocol(asyncio.Protocol):
             if not future.done():
                 future.set_exception(exc)
         self.pending.clear()
-
-
-def _expire(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 class RequestMethods:
@@ -178,14 +174,11 @@ class AsyncModbusClient(RequestMethods):
         if protocol.lost is not None:
             raise protocol.lost
         tid = next(self._ids) & 0xFFFF
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future = asyncio.get_running_loop().create_future()
         protocol.pending[tid] = (future, request)
         protocol.transport.write(framer.encode(tid, self.unit if unit is None else unit,
                                                request.encode()))
-        # a timer failing the future (not asyncio.wait_for: a second future and a callback more
-        # a request); the caller's cancellation cancels the future it awaits, as wait_for's would
-        timer = loop.call_later(self.timeout, _expire, future) if self.timeout is not None else None
+        timer = deadline(future, self.timeout)
         try:
             return await future
         except TimeoutError:

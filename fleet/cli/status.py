@@ -143,6 +143,9 @@ def _io(plan, backend) -> tuple[set, dict]:
     return set(adapters), figures
 
 
+ROWS_AT_ONCE = 2000  # status --json: rows made into dicts and written by orjson at a time
+
+
 def _device_rows(plan, backend, programs, reports) -> str:
     """The reports as the JSON list of ``status --json``, a compact line each; a Class 1
     adapter's with its ``io`` figures (None: no answer).  orjson writes a list of a few
@@ -165,12 +168,9 @@ def _device_rows(plan, backend, programs, reports) -> str:
     return "[\n" + b",\n".join(parts).decode() + "\n ]"
 
 
-ROWS_AT_ONCE = 2000
-
-
 def _check_now(plan, programs, control) -> dict:
     """The history of one health sweep, now, of the devices of these programs (workers)."""
-    from fleet.health import run_sweep
+    from fleet.poller import run_sweep
     from fleet.store import DeviceHistory
 
     devices = [d for d in plan.devices if d.worker in programs]
@@ -232,7 +232,7 @@ def _summary(name: str, reports, line: str, hint: str) -> None:
 
 def poll(path: Path = FLEET_FILE, state_dir: Path | None = STATE_DIR, as_json: bool = JSON) -> None:
     """Poll every device that is up once, now; print and store the results."""
-    from fleet.health import run_sweep
+    from fleet.poller import run_sweep
     from fleet.store import StoreError, open_store
 
     if is_multihost(path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -24,9 +25,6 @@ class ModbusOptions(ServerLimits):
     registers: tuple[str, ...] = ()  # modbus_sim register ranges, as written: "40001-40100=99"
     unit_ids: tuple[int, ...] = (1,)  # unit ids answered
     health_register: int = 0  # the register the health poller reads; default: the first configured
-
-
-_HEALTH_READS: dict[int, tuple[str, int]] = {}  # health_register -> (client method, address)
 
 
 class ModbusKind(Kind):
@@ -102,14 +100,8 @@ class ModbusKind(Kind):
         return AsyncModbusClient(host, port, unit=options.unit_ids[0], timeout=timeout)
 
     async def check(self, client: Any, options: ModbusOptions, identity: Mapping[str, Any]) -> None:
-        method, address = _HEALTH_READS.get(options.health_register) or self._health_read(options)
+        method, address = _health_read(options.health_register)
         await getattr(client, method)(address, 1)
-
-    def _health_read(self, options: ModbusOptions) -> tuple[str, int]:
-        """The client method and zero-based address of ``check``'s read (cached by register)."""
-        read = self.health(options)
-        found = _HEALTH_READS[options.health_register] = (self._READS[read.table.name], read.offset)
-        return found
 
     def health(self, options: ModbusOptions) -> RegisterRead:
         from cpppo.modbus.address import locate
@@ -149,3 +141,13 @@ class ModbusKind(Kind):
 def _table_name(table: Any) -> str:
     """``holding registers`` for Table.HOLDING_REGISTERS."""
     return table.name.lower().replace("_", " ")
+
+
+@functools.lru_cache(maxsize=1024)
+def _health_read(register: int) -> tuple[str, int]:
+    """The client method and zero-based address of the health read of ``register`` (cached: every
+    poll of every Modbus device reads it)."""
+    from cpppo.modbus.address import locate
+
+    table, offset = locate(register)
+    return ModbusKind._READS[table.name], offset

@@ -20,6 +20,7 @@ reconnect; only a reply cut off halfway through its frame closes the connection.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from typing import Any
 
@@ -30,6 +31,7 @@ from cpppo.enip.client.operations import CIP_TYPES, LOGIX_STRING_TYPE, parse_ope
 from cpppo.enip.client.wire import ENIPConnectionError, ENIPError, ENIPStatusError, ENIPTimeout
 from cpppo.enip.codec import cpf, encapsulation
 from cpppo.enip.codec.encapsulation import Command
+from cpppo.timing import deadline
 
 __all__ = ["AsyncClient", "ENIPConnectionError", "ENIPError", "ENIPStatusError", "ENIPTimeout"]
 
@@ -86,25 +88,13 @@ class _Replies(asyncio.Protocol):
                 future.set_exception(exc)
 
 
-_READ_OPS: dict[str, tuple[dict[str, Any], bool, str]] = {}
-
-
+@functools.lru_cache(maxsize=1024)
 def _read_operation(tag: str) -> tuple[dict[str, Any], bool, str]:
     """``read``'s operation for ``tag`` (never changed: a read's operation is only read), whether
     it reads one value, and its name in messages; cached, as a poller reads the same tags again
     and again."""
-    cached = _READ_OPS.get(tag)
-    if cached is None:
-        op = parse_operation(tag)
-        if len(_READ_OPS) > 1024:
-            _READ_OPS.clear()
-        cached = _READ_OPS[tag] = (op, op["elements"] == 1 and not any(c in tag for c in "-*"), f"Read {tag}")
-    return cached
-
-
-def _expire(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
+    op = parse_operation(tag)
+    return op, op["elements"] == 1 and not any(c in tag for c in "-*"), f"Read {tag}"
 
 
 class AsyncClient:
@@ -207,7 +197,7 @@ class AsyncClient:
         future = protocol.waiting[context] = loop.create_future()
         protocol.transport.write(encapsulation.encode(command, payload, session=self.session,
                                                       context=context))
-        timer = loop.call_later(timeout, _expire, future) if timeout is not None else None
+        timer = deadline(future, timeout)
         try:
             return await future
         except TimeoutError:

@@ -1,7 +1,7 @@
 """The device image's Docker HEALTHCHECK: ``python -m fleet.backends.docker.probe``.
 
 Polls every device the container hosts (the spec in ``CPPPO_FLEET_SPEC``) once, with the
-same code and clients as the fleet's health poller (:func:`fleet.health.run_sweep`: List
+same code and clients as the fleet's health poller (:func:`fleet.poller.run_sweep`: List
 Identity and a tag read for ENIP, a register read for Modbus); exit status 0 when all answer,
 else 1 with the first failure on one line (Docker keeps it in the container's health log).
 """
@@ -18,8 +18,8 @@ TIMEOUT = 3.0  # seconds a device has to answer
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fleet.health import run_sweep
     from fleet.plan import PlannedDevice
+    from fleet.poller import run_sweep
 
     try:
         spec = json.loads(os.environ[SPEC_VARIABLE])
