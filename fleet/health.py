@@ -33,6 +33,7 @@ QUICK = 0.2  # seconds between re-polls of the devices not yet healthy, after a 
 SETTLE = 60.0  # how long after a change's first sweep (new plan, sweep request) they are re-polled so
 REQUEST = "sweep.request"  # in the state folder: `up` writes it to ask for a sweep now
 CHECK_FOR = 10.0  # seconds a device `fault --clear` asks about is re-polled until it answers
+STARTING = 30.0  # seconds after its start a worker's devices wait for it to serve them before being polled
 
 
 def request_sweep(state_dir: Path) -> float:
@@ -77,6 +78,7 @@ class Schedule:
         self.swept = False  # the sweep after the last change is done (a big fleet's takes minutes)
         self.stopping = asyncio.Event()
         self.checked: dict[str, float] = {}  # device -> time of the result a check recorded (_checks)
+        self.worker_of: dict[str, str] = {}  # device -> the worker hosting it
 
     def _touched(self, name: str) -> bool:
         """Whether the state folder's file ``name`` changed since the last look."""
@@ -103,6 +105,7 @@ class Schedule:
                     self.plan = Plan.from_json(shard_of(data, self.shard, self.shards))
                     self.mine = self.plan.devices
                 del data
+                self.worker_of = {name: w.name for w in self.plan.workers for name in w.devices}
                 log.info("following %d devices%s", len(self.mine),
                          f" (shard {self.shard} of {self.shards})" if self.shards > 1 else "")
                 changed = True
@@ -140,8 +143,10 @@ class Schedule:
                 # first sweep after a change: `up` is waiting on it, so sweep at once (while
                 # settling, the devices still failing are re-polled quickly in between)
                 spread = max(0.0, fleet.health_interval - fleet.health_timeout) if self.swept else 0.0
-                results = await poller.sweep(self.mine, spread,
-                                             web.view.record if web is not None else None)
+                # after a change, the devices of workers still starting wait for them (polled
+                # while settling, once served): a poll now would time out and slow them down
+                due, deferred = self._due(self.mine, store) if not self.swept else (self.mine, set())
+                results = await poller.sweep(due, spread, web.view.record if web is not None else None)
                 # a device a check polled after the sweep did keeps the check's (newer) result
                 results = [r for r in results if self.checked.get(r.device, 0.0) <= r.time]
                 self.checked.clear()
@@ -154,7 +159,7 @@ class Schedule:
                         self._show_others(web, store, others)
                     web.refresh(store)
                 sweeps += 1
-                now_failing = {r.device for r in results if not r.ok}
+                now_failing = {r.device for r in results if not r.ok} | deferred
                 newly = [r for r in results if not r.ok and r.device not in failing]
                 for r in newly[:LOGGED]:
                     log.warning("%s: down: %s", r.device, r.error)
@@ -163,8 +168,10 @@ class Schedule:
                 for name in sorted(failing - now_failing)[:LOGGED]:
                     log.info("%s: healthy again", name)
                 if now_failing != failing or sweeps == 1:
-                    log.info("sweep %d: %d/%d healthy in %.2f s", sweeps, len(results) - len(now_failing),
-                             len(results), time.monotonic() - begun)
+                    log.info("sweep %d: %d/%d healthy in %.2f s%s", sweeps,
+                             len(results) + len(deferred) - len(now_failing), len(results),
+                             time.monotonic() - begun,
+                             f" ({len(deferred)} more wait for their workers)" if deferred else "")
                 failing = now_failing
                 store, failing = await self._settle(poller, store, failing, begun + fleet.health_interval)
         finally:
@@ -257,7 +264,10 @@ class Schedule:
             if self.stopping.is_set() or self._changed():
                 break  # stopping, or a new plan or a request: sweep everything now
             if failing and time.monotonic() < self.settle_until:
-                results = await poller.sweep([d for d in self.mine if d.name in failing])
+                due, _ = self._due([d for d in self.mine if d.name in failing], store)
+                if not due:
+                    continue
+                results = await poller.sweep(due)
                 store = self._record(store, results, self.plan.fleet.health_retention, again=True)
                 healed = {r.device for r in results if r.ok}
                 for name in sorted(healed)[:LOGGED]:
@@ -266,6 +276,26 @@ class Schedule:
                     log.info("... and %d more healthy", len(healed) - LOGGED)
                 failing -= healed
         return store, failing
+
+    def _due(self, devices: Sequence[PlannedDevice],
+             store: Store) -> tuple[Sequence[PlannedDevice], set[str]]:
+        """``devices`` split into those to poll now and the names of those whose worker is still
+        starting (for at most STARTING seconds: one that never serves is polled after all)."""
+        try:
+            starting = store.starting(time.time() - STARTING)
+        except (StoreError, sqlite3.Error):
+            return devices, set()
+        if not starting:
+            return devices, set()
+        due: list[PlannedDevice] = []
+        deferred: set[str] = set()
+        worker_of = self.worker_of
+        for device in devices:
+            if worker_of.get(device.name) in starting:
+                deferred.add(device.name)
+            else:
+                due.append(device)
+        return due, deferred
 
     def _show_others(self, web: Any, store: Store, shown: dict[str, float]) -> None:
         """Feed the fleet page the results the other shards stored since the last look."""
@@ -307,36 +337,54 @@ def wait_healthy(database: Path, devices: Sequence[PlannedDevice], asked: float,
     :func:`request_sweep`), or ``timeout``; ``pids()`` gives each running worker's pid.  A
     device its running worker cannot serve fails with the worker's reason, and when only such
     devices are left the wait ends at once; devices ``excused()`` (misbehaving on purpose)
-    are not waited for.  Returns (healthy, the last failing results)."""
+    are not waited for.  Returns (healthy, the last failing results).
+
+    Each look reads only the names healthy since ``asked``; why the others fail is read once,
+    at the end (at 100,000 devices coming up, reading every failing result at each look was
+    most of what this wait cost the machine the fleet was starting on)."""
     total, deadline = len(devices), time.monotonic() + timeout
+    names = [device.name for device in devices]
     while True:
         begun = time.monotonic()
         try:
-            with Store(database) as store:  # only the devices not yet healthy are read in full
-                healthy, others = store.ok_since(asked), store.not_ok_since(asked)
-                errors = store.serve_errors()
+            with Store(database) as store:
+                healthy, errors = store.ok_since(asked), store.serve_errors()
         except StoreError:
-            healthy, others, errors = set(), {}, {}  # not there yet, or being replaced by the poller
+            healthy, errors = set(), {}  # not there yet, or being replaced by the poller
         running, skip = pids(), set(excused())
-        unserved = {name: e for name, e in errors.items() if running.get(e.worker) == e.pid}
-        failing = []
-        for device in devices:
-            name = device.name
-            if name in skip or (name in healthy and name not in unserved):
-                continue
-            last = others.get(name)
-            if name in unserved:
-                failing.append(HealthResult(name, False, None, unserved[name].error, asked))
-            elif last is None or last.time < asked:
-                failing.append(HealthResult(name, False, None, "no health result yet", asked))
-            else:
-                failing.append(last)
-        progress(total - len(failing), total, "devices healthy")
-        if not failing or time.monotonic() > deadline or all(r.device in unserved for r in failing):
+        unserved = {name: e.error for name, e in errors.items() if running.get(e.worker) == e.pid}
+        waiting = [n for n in names if n not in skip and (n not in healthy or n in unserved)]
+        progress(total - len(waiting), total, "devices healthy")
+        if not waiting or time.monotonic() > deadline or all(n in unserved for n in waiting):
+            failing = _why_failing(database, waiting, unserved, asked)
             return total - len(failing), failing
         # at most a fifth of one core on looking (reading 100,000 results takes a while): the
         # poller and the workers bringing the fleet up need the machine more than this wait does
         time.sleep(max(QUICK, 4 * (time.monotonic() - begun)))
+
+
+def _why_failing(database: Path, waiting: Sequence[str], unserved: Mapping[str, str],
+                 asked: float) -> list[HealthResult]:
+    """The results of the devices ``wait_healthy`` stopped waiting for: the worker's reason
+    for one it cannot serve, else its newest result (one healthy since the last look is
+    healthy after all), else "no health result yet"."""
+    healthy: set[str] = set()
+    others: dict[str, HealthResult] = {}
+    if waiting:
+        with contextlib.suppress(StoreError), Store(database) as store:
+            healthy, others = store.ok_since(asked), store.not_ok_since(asked)
+    failing = []
+    for name in waiting:
+        last = others.get(name)
+        if name in unserved:
+            failing.append(HealthResult(name, False, None, unserved[name], asked))
+        elif name in healthy:
+            continue
+        elif last is None or last.time < asked:
+            failing.append(HealthResult(name, False, None, "no health result yet", asked))
+        else:
+            failing.append(last)
+    return failing
 
 
 def sweep_and_print(state_dir: Path) -> int:

@@ -262,6 +262,11 @@ class _Pool:
 def expand(config: FleetConfig) -> Plan:
     """The concrete plan; raise ConfigError for duplicate names, overlapping or exhausted pools
     and port clashes."""
+    with no_collections():  # a device is a few new objects: 100,000 of them, see fleet.bulk
+        return _expand(config)
+
+
+def _expand(config: FleetConfig) -> Plan:
     src = str(config.source)
     fleet_pool = _Pool(config.fleet.address_pool, "fleet address_pool")
     group_pools: dict[int, _Pool] = {}
@@ -278,6 +283,7 @@ def expand(config: FleetConfig) -> Plan:
     per = config.fleet.devices_per_worker
     seen_names: dict[str, int] = {}
     seen_endpoints: dict[tuple[str, int], str] = {}
+    worker, fill = "", 0  # the worker the next device joins, until the plan has ``fill`` devices
     for group in config.groups:
         table = f"device[{group.index}]"
         addressed = KINDS[group.kind].addressed(group.options)
@@ -310,8 +316,10 @@ def expand(config: FleetConfig) -> Plan:
                 raise ConfigError(src, table, "port",
                                   f"port clash: {name!r} and {other!r} both at {host}:{port}")
             seen_endpoints[(host, port)] = name
+            if len(devices) >= fill:  # the next worker's first device (kind.arrange may move some)
+                worker, fill = f"w{len(devices) // per:03d}", fill + per
             try:
-                devices.append(PlannedDevice(name, kind, host, port, f"w{len(devices) // per:03d}", index, n,
+                devices.append(PlannedDevice(name, kind, host, port, worker, index, n,
                                              identities(n), options, delay, retain, home))
             except ValueError as exc:  # an identity pattern that fits the first device only
                 raise ConfigError(src, table, "identity", f"device {name!r}: {exc}") from None

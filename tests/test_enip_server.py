@@ -13,7 +13,7 @@ import pytest
 from cpppo.enip.codec import cip, cpf, encapsulation, logix
 from cpppo.enip.codec.encapsulation import Command
 from cpppo.enip.codec.epath import Logical, Port, Symbolic
-from cpppo.enip.device.model import Device
+from cpppo.enip.device.model import DEFAULT_TCPIP, Device
 from cpppo.enip.server.background import serve_in_thread
 from cpppo.enip.server.transport import Settings
 
@@ -317,6 +317,35 @@ def test_device_from_specs_errors():
         Device.from_specs(["X=INT"], identity={"colour": "red"})
     with pytest.raises(ValueError, match="route path"):
         Device.from_specs(["X=INT"], route_path="1/x.y")
+
+
+def test_standard_objects_made_at_the_first_look():
+    """A fleet's devices are mostly read by tag and listed: their forty standard Attributes are
+    made when something first looks at ``objects``, and answer as if made at once."""
+    device = Device.from_specs(["Level=REAL"], identity={"product_name": "Lazy PLC"})
+    with serve_in_thread(device) as srv:
+        wire = Wire(srv.port)
+        try:
+            assert wire.routed(read("Level")).status == 0
+            item = cpf.IdentityItem.decode(cpf.decode_items(wire.exchange(Command.LIST_IDENTITY)[1])[0].data)
+            assert item.product_name == "Lazy PLC"
+            assert device._standard  # a read and List Identity made none of them
+            renamed = attribute(1, 1, 7, cip.Service.SET_ATTRIBUTE_SINGLE, b"\x07Renamed")
+            assert wire.routed(renamed).status == 0
+            assert not device._standard
+            item = cpf.IdentityItem.decode(cpf.decode_items(wire.exchange(Command.LIST_IDENTITY)[1])[0].data)
+            assert item.product_name == "Renamed"
+        finally:
+            wire.close()
+    # what they refuse is refused when the device is built, as before
+    with pytest.raises(ValueError, match="already in use"):
+        Device.from_specs(["Name@1/1/7=SSTRING"])
+    with pytest.raises(ValueError, match="mac_address"):
+        Device.from_specs(["X=INT"], tcpip={"mac_address": "nonsense"})
+    lazy, eager = Device.from_specs(["X=INT"]), Device.from_specs(["X=INT"], tcpip=dict(DEFAULT_TCPIP))
+    assert lazy._standard and not eager._standard
+    assert ({where: {n: a.value for n, a in attrs.items()} for where, attrs in lazy.objects.items()}
+            == {where: {n: a.value for n, a in attrs.items()} for where, attrs in eager.objects.items()})
 
 
 def test_many_devices_in_one_process():

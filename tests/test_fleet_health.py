@@ -476,6 +476,68 @@ registers = ["40001-40004"]
     assert spreads == [0.0, pytest.approx(0.2), pytest.approx(0.2)]
 
 
+def test_a_worker_still_starting_is_known_until_it_has_tried_its_devices(tmp_path: Path) -> None:
+    """``Store.starting``: a worker whose newest process has not yet been through its first
+    attempt to serve (``record_serve_errors``, errors or none); a restart starts it again."""
+    import time
+
+    with Store(tmp_path / "health.sqlite") as store:
+        store.record_start("w000", 11)
+        store.record_start("w001", 12)
+        store.record_serve_errors("w001", 12, {"d": "cannot serve at x: taken"})
+        assert store.starting(0.0) == {"w000"}
+        store.record_serve_errors("w000", 11, {})
+        assert store.starting(0.0) == set()
+        store.record_start("w001", 13)  # restarted: its new process has served nothing yet
+        assert store.starting(0.0) == {"w001"}
+        assert store.starting(time.time() + 1) == set()  # started before then: not waited for
+        store.forget_starts()
+        assert store.starting(0.0) == set()
+
+
+def test_after_a_change_the_devices_of_a_starting_worker_wait_for_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep after a change polls the devices of workers that serve theirs; those of a
+    worker still starting (busy binding thousands of sockets: a poll would only time out and
+    slow it) are polled while settling, as soon as it has tried them."""
+    import time
+
+    from fleet.health import Schedule
+
+    plan = expand(parse(f"""
+[fleet]
+name = "starting"
+address_pool = "127.77.{OCTET}.0/24"
+health_interval = 1.0
+health_timeout = 0.1
+devices_per_worker = 2
+[[device]]
+kind = "modbus"
+count = 4
+name = "pump{{n}}"
+registers = ["40001-40004"]
+"""))
+    (tmp_path / "plan.json").write_text(plan.dumps())
+    first, second = plan.workers
+    database = tmp_path / "health.sqlite"
+    with Store(database) as store:
+        store.record_start(first.name, 11)
+        store.record_start(second.name, 12)
+        store.record_serve_errors(second.name, 12, {})
+    polled: list[list[str]] = []
+
+    async def sweep(self, devices, spread=0.0, on_result=None):
+        polled.append(sorted(d.name for d in devices))
+        if len(polled) == 1:  # the first worker has bound its devices' sockets now
+            with Store(database) as store:
+                store.record_serve_errors(first.name, 11, {})
+        return [HealthResult(d.name, True, 0.001, None, time.time()) for d in devices]
+
+    monkeypatch.setattr(Poller, "sweep", sweep)
+    asyncio.run(Schedule(tmp_path).run(max_sweeps=1))
+    assert polled == [sorted(second.devices), sorted(first.devices)]
+
+
 def test_a_new_plan_without_some_devices_closes_their_connections(tmp_path: Path) -> None:
     """The supervised poller takes a plan.json that drops devices: their connections are
     closed (the worker sees them go) and the poller keeps only the others'."""

@@ -59,6 +59,13 @@ class DataTable:
         else:
             self._segments.append(array.array("H", values))
 
+    def copy(self) -> DataTable:
+        """A table of the same segments and values, sharing none of them."""
+        table = DataTable.__new__(DataTable)
+        table.bits, table._starts = self.bits, list(self._starts)
+        table._segments = [segment[:] for segment in self._segments]
+        return table
+
     @property
     def segments(self) -> list[tuple[int, int]]:
         """The configured (first offset, count) runs."""

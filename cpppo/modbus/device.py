@@ -9,6 +9,8 @@
 'c101'
 >>> dev.write(40002, [7]); dev.read(40001, 3)
 [99, 7, 99]
+>>> ModbusDevice.from_specs(["40001-40003=99", "1-8=1"]).read(40001, 3)  # same specs: own values
+[99, 99, 99]
 
 Register ranges may move (``40001-40002:float32~sine(amplitude=10, period=60)``, see
 :mod:`cpppo.modbus.living`); a client write to a driven register is refused with exception 2.
@@ -19,6 +21,7 @@ The device knows nothing of sockets; :mod:`cpppo.modbus.server` puts it on the n
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -63,6 +66,21 @@ def _identity_objects(identity: Mapping[str | int, Any] | None) -> dict[int, byt
     return dict(sorted(objects.items()))
 
 
+@functools.lru_cache(maxsize=256)
+def _layout(specs: tuple[str, ...]) -> tuple[tuple[TypedRange, ...], dict[Table, DataTable]]:
+    """The ranges ``specs`` name and the tables holding their initial values, to be copied:
+    the devices of a fleet's group share their specs, so each is parsed once."""
+    cells: dict[Table, dict[int, int]] = {table: {} for table in Table}
+    ranges: list[TypedRange] = []
+    for text in specs:
+        spec = parse_range(text, default=0)
+        table, offset = locate(spec.begin)
+        for i, value in enumerate(spec.values):
+            cells[table][offset + i] = value
+        ranges.append(spec)
+    return tuple(ranges), {t: DataTable(t.is_bits, c) for t, c in cells.items() if c}
+
+
 class ModbusDevice:
     """A Modbus device: four sparse tables, the unit ids it answers, and its identity.
 
@@ -100,16 +118,8 @@ class ModbusDevice:
         0).  A bad spec raises ValueError naming it.  ``n``: the device's number in its group
         (behaviour parameters may use it); ``clock``: a :class:`cpppo.behaviour.Clock`;
         ``retain``: the path of a journal keeping client writes across restarts."""
-        cells: dict[Table, dict[int, int]] = {table: {} for table in Table}
-        ranges: list[TypedRange] = []
-        for text in specs:
-            spec = parse_range(text, default=0)
-            table, offset = locate(spec.begin)
-            for i, value in enumerate(spec.values):
-                cells[table][offset + i] = value
-            ranges.append(spec)
-        tables = {t: DataTable(t.is_bits, c) for t, c in cells.items() if c}
-        device = cls(tables, unit_ids=unit_ids, identity=identity)
+        ranges, layout = _layout(tuple(specs))
+        device = cls({t: table.copy() for t, table in layout.items()}, unit_ids=unit_ids, identity=identity)
         if any(spec.behaviour for spec in ranges):
             from cpppo.modbus.living import ModbusPlant
             device.living = ModbusPlant(device.tables, ranges, n=n, clock=clock, base=base,

@@ -243,8 +243,7 @@ class AsyncClient:
         product_code, revision (major, minor), status, state (and the raw item fields)."""
         header, payload = await self._transact(Command.LIST_IDENTITY, b"", self._limit(timeout),
                                                "List Identity")
-        reply = wire.list_reply(header, payload)
-        ident = wire.identity_record(reply)
+        ident = wire.identity_of(header, payload)
         if ident is None:
             raise ENIPStatusError(f"List Identity: no identity in the reply (status 0x{header.status:02x})",
                                   header.status)

@@ -42,7 +42,7 @@ from cpppo.enip.codec.types import (
     TYPES,
     CIPType,
 )
-from cpppo.enip.device.attribute import ACCESS, Attribute, parse_access
+from cpppo.enip.device.attribute import _LOCK, ACCESS, Attribute, parse_access
 from cpppo.faults import FaultState
 
 __all__ = ["ACCESS", "Attribute", "Device", "StringMember", "Tag", "TagSpec", "bool_array", "pack_bits",
@@ -417,13 +417,17 @@ class Device:
     """One simulated controller: identity, interface settings, tags, and CIP objects.
 
     ``objects[(class, instance)][attribute]`` holds every numerically addressable Attribute
-    (the standard objects and tags given an ``@class/instance/attribute``)."""
+    (the standard objects and tags given an ``@class/instance/attribute``).  A device built by
+    :meth:`from_specs` with the default interface settings makes its standard objects at the
+    first look at ``objects``: a fleet's devices mostly answer tag reads and List Identity,
+    and forty Attributes each are most of what 100,000 of them would cost to start."""
 
     identity: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_IDENTITY))
     tcpip: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TCPIP))
     route_path: tuple[Port, ...] | bool | None = None
     tags: dict[str, Tag] = field(default_factory=dict)
-    objects: dict[tuple[int, int], dict[int, Attribute]] = field(default_factory=dict)
+    _objects: dict[tuple[int, int], dict[int, Attribute]] = field(default_factory=dict, init=False,
+                                                                  repr=False)
     symbols: dict[int, Tag] = field(default_factory=dict)
     attribute_class: type[Attribute] = Attribute
     plant: Any = None  # cpppo.behaviour.Plant: the clock and drivers of the tags' behaviours
@@ -431,6 +435,24 @@ class Device:
     faults: FaultState = field(default_factory=FaultState, repr=False)  # injected faults (cpppo.faults)
     io: Any = field(default=None, repr=False)  # a Class 1 adapter's device.assembly.Assemblies, if any
     types: dict[str, Any] = field(default_factory=dict)  # structures: upper-case name -> StructType (udt.py)
+    _standard: bool = field(default=False, init=False, repr=False)  # standard objects not made yet
+
+    @property
+    def objects(self) -> dict[tuple[int, int], dict[int, Attribute]]:
+        if self._standard:
+            with _LOCK:  # threaded servers: one thread makes them, the others wait for them
+                if self._standard:
+                    from cpppo.enip.device.objects import standard_objects
+                    self._objects.update(standard_objects(self))
+                    self._standard = False
+        return self._objects
+
+    def product_name(self) -> str:
+        """The Identity's Product Name (attribute 7, which clients may set), as List Identity
+        answers it: without making the standard objects just for it."""
+        if self._standard:
+            return str(self.identity["product_name"])
+        return str(self.objects[(1, 1)][7][0])
 
     @classmethod
     def from_specs(cls, specs: Iterable[str], identity: Mapping[str, Any] | None = None, *,
@@ -460,8 +482,11 @@ class Device:
             raise ValueError(f"unknown TCPIP field(s): {', '.join(sorted(unknown_tcpip))}")
         device = cls(identity=parse_identity(identity), tcpip={**DEFAULT_TCPIP, **(tcpip or {})},
                      route_path=False if simple else route_path, attribute_class=attribute_class)
-        from cpppo.enip.device.objects import install_standard_objects
-        install_standard_objects(device)
+        if tcpip:  # checked now (a bad address or MAC is the spec's error, not a served fault)
+            from cpppo.enip.device.objects import install_standard_objects
+            install_standard_objects(device)
+        else:
+            device._standard = True
         udts = list(udts)
         if export is not None:
             if udts:

@@ -30,7 +30,7 @@ from cpppo.enip.device.attribute import Attribute
 if TYPE_CHECKING:
     from cpppo.enip.device.model import Device
 
-__all__ = ["GET_ALL_ATTRIBUTES", "STRING_TEMPLATE", "install_standard_objects"]
+__all__ = ["GET_ALL_ATTRIBUTES", "STRING_TEMPLATE", "install_standard_objects", "standard_objects"]
 
 IDENTITY, MESSAGE_ROUTER, CONNECTION_MANAGER = 0x01, 0x02, 0x06
 PROGRAM_NAME, WALL_CLOCK, TCPIP, ETHERNET_LINK = 0x64, 0x8B, 0xF5, 0xF6
@@ -70,14 +70,22 @@ def _octets(data: bytes) -> list[int]:
 
 
 def install_standard_objects(device: Device) -> None:
-    """Populate ``device.objects`` with the standard objects from its identity and tcpip."""
+    """Populate ``device.objects`` with the standard objects from its identity and tcpip
+    (ValueError naming a TCPIP value that cannot be encoded)."""
+    objects = device.objects
+    for where, attrs in standard_objects(device).items():
+        objects.setdefault(where, {}).update(attrs)
+
+
+def standard_objects(device: Device) -> dict[tuple[int, int], dict[int, Attribute]]:
+    """The standard objects of ``device``, made from its identity and tcpip."""
     ident, net = device.identity, device.tcpip
+    objects: dict[tuple[int, int], dict[int, Attribute]] = {}
 
     def put(cls_id: int, instance: int, attr_id: int, name: str, ctype: CIPType, value: Any,
             settable: bool = False) -> Attribute:
-        attr = Attribute(name, ctype, default=value)  # standard objects are never customised
-        attr.mask = 0 if settable else 1
-        device.objects.setdefault((cls_id, instance), {})[attr_id] = attr
+        attr = Attribute(name, ctype, default=value, mask=0 if settable else 1)  # never customised
+        objects.setdefault((cls_id, instance), {})[attr_id] = attr
         return attr
 
     put(IDENTITY, 1, 1, "Vendor ID", UINT, ident["vendor_id"])
@@ -103,7 +111,7 @@ def install_standard_objects(device: Device) -> None:
 
     put(PROGRAM_NAME, 1, 1, "Program Name", STRING, ident["program_name"])
     for attr_id in (6, 0x0B):  # current UTC time and local time, as Logix clients read them
-        device.objects.setdefault((WALL_CLOCK, 1), {})[attr_id] = ClockAttribute("Wall Clock", ULINT, mask=1)
+        objects.setdefault((WALL_CLOCK, 1), {})[attr_id] = ClockAttribute("Wall Clock", ULINT, mask=1)
 
     put(TEMPLATE_CLASS, STRING_HANDLE, 1, "Structure Handle", UINT, STRING_HANDLE)
     put(TEMPLATE_CLASS, STRING_HANDLE, 2, "Member Count", UINT, 2)
@@ -127,3 +135,4 @@ def install_standard_objects(device: Device) -> None:
     put(ETHERNET_LINK, 1, 2, "Interface Flags", UDINT, 0x0F)
     put(ETHERNET_LINK, 1, 3, "Physical Address", USINT, _octets(_mac(str(net["mac_address"]))))
     put(ETHERNET_LINK, 0, 1, "Revision", UINT, 3)
+    return objects

@@ -91,7 +91,7 @@ class _Responder:
         item = cpf.IdentityItem(
             vendor_id=ident["vendor_id"], device_type=ident["device_type"],
             product_code=ident["product_code"], revision=tuple(ident["revision"]), status=ident["status"],
-            serial_number=ident["serial_number"], product_name=str(self.device.objects[(1, 1)][7][0]),
+            serial_number=ident["serial_number"], product_name=self.device.product_name(),
             state=ident["state"], sin_addr=addr, sin_port=self.port)
         return cpf.encode_items([cpf.Item(cpf.LIST_IDENTITY, item.encode())])
 
