@@ -189,8 +189,7 @@ async def _open(client: Any, kind: Any) -> Any:
     """Connect ``client`` and ask what its ``kind`` asks once a connection (each step within
     the client's own timeout); closed again if that fails."""
     try:
-        await client.__aenter__()
-        await kind.opened(client)
+        await kind.open(client)
     except BaseException:  # connected but not set up (a timeout, say): close it, or its socket
         with contextlib.suppress(Exception, asyncio.CancelledError):  # stays open until collected
             await client.__aexit__(None, None, None)

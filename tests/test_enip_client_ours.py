@@ -105,6 +105,31 @@ def test_aclient_errors_timeouts() -> None:
     asyncio.run(go())
 
 
+def test_aclient_connects_and_identifies_in_one_segment(ours) -> None:
+    """``connect(identify=True)`` (a poller's first contact) sends Register Session and List
+    Identity together: the session and the identity, as if asked one after the other; a
+    server answering neither times out on the first, and leaves no request waiting."""
+    host, port = ours
+
+    async def go() -> None:
+        c = AsyncClient(host, port, timeout=2.0)
+        await c.connect(identify=True)
+        try:
+            assert c.session and c.identity == await c.list_identity()
+            assert c.identity.product_name == "Device 0" and c.identity["revision.major"] >= 0
+            assert await c.read("SCADA[0]") is not None
+            assert not c._protocol.waiting
+        finally:
+            await c.close()
+        silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        async with silent:
+            quiet = AsyncClient("127.0.0.1", silent.sockets[0].getsockname()[1], timeout=0.3)
+            with pytest.raises(TimeoutError, match="Register Session: no response"):
+                await quiet.connect(identify=True)
+            assert not quiet.connected and quiet.identity is None
+    asyncio.run(go())
+
+
 def test_aclient_many_devices_concurrently() -> None:
     hosts = [f"127.0.0.{n}" for n in range(2, 12)]
     with serving(hosts) as handles:

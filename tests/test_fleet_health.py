@@ -239,13 +239,13 @@ def test_a_timed_out_poll_keeps_its_connection_and_the_late_reply_is_skipped(mon
     from cpppo.faults import parse_fault
 
     asked = []
-    list_identity = AsyncClient.list_identity
+    identify = AsyncClient._identify  # each List Identity answered (with the connect, or later)
 
-    async def counted(self, *args, **kwargs):
+    def counted(self, *args, **kwargs):
         asked.append(self.host)
-        return await list_identity(self, *args, **kwargs)
+        return identify(self, *args, **kwargs)
 
-    monkeypatch.setattr(AsyncClient, "list_identity", counted)
+    monkeypatch.setattr(AsyncClient, "_identify", counted)
     port = free_port(f"127.77.{OCTET}.1")
     plan = mixed_plan(port, 8)
     names = [d.name for d in plan.devices]

@@ -89,10 +89,10 @@ class Kind(ABC):
         unset (None: forever)."""
         return None
 
-    async def opened(self, client: Any) -> None:
-        """What the health poller asks once a connection, as it opens (ENIP: the identity);
-        part of the connection's setup, which may outlast one poll's timeout."""
-        return None
+    async def open(self, client: Any) -> None:
+        """Connect the health poller's ``client`` and ask what is asked once a connection (ENIP:
+        the identity): the connection's setup, which may outlast one poll's timeout."""
+        await client.__aenter__()
 
     @abstractmethod
     async def check(self, client: Any, options: Any, identity: Mapping[str, Any]) -> None:

@@ -221,8 +221,8 @@ class EnipKind(Kind):
 
         return Settings.idle_timeout
 
-    async def opened(self, client: Any) -> None:
-        await client.list_identity()  # kept as client.identity while the connection lasts
+    async def open(self, client: Any) -> None:
+        await client.connect(identify=True)  # the identity kept as client.identity while connected
 
     async def check(self, client: Any, options: EnipOptions, identity: Mapping[str, Any]) -> None:
         # the identity answered on this connection: another device at the address means another

@@ -130,8 +130,10 @@ class AsyncClient:
     def _limit(self, timeout: Any) -> float | None:
         return self.timeout if timeout is _UNSET else timeout
 
-    async def connect(self, timeout: Any = _UNSET) -> None:
-        """Open the TCP connection and register a session."""
+    async def connect(self, timeout: Any = _UNSET, identify: bool = False) -> None:
+        """Open the TCP connection and register a session; ``identify``: ask List Identity in
+        the same segment (kept as ``identity``; a poller's first contact, one round trip
+        fewer), ENIPStatusError when there is none."""
         limit = self._limit(timeout)
         loop = asyncio.get_running_loop()
         try:
@@ -142,16 +144,23 @@ class AsyncClient:
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise ENIPConnectionError(f"Connect to {self.host}:{self.port} failed: {reason}") from exc
+        register = self._request(Command.REGISTER_SESSION, encapsulation.register_session_data())
+        listing = self._request(Command.LIST_IDENTITY, b"") if identify else None
+        self._protocol.transport.write(register[0] if listing is None else register[0] + listing[0])  # type: ignore[union-attr]
         try:
-            header, _ = await self._transact(Command.REGISTER_SESSION, encapsulation.register_session_data(),
-                                             timeout=limit, what="Register Session")
-        except BaseException:  # timed out or cancelled: connected, but without a session
+            header, _ = await self._reply(register, limit, "Register Session")
+            if header.status:
+                await self.close()
+                raise ENIPStatusError(f"Register Session failed with status 0x{header.status:02x}",
+                                      header.status)
+            self.session = header.session
+            if listing is not None:
+                self._identify(*await self._reply(listing, limit, "List Identity"))
+        except BaseException:  # timed out or cancelled: connected, but not set up
+            if listing is not None:
+                self._forget(listing)
             self._abort()
             raise
-        if header.status:
-            await self.close()
-            raise ENIPStatusError(f"Register Session failed with status 0x{header.status:02x}", header.status)
-        self.session = header.session
 
     @property
     def connected(self) -> bool:
@@ -191,12 +200,32 @@ class AsyncClient:
         if protocol.lost is not None:
             self._protocol = None
             raise ENIPConnectionError(f"{what}: connection closed by {self.host}:{self.port}")
+        request = self._request(command, payload)
+        protocol.transport.write(request[0])
+        return await self._reply(request, timeout, what)
+
+    def _request(self, command: int, payload: bytes) -> tuple[bytes, bytes, asyncio.Future]:
+        """A request's frame, sender context and the future its reply will be set on (the
+        protocol, connected, knows it)."""
+        protocol = self._protocol
+        assert protocol is not None
         self._context += 1
         context = encapsulation.sender_context(self._context)
-        loop = asyncio.get_running_loop()
-        future = protocol.waiting[context] = loop.create_future()
-        protocol.transport.write(encapsulation.encode(command, payload, session=self.session,
-                                                      context=context))
+        future = protocol.waiting[context] = asyncio.get_running_loop().create_future()
+        return encapsulation.encode(command, payload, session=self.session, context=context), context, future
+
+    def _forget(self, request: tuple[bytes, bytes, asyncio.Future]) -> None:
+        """A request sent whose reply nobody will wait for."""
+        if self._protocol is not None:
+            self._protocol.waiting.pop(request[1], None)
+        request[2].cancel()
+
+    async def _reply(self, request: tuple[bytes, bytes, asyncio.Future], timeout: float | None,
+                     what: str) -> tuple[encapsulation.Header, bytes]:
+        """The reply to a request :meth:`_request` made and that has been written."""
+        protocol = self._protocol
+        assert protocol is not None
+        _, context, future = request
         timer = deadline(future, timeout)
         try:
             return await future
@@ -241,8 +270,10 @@ class AsyncClient:
     async def list_identity(self, timeout: Any = _UNSET) -> dotdict:
         """The device's identity: product_name, serial_number, vendor_id, product_type,
         product_code, revision (major, minor), status, state (and the raw item fields)."""
-        header, payload = await self._transact(Command.LIST_IDENTITY, b"", self._limit(timeout),
-                                               "List Identity")
+        return self._identify(*await self._transact(Command.LIST_IDENTITY, b"", self._limit(timeout),
+                                                    "List Identity"))
+
+    def _identify(self, header: encapsulation.Header, payload: bytes) -> dotdict:
         ident = wire.identity_of(header, payload)
         if ident is None:
             raise ENIPStatusError(f"List Identity: no identity in the reply (status 0x{header.status:02x})",
