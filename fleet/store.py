@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS starts (worker TEXT NOT NULL, pid INTEGER NOT NULL, t
 CREATE TABLE IF NOT EXISTS serve_errors (
     device TEXT PRIMARY KEY, worker TEXT NOT NULL, pid INTEGER NOT NULL, time REAL NOT NULL,
     error TEXT NOT NULL, final INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS served (worker TEXT PRIMARY KEY, pid INTEGER NOT NULL, time REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS serving (
+    worker TEXT PRIMARY KEY, pid INTEGER NOT NULL, started REAL NOT NULL, served REAL);
 """
 # health's rows are updated in place (an upsert), so they stay in the order they were first
 # written: a poller's devices (a shard: every Nth of the plan) on pages of their own, and a
@@ -285,10 +286,14 @@ class Store:
         return {device: HealthResult(device, bool(ok), latency, error, when)
                 for device, ok, latency, error, when in rows}
 
-    def record_start(self, worker: str, pid: int) -> None:
+    def record_start(self, worker: str, pid: int, serving: bool = False) -> None:
+        """Program ``worker`` started as process ``pid``; ``serving``: a worker process saying so
+        itself, which will report its first attempt to serve (:meth:`record_serve_errors`)."""
+        now = time.time()
         with self.db:
-            self.db.execute("INSERT INTO starts (worker, pid, time) VALUES (?, ?, ?)",
-                            (worker, pid, time.time()))
+            self.db.execute("INSERT INTO starts (worker, pid, time) VALUES (?, ?, ?)", (worker, pid, now))
+            if serving:
+                self.db.execute("INSERT OR REPLACE INTO serving VALUES (?, ?, ?, NULL)", (worker, pid, now))
 
     def starts(self) -> dict[str, list[tuple[int, float]]]:
         """worker -> [(pid, time), ...] oldest first."""
@@ -302,7 +307,7 @@ class Store:
         with self.db:
             self.db.execute("DELETE FROM starts")
             self.db.execute("DELETE FROM serve_errors")
-            self.db.execute("DELETE FROM served")
+            self.db.execute("DELETE FROM serving")
 
     def record_serve_errors(self, worker: str, pid: int, errors: dict[str, str],
                             final: set[str] | frozenset[str] = frozenset()) -> None:
@@ -311,19 +316,18 @@ class Store:
         now = time.time()
         with self.db:
             self.db.execute("DELETE FROM serve_errors WHERE worker = ?", (worker,))
-            self.db.execute("INSERT OR REPLACE INTO served VALUES (?, ?, ?)", (worker, pid, now))
+            self.db.execute("UPDATE serving SET served = ? WHERE worker = ? AND pid = ?", (now, worker, pid))
             self.db.executemany("INSERT OR REPLACE INTO serve_errors VALUES (?, ?, ?, ?, ?, ?)",
                                 [(device, worker, pid, now, error, int(device in final))
                                  for device, error in errors.items()])
 
     def starting(self, since: float) -> set[str]:
-        """The workers started (:meth:`record_start`) after ``since`` whose process has not yet
-        been through its first attempt to serve its devices (:meth:`record_serve_errors`): a
-        device of theirs polled now would only keep them busier."""
-        rows = self._read_args(
-            "SELECT s.worker FROM starts s LEFT JOIN served d ON d.worker = s.worker AND d.pid = s.pid "
-            "WHERE s.rowid = (SELECT max(rowid) FROM starts WHERE worker = s.worker) AND s.time > ? "
-            "AND d.pid IS NULL", (since,))
+        """The workers started after ``since`` (:meth:`record_start` by the worker itself) whose
+        process has not yet been through its first attempt to serve its devices
+        (:meth:`record_serve_errors`): a device of theirs polled now would only keep them
+        busier.  A worker that does not report (a container without the state folder) is
+        never starting."""
+        rows = self._read_args("SELECT worker FROM serving WHERE served IS NULL AND started > ?", (since,))
         return {row[0] for row in rows}
 
     def serve_errors(self) -> dict[str, ServeError]:

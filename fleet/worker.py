@@ -256,7 +256,7 @@ async def serve_spec(spec: dict[str, Any], source: Path | None = None) -> None:
     write = None
     if spec.get("state_dir"):
         write = _store_writer(Path(spec["state_dir"]) / "health.sqlite", name)
-        write(lambda store: store.record_start(name, pid))
+        write(lambda store: store.record_start(name, pid, serving=True))
     report = None if write is None else (
         lambda errors, failed: write(lambda store: store.record_serve_errors(name, pid, errors, failed)))
     worker = Worker(name, devices_from_json(spec), report,

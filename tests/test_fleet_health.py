@@ -478,17 +478,20 @@ registers = ["40001-40004"]
 
 def test_a_worker_still_starting_is_known_until_it_has_tried_its_devices(tmp_path: Path) -> None:
     """``Store.starting``: a worker whose newest process has not yet been through its first
-    attempt to serve (``record_serve_errors``, errors or none); a restart starts it again."""
+    attempt to serve (``record_serve_errors``, errors or none); a restart starts it again.  A
+    program whose start the backend records (a container not reporting) is never starting."""
     import time
 
     with Store(tmp_path / "health.sqlite") as store:
-        store.record_start("w000", 11)
-        store.record_start("w001", 12)
+        store.record_start("w000", 11, serving=True)
+        store.record_start("w001", 12, serving=True)
+        store.record_start("w002", 1)  # a container's start, recorded by the docker backend
         store.record_serve_errors("w001", 12, {"d": "cannot serve at x: taken"})
         assert store.starting(0.0) == {"w000"}
         store.record_serve_errors("w000", 11, {})
         assert store.starting(0.0) == set()
-        store.record_start("w001", 13)  # restarted: its new process has served nothing yet
+        store.record_start("w001", 13, serving=True)  # restarted: its new process has served nothing yet
+        store.record_serve_errors("w001", 12, {})  # the old process's last word changes nothing
         assert store.starting(0.0) == {"w001"}
         assert store.starting(time.time() + 1) == set()  # started before then: not waited for
         store.forget_starts()
@@ -521,8 +524,8 @@ registers = ["40001-40004"]
     first, second = plan.workers
     database = tmp_path / "health.sqlite"
     with Store(database) as store:
-        store.record_start(first.name, 11)
-        store.record_start(second.name, 12)
+        store.record_start(first.name, 11, serving=True)
+        store.record_start(second.name, 12, serving=True)
         store.record_serve_errors(second.name, 12, {})
     polled: list[list[str]] = []
 
