@@ -358,9 +358,10 @@ def wait_healthy(database: Path, devices: Sequence[PlannedDevice], asked: float,
         if not waiting or time.monotonic() > deadline or all(n in unserved for n in waiting):
             failing = _why_failing(database, waiting, unserved, asked)
             return total - len(failing), failing
-        # at most a tenth of one core on looking (100,000 names take a while): the pollers
-        # and the workers bringing the fleet up need the machine more than this wait does
-        time.sleep(max(QUICK, 9 * (time.monotonic() - begun)))
+        # at most a fifth of one core on looking (100,000 names take a while): the pollers and
+        # the workers bringing the fleet up need the machine more than this wait does, but a
+        # tenth made `up` see the last device healthy seconds late
+        time.sleep(max(QUICK, 4 * (time.monotonic() - begun)))
 
 
 def _why_failing(database: Path, waiting: Sequence[str], unserved: Mapping[str, str],
