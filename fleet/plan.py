@@ -283,7 +283,6 @@ def _expand(config: FleetConfig) -> Plan:
     per = config.fleet.devices_per_worker
     seen_names: dict[str, int] = {}
     seen_endpoints: dict[tuple[str, int], str] = {}
-    worker, fill = "", 0  # the worker the next device joins, until the plan has ``fill`` devices
     for group in config.groups:
         table = f"device[{group.index}]"
         addressed = KINDS[group.kind].addressed(group.options)
@@ -316,10 +315,8 @@ def _expand(config: FleetConfig) -> Plan:
                 raise ConfigError(src, table, "port",
                                   f"port clash: {name!r} and {other!r} both at {host}:{port}")
             seen_endpoints[(host, port)] = name
-            if len(devices) >= fill:  # the next worker's first device (kind.arrange may move some)
-                worker, fill = f"w{len(devices) // per:03d}", fill + per
             try:
-                devices.append(PlannedDevice(name, kind, host, port, worker, index, n,
+                devices.append(PlannedDevice(name, kind, host, port, f"w{len(devices) // per:03d}", index, n,
                                              identities(n), options, delay, retain, home))
             except ValueError as exc:  # an identity pattern that fits the first device only
                 raise ConfigError(src, table, "identity", f"device {name!r}: {exc}") from None
