@@ -30,9 +30,11 @@ log = logging.getLogger("fleet.health")
 
 LOGGED = 100  # devices named in the log per change (a fleet of 100,000 coming up: a count for the rest)
 QUICK = 0.2  # seconds between re-polls of the devices not yet healthy, after a change
-SETTLE = 60.0  # how long after a change's first sweep (new plan, sweep request) they are re-polled so
+SETTLE = 60.0  # after a change's first sweep, re-polls of the devices not yet healthy go on until
+#               this many seconds pass without one turning healthy
 REQUEST = "sweep.request"  # in the state folder: `up` writes it to ask for a sweep now
 CHECK_FOR = 10.0  # seconds a device `fault --clear` asks about is re-polled until it answers
+LOOK_EVERY = 5.0  # seconds between up's looks at the healthy names while a count says some are not
 STARTING = 30.0  # seconds after its start a worker's devices wait for it to serve them before being polled
 
 
@@ -64,8 +66,9 @@ def shard_of(data: dict[str, Any], shard: int, shards: int) -> dict[str, Any]:
 class Schedule:
     """The supervised poller: a sweep every ``health_interval``, following plan.json.  After a
     change (plan.json rewritten, or a sweep requested by ``up``) it sweeps at once, then
-    re-polls the devices not yet healthy every QUICK seconds for SETTLE seconds after that
-    sweep ends, so that a fleet coming up is seen healthy as soon as it is."""
+    re-polls the devices not yet healthy every QUICK seconds until SETTLE seconds pass after
+    that sweep ends without one of them turning healthy, so that a fleet coming up is seen
+    healthy as soon as it is."""
 
     def __init__(self, state_dir: Path, shard: tuple[int, int] = (0, 1)) -> None:
         self.state_dir = Path(state_dir)
@@ -270,6 +273,10 @@ class Schedule:
                 results = await poller.sweep(due)
                 store = self._record(store, results, self.plan.fleet.health_retention, again=True)
                 healed = {r.device for r in results if r.ok}
+                if healed:  # still coming up (a round of thousands, their workers just served, takes
+                    # longer than SETTLE on a loaded machine): keep settling, or the rest would
+                    # wait for the next sweep (minutes at 100,000)
+                    self.settle_until = max(self.settle_until, time.monotonic() + SETTLE)
                 for name in sorted(healed)[:LOGGED]:
                     log.info("%s: healthy", name)
                 if len(healed) > LOGGED:
@@ -339,13 +346,28 @@ def wait_healthy(database: Path, devices: Sequence[PlannedDevice], asked: float,
     devices are left the wait ends at once; devices ``excused()`` (misbehaving on purpose)
     are not waited for.  Returns (healthy, the last failing results).
 
-    Each look reads only the names healthy since ``asked``; why the others fail is read once,
-    at the end (at 100,000 devices coming up, reading every failing result at each look was
-    most of what this wait cost the machine the fleet was starting on)."""
+    Between looks at the names healthy since ``asked`` it only counts them (a fifth of the
+    time), and looks again once the count says every device may be healthy, or LOOK_EVERY
+    seconds on (for devices their workers cannot serve); why the others fail is read once, at
+    the end.  At 100,000 devices coming up, reading every failing result at each look was most
+    of what this wait cost the machine the fleet was starting on."""
     total, deadline = len(devices), time.monotonic() + timeout
     names = [device.name for device in devices]
+    shown, outside, skip = 0, 0, set[str]()  # at the last look: ours healthy, others healthy, excused
+    looked = float("-inf")
     while True:
         begun = time.monotonic()
+        if begun - looked < LOOK_EVERY and begun <= deadline:
+            try:
+                with Store(database) as store:
+                    counted = store.count_ok_since(asked) - outside
+            except StoreError:
+                counted = 0
+            if counted < total - len(skip):  # some not healthy yet: count again soon
+                progress(min(total, max(shown, counted)), total, "devices healthy")
+                time.sleep(max(QUICK, 4 * (time.monotonic() - begun)))
+                continue
+        looked = begun
         try:
             with Store(database) as store:
                 healthy, errors = store.ok_since(asked), store.serve_errors()
@@ -354,13 +376,14 @@ def wait_healthy(database: Path, devices: Sequence[PlannedDevice], asked: float,
         running, skip = pids(), set(excused())
         unserved = {name: e.error for name, e in errors.items() if running.get(e.worker) == e.pid}
         waiting = [n for n in names if n not in skip and (n not in healthy or n in unserved)]
-        progress(total - len(waiting), total, "devices healthy")
+        shown = total - len(waiting)
+        outside = len(healthy) - sum(1 for n in names if n in healthy)  # a selection's: the fleet's others
+        progress(shown, total, "devices healthy")
         if not waiting or time.monotonic() > deadline or all(n in unserved for n in waiting):
             failing = _why_failing(database, waiting, unserved, asked)
             return total - len(failing), failing
-        # at most a fifth of one core on looking (100,000 names take a while): the pollers and
-        # the workers bringing the fleet up need the machine more than this wait does, but a
-        # tenth made `up` see the last device healthy seconds late
+        # at most a fifth of one core on looking: the pollers and the workers bringing the
+        # fleet up need the machine more than this wait does
         time.sleep(max(QUICK, 4 * (time.monotonic() - begun)))
 
 
@@ -433,9 +456,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m fleet.health [--once | --shard K/N] <state-dir>", file=sys.stderr)
         return 2
     from cpppo.server.hosting import new_event_loop
+    from fleet.bulk import collect_less
     from fleet.limits import raise_fd_limit
 
     raise_fd_limit()
+    collect_less()
     if once:
         return sweep_and_print(Path(args[0]))
     with asyncio.Runner(loop_factory=new_event_loop) as runner:

@@ -53,6 +53,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from fleet.bulk import no_collections
 from fleet.plan import Plan, PlannedDevice
 from fleet.scrape import WORKER_PORT, worker_metrics_path
 from fleet.web.view import STATES
@@ -322,11 +323,17 @@ def _families(text: str | None) -> Iterable[Metric]:
 
 
 def write_file_sd(plan: Plan, path: Path) -> None:
-    """A Prometheus ``file_sd_configs`` file: one target group per device kind, every device's
-    address, with ``device``, ``kind`` and ``fleet`` labels."""
-    groups = [{"targets": [d.endpoint], "labels": {"device": d.name, "kind": d.kind, "fleet": plan.fleet.name,
-                                                  "worker": d.worker}}
-              for d in plan.devices if d.host]  # not a unit on a serial line: no address to scrape
+    """A Prometheus ``file_sd_configs`` file: a target group per device, its address with
+    ``device``, ``kind``, ``fleet`` and ``worker`` labels, a group a line.  Each string is
+    quoted by the json module's own quoting; the groups are put together by hand: ``json.dumps``
+    of 100,000 of them took the fleet page 0.5-2.9 s (``indent``: the pure-Python encoder) to start."""
+    from json.encoder import encode_basestring as quoted
+
+    fleet = quoted(plan.fleet.name)
+    with no_collections():  # 100,000 new strings: see fleet.bulk
+        lines = [f'{{"targets": [{quoted(d.endpoint)}], "labels": {{"device": {quoted(d.name)}, '
+                 f'"kind": {quoted(d.kind)}, "fleet": {fleet}, "worker": {quoted(d.worker)}}}}}'
+                 for d in plan.devices if d.host]  # not a unit on a serial line: no address to scrape
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(groups, indent=1))
+    tmp.write_text("[\n" + ",\n".join(lines) + "\n]\n")
     os.replace(tmp, path)

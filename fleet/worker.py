@@ -28,7 +28,7 @@ from typing import Any
 
 from cpppo.faults import FaultState
 from cpppo.server.hosting import new_event_loop
-from fleet.bulk import no_collections
+from fleet.bulk import collect_less, no_collections
 from fleet.kinds import KINDS
 from fleet.limits import raise_fd_limit
 from fleet.plan import PlannedDevice, devices_from_json
@@ -347,6 +347,7 @@ def run(spec: dict[str, Any], source: Path | None = None) -> int:
     """Serve a worker spec until stopped (SIGTERM/SIGINT): raise the open-files limit, then run
     :func:`serve_spec` on uvloop where available.  Returns the exit status."""
     raise_fd_limit()
+    collect_less()
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(serve_spec(spec, source))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,51 @@ def test_up_waits_on_the_pollers_results_since_it_asked(tmp_path: Path) -> None:
     assert healthy == 2 and seen[-1] == (2, 5)  # line1, and pump2 excused
     assert {r.device: r.error for r in failing} == {"line2": "no health result yet", "drive1": "no answer",
                                                      "pump1": "cannot serve at x: taken"}
+
+
+def test_up_counts_the_healthy_between_looks_at_their_names(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between looks at which devices are healthy, ``up``'s wait only counts them (cheap at
+    100,000) and looks again once the count says all may be; its progress follows the count."""
+    import threading
+
+    import fleet.health
+    from fleet.health import request_sweep, wait_healthy
+
+    monkeypatch.setattr(fleet.health, "QUICK", 0.02)
+    plan = small_plan(44818)  # five devices on w000
+    asked = request_sweep(tmp_path)
+    database = tmp_path / "health.sqlite"
+    with Store(database) as store:
+        store.record([HealthResult("other", True, 0.001, None, asked + 1)], retention=5)  # not in the plan
+    looks: list[int] = []
+    real_ok_since = Store.ok_since
+
+    def ok_since(self, since):
+        looks.append(1)
+        return real_ok_since(self, since)
+
+    monkeypatch.setattr(Store, "ok_since", ok_since)
+    names = [d.name for d in plan.devices]
+
+    def feed() -> None:  # a device healthy every tenth of a second
+        for name in names:
+            time.sleep(0.1)
+            with Store(database) as store:
+                store.record([HealthResult(name, True, 0.001, None, time.time())], retention=5, again=True)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    seen: list[int] = []
+    try:
+        healthy, failing = wait_healthy(database, plan.devices, asked, 10.0, lambda: {"w000": 7},
+                                        lambda done, total, what: seen.append(done))
+    finally:
+        feeder.join()
+    assert (healthy, failing) == (5, [])
+    assert seen == sorted(seen) and seen[-1] == 5 and len(set(seen)) >= 4  # counted as they came
+    assert len(looks) <= 3  # the first look, the one the count asked for (and one more at most)
+    assert len(seen) > 2 * len(looks)
 
 
 def mixed_plan(port: int, count: int) -> Plan:
@@ -446,25 +492,33 @@ registers = ["40001-40010=0"]
     assert [name for _t, name in starts] == names
 
 
+def pump_plan(folder: Path, name: str, interval: float, count: int, per_worker: int | None = None) -> Plan:
+    """A fleet of ``count`` Modbus pumps (not served) with its plan.json in ``folder``: for the
+    supervised poller's schedule, its polls replaced."""
+    workers = f"devices_per_worker = {per_worker}\n" if per_worker else ""
+    plan = expand(parse(f"""
+[fleet]
+name = "{name}"
+address_pool = "127.77.{OCTET}.0/24"
+health_interval = {interval}
+health_timeout = 0.1
+{workers}[[device]]
+kind = "modbus"
+count = {count}
+name = "pump{{n}}"
+registers = ["40001-40004"]
+"""))
+    (folder / "plan.json").write_text(plan.dumps())
+    return plan
+
+
 def test_the_supervised_poller_spreads_every_sweep_but_the_first_after_a_change(tmp_path: Path,
                                                                               monkeypatch) -> None:
     """The first sweep (``up`` waits on it) polls at once; the next ones, even while settling,
     are spread over the interval less the timeout."""
     from fleet.health import Schedule
 
-    plan = expand(parse(f"""
-[fleet]
-name = "sched"
-address_pool = "127.77.{OCTET}.0/24"
-health_interval = 0.3
-health_timeout = 0.1
-[[device]]
-kind = "modbus"
-count = 3
-name = "pump{{n}}"
-registers = ["40001-40004"]
-"""))
-    (tmp_path / "plan.json").write_text(plan.dumps())
+    pump_plan(tmp_path, "sched", 0.3, 3)
     spreads: list[float] = []
 
     async def sweep(self, devices, spread=0.0, on_result=None):  # no devices to poll: all healthy
@@ -507,20 +561,7 @@ def test_after_a_change_the_devices_of_a_starting_worker_wait_for_it(
 
     from fleet.health import Schedule
 
-    plan = expand(parse(f"""
-[fleet]
-name = "starting"
-address_pool = "127.77.{OCTET}.0/24"
-health_interval = 1.0
-health_timeout = 0.1
-devices_per_worker = 2
-[[device]]
-kind = "modbus"
-count = 4
-name = "pump{{n}}"
-registers = ["40001-40004"]
-"""))
-    (tmp_path / "plan.json").write_text(plan.dumps())
+    plan = pump_plan(tmp_path, "starting", 1.0, 4, per_worker=2)
     first, second = plan.workers
     database = tmp_path / "health.sqlite"
     with Store(database) as store:
@@ -539,6 +580,41 @@ registers = ["40001-40004"]
     monkeypatch.setattr(Poller, "sweep", sweep)
     asyncio.run(Schedule(tmp_path).run(max_sweeps=1))
     assert polled == [sorted(second.devices), sorted(first.devices)]
+
+
+def test_settling_goes_on_while_devices_keep_turning_healthy(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a change the devices not yet healthy are re-polled until SETTLE seconds pass
+    without one turning healthy: a round of re-polls longer than SETTLE (thousands of first
+    contacts on a loaded machine) does not leave the rest for the next sweep."""
+    import fleet.health
+    from fleet.health import Schedule
+
+    plan = pump_plan(tmp_path, "settling", 60.0, 4)
+    monkeypatch.setattr(fleet.health, "SETTLE", 0.3)
+    monkeypatch.setattr(fleet.health, "QUICK", 0.05)
+    schedule = Schedule(tmp_path)
+    names = sorted(d.name for d in plan.devices)
+    polled: list[list[str]] = []
+
+    async def sweep(self, devices, spread=0.0, on_result=None):  # a device more healthy each round
+        polled.append(sorted(d.name for d in devices))
+        if len(polled) > 1:
+            await asyncio.sleep(0.4)  # longer than SETTLE
+        healthy = set(names[:len(polled) - 1])
+        results = [HealthResult(d.name, d.name in healthy, 0.001, None if d.name in healthy else "no answer",
+                                time.time()) for d in devices]
+        if all(r.ok for r in results) and len(polled) > 1:
+            schedule.stopping.set()
+        return results
+
+    monkeypatch.setattr(Poller, "sweep", sweep)
+
+    async def run() -> None:
+        await asyncio.wait_for(schedule.run(max_sweeps=1), 20)
+
+    asyncio.run(run())
+    assert polled == [names, names, names[1:], names[2:], names[3:]]
 
 
 def test_a_new_plan_without_some_devices_closes_their_connections(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from cpppo.faults import follow_listening
 from cpppo.modbus import framer
 from cpppo.modbus.device import ModbusDevice
 from cpppo.modbus.errors import FrameError
-from cpppo.server.hosting import Delay, RateLimitedLog, delay_source, parse_delay
+from cpppo.server.hosting import Delay, RateLimitedLog, delay_source, listen_tcp, parse_delay
 from cpppo.server.stream import BACKLOG, ConnectionSet, StreamConnection
 
 __all__ = ["Delay", "ModbusServer", "ServerSettings", "delay_source", "parse_delay", "serve"]
@@ -219,8 +219,7 @@ class ModbusServer:
         return f"modbus@{self.host}:{self.port}"
 
     async def _start(self, host: str, port: int) -> None:
-        self._server = await self.loop.create_server(lambda: self.protocol(self), host, port,
-                                                     reuse_address=True, backlog=BACKLOG)
+        self._server = await listen_tcp(lambda: self.protocol(self), host, port, backlog=BACKLOG)
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
         self.enabled = True
 

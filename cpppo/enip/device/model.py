@@ -25,6 +25,7 @@ refused with 0x0F, privilege violation) or None (not listed, not readable: 0x05)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -212,6 +213,13 @@ def _initial_values(text: str, ctype: CIPType) -> tuple[Any, ...]:
             raise ValueError(f"initial value {value!r} is not a number")
         values.append(ctype.coerce(value))
     return tuple(values)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_tag_spec(spec: str) -> TagSpec:
+    """A spec using no structure, parsed once for the many devices of a group giving it (a
+    TagSpec is frozen: devices share it, never its values)."""
+    return parse_tag_spec(spec)
 
 
 def parse_tag_spec(spec: str, types: Mapping[str, CIPType] | None = None) -> TagSpec:
@@ -495,7 +503,8 @@ class Device:
         elif udts:
             from cpppo.enip.device.udt import install_types, parse_udts
             install_types(device, parse_udts(udts))
-        parsed = [parse_tag_spec(spec, device.types) if isinstance(spec, str) else spec for spec in specs]
+        parse = functools.partial(parse_tag_spec, types=device.types) if device.types else _plain_tag_spec
+        parsed = [parse(spec) if isinstance(spec, str) else spec for spec in specs]
         declared = {spec.name.casefold() for spec in parsed} | set(device.tags)
         members = [spec for spec in parsed if _member_path(spec.name, declared)]
         for spec in parsed:

@@ -32,7 +32,7 @@ from cpppo.enip.device.dispatch import Dispatcher, Session
 from cpppo.enip.device.faults import error_reply
 from cpppo.enip.device.model import Device
 from cpppo.faults import follow_listening
-from cpppo.server.hosting import Delay, RateLimitedLog, delay_seconds
+from cpppo.server.hosting import Delay, RateLimitedLog, delay_seconds, listen_tcp, listen_udp
 from cpppo.server.stream import BACKLOG, ConnectionSet, StreamConnection
 
 __all__ = ["ServerHandle", "Settings", "serve"]
@@ -318,18 +318,15 @@ class ServerHandle:
             await self._listen(self.port)
 
     async def _listen(self, port: int) -> None:
-        loop = asyncio.get_running_loop()
         bind_host = self.host or "0.0.0.0"
         for attempt in range(20):
-            self.tcp = await loop.create_server(lambda: _TCPSession(self), bind_host, port,
-                                                backlog=self.backlog, reuse_address=True)
+            self.tcp = await listen_tcp(lambda: _TCPSession(self), bind_host, port, backlog=self.backlog)
             self.port = self.tcp.sockets[0].getsockname()[1]
             self.responder = _Responder(self.device, self.host, self.port, self.io)
             if not self.with_udp:
                 break
             try:
-                self.udp, _ = await loop.create_datagram_endpoint(lambda: _UDPEndpoint(self),
-                                                                  local_addr=(bind_host, self.port))
+                self.udp, _ = await listen_udp(lambda: _UDPEndpoint(self), bind_host, self.port)
                 break
             except OSError as exc:
                 self.tcp.close()
