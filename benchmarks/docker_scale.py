@@ -7,6 +7,7 @@ upstream-cpppo container per device, in the same run.
     python benchmarks/docker_scale.py --n 300 --old         # new layout, old layout, upstream loop
     python benchmarks/docker_scale.py --n 1000 --no-peer    # new layout only
     python benchmarks/docker_scale.py --n 300 --no-peer --floor   # and Docker's own floor
+    python benchmarks/docker_scale.py --n 1000 --no-peer --floor-only   # Docker's floor alone
 
 Both sides run N EtherNet/IP devices (upstream's Modbus simulator needs pymodbus 1.x), each
 at its own address on a bridge network, and are "healthy" when every device answers our
@@ -226,8 +227,8 @@ tags = ["SCADA=INT[1000]"]
             started = time.monotonic() - begun
             for line in backend.notices:
                 print(line, flush=True)
-            if floor:  # nothing answers: running is all there is
-                up = None
+            if floor:  # nothing answers: running is all there is (the row shows "-")
+                up = math.nan
             else:
                 healthy = wait_healthy(list(applied.devices), timeout)
                 up = None if healthy is None else started + healthy
@@ -309,6 +310,8 @@ def cleanup(client, bench_id: str) -> None:
 def _fmt(value: float | None, scale: float = 1.0, unit: str = "") -> str:
     if isinstance(value, int):
         return str(value)
+    if value is not None and math.isnan(value):
+        return "-"
     return "timeout" if value is None else f"{value / scale:.1f}{unit}"
 
 
@@ -321,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peer", action="store_true", help="no upstream containers.run loop")
     parser.add_argument("--floor", action="store_true", help="also our layout with `sleep infinity` "
                                                             "containers: Docker's own cost")
+    parser.add_argument("--floor-only", action="store_true", help="only the floor column (Docker's own "
+                                                                 "cost at N, without a worker's memory)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for all healthy")
     parser.add_argument("--prefix", type=int, default=None, help="our docker_bridge_prefix (default: the "
                                                                  "fleet's own, /27)")
@@ -334,21 +339,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import fleet
 
-        print(f"ours ({Path(fleet.__file__).parent.parent}): {args.n} devices, {args.per_container} per "
-              f"container, bridges /{args.prefix or 'default'} ...", flush=True)
-        columns.append(("ours", ours(client, args.n, args.per_container, image, bench_id, args.timeout,
-                                     bridge_prefix=args.prefix)))
-        if args.old:
+        if not args.floor_only:
+            print(f"ours ({Path(fleet.__file__).parent.parent}): {args.n} devices, {args.per_container} "
+                  f"per container, bridges /{args.prefix or 'default'} ...", flush=True)
+            columns.append(("ours", ours(client, args.n, args.per_container, image, bench_id, args.timeout,
+                                         bridge_prefix=args.prefix)))
+        if args.old and not args.floor_only:
             print(f"ours, old layout: {args.n} devices on one /22 bridge, started one at a time ...",
                   flush=True)
             columns.append(("old layout", ours(client, args.n, args.per_container, image, bench_id,
                                                args.timeout, bridge_prefix=22)))
-        if args.floor:
+        if args.floor or args.floor_only:
             print(f"floor: {args.n} `sleep infinity` containers on our layout ...", flush=True)
             columns.append(("docker floor", ours(client, args.n, args.per_container,
                                                  floor_image(client, image), bench_id, args.timeout,
                                                  bridge_prefix=args.prefix, floor=True)))
-        if upstream:
+        if upstream and not args.floor_only:
             print(f"peer: {args.n} upstream cpppo containers, sequential containers.run ...", flush=True)
             columns.append(("upstream loop", peer(client, args.n, upstream, bench_id, args.timeout)))
     finally:
@@ -373,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{title:24}" + "".join(f" {_fmt(c[key], scale, unit) if key in c else '-':>14}"
                                        for _, c in columns)
         for _, b in columns[1:]:
-            timed = key in ("up", "started", "down", "per_container") and a.get(key) and b.get(key)
+            timed = (key in ("up", "started", "down", "per_container") and a.get(key) and b.get(key)
+                     and not math.isnan(a[key] / b[key]))
             ratio = f"{b[key] / a[key]:.2f}x" if timed else ""
             line += f" {ratio:>18}"
         print(line)

@@ -150,12 +150,12 @@ def test_a_table_too_wide_for_the_console_keeps_a_row_a_line_off_a_terminal() ->
 def test_status_json_rows_are_the_reports_a_line_each(error) -> None:
     """The rows of ``status --json`` (orjson, one call, a row put on its own line after) parse
     to what ``json`` makes of the reports, and each row is one line, whatever an error says."""
-    from fleet.cli.status import _device_rows
+    from fleet.cli.status import ROWS_AT_ONCE, _device_rows
 
-    rows = reports(12, error=error)
-    text = _device_rows(None, None, {}, rows)
+    rows = reports(ROWS_AT_ONCE + 12, error=error)  # two pieces
+    text = b"".join(_device_rows(None, None, {}, rows)).decode()
     lines = text.splitlines()
     assert lines[0] == "[" and lines[-1] == " ]" and len(lines) == len(rows) + 2
     assert [json.loads(line.rstrip(",")) for line in lines[1:-1]] == [r.to_json() for r in rows]
     assert json.loads(text) == json.loads(json.dumps([r.to_json() for r in rows]))
-    assert _device_rows(None, None, {}, []) == "[]"
+    assert _device_rows(None, None, {}, []) == [b"[]"]
