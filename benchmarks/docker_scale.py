@@ -227,9 +227,8 @@ tags = ["SCADA=INT[1000]"]
             started = time.monotonic() - begun
             for line in backend.notices:
                 print(line, flush=True)
-            if floor:  # nothing answers: running is all there is (the row shows "-")
-                up = math.nan
-            else:
+            up = None  # the floor's containers answer nothing: running is all there is (no "up" row)
+            if not floor:
                 healthy = wait_healthy(list(applied.devices), timeout)
                 up = None if healthy is None else started + healthy
             mine = {"label": f"cpppo-fleet.fleet={plan.fleet.name}"}
@@ -252,8 +251,8 @@ tags = ["SCADA=INT[1000]"]
             left = left_over(client, [c["Id"] for c in listed], nets)
         finally:
             backend.close()
-    return {"containers": len(ids), "networks": len(nets), "up": up, "started": started,
-            "memory": sum(memory) / len(memory), "rss": sum(rss) / len(rss),
+    return {"containers": len(ids), "networks": len(nets), **({} if floor else {"up": up}),
+            "started": started, "memory": sum(memory) / len(memory), "rss": sum(rss) / len(rss),
             "shim": shim["shim_pss"], "shim_rss": shim["shim_rss"],
             "dockerd": daemons_share,
             "per_container": sum(memory) / len(memory) + shim["shim_pss"] + daemons_share,
@@ -310,8 +309,6 @@ def cleanup(client, bench_id: str) -> None:
 def _fmt(value: float | None, scale: float = 1.0, unit: str = "") -> str:
     if isinstance(value, int):
         return str(value)
-    if value is not None and math.isnan(value):
-        return "-"
     return "timeout" if value is None else f"{value / scale:.1f}{unit}"
 
 
@@ -333,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     client = docker.from_env(timeout=300)
     print("building images (cached when nothing changed) ...", flush=True)
     image = build_device_image(client)
-    upstream = None if args.no_peer else build_upstream_image(client)
+    upstream = None if args.no_peer or args.floor_only else build_upstream_image(client)
     bench_id = uuid.uuid4().hex[:8]
     columns: list[tuple[str, dict[str, float | None]]] = []
     try:
@@ -354,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             columns.append(("docker floor", ours(client, args.n, args.per_container,
                                                  floor_image(client, image), bench_id, args.timeout,
                                                  bridge_prefix=args.prefix, floor=True)))
-        if upstream and not args.floor_only:
+        if upstream:
             print(f"peer: {args.n} upstream cpppo containers, sequential containers.run ...", flush=True)
             columns.append(("upstream loop", peer(client, args.n, upstream, bench_id, args.timeout)))
     finally:
@@ -379,8 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{title:24}" + "".join(f" {_fmt(c[key], scale, unit) if key in c else '-':>14}"
                                        for _, c in columns)
         for _, b in columns[1:]:
-            timed = (key in ("up", "started", "down", "per_container") and a.get(key) and b.get(key)
-                     and not math.isnan(a[key] / b[key]))
+            timed = key in ("up", "started", "down", "per_container") and a.get(key) and b.get(key)
             ratio = f"{b[key] / a[key]:.2f}x" if timed else ""
             line += f" {ratio:>18}"
         print(line)
